@@ -1,0 +1,183 @@
+"""The daemon's HTTP endpoint, spoken to over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from reconciler.http_endpoint import (
+    Address,
+    HttpEndpoint,
+    StatusUnavailableError,
+    parse_address,
+    read_status,
+)
+from reconciler.metrics import Metrics
+
+LOOPBACK = Address("127.0.0.1", 0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def get(endpoint: HttpEndpoint, path: str) -> tuple[int, str, bytes]:
+    """GET a path; answers with any status (404, 503...) are returned, not raised."""
+    try:
+        with urllib.request.urlopen(f"{endpoint.address.url}{path}", timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics.create()
+
+
+@pytest.fixture
+def endpoint(metrics: Metrics) -> Iterator[HttpEndpoint]:
+    document = {"commit": "abc123", "models": {"animals": {"stable": 2}}}
+    with HttpEndpoint(LOOPBACK, metrics.registry, lambda: document) as started:
+        yield started
+
+
+def test_port_zero_binds_a_free_port_and_exposes_it(endpoint: HttpEndpoint) -> None:
+    assert endpoint.address.host == "127.0.0.1"
+    assert endpoint.address.port > 0
+
+
+def test_healthz_answers_while_the_process_is_alive(endpoint: HttpEndpoint) -> None:
+    code, content_type, body = get(endpoint, "/healthz")
+    assert code == 200
+    assert content_type == "application/json"
+    assert json.loads(body)["alive"] is True
+
+
+def test_healthz_fails_when_the_loop_stops_beating(metrics: Metrics) -> None:
+    clock = FakeClock()
+    with HttpEndpoint(
+        LOOPBACK, metrics.registry, dict, liveness_timeout=30, clock=clock
+    ) as endpoint:
+        clock.now += 29
+        assert get(endpoint, "/healthz")[0] == 200
+        clock.now += 2
+        code, _, body = get(endpoint, "/healthz")
+        assert code == 503
+        assert json.loads(body) == {"alive": False, "seconds_since_last_beat": 31.0}
+        endpoint.beat()
+        assert get(endpoint, "/healthz")[0] == 200
+
+
+def test_readyz_is_503_until_marked_ready(endpoint: HttpEndpoint) -> None:
+    assert get(endpoint, "/readyz")[0] == 503
+    endpoint.set_ready()
+    code, _, body = get(endpoint, "/readyz")
+    assert code == 200
+    assert json.loads(body) == {"ready": True}
+
+
+def test_metrics_serves_the_registry_as_text_exposition(
+    endpoint: HttpEndpoint, metrics: Metrics
+) -> None:
+    metrics.record_reconcile("success", finished_at=42.0)
+    code, content_type, body = get(endpoint, "/metrics")
+    assert code == 200
+    assert content_type.startswith("text/plain")
+    samples = {
+        (s.name, s.labels.get("outcome")): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert samples[("tfs_reconciler_reconciles_total", "success")] == 1
+    assert samples[("tfs_reconciler_last_success_timestamp_seconds", None)] == 42.0
+
+
+def test_status_serves_the_document_the_daemon_supplies(endpoint: HttpEndpoint) -> None:
+    code, content_type, body = get(endpoint, "/status")
+    assert code == 200
+    assert content_type == "application/json"
+    assert json.loads(body) == {"commit": "abc123", "models": {"animals": {"stable": 2}}}
+
+
+def test_status_is_read_fresh_on_every_request(metrics: Metrics) -> None:
+    calls: list[int] = []
+
+    def status() -> Mapping[str, Any]:
+        calls.append(1)
+        return {"passes": len(calls)}
+
+    with HttpEndpoint(LOOPBACK, metrics.registry, status) as endpoint:
+        assert read_status(endpoint.address) == {"passes": 1}
+        assert read_status(str(endpoint.address)) == {"passes": 2}
+
+
+def test_a_failing_status_callback_answers_500(metrics: Metrics) -> None:
+    def status() -> Mapping[str, Any]:
+        raise RuntimeError("state folder unreadable")
+
+    with HttpEndpoint(LOOPBACK, metrics.registry, status) as endpoint:
+        code, _, body = get(endpoint, "/status")
+        assert code == 500
+        assert "state folder unreadable" in json.loads(body)["error"]
+        with pytest.raises(StatusUnavailableError, match="answered 500"):
+            read_status(endpoint.address)
+
+
+def test_unknown_paths_answer_404_listing_the_known_ones(endpoint: HttpEndpoint) -> None:
+    code, _, body = get(endpoint, "/nope")
+    assert code == 404
+    assert "/status" in json.loads(body)["paths"]
+
+
+def test_stop_closes_the_port(metrics: Metrics) -> None:
+    endpoint = HttpEndpoint(LOOPBACK, metrics.registry, dict).start()
+    address = endpoint.address
+    endpoint.stop()
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection((address.host, address.port), timeout=2),
+    ):
+        pass
+    with pytest.raises(StatusUnavailableError, match="no tfs-reconciler daemon answered"):
+        read_status(address, timeout=2)
+
+
+def test_a_busy_port_is_reported_at_start(endpoint: HttpEndpoint, metrics: Metrics) -> None:
+    with pytest.raises(OSError):
+        HttpEndpoint(endpoint.address, metrics.registry, dict).start()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9109", Address("127.0.0.1", 9109)),
+        ("localhost:0", Address("localhost", 0)),
+        (":9109", Address("0.0.0.0", 9109)),
+        ("[::1]:9109", Address("::1", 9109)),
+    ],
+)
+def test_addresses_are_host_colon_port(text: str, expected: Address) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9109", "localhost", "host:http", "::1:9109", "h:70000"])
+def test_malformed_addresses_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="bad address"):
+        parse_address(text)
+
+
+def test_ipv6_addresses_print_with_brackets() -> None:
+    assert str(Address("::1", 9109)) == "[::1]:9109"
+    assert Address("127.0.0.1", 9109).url == "http://127.0.0.1:9109"

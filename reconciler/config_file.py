@@ -1,0 +1,72 @@
+"""models.config on disk: atomic replacement, and the last-known-good copy in the state folder."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+LAST_KNOWN_GOOD = "last-known-good.config"
+
+
+def default_state_dir(config_path: Path) -> Path:
+    return config_path.parent / ".tfs-reconciler"
+
+
+def read_text(path: Path) -> str | None:
+    try:
+        return path.read_text("utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path: Path, text: str) -> bool:
+    """Replace `path` with `text` (temp file in the same folder, fsync, rename; mode kept).
+
+    Returns False and touches nothing when the file already holds exactly `text`.
+    """
+    data = text.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return False
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode if mode is not None else 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(path.parent)
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_last_known_good(state_dir: Path, text: str) -> None:
+    write_atomic(state_dir / LAST_KNOWN_GOOD, text)
+
+
+def last_known_good(state_dir: Path) -> str | None:
+    return read_text(state_dir / LAST_KNOWN_GOOD)

@@ -1,0 +1,398 @@
+"""The desired state: YAML documents, validated against the JSON Schema and TFS's own rules."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from reconciler import yaml_nodes
+from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, served_versions
+from reconciler.problems import InputError, Location, Problem
+from reconciler.yaml_nodes import Marks, dotted
+
+API_VERSION = "tfs-reconciler/v1"
+MAX_FILE_BYTES = 1024 * 1024
+DEFAULT_PLATFORM = "tensorflow"
+
+
+@dataclass(frozen=True)
+class DesiredModel:
+    """One model as the user wants it served."""
+
+    name: str
+    policy: VersionPolicy
+    labels: tuple[tuple[str, int], ...]
+    base_path: str  # as TFS sees it (container path), normalized
+    platform: str
+    location: Location  # where the model's key stands
+    field_locations: tuple[tuple[str, Location], ...] = ()
+    verify_request: str | None = None  # host path of a REST predict body
+
+    @property
+    def label_map(self) -> dict[str, int]:
+        return dict(self.labels)
+
+    def locate(self, field: str) -> Location:
+        return dict(self.field_locations).get(field, self.location)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    models: tuple[DesiredModel, ...]
+    prune: bool = False
+    files: tuple[str, ...] = ()
+
+    def model(self, name: str) -> DesiredModel | None:
+        for model in self.models:
+            if model.name == name:
+                return model
+        return None
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("reconciler").joinpath("desired-state.schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _strict_integer(_checker: object, instance: object) -> bool:
+    # JSON Schema counts 2.0 as an integer; a version written 2.0 is a typo, not a version.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer)
+    cls = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        Draft202012Validator, type_checker=checker
+    )
+    validator: Draft202012Validator = cls(schema())
+    return validator
+
+
+def parse_documents(
+    documents: Sequence[tuple[str, bytes]], serving_root: str = "/models"
+) -> DesiredState:
+    """Validate and merge desired-state documents given as (display path, raw bytes).
+
+    Raises InputError with every problem found, each naming file, line, column and field.
+    """
+    problems: list[Problem] = []
+    models: dict[str, DesiredModel] = {}
+    prune_values: list[tuple[bool, Location]] = []
+    for file, raw in documents:
+        document = _parse_one(file, raw, serving_root, problems)
+        if document is None:
+            continue
+        file_models, file_prune = document
+        if file_prune is not None:
+            prune_values.append(file_prune)
+        for model in file_models:
+            if model.name in models:
+                first = models[model.name].location
+                problems.append(
+                    Problem(
+                        model.location,
+                        f"models.{model.name}",
+                        f"model '{model.name}' is already defined at {first}",
+                    )
+                )
+                continue
+            models[model.name] = model
+    if len({value for value, _ in prune_values}) > 1:
+        for value, where in prune_values:
+            problems.append(
+                Problem(where, "prune", f"files disagree on prune (this one says {value})")
+            )
+    if problems:
+        raise InputError(problems)
+    ordered = tuple(sorted(models.values(), key=lambda m: m.name))
+    prune = prune_values[0][0] if prune_values else False
+    return DesiredState(models=ordered, prune=prune, files=tuple(f for f, _ in documents))
+
+
+def _parse_one(
+    file: str, raw: bytes, serving_root: str, problems: list[Problem]
+) -> tuple[list[DesiredModel], tuple[bool, Location] | None] | None:
+    if len(raw) > MAX_FILE_BYTES:
+        problems.append(
+            Problem(Location(file), "", f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")
+        )
+        return None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        problems.append(Problem(Location(file, line, column), "", "not UTF-8 text"))
+        return None
+    data, marks, found = yaml_nodes.load(text, file)
+    problems.extend(found)
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        problems.append(
+            Problem(
+                marks.of_value(()), "", f"expected a mapping with apiVersion and models, got {kind}"
+            )
+        )
+        return None
+    schema_problems = list(_schema_problems(data, marks))
+    if schema_problems or found:
+        problems.extend(schema_problems)
+        return None
+    models = []
+    for name, spec in data["models"].items():
+        model = _model(name, spec, marks, file, serving_root, problems)
+        if model is not None:
+            models.append(model)
+    prune = (bool(data["prune"]), marks.of_value(("prune",))) if "prune" in data else None
+    return models, prune
+
+
+def _model(
+    name: str,
+    spec: dict[str, Any],
+    marks: Marks,
+    file: str,
+    serving_root: str,
+    problems: list[Problem],
+) -> DesiredModel | None:
+    here = ("models", name)
+    before = len(problems)
+    policy = _policy(spec["versions"])
+    labels: dict[str, int] = spec.get("labels") or {}
+    if isinstance(policy, Specific):
+        served = served_versions(policy, ())
+        for label, version in labels.items():
+            if version not in served:
+                problems.append(
+                    Problem(
+                        marks.of_value((*here, "labels", label)),
+                        dotted((*here, "labels", label)),
+                        f"version {version} is not served (served: {_join(served)})",
+                    )
+                )
+    base_path = _base_path(spec.get("base_path"), name, serving_root)
+    if base_path is None:
+        problems.append(
+            Problem(
+                marks.of_value((*here, "base_path")),
+                dotted((*here, "base_path")),
+                f"'{spec.get('base_path')}' is outside the serving root {serving_root}"
+                " (TFS sees only what is under it; '..' is not allowed)",
+            )
+        )
+    verify_request = None
+    if "verify" in spec:
+        folder = posixpath.dirname(file)
+        verify_request = posixpath.join(folder, spec["verify"]["request"])
+    if len(problems) > before or base_path is None:
+        return None
+    fields = [("versions", marks.of_value((*here, "versions")))]
+    fields += [(f"labels.{lb}", marks.of_value((*here, "labels", lb))) for lb in labels]
+    if "verify" in spec:
+        fields.append(("verify.request", marks.of_value((*here, "verify", "request"))))
+    return DesiredModel(
+        name=name,
+        policy=policy,
+        labels=tuple(sorted(labels.items())),
+        base_path=base_path,
+        platform=spec.get("platform", DEFAULT_PLATFORM),
+        location=marks.of_key(here),
+        field_locations=tuple(fields),
+        verify_request=verify_request,
+    )
+
+
+def _policy(versions: Any) -> VersionPolicy:
+    if versions == "all":
+        return AllVersions()
+    if isinstance(versions, dict):
+        return Latest(int(versions["latest"]))
+    return Specific(tuple(sorted(int(v) for v in versions)))
+
+
+def _base_path(value: str | None, name: str, serving_root: str) -> str | None:
+    root = posixpath.normpath(serving_root)
+    if value is None:
+        return posixpath.join(root, name)
+    if ".." in value.split("/"):
+        return None
+    path = posixpath.normpath(posixpath.join(root, value))
+    if path == root or not path.startswith(root.rstrip("/") + "/"):
+        return None
+    return path
+
+
+def _join(versions: Iterable[int]) -> str:
+    return ", ".join(str(v) for v in versions)
+
+
+_TYPE_NOUNS = {
+    "integer": "an integer",
+    "string": "a string",
+    "object": "a mapping",
+    "array": "a list",
+    "boolean": "true or false",
+}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, str):
+        return f"'{value}' (a string)"
+    if isinstance(value, float):
+        return f"{value} (a float)"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _schema_problems(data: dict[str, Any], marks: Marks) -> Iterable[Problem]:
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    for error in errors:
+        yield from _explain(error, marks)
+
+
+def _explain(error: jsonschema.ValidationError, marks: Marks) -> Iterable[Problem]:
+    path = tuple(error.absolute_path)
+    field = dotted(path)
+    where = marks.of_value(path)
+    kind = error.validator
+    rule: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    if kind == "additionalProperties":
+        allowed = sorted(rule.get("properties", {}))
+        extra = set(error.instance) if isinstance(error.instance, dict) else set()
+        for key in sorted(extra - set(allowed)):
+            yield Problem(
+                marks.of_key((*path, key)),
+                dotted((*path, key)),
+                f"unknown key '{key}' (allowed: {', '.join(allowed)})",
+            )
+        return
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        yield Problem(where, field, f"missing required key '{missing}'")
+        return
+    if "propertyNames" in error.schema_path:
+        noun = "label" if path and path[-1] == "labels" else "model"
+        yield Problem(
+            marks.of_key((*path, str(error.instance))),
+            dotted((*path, str(error.instance))),
+            f"'{error.instance}' is not a valid {noun} name. {rule.get('description', '')}",
+        )
+        return
+    if kind == "oneOf" and path and path[-1] == "versions":
+        branch = (
+            0
+            if isinstance(error.instance, list)
+            else 1
+            if isinstance(error.instance, dict)
+            else None
+        )
+        subs = [e for e in error.context or [] if e.relative_schema_path[0] == branch]
+        if branch is not None and subs:
+            for sub in subs:
+                yield from _explain(sub, marks)
+            return
+        yield Problem(
+            where,
+            field,
+            f"{_describe(error.instance)} is not a version policy:"
+            " use a list of versions, {latest: N} or all",
+        )
+        return
+    if kind == "type":
+        expected = error.validator_value
+        noun = _TYPE_NOUNS.get(expected, expected) if isinstance(expected, str) else "valid"
+        yield Problem(where, field, f"{_describe(error.instance)} is not {noun}")
+        return
+    if kind == "minimum":
+        what = "a valid count" if path and path[-1] == "latest" else "a valid version"
+        yield Problem(
+            where, field, f"{error.instance} is not {what}: must be {error.validator_value} or more"
+        )
+        return
+    if kind == "const":
+        yield Problem(
+            where, field, f"must be {error.validator_value}, got {_describe(error.instance)}"
+        )
+        return
+    if kind == "uniqueItems":
+        yield Problem(where, field, "lists a version more than once")
+        return
+    if kind == "minItems":
+        yield Problem(where, field, "must list at least one version")
+        return
+    yield Problem(where, field, error.message)
+
+
+def read_documents(path: Path) -> list[tuple[str, bytes]]:
+    """The desired-state files at `path` (a file, or every *.yaml / *.yml under a folder)."""
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix in (".yaml", ".yml")
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise InputError([Problem(Location(str(path)), "", "no *.yaml or *.yml files here")])
+    elif path.is_file():
+        files = [path]
+    else:
+        raise InputError([Problem(Location(str(path)), "", "no such file or folder")])
+    documents = []
+    for file in files:
+        with file.open("rb") as handle:
+            documents.append((str(file), handle.read(MAX_FILE_BYTES + 1)))
+    return documents
+
+
+def check_verify_requests(state: DesiredState) -> None:
+    """The verify request files exist and hold a TFS REST predict body."""
+    problems = []
+    for model in state.models:
+        if model.verify_request is None:
+            continue
+        where = model.locate("verify.request")
+        field = f"models.{model.name}.verify.request"
+        try:
+            body = json.loads(Path(model.verify_request).read_bytes())
+        except FileNotFoundError:
+            problems.append(Problem(where, field, f"no such file: {model.verify_request}"))
+            continue
+        except (OSError, ValueError) as error:
+            problems.append(Problem(where, field, f"cannot read {model.verify_request}: {error}"))
+            continue
+        if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
+            problems.append(
+                Problem(where, field, "must hold a predict body with 'instances' or 'inputs'")
+            )
+    if problems:
+        raise InputError(problems)
+
+
+def load_desired(path: Path, serving_root: str = "/models") -> DesiredState:
+    """Read, validate and merge the desired state at `path` (the imperative edge)."""
+    state = parse_documents(read_documents(path), serving_root)
+    check_verify_requests(state)
+    return state

@@ -1,0 +1,305 @@
+"""The desired state as committed in git: the GitOps source.
+
+A ``GitSource`` follows one ref of one repository and reads the desired-state
+files as they are in the commit the ref points at, never as they are in the
+work tree: an edit counts once it is committed. Two ways to get one:
+
+- ``open_local(desired_path, branch=None)``: ``desired_path`` (a folder or a
+  file) lies inside a git work tree; the source follows ``branch`` (default:
+  the checked-out one). With ``remote_url`` given, ``fetch()`` brings that
+  remote's branch into ``refs/remotes/tfs-reconciler/<branch>`` of the same
+  repository and the source reads from there.
+- ``open_remote(cache_dir, remote_url, path_in_repo, branch=None)``: a bare
+  repository of the daemon's own in ``cache_dir`` mirrors the remote branch,
+  like Flux; no local clone is needed.
+
+Every git call is the ``git`` command line (no GitPython). A ``Snapshot``
+carries the commit and the files' bytes with their paths relative to the
+repository root, ready to be validated and shown in error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+__all__ = [
+    "REMOTE_NAME",
+    "GitError",
+    "GitSource",
+    "Snapshot",
+    "open_local",
+    "open_remote",
+]
+
+REMOTE_NAME = "tfs-reconciler"
+"""Remote-tracking refs fetched by the daemon live under refs/remotes/<REMOTE_NAME>/."""
+
+_REGULAR_FILE_MODES = {"100644", "100755"}
+
+
+class GitError(RuntimeError):
+    """A git command failed, or the repository is not as the source needs it."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The desired-state files of one commit.
+
+    ``files`` holds (path relative to the repository root, bytes) pairs,
+    sorted by path; ``path`` is the desired-state path the files were read
+    from, relative to the root ("" for the whole repository).
+    """
+
+    commit: str
+    ref: str
+    path: str
+    files: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """One ref of one repository, and the desired-state path inside it.
+
+    ``work_tree`` is None for the daemon's own bare mirror. ``path`` is
+    relative to the repository root, in git's (posix) spelling; "" is the root.
+    """
+
+    git_dir: Path
+    common_dir: Path
+    work_tree: Path | None
+    path: str
+    ref: str
+    remote_url: str | None = None
+
+    @property
+    def branch(self) -> str:
+        """The followed branch's name (on the remote, for a remote source)."""
+        return self.ref.removeprefix("refs/heads/").removeprefix(f"refs/remotes/{REMOTE_NAME}/")
+
+    # --- reading ---------------------------------------------------------------
+
+    def resolve(self) -> str:
+        """The commit the followed ref points at now."""
+        out = self._git(
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            f"{self.ref}^{{commit}}",
+            check=False,
+        )
+        if out.returncode != 0:
+            hint = " (not fetched yet: call fetch() first)" if self.remote_url else ""
+            raise GitError(f"{self.ref} does not name a commit in {self.common_dir}{hint}")
+        return out.stdout.decode().strip()
+
+    def head_commit(self) -> str | None:
+        """The commit checked out in the work tree (None in a bare mirror or empty repo)."""
+        if self.work_tree is None:
+            return None
+        out = self._git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
+        return out.stdout.decode().strip() or None
+
+    def snapshot(self, commit: str | None = None) -> Snapshot:
+        """The committed desired-state files at ``commit`` (default: ``resolve()``).
+
+        Only regular files are read; symbolic links and submodules under the
+        path are skipped. Raises GitError when the path is not in that commit.
+        """
+        commit = self.resolve() if commit is None else commit
+        pathspec = [self.path] if self.path else []
+        listing = self._git("ls-tree", "-r", "-z", "--full-tree", commit, "--", *pathspec)
+        entries: list[tuple[str, str]] = []
+        for record in listing.stdout.split(b"\0"):
+            if not record:
+                continue
+            meta, _, name = record.partition(b"\t")
+            mode, kind, oid = meta.decode().split(" ")
+            if kind == "blob" and mode in _REGULAR_FILE_MODES:
+                entries.append((name.decode("utf-8", errors="surrogateescape"), oid))
+        if not entries:
+            raise GitError(
+                f"{self.path or 'the repository'} holds no files in commit {commit[:12]} "
+                f"({self.ref}); is the desired-state path committed?"
+            )
+        contents = self._read_blobs([oid for _, oid in entries])
+        files = tuple(sorted(zip((name for name, _ in entries), contents, strict=True)))
+        return Snapshot(commit=commit, ref=self.ref, path=self.path, files=files)
+
+    def is_dirty(self, paths: Sequence[str] | None = None) -> bool:
+        """Whether the work tree has uncommitted changes (staged, unstaged or
+        untracked) under ``paths`` (relative to the root; default: the
+        desired-state path). Always False for a bare mirror."""
+        if self.work_tree is None:
+            return False
+        pathspec = list(paths) if paths is not None else ([self.path] if self.path else [])
+        out = self._git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *pathspec)
+        return bool(out.stdout.strip(b"\0"))
+
+    # --- following a remote ----------------------------------------------------
+
+    def fetch(self) -> str:
+        """Fetch the remote branch into the followed ref; returns its commit."""
+        if self.remote_url is None:
+            raise GitError("this source follows a local branch; there is no remote to fetch")
+        branch = self.branch
+        self._git(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--",
+            self.remote_url,
+            f"+refs/heads/{branch}:{self.ref}",
+        )
+        return self.resolve()
+
+    # --- what a watcher watches ------------------------------------------------
+
+    def ref_files(self) -> tuple[Path, ...]:
+        """The files git rewrites when the followed ref moves: the loose ref,
+        packed-refs and HEAD. A watcher on these sees a commit, a fetch, a
+        checkout or a ``git gc`` (the loose ref file may not exist yet)."""
+        return (
+            self.common_dir / self.ref,
+            self.common_dir / "packed-refs",
+            self.git_dir / "HEAD",
+        )
+
+    # --- plumbing --------------------------------------------------------------
+
+    def _read_blobs(self, oids: list[str]) -> list[bytes]:
+        out = self._git("cat-file", "--batch", stdin=b"".join(f"{o}\n".encode() for o in oids))
+        data, at, contents = out.stdout, 0, []
+        for oid in oids:
+            header_end = data.index(b"\n", at)
+            found, kind, size = data[at:header_end].decode().split(" ")
+            if found != oid or kind != "blob":
+                raise GitError(f"git cat-file answered {found} {kind} for {oid}")
+            start = header_end + 1
+            contents.append(data[start : start + int(size)])
+            at = start + int(size) + 1
+        return contents
+
+    def _git(
+        self, *args: str, stdin: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        base = ["--git-dir", str(self.git_dir)]
+        if self.work_tree is not None:
+            base = [*base, "--work-tree", str(self.work_tree)]
+        cwd = self.work_tree if self.work_tree is not None else self.git_dir
+        return _run([*base, *args], cwd=cwd, stdin=stdin, check=check)
+
+
+def open_local(
+    desired_path: Path, branch: str | None = None, remote_url: str | None = None
+) -> GitSource:
+    """A source for ``desired_path`` (folder or file) inside a git work tree.
+
+    ``branch`` defaults to the checked-out branch. With ``remote_url``, the
+    source follows ``refs/remotes/tfs-reconciler/<branch>`` filled by ``fetch()``.
+    """
+    desired_path = desired_path.resolve()
+    if not desired_path.exists():
+        raise GitError(f"{desired_path} does not exist")
+    start = desired_path if desired_path.is_dir() else desired_path.parent
+    out = _run(
+        [
+            "rev-parse",
+            "--path-format=absolute",
+            "--show-toplevel",
+            "--git-dir",
+            "--git-common-dir",
+        ],
+        cwd=start,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise GitError(
+            f"{desired_path} is not inside a git work tree: {out.stderr.decode().strip()}"
+        )
+    top, git_dir, common_dir = (Path(line) for line in out.stdout.decode().splitlines())
+    if branch is None:
+        head = _run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=top, check=False)
+        if head.returncode != 0:
+            raise GitError(f"HEAD of {top} is detached, so there is no branch to follow; name one")
+        branch = head.stdout.decode().strip()
+    _check_branch_name(branch, cwd=top)
+    relative = desired_path.relative_to(top).as_posix()
+    ref = f"refs/remotes/{REMOTE_NAME}/{branch}" if remote_url else f"refs/heads/{branch}"
+    return GitSource(
+        git_dir=git_dir,
+        common_dir=common_dir,
+        work_tree=top,
+        path="" if relative == "." else relative,
+        ref=ref,
+        remote_url=remote_url,
+    )
+
+
+def open_remote(
+    cache_dir: Path, remote_url: str, path_in_repo: str, branch: str | None = None
+) -> GitSource:
+    """A source that mirrors ``remote_url`` into a bare repository at ``cache_dir``.
+
+    ``path_in_repo`` is the desired-state path relative to the repository
+    root. ``branch`` defaults to the remote's default branch (its HEAD).
+    Nothing is fetched yet: call ``fetch()``.
+    """
+    if not (cache_dir / "HEAD").exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _run(["init", "--quiet", "--bare", str(cache_dir)], cwd=cache_dir)
+    if branch is None:
+        branch = _remote_default_branch(remote_url, cwd=cache_dir)
+    _check_branch_name(branch, cwd=cache_dir)
+    path = PurePosixPath(path_in_repo.strip("/") or ".").as_posix()
+    if path.startswith("../") or path == "..":
+        raise GitError(f"{path_in_repo!r} leaves the repository")
+    cache = cache_dir.resolve()
+    return GitSource(
+        git_dir=cache,
+        common_dir=cache,
+        work_tree=None,
+        path="" if path == "." else path,
+        ref=f"refs/remotes/{REMOTE_NAME}/{branch}",
+        remote_url=remote_url,
+    )
+
+
+def _remote_default_branch(remote_url: str, cwd: Path) -> str:
+    out = _run(["ls-remote", "--symref", "--", remote_url, "HEAD"], cwd=cwd)
+    for line in out.stdout.decode().splitlines():
+        if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
+            return line.removeprefix("ref: refs/heads/").removesuffix("\tHEAD")
+    raise GitError(f"{remote_url} names no default branch; name the branch to follow")
+
+
+def _check_branch_name(branch: str, cwd: Path) -> None:
+    if _run(["check-ref-format", "--branch", branch], cwd=cwd, check=False).returncode != 0:
+        raise GitError(f"{branch!r} is not a valid branch name")
+
+
+def _run(
+    args: list[str], cwd: Path, stdin: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    env = {
+        **os.environ,
+        "LC_ALL": "C",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_OPTIONAL_LOCKS": "0",
+    }
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, input=stdin, capture_output=True, env=env, check=False
+        )
+    except FileNotFoundError as error:
+        raise GitError("the git command is not installed") from error
+    if check and out.returncode != 0:
+        raise GitError(
+            f"git {' '.join(args)} failed ({out.returncode}): {out.stderr.decode().strip()}"
+        )
+    return out

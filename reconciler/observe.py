@@ -1,0 +1,219 @@
+"""What is there now: version folders on disk, the current models.config, TFS's live status."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from reconciler.problems import InputError, Location, Problem
+from reconciler.tfs_config import ServingConfig, parse_config
+
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+@dataclass(frozen=True)
+class VersionDir:
+    version: int
+    path: str  # host path
+    loadable: bool  # holds a non-empty saved_model.pb or saved_model.pbtxt
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    name: str
+    path: str  # host path of the model's base_path
+    exists: bool
+    versions: tuple[VersionDir, ...] = ()
+
+    @property
+    def numbers(self) -> tuple[int, ...]:
+        return tuple(v.version for v in self.versions)
+
+    def version(self, number: int) -> VersionDir | None:
+        for version in self.versions:
+            if version.version == number:
+                return version
+        return None
+
+
+@dataclass(frozen=True)
+class DiskState:
+    models: tuple[ModelDir, ...] = ()
+
+    def model(self, name: str) -> ModelDir | None:
+        for model in self.models:
+            if model.name == name:
+                return model
+        return None
+
+
+@dataclass(frozen=True)
+class LiveVersion:
+    version: int
+    state: str  # START, LOADING, AVAILABLE, UNLOADING, END
+    error_code: str = "OK"
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    name: str
+    found: bool
+    versions: tuple[LiveVersion, ...] = ()
+    labels: tuple[tuple[str, int], ...] = ()  # label -> version TFS resolves it to
+
+    @property
+    def available(self) -> tuple[int, ...]:
+        return tuple(sorted(v.version for v in self.versions if v.state == "AVAILABLE"))
+
+    def latest(self, number: int) -> LiveVersion | None:
+        """The newest status entry for a version (END entries stay listed after a reload)."""
+        found = [v for v in self.versions if v.version == number]
+        live = [v for v in found if v.state != "END"]
+        return (live or found)[-1] if found else None
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    reachable: bool
+    models: tuple[LiveModel, ...] = ()
+    error: str = ""
+
+    def model(self, name: str) -> LiveModel | None:
+        for model in self.models:
+            if model.name == name:
+                return model
+        return None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything a plan needs to know about the present."""
+
+    disk: DiskState
+    config: ServingConfig | None  # None: no models.config yet
+    live: LiveStatus | None = None  # None: not asked
+    config_path: str = "models.config"
+
+
+class TfsUnreachable(Exception):
+    """TFS did not answer (connection refused, timeout, not HTTP)."""
+
+
+class StatusSource(Protocol):
+    """Reads TFS's live status: the REST client in production, anything alike in tests."""
+
+    def model_status(self, name: str) -> LiveModel: ...
+
+    def label_version(self, name: str, label: str) -> int | None: ...
+
+
+def host_path(base_path: str, serving_root: str, models_dir: Path) -> Path | None:
+    """Where a path TFS sees (under the serving root) lives on this host; None if outside."""
+    root = posixpath.normpath(serving_root)
+    path = posixpath.normpath(base_path)
+    if path == root:
+        return models_dir
+    if not path.startswith(root.rstrip("/") + "/"):
+        return None
+    return models_dir / posixpath.relpath(path, root)
+
+
+def scan_model(name: str, folder: Path) -> ModelDir:
+    try:
+        entries = list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return ModelDir(name, str(folder), exists=False)
+    versions = []
+    for entry in entries:
+        if entry.name.isascii() and entry.name.isdigit() and entry.is_dir():
+            versions.append(VersionDir(int(entry.name), str(entry), _loadable(entry)))
+    return ModelDir(name, str(folder), True, tuple(sorted(versions, key=lambda v: v.version)))
+
+
+def _loadable(folder: Path) -> bool:
+    for file in SAVED_MODEL_FILES:
+        try:
+            if (folder / file).stat().st_size > 0:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def scan_disk(base_paths: Mapping[str, str], serving_root: str, models_dir: Path) -> DiskState:
+    """Scan the version folders of each model (name -> base_path as TFS sees it)."""
+    models = []
+    for name, base_path in sorted(base_paths.items()):
+        folder = host_path(base_path, serving_root, models_dir)
+        if folder is None:
+            models.append(ModelDir(name, base_path, exists=False))
+        else:
+            models.append(scan_model(name, folder))
+    return DiskState(tuple(models))
+
+
+def read_config(path: Path) -> ServingConfig | None:
+    """The current models.config, or None when there is none yet."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise InputError([Problem(Location(str(path)), "", f"cannot read: {error}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError([Problem(Location(str(path)), "", "not UTF-8 text")]) from None
+    return parse_config(text, str(path))
+
+
+def read_live(
+    source: StatusSource, models: Iterable[str], labels: Mapping[str, Iterable[str]]
+) -> LiveStatus:
+    """Ask TFS for each model's versions and where each of its labels resolves."""
+    found = []
+    try:
+        for name in sorted(set(models)):
+            status = source.model_status(name)
+            resolved = []
+            if status.found:
+                for label in sorted(set(labels.get(name, ()))):
+                    version = source.label_version(name, label)
+                    if version is not None:
+                        resolved.append((label, version))
+            found.append(LiveModel(name, status.found, status.versions, tuple(resolved)))
+    except TfsUnreachable as error:
+        return LiveStatus(reachable=False, error=str(error))
+    return LiveStatus(reachable=True, models=tuple(found))
+
+
+def observe(
+    models: Mapping[str, str],
+    labels: Mapping[str, Iterable[str]],
+    *,
+    models_dir: Path,
+    serving_root: str,
+    config_path: Path,
+    live_source: StatusSource | None,
+) -> Observed:
+    """Read disk, models.config and (when a source is given) live TFS.
+
+    `models` maps each desired model to its base_path; models in the current config are
+    scanned too, and `labels` names the labels to resolve per model.
+    """
+    config = read_config(config_path)
+    base_paths = dict(models)
+    for model in config.models if config is not None else ():
+        base_paths.setdefault(model.name, model.base_path)
+    disk = scan_disk(base_paths, serving_root, models_dir)
+    all_labels = {name: set(names) for name, names in labels.items()}
+    for model in config.models if config is not None else ():
+        all_labels.setdefault(model.name, set()).update(label for label, _ in model.labels)
+    live = None
+    if live_source is not None:
+        live = read_live(live_source, base_paths, all_labels)
+    return Observed(disk, config, live, str(config_path))

@@ -1,0 +1,382 @@
+"""The plan: a pure function from desired and observed state to the configs and steps that
+make TFS serve what is desired.
+
+A plan's phases are the configs to apply in order. Labels never point at a version that is not
+yet AVAILABLE and a labelled version is never unloaded in the same change (TFS accepts the
+config, then the label dangles), so a change is split in up to three phases:
+  1. load: new versions are added, current labels stay;
+  2. relabel: labels move to the (now AVAILABLE) versions;
+  3. final: versions no longer wanted are unloaded, pruned models removed.
+Phases equal to the one before are dropped, so a pure label move is one phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from reconciler.desired import DesiredModel, DesiredState
+from reconciler.observe import DiskState, Observed
+from reconciler.policy import Specific, describe, served_versions
+from reconciler.problems import Location, Problem
+from reconciler.tfs_config import ConfigModel, ServingConfig
+
+
+class StepKind(StrEnum):
+    ADD_MODEL = "add_model"
+    LOAD_VERSION = "load_version"
+    SET_POLICY = "set_policy"
+    SET_BASE_PATH = "set_base_path"
+    ADD_LABEL = "add_label"
+    MOVE_LABEL = "move_label"
+    REMOVE_LABEL = "remove_label"
+    UNLOAD_VERSION = "unload_version"
+    REMOVE_MODEL = "remove_model"
+
+
+_SIGNS = {
+    StepKind.ADD_MODEL: "+",
+    StepKind.LOAD_VERSION: "+",
+    StepKind.ADD_LABEL: "+",
+    StepKind.SET_POLICY: "~",
+    StepKind.SET_BASE_PATH: "~",
+    StepKind.MOVE_LABEL: "~",
+    StepKind.REMOVE_LABEL: "-",
+    StepKind.UNLOAD_VERSION: "-",
+    StepKind.REMOVE_MODEL: "-",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    model: str
+    version: int | None = None
+    label: str | None = None
+    old: str | None = None
+    new: str | None = None
+
+    @property
+    def sign(self) -> str:
+        return _SIGNS[self.kind]
+
+    def __str__(self) -> str:
+        what = {
+            StepKind.ADD_MODEL: f"add model (base_path {self.new})",
+            StepKind.LOAD_VERSION: f"load version {self.version}",
+            StepKind.SET_POLICY: f"versions {self.old} -> {self.new}",
+            StepKind.SET_BASE_PATH: f"base_path {self.old} -> {self.new}",
+            StepKind.ADD_LABEL: f"label {self.label} -> {self.new}",
+            StepKind.MOVE_LABEL: f"label {self.label} {self.old} -> {self.new}",
+            StepKind.REMOVE_LABEL: f"remove label {self.label} (was {self.old})",
+            StepKind.UNLOAD_VERSION: f"unload version {self.version}",
+            StepKind.REMOVE_MODEL: "remove model",
+        }[self.kind]
+        return f"{self.sign} {self.model}: {what}"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Live TFS differs from the config it should be serving."""
+
+    model: str
+    message: str
+    version: int | None = None
+    label: str | None = None
+
+    def __str__(self) -> str:
+        return f"! {self.model}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    current: ServingConfig | None
+    target: ServingConfig
+    phases: tuple[ServingConfig, ...]
+    steps: tuple[Step, ...]
+    problems: tuple[Problem, ...] = ()
+    drift: tuple[Drift, ...] = ()
+    unmanaged: tuple[str, ...] = ()
+
+    @property
+    def changes_config(self) -> bool:
+        return self.current != self.target
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.problems)
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.changes_config and not self.drift and not self.problems
+
+
+def plan(desired: DesiredState, observed: Observed) -> Plan:
+    current = observed.config or ServingConfig()
+    problems = list(_problems(desired, observed, current))
+    target = _target(desired, current)
+    steps = tuple(_steps(current, target, observed.disk))
+    drift = tuple(_drift(current, observed)) if observed.live is not None else ()
+    phases: tuple[ServingConfig, ...] = ()
+    if not problems and (observed.config != target):
+        phases = _phases(current, target, desired, observed.disk, observed.config is None)
+    unmanaged = () if desired.prune else tuple(n for n in current.names if desired.model(n) is None)
+    return Plan(
+        current=observed.config,
+        target=target,
+        phases=phases,
+        steps=steps,
+        problems=tuple(sorted(problems)),
+        drift=drift,
+        unmanaged=unmanaged,
+    )
+
+
+def _target(desired: DesiredState, current: ServingConfig) -> ServingConfig:
+    models: list[ConfigModel] = []
+    for model in current.models:
+        wanted = desired.model(model.name)
+        if wanted is not None:
+            models.append(_target_model(wanted, model))
+        elif not desired.prune:
+            models.append(model)
+    for wanted in desired.models:
+        if current.model(wanted.name) is None:
+            models.append(_target_model(wanted, None))
+    return ServingConfig(models=tuple(models))
+
+
+def _target_model(wanted: DesiredModel, current: ConfigModel | None) -> ConfigModel:
+    keep_path = current is not None and current.same_base_path(wanted.base_path)
+    return ConfigModel(
+        name=wanted.name,
+        base_path=current.base_path if current is not None and keep_path else wanted.base_path,
+        platform=wanted.platform,
+        policy=wanted.policy,
+        labels=wanted.labels,
+        unmanaged=current.unmanaged if current is not None else b"",
+    )
+
+
+def _on_disk(disk: DiskState, name: str) -> tuple[int, ...]:
+    folder = disk.model(name)
+    return folder.numbers if folder is not None else ()
+
+
+def _served(model: ConfigModel | None, disk: DiskState) -> tuple[int, ...]:
+    if model is None:
+        return ()
+    return served_versions(model.effective_policy, _on_disk(disk, model.name))
+
+
+def _problems(desired: DesiredState, observed: Observed, current: ServingConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    if current.custom:
+        problems.append(
+            Problem(
+                Location(observed.config_path),
+                "custom_model_config",
+                "this models.config uses custom_model_config; TFS only reloads from one "
+                "model_config_list to another, so it cannot be managed",
+            )
+        )
+    for model in desired.models:
+        field = f"models.{model.name}"
+        folder = observed.disk.model(model.name)
+        if folder is None or not folder.exists:
+            where = folder.path if folder is not None else model.base_path
+            problems.append(Problem(model.location, field, f"model folder {where} does not exist"))
+            continue
+        served = served_versions(model.policy, folder.numbers)
+        if not served:
+            problems.append(
+                Problem(
+                    model.locate("versions"),
+                    f"{field}.versions",
+                    f"no version folders in {folder.path} for {describe(model.policy)}",
+                )
+            )
+        for number in served:
+            version = folder.version(number)
+            if version is None:
+                problems.append(
+                    Problem(
+                        model.locate("versions"),
+                        f"{field}.versions",
+                        f"version {number} is not on disk: {folder.path}/{number} does not exist",
+                    )
+                )
+            elif not version.loadable:
+                problems.append(
+                    Problem(
+                        model.locate("versions"),
+                        f"{field}.versions",
+                        f"version {number} has no SavedModel: {version.path} holds no "
+                        "saved_model.pb or saved_model.pbtxt",
+                    )
+                )
+        for label, number in model.labels:
+            if number not in served:
+                problems.append(
+                    Problem(
+                        model.locate(f"labels.{label}"),
+                        f"{field}.labels.{label}",
+                        f"version {number} is not served by {describe(model.policy)} "
+                        f"(served: {', '.join(map(str, served)) or 'none'})",
+                    )
+                )
+        existing = current.model(model.name)
+        if existing is not None and existing.platform and existing.platform != model.platform:
+            problems.append(
+                Problem(
+                    model.location,
+                    f"{field}.platform",
+                    f"TFS cannot change a served model's platform ({existing.platform} -> "
+                    f"{model.platform}); remove the model first, then add it back",
+                )
+            )
+    return problems
+
+
+def _steps(current: ServingConfig, target: ServingConfig, disk: DiskState) -> list[Step]:
+    buckets: dict[StepKind, list[Step]] = {kind: [] for kind in StepKind}
+    for model in target.models:
+        before = current.model(model.name)
+        now, then = set(_served(before, disk)), set(_served(model, disk))
+        if before is None:
+            buckets[StepKind.ADD_MODEL].append(
+                Step(StepKind.ADD_MODEL, model.name, new=model.base_path)
+            )
+        else:
+            if before.effective_policy != model.effective_policy and not (
+                isinstance(model.policy, Specific) and isinstance(before.policy, Specific)
+            ):
+                buckets[StepKind.SET_POLICY].append(
+                    Step(
+                        StepKind.SET_POLICY,
+                        model.name,
+                        old=describe(before.effective_policy),
+                        new=describe(model.effective_policy),
+                    )
+                )
+            if not before.same_base_path(model.base_path):
+                buckets[StepKind.SET_BASE_PATH].append(
+                    Step(
+                        StepKind.SET_BASE_PATH,
+                        model.name,
+                        old=before.base_path,
+                        new=model.base_path,
+                    )
+                )
+        for number in sorted(then - now):
+            buckets[StepKind.LOAD_VERSION].append(Step(StepKind.LOAD_VERSION, model.name, number))
+        for number in sorted(now - then):
+            buckets[StepKind.UNLOAD_VERSION].append(
+                Step(StepKind.UNLOAD_VERSION, model.name, number)
+            )
+        old_labels = before.label_map if before is not None else {}
+        for label, number in model.labels:
+            if label not in old_labels:
+                buckets[StepKind.ADD_LABEL].append(
+                    Step(StepKind.ADD_LABEL, model.name, number, label, new=str(number))
+                )
+            elif old_labels[label] != number:
+                buckets[StepKind.MOVE_LABEL].append(
+                    Step(
+                        StepKind.MOVE_LABEL,
+                        model.name,
+                        number,
+                        label,
+                        old=str(old_labels[label]),
+                        new=str(number),
+                    )
+                )
+        for label, number in sorted(old_labels.items()):
+            if label not in model.label_map:
+                buckets[StepKind.REMOVE_LABEL].append(
+                    Step(StepKind.REMOVE_LABEL, model.name, number, label, old=str(number))
+                )
+    for model in current.models:
+        if target.model(model.name) is None:
+            buckets[StepKind.REMOVE_MODEL].append(Step(StepKind.REMOVE_MODEL, model.name))
+    return [step for kind in StepKind for step in buckets[kind]]
+
+
+def _phases(
+    current: ServingConfig,
+    target: ServingConfig,
+    desired: DesiredState,
+    disk: DiskState,
+    no_file: bool,
+) -> tuple[ServingConfig, ...]:
+    load: list[ConfigModel] = []
+    relabel: list[ConfigModel] = []
+    for model in target.models:
+        before = current.model(model.name)
+        if desired.model(model.name) is None:  # unmanaged: as it is, in every phase
+            load.append(model)
+            relabel.append(model)
+            continue
+        if before is None:
+            load.append(replace(model, labels=()))
+            relabel.append(model)
+            continue
+        now, then = _served(before, disk), _served(model, disk)
+        union = tuple(sorted(set(now) | set(then)))
+        bridging = model if set(union) == set(then) else replace(model, policy=Specific(union))
+        kept = {label: v for label, v in before.labels if v in now}
+        load.append(replace(bridging, labels=tuple(sorted(kept.items()))))
+        relabel.append(bridging)
+    for model in current.models:  # pruned models leave in the final phase
+        if target.model(model.name) is None:
+            load.append(model)
+            relabel.append(model)
+    phases: list[ServingConfig] = []
+    previous: ServingConfig | None = None if no_file else current
+    for config in (ServingConfig(tuple(load)), ServingConfig(tuple(relabel)), target):
+        if config != previous:
+            phases.append(config)
+            previous = config
+    return tuple(phases)
+
+
+def _drift(current: ServingConfig, observed: Observed) -> list[Drift]:
+    live = observed.live
+    if live is None or not live.reachable:
+        return []
+    found: list[Drift] = []
+    for model in current.models:
+        status = live.model(model.name)
+        if status is None:
+            continue
+        if not status.found:
+            found.append(Drift(model.name, "TFS does not serve this model"))
+            continue
+        expected = set(_served(model, observed.disk))
+        for number in sorted(expected):
+            entry = status.latest(number)
+            if entry is None:
+                found.append(Drift(model.name, f"version {number} is not loaded", number))
+            elif entry.state != "AVAILABLE":
+                detail = f": {entry.error_message}" if entry.error_message else ""
+                found.append(
+                    Drift(model.name, f"version {number} is {entry.state}{detail}", number)
+                )
+        for number in sorted(set(status.available) - expected):
+            found.append(
+                Drift(model.name, f"version {number} is AVAILABLE but not configured", number)
+            )
+        resolved = dict(status.labels)
+        for label, number in model.labels:
+            if label not in resolved:
+                found.append(Drift(model.name, f"label {label} is unknown to TFS", number, label))
+            elif resolved[label] != number:
+                found.append(
+                    Drift(
+                        model.name,
+                        f"label {label} resolves to {resolved[label]}, config says {number}",
+                        number,
+                        label,
+                    )
+                )
+    return found

@@ -1,0 +1,166 @@
+"""models.config: TFS's ModelServerConfig in protobuf text format, read and rendered.
+
+Parsing and printing are protobuf's own `text_format` on TFS's message definitions, so any file
+TFS accepts parses here. Fields the reconciler does not manage (logging_config, model_type,
+anything unknown to it) are carried through untouched as serialized bytes.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field, replace
+
+from google.protobuf import text_format
+
+from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy
+from reconciler.problems import InputError, Location, Problem
+from reconciler.proto import tensorflow_serving_pb2 as pb
+
+_MANAGED_FIELDS = ("name", "base_path", "model_platform", "model_version_policy", "version_labels")
+
+
+@dataclass(frozen=True)
+class ConfigModel:
+    """One `config { ... }` entry of a model_config_list."""
+
+    name: str
+    base_path: str
+    platform: str = "tensorflow"
+    policy: VersionPolicy | None = None  # None: no policy set, which TFS reads as latest 1
+    labels: tuple[tuple[str, int], ...] = ()
+    unmanaged: bytes = field(default=b"", repr=False)
+
+    @property
+    def label_map(self) -> dict[str, int]:
+        return dict(self.labels)
+
+    @property
+    def effective_policy(self) -> VersionPolicy:
+        return self.policy if self.policy is not None else Latest(1)
+
+    def same_base_path(self, other: str) -> bool:
+        return normalize_path(self.base_path) == normalize_path(other)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """A whole models.config. `custom` is set when the file uses custom_model_config."""
+
+    models: tuple[ConfigModel, ...] = ()
+    custom: bool = False
+
+    def model(self, name: str) -> ConfigModel | None:
+        for model in self.models:
+            if model.name == name:
+                return model
+        return None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+
+def normalize_path(path: str) -> str:
+    return posixpath.normpath(path) if path else path
+
+
+def sorted_labels(labels: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def with_labels(model: ConfigModel, labels: dict[str, int]) -> ConfigModel:
+    return replace(model, labels=sorted_labels(labels))
+
+
+def parse_config(text: str, source: str = "models.config") -> ServingConfig:
+    """Parse models.config text; raise InputError naming the line and column on bad input."""
+    try:
+        message = text_format.Parse(text, pb.ModelServerConfig())
+    except text_format.ParseError as error:
+        line, column = error.GetLine() or 0, error.GetColumn() or 0
+        raise InputError(
+            [Problem(Location(source, line, column), "", f"not a valid ModelServerConfig: {error}")]
+        ) from None
+    return from_proto(message, source)
+
+
+def from_proto(message: pb.ModelServerConfig, source: str = "models.config") -> ServingConfig:
+    if message.WhichOneof("config") == "custom_model_config":
+        return ServingConfig(custom=True)
+    problems: list[Problem] = []
+    models: list[ConfigModel] = []
+    seen: set[str] = set()
+    for entry in message.model_config_list.config:
+        if entry.name in seen:
+            problems.append(
+                Problem(Location(source), f"config[{entry.name}]", "duplicate model name")
+            )
+        seen.add(entry.name)
+        models.append(_model_from_proto(entry))
+    if problems:
+        raise InputError(problems)
+    return ServingConfig(models=tuple(models))
+
+
+def _model_from_proto(entry: pb.ModelConfig) -> ConfigModel:
+    rest = pb.ModelConfig()
+    rest.CopyFrom(entry)
+    for name in _MANAGED_FIELDS:
+        rest.ClearField(name)
+    return ConfigModel(
+        name=entry.name,
+        base_path=entry.base_path,
+        platform=entry.model_platform,
+        policy=_policy_from_proto(entry),
+        labels=sorted_labels(dict(entry.version_labels)),
+        unmanaged=rest.SerializeToString(deterministic=True),
+    )
+
+
+def _policy_from_proto(entry: pb.ModelConfig) -> VersionPolicy | None:
+    if not entry.HasField("model_version_policy"):
+        return None
+    policy = entry.model_version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "specific":
+        return Specific(tuple(sorted(set(policy.specific.versions))))
+    if choice == "all":
+        return AllVersions()
+    if choice == "latest":
+        return Latest(policy.latest.num_versions)
+    return None
+
+
+def to_proto(config: ServingConfig) -> pb.ModelServerConfig:
+    message = pb.ModelServerConfig()
+    message.model_config_list.SetInParent()
+    for model in config.models:
+        entry = message.model_config_list.config.add()
+        if model.unmanaged:
+            entry.MergeFromString(model.unmanaged)
+        entry.name = model.name
+        entry.base_path = model.base_path
+        if model.platform:
+            entry.model_platform = model.platform
+        _policy_to_proto(model.policy, entry)
+        for label, version in model.labels:
+            entry.version_labels[label] = version
+    return message
+
+
+def _policy_to_proto(policy: VersionPolicy | None, entry: pb.ModelConfig) -> None:
+    target = entry.model_version_policy
+    if isinstance(policy, Specific):
+        target.specific.versions.extend(sorted(policy.versions))
+    elif isinstance(policy, Latest):
+        target.latest.num_versions = policy.num_versions
+    elif isinstance(policy, AllVersions):
+        target.all.SetInParent()
+
+
+HEADER = "# Managed by tfs-reconciler: edit the desired state, not this file.\n"
+
+
+def render_config(config: ServingConfig) -> str:
+    """The canonical text of `config`: the same value always renders to the same bytes."""
+    return HEADER + text_format.MessageToString(to_proto(config), as_utf8=True)

@@ -1,0 +1,88 @@
+"""TFS's REST API, as a client: model status, label resolution, predict."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from reconciler.observe import LiveModel, LiveVersion, TfsUnreachable
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: Any  # parsed JSON, or the raw text when it is not JSON
+
+
+class TfsRest:
+    """A small client for `GET /v1/models/...` and `POST ...:predict` on one TFS."""
+
+    def __init__(self, url: str, timeout: float = 2.0) -> None:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url}")
+        self.url = url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None) -> Response:
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        connection = kind(self._host, self._port, timeout=self.timeout)
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        try:
+            connection.request(method, self._prefix + path, body=payload, headers=headers)
+            reply = connection.getresponse()
+            raw = reply.read()
+        except (TimeoutError, OSError, http.client.HTTPException) as error:
+            raise TfsUnreachable(f"TFS at {self.url} did not answer: {error}") from None
+        finally:
+            connection.close()
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = raw.decode("utf-8", "replace")
+        return Response(reply.status, parsed)
+
+    def model_status(self, name: str) -> LiveModel:
+        reply = self.request("GET", f"/v1/models/{quote(name, safe='')}")
+        if reply.status == 404:
+            return LiveModel(name, found=False)
+        if reply.status != 200 or not isinstance(reply.body, dict):
+            raise TfsUnreachable(f"TFS at {self.url} answered {reply.status}: {reply.body}")
+        versions = []
+        for entry in reply.body.get("model_version_status", []):
+            status = entry.get("status") or {}
+            versions.append(
+                LiveVersion(
+                    version=int(entry["version"]),
+                    state=str(entry.get("state", "UNKNOWN")),
+                    error_code=str(status.get("error_code", "OK")),
+                    error_message=str(status.get("error_message", "")),
+                )
+            )
+        return LiveModel(name, found=True, versions=tuple(versions))
+
+    def label_version(self, name: str, label: str) -> int | None:
+        path = f"/v1/models/{quote(name, safe='')}/labels/{quote(label, safe='')}/metadata"
+        reply = self.request("GET", path)
+        if reply.status != 200 or not isinstance(reply.body, dict):
+            return None
+        version = reply.body.get("model_spec", {}).get("version")
+        return int(version) if version not in (None, "") else None
+
+    def predict(
+        self, name: str, body: Any, *, version: int | None = None, label: str | None = None
+    ) -> Response:
+        path = f"/v1/models/{quote(name, safe='')}"
+        if version is not None:
+            path += f"/versions/{version}"
+        elif label is not None:
+            path += f"/labels/{quote(label, safe='')}"
+        return self.request("POST", path + ":predict", body)

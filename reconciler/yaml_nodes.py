@@ -1,0 +1,138 @@
+"""YAML to plain data, remembering where every key and value stands.
+
+PyYAML's loaders drop positions and silently keep the last of duplicate keys; this walks the
+composed node graph instead, so every value keeps its line and column, duplicates are errors,
+and alias expansion is bounded (no "billion laughs").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from reconciler.problems import Location, Problem
+
+Path = tuple[str | int, ...]
+
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+
+
+@dataclass
+class Marks:
+    """Positions of keys and values by field path, for one file."""
+
+    file: str
+    keys: dict[Path, Location] = field(default_factory=dict)
+    values: dict[Path, Location] = field(default_factory=dict)
+
+    def of_value(self, path: Path) -> Location:
+        return self._nearest(self.values, path)
+
+    def of_key(self, path: Path) -> Location:
+        return self._nearest(self.keys, path) if path in self.keys else self.of_value(path)
+
+    def _nearest(self, table: dict[Path, Location], path: Path) -> Location:
+        while path and path not in table:
+            path = path[:-1]
+        return table.get(path, Location(self.file, 1, 1))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def load(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
+    """Parse one YAML document into (data, marks, problems); data is None when unreadable."""
+    marks = Marks(file)
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
+        return None, marks, [Problem(where, "", f"invalid YAML: {error.problem or error}")]
+    except yaml.YAMLError as error:
+        return None, marks, [Problem(Location(file), "", f"invalid YAML: {error}")]
+    nodes = [n for n in nodes if n is not None]
+    if not nodes:
+        return (
+            None,
+            marks,
+            [Problem(Location(file), "", "empty file: expected a desired-state document")],
+        )
+    if len(nodes) > 1:
+        second = nodes[1].start_mark
+        where = Location(file, second.line + 1, second.column + 1)
+        return None, marks, [Problem(where, "", "one document per file, found several ('---')")]
+    builder = _Builder(marks)
+    try:
+        data = builder.build(nodes[0], ())
+    except _TooLarge as error:
+        return None, marks, [Problem(Location(file), "", str(error))]
+    return data, marks, builder.problems
+
+
+class _Builder:
+    def __init__(self, marks: Marks) -> None:
+        self.marks = marks
+        self.problems: list[Problem] = []
+        self.budget = MAX_NODES
+        self.constructor = yaml.SafeLoader("")
+
+    def _where(self, node: yaml.Node) -> Location:
+        return Location(self.marks.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooLarge(f"document expands to more than {MAX_NODES} values (aliases?)")
+        if len(path) > MAX_DEPTH:
+            raise _TooLarge(f"document nests deeper than {MAX_DEPTH} levels")
+        self.marks.values.setdefault(path, self._where(node))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as error:
+            self.problems.append(Problem(self._where(node), dotted(path), f"bad value: {error}"))
+            return None
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        first_seen: dict[str, Location] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(
+                    Problem(self._where(key_node), dotted(path), "keys must be plain names")
+                )
+                continue
+            key = str(key_node.value)
+            where = self._where(key_node)
+            if key in first_seen:
+                first = first_seen[key]
+                self.problems.append(
+                    Problem(
+                        where,
+                        dotted((*path, key)),
+                        f"duplicate key '{key}' (first at line {first.line})",
+                    )
+                )
+                continue
+            first_seen[key] = where
+            self.marks.keys[(*path, key)] = where
+            result[key] = self.build(value_node, (*path, key))
+        return result
+
+
+def dotted(path: Path) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + part
+    return text

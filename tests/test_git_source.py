@@ -1,0 +1,295 @@
+"""The GitOps source, read from real git repositories in tmp folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reconciler.git_source import REMOTE_NAME, GitError, open_local, open_remote
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def write(path: Path, text: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+
+
+def commit(repo: Path, files: dict[str, str | bytes], message: str = "change") -> str:
+    for name, text in files.items():
+        write(repo / name, text)
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A work tree on branch main with a desired-state folder and an unrelated one."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "--quiet", "--initial-branch=main")
+    commit(
+        root,
+        {
+            "desired_state/animals.yaml": "model: animals\nversions: [1]\n",
+            "desired_state/plants.yaml": "model: plants\n",
+            "docs/README.md": "not desired state\n",
+        },
+        "first",
+    )
+    return root
+
+
+def test_snapshot_reads_the_committed_files_under_the_desired_path(repo: Path) -> None:
+    source = open_local(repo / "desired_state")
+    snapshot = source.snapshot()
+    assert snapshot.commit == git(repo, "rev-parse", "HEAD")
+    assert snapshot.ref == "refs/heads/main"
+    assert snapshot.path == "desired_state"
+    assert snapshot.files == (
+        ("desired_state/animals.yaml", b"model: animals\nversions: [1]\n"),
+        ("desired_state/plants.yaml", b"model: plants\n"),
+    )
+
+
+def test_uncommitted_edits_are_not_read_but_make_the_tree_dirty(repo: Path) -> None:
+    source = open_local(repo / "desired_state")
+    assert not source.is_dirty()
+    write(repo / "desired_state/animals.yaml", "model: animals\nversions: [1, 2]\n")
+    write(repo / "desired_state/new.yaml", "model: new\n")
+    files = dict(source.snapshot().files)
+    assert files["desired_state/animals.yaml"] == b"model: animals\nversions: [1]\n"
+    assert "desired_state/new.yaml" not in files
+    assert source.is_dirty()
+
+
+def test_dirtiness_is_judged_under_the_paths_asked_about(repo: Path) -> None:
+    write(repo / "docs/README.md", "edited\n")
+    source = open_local(repo / "desired_state")
+    assert not source.is_dirty()
+    assert source.is_dirty(["docs"])
+
+
+def test_a_new_commit_is_read_once_made(repo: Path) -> None:
+    source = open_local(repo / "desired_state")
+    before = source.resolve()
+    after = commit(repo, {"desired_state/animals.yaml": "model: animals\nversions: [2]\n"})
+    assert before != after
+    assert source.resolve() == after == source.head_commit()
+    assert dict(source.snapshot().files)["desired_state/animals.yaml"].endswith(b"[2]\n")
+
+
+def test_an_older_commit_can_be_read(repo: Path) -> None:
+    source = open_local(repo / "desired_state")
+    first = source.resolve()
+    commit(repo, {"desired_state/plants.yaml": "model: plants\nversions: [7]\n"})
+    assert dict(source.snapshot(first).files)["desired_state/plants.yaml"] == b"model: plants\n"
+
+
+def test_bytes_are_read_exactly_whatever_their_size(repo: Path) -> None:
+    blobs: dict[str, str | bytes] = {
+        "desired_state/empty.yaml": b"",
+        "desired_state/binary.bin": bytes(range(256)) * 40,
+        "desired_state/no_newline.yaml": b"model: x",
+    }
+    commit(repo, blobs)
+    files = dict(open_local(repo / "desired_state").snapshot().files)
+    for name, content in blobs.items():
+        assert files[name] == content
+
+
+def test_a_single_file_can_be_the_desired_path(repo: Path) -> None:
+    source = open_local(repo / "desired_state" / "plants.yaml")
+    assert source.path == "desired_state/plants.yaml"
+    assert source.snapshot().files == (("desired_state/plants.yaml", b"model: plants\n"),)
+
+
+def test_the_repository_root_can_be_the_desired_path(repo: Path) -> None:
+    source = open_local(repo)
+    assert source.path == ""
+    assert [name for name, _ in source.snapshot().files] == [
+        "desired_state/animals.yaml",
+        "desired_state/plants.yaml",
+        "docs/README.md",
+    ]
+
+
+def test_symbolic_links_are_not_read(repo: Path) -> None:
+    (repo / "desired_state" / "link.yaml").symlink_to("/etc/hostname")
+    commit(repo, {})
+    names = [name for name, _ in open_local(repo / "desired_state").snapshot().files]
+    assert "desired_state/link.yaml" not in names
+
+
+def test_a_desired_path_that_was_never_committed_is_an_error(repo: Path) -> None:
+    write(repo / "later/x.yaml", "model: x\n")
+    with pytest.raises(GitError, match="later holds no files in commit"):
+        open_local(repo / "later").snapshot()
+
+
+def test_another_branch_is_read_without_checking_it_out(repo: Path) -> None:
+    git(repo, "checkout", "--quiet", "-b", "release/prod")
+    prod = commit(repo, {"desired_state/plants.yaml": "model: plants\nversions: [9]\n"})
+    git(repo, "checkout", "--quiet", "main")
+    source = open_local(repo / "desired_state", branch="release/prod")
+    assert source.ref == "refs/heads/release/prod"
+    assert source.branch == "release/prod"
+    assert source.resolve() == prod != source.head_commit()
+    assert dict(source.snapshot().files)["desired_state/plants.yaml"].endswith(b"[9]\n")
+
+
+def test_the_default_branch_is_the_checked_out_one(repo: Path) -> None:
+    git(repo, "checkout", "--quiet", "-b", "staging")
+    assert open_local(repo / "desired_state").ref == "refs/heads/staging"
+
+
+def test_a_detached_head_needs_a_branch_named(repo: Path) -> None:
+    git(repo, "checkout", "--quiet", "--detach")
+    with pytest.raises(GitError, match="detached"):
+        open_local(repo / "desired_state")
+    assert open_local(repo / "desired_state", branch="main").resolve()
+
+
+def test_a_missing_branch_is_reported_when_resolved(repo: Path) -> None:
+    source = open_local(repo / "desired_state", branch="nope")
+    with pytest.raises(GitError, match="refs/heads/nope does not name a commit"):
+        source.resolve()
+
+
+def test_an_invalid_branch_name_is_refused(repo: Path) -> None:
+    with pytest.raises(GitError, match="not a valid branch name"):
+        open_local(repo / "desired_state", branch="two..dots")
+
+
+def test_a_folder_outside_git_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(GitError, match="not inside a git work tree"):
+        open_local(tmp_path / "plain")
+
+
+def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="does not exist"):
+        open_local(tmp_path / "nowhere")
+
+
+def test_ref_files_are_the_loose_ref_packed_refs_and_head(repo: Path) -> None:
+    source = open_local(repo / "desired_state")
+    loose, packed, head = source.ref_files()
+    assert loose == repo / ".git" / "refs" / "heads" / "main"
+    assert loose.read_text().strip() == source.resolve()
+    assert head.read_text() == "ref: refs/heads/main\n"
+    git(repo, "pack-refs", "--all")
+    assert not loose.exists()
+    assert source.resolve() in packed.read_text()
+
+
+def test_a_linked_worktree_reads_its_own_branch(repo: Path, tmp_path: Path) -> None:
+    git(repo, "worktree", "add", "--quiet", "-b", "canary", str(tmp_path / "canary"))
+    canary = commit(tmp_path / "canary", {"desired_state/plants.yaml": "model: plants\n# c\n"})
+    source = open_local(tmp_path / "canary" / "desired_state")
+    assert source.resolve() == canary
+    assert source.ref_files()[0] == repo / ".git" / "refs" / "heads" / "canary"
+    assert source.ref_files()[2] == source.git_dir / "HEAD" != repo / ".git" / "HEAD"
+
+
+# --- following a remote --------------------------------------------------------
+
+
+@pytest.fixture
+def remote(repo: Path, tmp_path: Path) -> Path:
+    """A bare repository that ``repo`` pushes to, as a git server would hold it."""
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    git(repo, "push", "--quiet", str(bare), "main")
+    return bare
+
+
+def test_a_local_clone_follows_the_remote_after_fetch(
+    repo: Path, remote: Path, tmp_path: Path
+) -> None:
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", str(remote), str(clone))
+    source = open_local(clone / "desired_state", remote_url=str(remote))
+    assert source.ref == f"refs/remotes/{REMOTE_NAME}/main"
+    with pytest.raises(GitError, match="not fetched yet"):
+        source.resolve()
+    assert source.fetch() == git(repo, "rev-parse", "HEAD")
+    pushed = commit(repo, {"desired_state/animals.yaml": "model: animals\nversions: [3]\n"})
+    git(repo, "push", "--quiet", str(remote), "main")
+    assert source.resolve() != pushed
+    assert source.fetch() == pushed
+    assert source.head_commit() != pushed
+    assert dict(source.snapshot().files)["desired_state/animals.yaml"].endswith(b"[3]\n")
+
+
+def test_a_rewritten_remote_history_is_followed(repo: Path, remote: Path, tmp_path: Path) -> None:
+    source = open_remote(tmp_path / "cache", str(remote), "desired_state", branch="main")
+    source.fetch()
+    git(repo, "commit", "--quiet", "--amend", "-m", "rewritten")
+    git(repo, "push", "--quiet", "--force", str(remote), "main")
+    assert source.fetch() == git(repo, "rev-parse", "HEAD")
+
+
+def test_a_bare_mirror_needs_no_clone(repo: Path, remote: Path, tmp_path: Path) -> None:
+    source = open_remote(tmp_path / "state" / "git", str(remote), "desired_state/")
+    assert source.branch == "main"
+    assert source.fetch() == git(repo, "rev-parse", "HEAD")
+    assert source.snapshot().files[0] == (
+        "desired_state/animals.yaml",
+        b"model: animals\nversions: [1]\n",
+    )
+    assert source.head_commit() is None
+    assert not source.is_dirty()
+    assert source.ref_files()[0].read_text().strip() == source.resolve()
+
+
+def test_a_bare_mirror_is_reused(remote: Path, tmp_path: Path) -> None:
+    first = open_remote(tmp_path / "cache", str(remote), "desired_state")
+    first.fetch()
+    second = open_remote(tmp_path / "cache", str(remote), "desired_state")
+    assert second.resolve() == first.resolve()
+
+
+def test_an_unreachable_remote_is_an_error(repo: Path, tmp_path: Path) -> None:
+    source = open_local(repo / "desired_state", remote_url=str(tmp_path / "missing.git"))
+    with pytest.raises(GitError, match=r"git .*fetch.* failed"):
+        source.fetch()
+
+
+def test_a_local_source_has_nothing_to_fetch(repo: Path) -> None:
+    with pytest.raises(GitError, match="no remote"):
+        open_local(repo / "desired_state").fetch()
+
+
+def test_a_path_leaving_the_repository_is_refused(remote: Path, tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="leaves the repository"):
+        open_remote(tmp_path / "cache", str(remote), "../etc")
+
+
+def test_sources_are_values(repo: Path) -> None:
+    source = open_local(repo / "desired_state")
+    assert source == open_local(repo / "desired_state")
+    with pytest.raises(AttributeError):
+        source.ref = "refs/heads/other"  # type: ignore[misc]

@@ -1,0 +1,157 @@
+"""Command-line flags: tensorflow_model_server's (the ones in play) plus ``--sim_*`` knobs.
+
+Flags are written as TFS writes them, ``--name=value`` (``--name value`` works too); booleans
+accept ``--name``, ``--name=true|false|1|0``. Other ``--flags`` a real TFS command line may
+carry are accepted and ignored with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "t"):
+        return True
+    if lowered in ("0", "false", "no", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+@dataclass(frozen=True)
+class LoadSecondsRule:
+    """``--sim_load_seconds_for=MODEL[:VERSION]=SECONDS``."""
+
+    model: str
+    version: int | None
+    seconds: float
+
+    @classmethod
+    def parse(cls, spec: str) -> LoadSecondsRule:
+        target, sep, seconds = spec.rpartition("=")
+        model, _, version = target.partition(":")
+        try:
+            if not sep or not model:
+                raise ValueError
+            return cls(model, int(version) if version else None, float(seconds))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--sim_load_seconds_for wants MODEL[:VERSION]=SECONDS, got {spec!r}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Flags:
+    port: int = 8500
+    rest_api_port: int = 8501
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: float = 0
+    file_system_poll_wait_seconds: float = 1
+    allow_version_labels_for_unavailable_models: bool = False
+    model_name: str = "default"
+    model_base_path: str = ""
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    sim_load_seconds: float = 0.0
+    sim_load_seconds_for: tuple[LoadSecondsRule, ...] = ()
+    sim_path_map: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = field(default=())
+
+    def load_seconds(self, model: str, version: int) -> float:
+        """The load time of one version: the most specific ``--sim_load_seconds_for`` wins."""
+        best: LoadSecondsRule | None = None
+        for rule in self.sim_load_seconds_for:
+            matches = rule.model == model and rule.version in (None, version)
+            if matches and (best is None or rule.version is not None):
+                best = rule
+        return best.seconds if best is not None else self.sim_load_seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tfs-sim",
+        description="A TensorFlow Serving simulator for tests (REST + gRPC ModelService).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
+    )
+    tfs = p.add_argument_group("tensorflow_model_server flags")
+    tfs.add_argument("--port", type=int, default=8500, help="gRPC port")
+    tfs.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 disables REST")
+    tfs.add_argument("--model_config_file", default="", help="text-format ModelServerConfig")
+    tfs.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0,
+        help="re-read --model_config_file this often; 0 reads it once at start",
+    )
+    tfs.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1,
+        help="scan each base_path for version folders this often; <= 0 only on config changes",
+    )
+    tfs.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="allow a new label (or one keeping its version) on a version not yet AVAILABLE",
+    )
+    tfs.add_argument("--model_name", default="default", help="single-model mode: model name")
+    tfs.add_argument(
+        "--model_base_path",
+        default="",
+        help="single-model mode: base path (ignored when --model_config_file is set)",
+    )
+    tfs.add_argument(
+        "--max_num_load_retries", type=int, default=5, help="retries of a failing load"
+    )
+    tfs.add_argument(
+        "--load_retry_interval_micros",
+        type=int,
+        default=60_000_000,
+        help="wait between load retries, in microseconds",
+    )
+    sim = p.add_argument_group("simulator-only flags")
+    sim.add_argument("--sim_load_seconds", type=float, default=0.0, help="time every load takes")
+    sim.add_argument(
+        "--sim_load_seconds_for",
+        type=LoadSecondsRule.parse,
+        action="append",
+        default=[],
+        metavar="MODEL[:VERSION]=SECONDS",
+        help="load time of one model or version (repeatable)",
+    )
+    sim.add_argument(
+        "--sim_path_map",
+        action="append",
+        default=[],
+        metavar="FROM=TO",
+        help="read config paths under FROM from host folder TO, e.g. /models=$PWD/models "
+        "(repeatable)",
+    )
+    return p
+
+
+def parse_flags(argv: list[str]) -> Flags:
+    """Parse a command line; unknown flags end up in ``Flags.ignored``."""
+    parsed, unknown = build_parser().parse_known_args(argv)
+    return Flags(
+        port=parsed.port,
+        rest_api_port=parsed.rest_api_port,
+        model_config_file=parsed.model_config_file,
+        model_config_file_poll_wait_seconds=parsed.model_config_file_poll_wait_seconds,
+        file_system_poll_wait_seconds=parsed.file_system_poll_wait_seconds,
+        allow_version_labels_for_unavailable_models=parsed.allow_version_labels_for_unavailable_models,
+        model_name=parsed.model_name,
+        model_base_path=parsed.model_base_path,
+        max_num_load_retries=parsed.max_num_load_retries,
+        load_retry_interval_micros=parsed.load_retry_interval_micros,
+        sim_load_seconds=parsed.sim_load_seconds,
+        sim_load_seconds_for=tuple(parsed.sim_load_seconds_for),
+        sim_path_map=tuple(parsed.sim_path_map),
+        ignored=tuple(unknown),
+    )

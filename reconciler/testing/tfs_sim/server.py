@@ -1,0 +1,176 @@
+"""The simulator process: flags -> ServerCore -> loops -> gRPC and REST servers, until a signal.
+
+Start-up follows tensorflow_model_server: the first config (``--model_config_file``, or
+``--model_name``/``--model_base_path``) is applied and every model waited for *before* the
+ports open, and a refused first config (e.g. a label on a version not loaded yet without
+``--allow_version_labels_for_unavailable_models``) ends the process with exit code 1.
+SIGTERM and SIGINT stop it cleanly (exit code 0).
+
+Loops (daemon threads): ``clock`` moves versions along every 20 ms; ``file_system_poll``
+scans base paths every ``--file_system_poll_wait_seconds``; ``config_file_poll`` re-reads and
+re-applies the config file every ``--model_config_file_poll_wait_seconds`` (like TFS, on every
+poll, not only when the file changed: re-applying the config in force changes nothing, and a
+config pushed over gRPC is overridden by the file's at the next poll).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from reconciler.proto import tensorflow_serving_pb2 as pb
+from reconciler.testing.tfs_sim import logs
+from reconciler.testing.tfs_sim.core import CoreOptions, ServerCore
+from reconciler.testing.tfs_sim.disk import PathMap
+from reconciler.testing.tfs_sim.errors import Code, TfsError
+from reconciler.testing.tfs_sim.flags import Flags, parse_flags
+from reconciler.testing.tfs_sim.grpc_service import start_grpc_server
+from reconciler.testing.tfs_sim.lifecycle import LoadTiming
+from reconciler.testing.tfs_sim.logs import log_event
+from reconciler.testing.tfs_sim.model_config import parse_config_text
+
+log = logging.getLogger("tfs_sim.server")
+CLOCK_TICK_SECONDS = 0.02
+
+
+def read_config_file(path: str) -> pb.ModelServerConfig:
+    """Read and parse the config file; TfsError when unreadable or not a ModelServerConfig."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TfsError(Code.INVALID_ARGUMENT, f"Could not read {path}: {e}") from e
+    return parse_config_text(text)
+
+
+def first_config(flags: Flags) -> pb.ModelServerConfig:
+    """The config to start with: the file, else the single model of --model_name/base_path."""
+    if flags.model_config_file:
+        return read_config_file(flags.model_config_file)
+    if not flags.model_base_path:
+        raise TfsError(
+            Code.INVALID_ARGUMENT,
+            "Both server_model_config_file and model_base_path are empty!",
+        )
+    config = pb.ModelServerConfig()
+    config.model_config_list.config.add(
+        name=flags.model_name, base_path=flags.model_base_path, model_platform="tensorflow"
+    )
+    return config
+
+
+def core_options(flags: Flags) -> CoreOptions:
+    return CoreOptions(
+        allow_version_labels_for_unavailable_models=flags.allow_version_labels_for_unavailable_models,
+        timing=LoadTiming(
+            max_load_retries=max(flags.max_num_load_retries, 0),
+            retry_interval=max(flags.load_retry_interval_micros, 0) / 1e6,
+        ),
+        path_map=PathMap.parse(list(flags.sim_path_map)),
+        load_seconds=flags.load_seconds,
+    )
+
+
+def _loop(name: str, stop: threading.Event, period: float, body: Callable[[], None]) -> None:
+    def run() -> None:
+        while not stop.wait(period):
+            try:
+                body()
+            except Exception:  # a loop must survive one bad round, as TFS's pollers do
+                log.exception("%s failed", name)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+
+
+def _poll_config_file(core: ServerCore, path: str) -> None:
+    try:
+        config = read_config_file(path)
+        core.reload(config)
+    except TfsError as e:
+        log_event(
+            log,
+            "config_file_not_applied",
+            logging.ERROR,
+            file=path,
+            code=e.code.name,
+            message=e.message,
+        )
+
+
+def run(flags: Flags, stop: threading.Event) -> int:
+    """Run the server until ``stop`` is set; the process exit code."""
+    for extra in flags.ignored:
+        log_event(log, "flag_ignored", logging.WARNING, flag=extra)
+    if flags.model_config_file and flags.model_base_path:
+        log_event(
+            log,
+            "flag_ignored",
+            logging.WARNING,
+            flag="--model_base_path",
+            reason="--model_config_file is set",
+        )
+    try:
+        options = core_options(flags)
+    except ValueError as e:
+        log_event(log, "bad_flag", logging.ERROR, message=str(e))
+        return 2
+    core = ServerCore(options)
+
+    def cancel_waits_on_stop() -> None:
+        stop.wait()
+        core.stop()
+
+    threading.Thread(target=cancel_waits_on_stop, name="stop", daemon=True).start()
+    _loop("clock", stop, CLOCK_TICK_SECONDS, core.step)
+    if flags.file_system_poll_wait_seconds > 0:
+        _loop("file_system_poll", stop, flags.file_system_poll_wait_seconds, core.poll_file_system)
+    try:
+        core.reload(first_config(flags))
+    except TfsError as e:
+        if stop.is_set():
+            return 0
+        log.error("Failed to start server. Error: %s: %s", e.code.name, e.message)
+        return 1
+    grpc_server, grpc_port = start_grpc_server(core, flags.port)
+    log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", grpc_port)
+    rest_server = None
+    if flags.rest_api_port > 0:
+        from reconciler.testing.tfs_sim.rest import RestServer
+
+        rest_server = RestServer(("0.0.0.0", flags.rest_api_port), core)
+        threading.Thread(target=rest_server.serve_forever, name="rest", daemon=True).start()
+        log.info("Exporting HTTP/REST API at:localhost:%d ...", rest_server.server_address[1])
+    if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
+        path = flags.model_config_file
+        _loop(
+            "config_file_poll",
+            stop,
+            flags.model_config_file_poll_wait_seconds,
+            lambda: _poll_config_file(core, path),
+        )
+    stop.wait()
+    log_event(log, "shutting_down")
+    if rest_server is not None:
+        rest_server.shutdown()
+        rest_server.server_close()
+    grpc_server.stop(grace=0.5).wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tfs-sim`` and ``python -m reconciler.testing.tfs_sim``."""
+    logs.configure()
+    flags = parse_flags(sys.argv[1:] if argv is None else argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log_event(log, "signal", name=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return run(flags, stop)

@@ -1,0 +1,622 @@
+"""A Docker test bed: the engine, the ``tfs-sim:local`` image, and one container per test.
+
+The TFS simulator packaged as a drop-in for the ``tensorflow/serving`` image, so that tests
+(and people) can run the lab's own ``docker run`` line against it, with no registry access:
+
+- :func:`ensure_engine` returns a client of a Docker engine that answers, starting ``dockerd``
+  (logging to a file) when none does and none is starting.
+- :func:`ensure_base_image` builds ``tfs-reconciler-base:bookworm`` with
+  ``deploy/tfs-sim/build-base-image.sh`` (debootstrap + ``docker import``) when it is missing or
+  was built by another version of that script.
+- :func:`ensure_sim_image` builds ``tfs-sim:local`` from ``deploy/tfs-sim/Dockerfile`` and wheels
+  of the project built on the host, only when no image carries the hash of the current sources.
+- :func:`running_container` runs one simulator container on free loopback ports with a host
+  folder bind-mounted at ``/models``, and removes it afterwards whatever happened.
+
+The same steps from a shell: ``python -m reconciler.testing.docker_bed engine|base-image|image``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.models.images import Image
+from docker.types import Mount
+
+BASE_IMAGE = "tfs-reconciler-base:bookworm"
+SIM_IMAGE = "tfs-sim:local"
+LABEL_RECIPE_HASH = "org.tfs-reconciler.recipe-hash"
+LABEL_SOURCE_HASH = "org.tfs-reconciler.source-hash"
+LABEL_BED = "org.tfs-reconciler.docker-bed"
+CONTAINER_GRPC_PORT = 8500
+CONTAINER_REST_PORT = 8501
+CONTAINER_MODELS_DIR = "/models"
+LOOPBACK = "127.0.0.1"
+
+#: The lab's server flags (``../shared/lab/README.md``), after the image name.
+LAB_ARGS: tuple[str, ...] = (
+    "--model_config_file=/models/models.config",
+    "--model_config_file_poll_wait_seconds=60",
+    "--allow_version_labels_for_unavailable_models=true",
+)
+
+_DEFAULT_SOCKET = "/var/run/docker.sock"
+_DOCKERD_PIDFILE = Path("/var/run/docker.pid")
+_IMAGE_DIR = Path("deploy") / "tfs-sim"
+_SKIPPED_NAMES = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+_SKIPPED_SUFFIXES = {".pyc", ".pyo"}
+
+
+class DockerBedError(RuntimeError):
+    """The test bed could not be set up; the message says what failed and where to look."""
+
+
+class EngineUnavailableError(DockerBedError):
+    """No Docker engine answers, and none could be started here."""
+
+
+def project_root() -> Path:
+    """The source tree this module belongs to (the folder holding ``pyproject.toml``)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file() or not (root / _IMAGE_DIR).is_dir():
+        raise DockerBedError(
+            f"{root} is not a tfs-reconciler source tree (no pyproject.toml or {_IMAGE_DIR}): "
+            "the Docker test bed builds images from a checkout, not from an installed package"
+        )
+    return root
+
+
+def _state_dir() -> Path:
+    path = Path(os.environ.get("TFS_BED_STATE_DIR", tempfile.gettempdir()))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _exclusive(name: str) -> Iterator[None]:
+    """Serialise a step across processes (parallel pytest sessions share one engine)."""
+    with open(_state_dir() / f"tfs-reconciler-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+
+def _client_or_none(timeout: float = 5.0) -> docker.DockerClient | None:
+    try:
+        client = docker.from_env(timeout=int(max(timeout, 1)))
+        client.ping()
+    except (docker.errors.DockerException, OSError):
+        return None
+    return client
+
+
+def _dockerd_pid() -> int | None:
+    """The pid of a running dockerd that owns the default pidfile, if any."""
+    try:
+        pid = int(_DOCKERD_PIDFILE.read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if comm == "dockerd" else None
+
+
+def _uses_default_socket() -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    return host in ("", f"unix://{_DEFAULT_SOCKET}")
+
+
+def ensure_engine(
+    *,
+    timeout: float = 90.0,
+    log_path: Path | None = None,
+    dockerd_args: Sequence[str] | None = None,
+) -> docker.DockerClient:
+    """Return a client of an engine that answers, starting ``dockerd`` if none does.
+
+    Only the default local engine is ever started (not one named by a remote ``DOCKER_HOST``),
+    and never a second one: a dockerd that holds the default pidfile is waited for. The started
+    daemon logs to ``log_path`` (default ``$TMPDIR/tfs-reconciler-dockerd.log``), outlives this
+    process, and its extra arguments come from ``dockerd_args`` or ``$TFS_BED_DOCKERD_ARGS``.
+    """
+    client = _client_or_none()
+    if client is not None:
+        return client
+    if not _uses_default_socket():
+        raise EngineUnavailableError(
+            f"no Docker engine answers at DOCKER_HOST={os.environ['DOCKER_HOST']}, "
+            "and only the local default engine is started by the test bed"
+        )
+    log_path = log_path or _state_dir() / "tfs-reconciler-dockerd.log"
+    with _exclusive("dockerd"):
+        client = _client_or_none()
+        if client is not None:
+            return client
+        process: subprocess.Popen[bytes] | None = None
+        if _dockerd_pid() is None:
+            process = _start_dockerd(log_path, dockerd_args)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            client = _client_or_none()
+            if client is not None:
+                return client
+            if process is not None and process.poll() is not None:
+                raise EngineUnavailableError(
+                    f"dockerd exited with status {process.returncode} while starting; "
+                    f"its log {log_path} ends with:\n{_tail(log_path)}"
+                )
+            time.sleep(0.5)
+    raise EngineUnavailableError(
+        f"no Docker engine answered at {_DEFAULT_SOCKET} within {timeout:.0f} s; "
+        f"dockerd's log {log_path} ends with:\n{_tail(log_path)}"
+    )
+
+
+def _start_dockerd(log_path: Path, dockerd_args: Sequence[str] | None) -> subprocess.Popen[bytes]:
+    dockerd = shutil.which("dockerd") or (
+        "/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None
+    )
+    if dockerd is None:
+        raise EngineUnavailableError(
+            "no Docker engine answers and dockerd is not installed (apt-get install docker.io)"
+        )
+    if os.geteuid() != 0:
+        raise EngineUnavailableError(
+            f"no Docker engine answers at {_DEFAULT_SOCKET}, and starting dockerd needs root"
+        )
+    if dockerd_args is None:
+        dockerd_args = os.environ.get("TFS_BED_DOCKERD_ARGS", "").split()
+    with open(log_path, "ab") as log:
+        log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting dockerd ---\n".encode())
+        log.flush()
+        return subprocess.Popen(
+            [dockerd, *dockerd_args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+# --- the images ---------------------------------------------------------------------------
+
+
+def _label(image: Image, key: str) -> str | None:
+    labels: Mapping[str, str] | None = image.labels
+    return (labels or {}).get(key)
+
+
+def _image_or_none(client: docker.DockerClient, name: str) -> Image | None:
+    try:
+        return client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ensure_base_image(
+    client: docker.DockerClient, root: Path | None = None, *, tag: str = BASE_IMAGE
+) -> Image:
+    """Return the debootstrapped base image, building it when missing or out of date."""
+    script = (root or project_root()) / _IMAGE_DIR / "build-base-image.sh"
+    recipe_hash = _sha256_file(script)
+    with _exclusive("image-build"):
+        image = _image_or_none(client, tag)
+        if image is not None and _label(image, LABEL_RECIPE_HASH) == recipe_hash:
+            return image
+        log_path = _state_dir() / "tfs-reconciler-base-image.log"
+        with open(log_path, "wb") as log:
+            result = subprocess.run(
+                ["bash", str(script), tag], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        if result.returncode != 0:
+            raise DockerBedError(
+                f"{script} failed with status {result.returncode}; its log {log_path} ends "
+                f"with:\n{_tail(log_path)}"
+            )
+        return client.images.get(tag)
+
+
+def image_source_files(root: Path) -> list[Path]:
+    """The files an image is built from, relative to ``root``, in a stable order.
+
+    ``pyproject.toml``, the ``reconciler`` package (caches left out) and ``deploy/tfs-sim``.
+    ``README.md`` is copied when present (the package metadata names it) but is not hashed.
+    """
+    files = [Path("pyproject.toml")]
+    for top in (Path("reconciler"), _IMAGE_DIR):
+        for dirpath, dirnames, filenames in os.walk(root / top):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_NAMES)
+            for filename in sorted(filenames):
+                path = Path(dirpath, filename)
+                if path.suffix not in _SKIPPED_SUFFIXES:
+                    files.append(path.relative_to(root))
+    return files
+
+
+def source_hash(root: Path, files: Iterable[Path], *, base_image_id: str = "") -> str:
+    """The sha256 of the files' paths and contents, and of the base image they build on."""
+    digest = hashlib.sha256(f"base {base_image_id}\n".encode())
+    for relative in files:
+        data = (root / relative).read_bytes()
+        digest.update(f"{relative.as_posix()} {len(data)}\n".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class SimImage:
+    """The simulator image as built or found: its tag, id, source hash, and whether built now."""
+
+    tag: str
+    id: str
+    source_hash: str
+    built: bool
+    seconds: float
+
+
+def ensure_sim_image(
+    client: docker.DockerClient,
+    root: Path | None = None,
+    *,
+    tag: str = SIM_IMAGE,
+    force: bool = False,
+) -> SimImage:
+    """Return the simulator image, building it only when no image has the sources' hash."""
+    started = time.monotonic()
+    root = root or project_root()
+    base = ensure_base_image(client, root)
+    files = image_source_files(root)
+    wanted = source_hash(root, files, base_image_id=base.id or "")
+    with _exclusive("image-build"):
+        existing = _image_or_none(client, tag)
+        if not force and existing is not None and _label(existing, LABEL_SOURCE_HASH) == wanted:
+            return SimImage(tag, existing.id or "", wanted, False, time.monotonic() - started)
+        with tempfile.TemporaryDirectory(prefix="tfs-sim-context-") as tmp:
+            context = _build_context(root, files, Path(tmp))
+            image = _docker_build(client, context, tag, wanted)
+        if existing is not None and existing.id != image.id:
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(existing.id or "", noprune=False)
+        return SimImage(tag, image.id or "", wanted, True, time.monotonic() - started)
+
+
+def _build_context(root: Path, files: Sequence[Path], context: Path) -> Path:
+    """Copy the sources, build the project's wheels and lay out the Docker build context."""
+    source = context / "source"
+    for relative in [*files, Path("README.md")]:
+        if (root / relative).is_file():
+            (source / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / relative, source / relative)
+    wheels = context / "wheels"
+    log_path = _state_dir() / "tfs-reconciler-wheels.log"
+    with open(log_path, "wb") as log:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(wheels), str(source)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd=context,
+        )
+    if result.returncode != 0:
+        raise DockerBedError(
+            f"building the project's wheels failed with status {result.returncode}; "
+            f"{log_path} ends with:\n{_tail(log_path)}"
+        )
+    shutil.rmtree(source)
+    for name in ("Dockerfile", "tf_serving_entrypoint.sh"):
+        shutil.copy2(root / _IMAGE_DIR / name, context / name)
+    return context
+
+
+def _docker_build(client: docker.DockerClient, context: Path, tag: str, wanted: str) -> Image:
+    log_path = _state_dir() / "tfs-reconciler-image-build.log"
+    try:
+        image, logs = client.images.build(
+            path=str(context),
+            tag=tag,
+            buildargs={"BASE_IMAGE": BASE_IMAGE},
+            labels={LABEL_SOURCE_HASH: wanted},
+            network_mode="none",
+            pull=False,
+            rm=True,
+            forcerm=True,
+        )
+        log_path.write_text("".join(_build_log_lines(logs)))
+    except docker.errors.BuildError as error:
+        log_path.write_text("".join(_build_log_lines(error.build_log)))
+        raise DockerBedError(
+            f"docker build of {tag} failed: {error.msg}; {log_path} ends with:\n{_tail(log_path)}"
+        ) from error
+    return image
+
+
+def _build_log_lines(chunks: Iterable[Any]) -> Iterator[str]:
+    for chunk in chunks:
+        if isinstance(chunk, Mapping):
+            text = chunk.get("stream") or chunk.get("error") or ""
+            if text:
+                yield str(text)
+
+
+# --- containers ---------------------------------------------------------------------------
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that nothing listens on now (another process may take it before you do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def copy_example_models(destination: Path, root: Path | None = None) -> Path:
+    """Copy the lab's models folder (``examples/models``) to ``destination`` and return it."""
+    shutil.copytree((root or project_root()) / "examples" / "models", destination)
+    return destination
+
+
+@dataclass(frozen=True)
+class TfsContainer:
+    """One simulator container, reachable on loopback ports that stay the same across restarts.
+
+    ``models_dir`` is the host folder bind-mounted at ``/models``: change it to change what the
+    server sees. ``rest_url`` is ``http://127.0.0.1:PORT`` (no trailing slash) and
+    ``grpc_target`` is ``127.0.0.1:PORT``, ready for ``grpc.insecure_channel``.
+    """
+
+    container: Container
+    name: str
+    models_dir: Path
+    rest_port: int
+    grpc_port: int
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{LOOPBACK}:{self.grpc_port}"
+
+    @property
+    def id(self) -> str:
+        return self.container.id or ""
+
+    def status(self) -> str:
+        """Docker's word for the container's state: ``running``, ``exited``, ..."""
+        self.container.reload()
+        return str(self.container.status)
+
+    def logs(self) -> str:
+        raw: bytes = self.container.logs(stdout=True, stderr=True)
+        return raw.decode(errors="replace")
+
+    def restart(self, *, timeout: int = 10) -> None:
+        """``docker restart``: stop (SIGTERM, then SIGKILL after ``timeout`` s) and start."""
+        self.container.restart(timeout=timeout)
+
+    def stop(self, *, timeout: int = 10) -> None:
+        self.container.stop(timeout=timeout)
+
+    def start(self) -> None:
+        self.container.start()
+
+    def wait_for_rest(self, *, timeout: float = 60.0) -> None:
+        """Wait until the REST port answers HTTP (any status), or fail with the server's logs."""
+        url = f"{self.rest_url}/v1/models/_"
+        self._wait(lambda: _http_status(url) is not None, timeout, "REST to answer")
+
+    def wait_for_versions(
+        self, model: str, versions: Iterable[int], *, timeout: float = 60.0
+    ) -> None:
+        """Wait until each of ``versions`` of ``model`` is AVAILABLE in the REST status."""
+        wanted = {str(v) for v in versions}
+
+        def ready() -> bool:
+            states = model_version_states(self.rest_url, model)
+            return all(states.get(v) == "AVAILABLE" for v in wanted)
+
+        self._wait(ready, timeout, f"versions {sorted(wanted)} of {model!r} to be AVAILABLE")
+
+    def _wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if ready():
+                return
+            status = self.status()
+            if status not in ("created", "running", "restarting"):
+                raise DockerBedError(
+                    f"container {self.name} is {status} while waiting for {what}; "
+                    f"its logs:\n{self.logs()[-4000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise DockerBedError(
+                    f"container {self.name}: timed out after {timeout:.0f} s waiting for "
+                    f"{what}; its logs:\n{self.logs()[-4000:]}"
+                )
+            time.sleep(0.2)
+
+
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (OSError, ValueError):
+        return None
+
+
+def model_version_states(rest_url: str, model: str) -> dict[str, str]:
+    """``{version: state}`` from ``GET /v1/models/{model}``; empty while it doesn't answer 200."""
+    try:
+        with urllib.request.urlopen(f"{rest_url}/v1/models/{model}", timeout=2) as response:
+            body = json.load(response)
+    except (OSError, ValueError):
+        return {}
+    return {
+        str(s.get("version")): str(s.get("state")) for s in body.get("model_version_status", [])
+    }
+
+
+def _is_port_clash(error: docker.errors.APIError) -> bool:
+    text = str(error).lower()
+    return "port is already allocated" in text or "address already in use" in text
+
+
+@contextlib.contextmanager
+def running_container(
+    client: docker.DockerClient,
+    models_dir: Path,
+    args: Sequence[str] = LAB_ARGS,
+    *,
+    image: str = SIM_IMAGE,
+    environment: Mapping[str, str] | None = None,
+    name_prefix: str = "tfs-bed",
+    wait_for_model: str | None = None,
+    wait_for_versions: Sequence[int] = (),
+    ready_timeout: float = 60.0,
+) -> Iterator[TfsContainer]:
+    """Run a simulator container for the block, then remove it (also when the block raises).
+
+    Like ``docker run -p 127.0.0.1:R:8501 -p 127.0.0.1:G:8500 --mount type=bind,
+    source=MODELS_DIR,target=/models IMAGE ARGS...`` with free ports R and G and a random name.
+    Waits for REST to answer, then for ``wait_for_versions`` of ``wait_for_model`` if given.
+    """
+    models_dir = models_dir.resolve()
+    container: Container | None = None
+    try:
+        for attempt in range(5):
+            name = f"{name_prefix}-{secrets.token_hex(4)}"
+            rest_port, grpc_port = free_port(), free_port()
+            try:
+                container = client.containers.run(
+                    image,
+                    list(args),
+                    name=name,
+                    detach=True,
+                    environment=dict(environment or {}),
+                    ports={
+                        f"{CONTAINER_REST_PORT}/tcp": (LOOPBACK, rest_port),
+                        f"{CONTAINER_GRPC_PORT}/tcp": (LOOPBACK, grpc_port),
+                    },
+                    mounts=[Mount(CONTAINER_MODELS_DIR, str(models_dir), type="bind")],
+                    labels={LABEL_BED: str(os.getpid())},
+                )
+                break
+            except docker.errors.APIError as error:
+                _remove_by_name(client, name)
+                if not _is_port_clash(error) or attempt == 4:
+                    raise
+        assert container is not None
+        bed = TfsContainer(container, name, models_dir, rest_port, grpc_port)
+        bed.wait_for_rest(timeout=ready_timeout)
+        if wait_for_model is not None:
+            bed.wait_for_versions(wait_for_model, wait_for_versions, timeout=ready_timeout)
+        yield bed
+    finally:
+        if container is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+
+
+class StartTfsContainer(Protocol):
+    """The type of the ``start_tfs_container`` fixture (``tests/docker/conftest.py``).
+
+    ``models_dir=None`` means a fresh copy of the lab's models; ``options`` are those of
+    :func:`running_container` (``environment``, ``wait_for_model``, ``image``, ...).
+    """
+
+    def __call__(
+        self,
+        models_dir: Path | None = None,
+        args: Sequence[str] = LAB_ARGS,
+        **options: Any,
+    ) -> TfsContainer: ...
+
+
+def _remove_by_name(client: docker.DockerClient, name: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        client.containers.get(name).remove(force=True, v=True)
+
+
+def bed_containers(client: docker.DockerClient) -> list[Container]:
+    """Every container the test bed started (running or not), across processes."""
+    found: list[Container] = client.containers.list(all=True, filters={"label": LABEL_BED})
+    return found
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m reconciler.testing.docker_bed",
+        description="Prepare the Docker test bed: engine, base image, tfs-sim image.",
+    )
+    parser.add_argument(
+        "step",
+        choices=["engine", "base-image", "image"],
+        help="engine: start dockerd if none answers; base-image: also build the debootstrapped "
+        f"{BASE_IMAGE} if missing; image: also build {SIM_IMAGE} if its sources changed",
+    )
+    parser.add_argument("--force", action="store_true", help="rebuild the image even if current")
+    options = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        client = ensure_engine()
+        print(f"engine: {client.version().get('Version')} ({time.monotonic() - started:.1f} s)")
+        if options.step == "base-image":
+            base = ensure_base_image(client)
+            print(f"base image: {BASE_IMAGE} {base.short_id} ({time.monotonic() - started:.1f} s)")
+        elif options.step == "image":
+            sim = ensure_sim_image(client, force=options.force)
+            verb = "built" if sim.built else "up to date"
+            print(
+                f"image: {sim.tag} {sim.id[7:19]} source-hash {sim.source_hash[:12]} {verb} "
+                f"({sim.seconds:.1f} s)"
+            )
+    except DockerBedError as error:
+        print(f"docker_bed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

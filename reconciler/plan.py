@@ -119,7 +119,7 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
     drift = tuple(_drift(current, observed)) if observed.live is not None else ()
     phases: tuple[ServingConfig, ...] = ()
     if not problems and (observed.config != target):
-        phases = _phases(current, target, desired, observed.disk, observed.config is None)
+        phases = phases_between(current, target, observed.disk, no_file=observed.config is None)
     unmanaged = () if desired.prune else tuple(n for n in current.names if desired.model(n) is None)
     return Plan(
         current=observed.config,
@@ -302,21 +302,14 @@ def _steps(current: ServingConfig, target: ServingConfig, disk: DiskState) -> li
     return [step for kind in StepKind for step in buckets[kind]]
 
 
-def _phases(
-    current: ServingConfig,
-    target: ServingConfig,
-    desired: DesiredState,
-    disk: DiskState,
-    no_file: bool,
+def phases_between(
+    current: ServingConfig, target: ServingConfig, disk: DiskState, *, no_file: bool = False
 ) -> tuple[ServingConfig, ...]:
+    """The configs that take TFS from `current` to `target` safely, in order (see above)."""
     load: list[ConfigModel] = []
     relabel: list[ConfigModel] = []
     for model in target.models:
         before = current.model(model.name)
-        if desired.model(model.name) is None:  # unmanaged: as it is, in every phase
-            load.append(model)
-            relabel.append(model)
-            continue
         if before is None:
             load.append(replace(model, labels=()))
             relabel.append(model)

@@ -1,0 +1,108 @@
+"""Has TFS converged on a config? A pure reading of live status against what a config asks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.observe import DiskState, LiveStatus
+from reconciler.policy import served_versions
+from reconciler.tfs_config import ConfigModel, ServingConfig
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What one model must look like live once TFS has taken a config."""
+
+    model: str
+    serve: tuple[int, ...]
+    gone: tuple[int, ...] = ()  # versions that must have stopped serving
+    labels: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: bool
+    pending: tuple[str, ...] = ()  # e.g. "animals version 4 is LOADING"
+    failures: tuple[str, ...] = ()  # e.g. "animals version 4 failed to load: ..."
+
+
+def _served(model: ConfigModel | None, disk: DiskState) -> tuple[int, ...]:
+    if model is None:
+        return ()
+    folder = disk.model(model.name)
+    return served_versions(model.effective_policy, folder.numbers if folder else ())
+
+
+def expectations(
+    config: ServingConfig, previous: ServingConfig | None, disk: DiskState
+) -> tuple[Expectation, ...]:
+    """What `config` asks of TFS, coming from `previous`."""
+    found = []
+    for model in config.models:
+        serve = _served(model, disk)
+        before = _served(previous.model(model.name), disk) if previous is not None else ()
+        gone = tuple(v for v in before if v not in serve)
+        found.append(Expectation(model.name, serve, gone, model.labels))
+    for model in previous.models if previous is not None else ():
+        if config.model(model.name) is None:
+            found.append(Expectation(model.name, (), _served(model, disk)))
+    return tuple(found)
+
+
+def assess(
+    wanted: tuple[Expectation, ...],
+    live: LiveStatus,
+    known_failures: frozenset[tuple[str, int, str]] = frozenset(),
+) -> Progress:
+    """Compare live status with what is wanted.
+
+    `known_failures` are (model, version, message) END errors seen before the change began:
+    TFS keeps END entries listed, so an old failure is not this change's failure.
+    """
+    if not live.reachable:
+        return Progress(False, (f"TFS does not answer: {live.error}",))
+    pending: list[str] = []
+    failures: list[str] = []
+    for want in wanted:
+        status = live.model(want.model)
+        if status is None or not status.found:
+            if want.serve:
+                pending.append(f"{want.model} is not loaded yet")
+            continue
+        for number in want.serve:
+            entry = status.latest(number)
+            if entry is None:
+                pending.append(f"{want.model} version {number} is not listed yet")
+            elif entry.state == "AVAILABLE":
+                continue
+            elif entry.state == "END" and entry.error_code != "OK":
+                if (want.model, number, entry.error_message) in known_failures:
+                    pending.append(f"{want.model} version {number} is END (earlier failure)")
+                else:
+                    failures.append(
+                        f"{want.model} version {number} failed to load: "
+                        f"{entry.error_code}: {entry.error_message}"
+                    )
+            else:
+                pending.append(f"{want.model} version {number} is {entry.state}")
+        for number in want.gone:
+            entry = status.latest(number)
+            if entry is not None and entry.state not in ("END",):
+                pending.append(f"{want.model} version {number} is {entry.state}, not unloaded yet")
+        resolved = dict(status.labels)
+        for label, number in want.labels:
+            if resolved.get(label) != number:
+                now = resolved.get(label)
+                where = f"resolves to {now}" if now is not None else "is unknown to TFS"
+                pending.append(f"{want.model} label {label} {where}, wanted {number}")
+    return Progress(not pending and not failures, tuple(pending), tuple(failures))
+
+
+def end_failures(live: LiveStatus) -> frozenset[tuple[str, int, str]]:
+    """The END-with-error entries in a status, to tell old failures from new ones."""
+    return frozenset(
+        (model.name, version.version, version.error_message)
+        for model in live.models
+        for version in model.versions
+        if version.state == "END" and version.error_code != "OK"
+    )

@@ -1,0 +1,82 @@
+"""The TFS container, reached through the Docker SDK: find it, read its flags, restart it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import docker
+import docker.errors
+
+ALLOW_LABELS_FLAG = "--allow_version_labels_for_unavailable_models"
+
+
+class DockerError(Exception):
+    """The Docker engine or the TFS container cannot be used; the message says why."""
+
+
+class DockerTarget:
+    """A TFS container by name, or by a label selector such as `app=tfs` (exactly one match)."""
+
+    def __init__(self, container: str | None = None, selector: str | None = None) -> None:
+        if not container and not selector:
+            raise DockerError("name the TFS container (--container NAME or --container-label K=V)")
+        self.container = container
+        self.selector = selector
+
+    def describe(self) -> str:
+        return (
+            f"container {self.container}" if self.container else f"container label {self.selector}"
+        )
+
+    def _client(self) -> docker.DockerClient:
+        try:
+            client = docker.from_env(timeout=30)
+            client.ping()
+        except docker.errors.DockerException as error:
+            raise DockerError(
+                f"the Docker engine does not answer (DOCKER_HOST or the default socket): {error}"
+            ) from None
+        return client
+
+    def _find(self, client: docker.DockerClient) -> Any:
+        try:
+            if self.container:
+                return client.containers.get(self.container)
+            found = client.containers.list(all=True, filters={"label": self.selector or ""})
+        except docker.errors.NotFound:
+            raise DockerError(f"no {self.describe()} on this Docker engine") from None
+        except docker.errors.DockerException as error:
+            raise DockerError(f"cannot list containers: {error}") from None
+        if len(found) != 1:
+            raise DockerError(
+                f"{len(found)} containers match label {self.selector}; need exactly 1"
+            )
+        return found[0]
+
+    def args(self) -> list[str]:
+        """The TFS flags the container runs with (its command after the entrypoint)."""
+        client = self._client()
+        try:
+            container = self._find(client)
+            return [str(a) for a in container.attrs.get("Args") or []]
+        finally:
+            client.close()
+
+    def allows_labels_for_unavailable(self) -> bool:
+        for arg in self.args():
+            if arg == ALLOW_LABELS_FLAG or arg.lower() in (
+                f"{ALLOW_LABELS_FLAG}=true",
+                f"{ALLOW_LABELS_FLAG}=1",
+            ):
+                return True
+        return False
+
+    def restart(self, timeout: int = 10) -> None:
+        client = self._client()
+        try:
+            container = self._find(client)
+            container.restart(timeout=timeout)
+        except docker.errors.DockerException as error:
+            raise DockerError(f"restarting {self.describe()} failed: {error}") from None
+        finally:
+            client.close()

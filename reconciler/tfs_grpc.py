@@ -1,0 +1,91 @@
+"""TFS's gRPC ModelService, as a client: push a whole config, read model status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from reconciler.observe import LiveModel, LiveVersion, TfsUnreachable
+from reconciler.proto import tensorflow_serving_pb2 as pb
+from reconciler.proto import tensorflow_serving_pb2_grpc as pb_grpc
+from reconciler.proto.error_codes_pb2 import Code
+from reconciler.tfs_config import ServingConfig, to_proto
+
+
+class ReloadRejected(Exception):
+    """TFS refused a config; it keeps serving the one it had."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"TFS refused the config ({code}): {message}")
+
+
+class TfsGrpc:
+    """One channel to a TFS gRPC port. Every call carries a deadline."""
+
+    def __init__(self, target: str, timeout: float = 10.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target)
+        self._models: Any = pb_grpc.ModelServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> TfsGrpc:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def answers(self, timeout: float = 1.0) -> bool:
+        """Whether the gRPC port accepts a connection within `timeout` seconds."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
+    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
+        """HandleReloadConfigRequest: TFS replaces its whole config with `config`.
+
+        Returns once TFS accepted it (new versions of existing models may still be loading).
+        Raises ReloadRejected when TFS refuses, TfsUnreachable when it does not answer in time.
+        """
+        request = pb.ReloadConfigRequest(config=to_proto(config))
+        try:
+            reply = self._models.HandleReloadConfigRequest(
+                request, timeout=timeout if timeout is not None else self.timeout
+            )
+        except grpc.RpcError as error:
+            raise _translate(error, self.target) from None
+        if reply.status.error_code != Code.OK:
+            raise ReloadRejected(Code.Name(reply.status.error_code), reply.status.error_message)
+
+    def model_status(self, name: str) -> LiveModel:
+        request = pb.GetModelStatusRequest(model_spec=pb.ModelSpec(name=name))
+        try:
+            reply = self._models.GetModelStatus(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return LiveModel(name, found=False)
+            raise _translate(error, self.target) from None
+        versions = tuple(
+            LiveVersion(
+                version=entry.version,
+                state=pb.ModelVersionStatus.State.Name(entry.state),
+                error_code=Code.Name(entry.status.error_code),
+                error_message=entry.status.error_message,
+            )
+            for entry in reply.model_version_status
+        )
+        return LiveModel(name, found=True, versions=versions)
+
+
+def _translate(error: grpc.RpcError, target: str) -> Exception:
+    code = error.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return TfsUnreachable(f"TFS gRPC at {target}: {code.name}: {error.details()}")
+    return ReloadRejected(code.name, error.details() or "")

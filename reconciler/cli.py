@@ -7,18 +7,30 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from reconciler import __version__
-from reconciler.config_file import read_text, save_last_known_good, write_atomic
+from reconciler import __version__, logs
+from reconciler.apply import (
+    Outcome,
+    ProgressHook,
+    Reloader,
+    ReloadMode,
+    choose_reloader,
+)
+from reconciler.convergence import Progress
 from reconciler.desired import DesiredState, load_desired
-from reconciler.observe import Observed, StatusSource, observe
-from reconciler.plan import Plan, plan
+from reconciler.docker_target import DockerError, DockerTarget
+from reconciler.git_source import GitError, open_local
+from reconciler.history import read_history
+from reconciler.observe import Observed
+from reconciler.plan import Plan, plan, plan_config
 from reconciler.problems import InputError
+from reconciler.reconcile import Revision, execute, observe_for, reconcile
 from reconciler.render import plan_json, plan_text
 from reconciler.settings import Settings
-from reconciler.tfs_config import render_config
+from reconciler.tfs_config import parse_config
 from reconciler.tfs_rest import TfsRest
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -71,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "desired state in desired_state/*.yaml.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=_env("log-level", "info"),
+        help="debug, info, warning or error (default: %(default)s); logs go to stderr, "
+        "as JSON lines when stderr is not a terminal",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check desired-state files; exit 1 if invalid")
@@ -88,21 +106,32 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--output", choices=("text", "json"), default="text")
     diff.set_defaults(handler=cmd_diff)
 
-    apply = commands.add_parser("apply", help="write models.config (and reload TFS) to match")
-    _shared_options(apply)
-    apply.add_argument(
-        "--reload",
-        choices=("none",),
-        default=_env("reload", "none"),
-        help="how TFS picks up the change (default: %(default)s)",
+    apply = commands.add_parser(
+        "apply", help="write models.config, reload TFS and wait until it serves the desired state"
     )
+    _shared_options(apply)
+    _apply_options(apply)
     apply.set_defaults(handler=cmd_apply)
+
+    history = commands.add_parser("history", help="list the recorded applies")
+    _shared_options(history)
+    history.add_argument("--output", choices=("text", "json"), default="text")
+    history.set_defaults(handler=cmd_history)
+
+    rollback = commands.add_parser(
+        "rollback", help="converge back to an earlier applied config (default: the one before)"
+    )
+    _shared_options(rollback)
+    _apply_options(rollback)
+    rollback.add_argument("record", nargs="?", type=int, help="history record id")
+    rollback.set_defaults(handler=cmd_rollback)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logs.configure(args.log_level)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -127,17 +156,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{', '.join(m.name for m in state.models) or 'none'})"
     )
     return EXIT_OK
-
-
-def _observe(settings: Settings, desired: DesiredState, live: StatusSource | None) -> Observed:
-    return observe(
-        {m.name: m.base_path for m in desired.models},
-        {m.name: [label for label, _ in m.labels] for m in desired.models},
-        models_dir=settings.models_dir,
-        serving_root=settings.serving_root,
-        config_path=settings.config_path,
-        live_source=live,
-    )
 
 
 def _live_summary(observed: Observed) -> dict[str, Any]:
@@ -165,7 +183,7 @@ def _live_summary(observed: Observed) -> dict[str, Any]:
 def cmd_diff(args: argparse.Namespace) -> int:
     settings = _settings(args)
     desired = load_desired(settings.desired, settings.serving_root)
-    observed = _observe(settings, desired, TfsRest(settings.rest_url, settings.request_timeout))
+    observed = observe_for(settings, desired, TfsRest(settings.rest_url, settings.request_timeout))
     result = plan(desired, observed)
     config_path = str(settings.config_path)
     if args.output == "json":
@@ -185,24 +203,173 @@ def _exit_code(result: Plan) -> int:
     return EXIT_OK if result.in_sync else EXIT_CHANGES
 
 
+def _apply_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("how TFS takes the change")
+    group.add_argument(
+        "--reload",
+        choices=[m.value for m in ReloadMode],
+        default=_env("reload", "none"),
+        help="grpc: push over ModelService; poll: wait for TFS's own file poll; restart: "
+        "restart the container (drops traffic); auto: grpc if it answers, else poll; "
+        "none: only write the file (default: %(default)s)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=float(_env("timeout", "120") or 120),
+        help="seconds to wait for TFS to converge before rolling back (default: %(default)s)",
+    )
+    group.add_argument(
+        "--container", default=_env("container", None), help="TFS container, for restart"
+    )
+    group.add_argument(
+        "--container-label",
+        default=_env("container-label", None),
+        help="find the TFS container by label K=V instead of by name",
+    )
+    group.add_argument(
+        "--allow-restart",
+        action="store_true",
+        default=_env("allow-restart", "") in ("1", "true", "yes"),
+        help="let --reload auto restart the container when gRPC does not answer",
+    )
+    group.add_argument(
+        "--no-verify", action="store_true", help="skip the desired state's verify requests"
+    )
+
+
+def _docker(args: argparse.Namespace) -> DockerTarget | None:
+    if not args.container and not args.container_label:
+        return None
+    return DockerTarget(args.container, args.container_label)
+
+
+def _reloader(args: argparse.Namespace, settings: Settings) -> Reloader:
+    return choose_reloader(
+        ReloadMode(args.reload),
+        grpc_target=settings.grpc_target,
+        models_dir=settings.models_dir,
+        serving_root=settings.serving_root,
+        docker=_docker(args),
+        allow_restart=args.allow_restart,
+    )
+
+
+def revision_of(path: Path) -> Revision:
+    """The commit holding the desired state, and whether its work tree is dirty there."""
+    try:
+        source = open_local(path)
+        return Revision(source.head_commit(), source.is_dirty())
+    except GitError:
+        return Revision()
+
+
+def _progress_printer() -> ProgressHook | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(progress: Progress, elapsed: float) -> None:
+        text = "; ".join(progress.pending)[:150]
+        sys.stderr.write(f"\r\x1b[K  waiting {elapsed:5.1f} s: {text}")
+        sys.stderr.flush()
+
+    return show
+
+
+def _report(outcome: Outcome, steps: Sequence[object]) -> int:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+    if outcome.result == "noop":
+        print("No changes: TFS and models.config already match the desired state.")
+        return EXIT_OK
+    if outcome.ok:
+        for step in steps:
+            print(step)
+        print(f"Done: {outcome.message} in {outcome.seconds:.2f} s.")
+        return EXIT_OK
+    print(f"error: {outcome.message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _with_settings(args: argparse.Namespace) -> Settings:
+    return replace(_settings(args), timeout=args.timeout)
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _with_settings(args)
     desired = load_desired(settings.desired, settings.serving_root)
-    observed = _observe(settings, desired, None)
-    result = plan(desired, observed)
-    if result.blocked:
+    try:
+        reloader = _reloader(args, settings)
+    except DockerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    the_plan, outcome, _ = reconcile(
+        desired,
+        settings=settings,
+        reloader=reloader,
+        revision=revision_of(settings.desired),
+        verify=not args.no_verify,
+        on_progress=_progress_printer(),
+    )
+    if the_plan.blocked:
         print("Refusing to apply: fix these first.", file=sys.stderr)
-        for problem in result.problems:
+        for problem in the_plan.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_ERROR
-    if not result.changes_config:
-        print(f"No changes: {settings.config_path} already matches the desired state.")
+    return _report(outcome, the_plan.steps)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    records = read_history(settings.state_path)
+    if args.output == "json":
+        print(json.dumps([asdict(r) for r in records], indent=2))
         return EXIT_OK
-    previous = read_text(settings.config_path)
-    if previous is not None:
-        save_last_known_good(settings.state_path, previous)
-    write_atomic(settings.config_path, render_config(result.target))
-    for step in result.steps:
-        print(step)
-    print(f"Wrote {settings.config_path}.")
+    if not records:
+        print(f"No applies recorded in {settings.state_path}.")
+    for record in records:
+        commit = (record.commit or "-")[:12] + ("+dirty" if record.dirty else "")
+        print(f"{record.id:>4}  {record.time}  {record.outcome:<11} {record.reload:<7} {commit}")
+        for step in record.steps:
+            print(f"        {step}")
+        if not record.outcome.startswith("applied") and record.outcome != "written":
+            print(f"        {record.message}")
     return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    settings = _with_settings(args)
+    records = [r for r in read_history(settings.state_path) if r.config is not None]
+    good = [r for r in records if r.outcome in ("applied", "written")]
+    if args.record is not None:
+        chosen = next((r for r in records if r.id == args.record), None)
+        if chosen is None:
+            print(
+                f"error: no record {args.record} with a config in {settings.state_path}",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+    elif len(good) >= 2:
+        chosen = good[-2]
+    else:
+        print("error: no earlier applied config to roll back to", file=sys.stderr)
+        return EXIT_ERROR
+    target = parse_config(chosen.config or "", f"history record {chosen.id}")
+    reloader = _reloader(args, settings)
+    rest = TfsRest(settings.rest_url, settings.request_timeout)
+    empty = DesiredState(models=())
+    observed = observe_for(settings, empty, rest if reloader.waits else None, target)
+    the_plan = plan_config(observed, target)
+    outcome, _ = execute(
+        the_plan,
+        observed,
+        empty,
+        settings=settings,
+        reloader=reloader,
+        rest=rest,
+        revision=Revision(chosen.commit, chosen.dirty),
+        verify=False,
+        on_progress=_progress_printer(),
+    )
+    print(f"Rolling back to record {chosen.id} ({chosen.time}).")
+    return _report(outcome, the_plan.steps)

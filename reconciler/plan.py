@@ -132,6 +132,21 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
     )
 
 
+def plan_config(observed: Observed, target: ServingConfig) -> Plan:
+    """A plan to a given config (a rollback to an earlier one), with the same safe phases."""
+    current = observed.config or ServingConfig()
+    phases: tuple[ServingConfig, ...] = ()
+    if observed.config != target:
+        phases = phases_between(current, target, observed.disk, no_file=observed.config is None)
+    return Plan(
+        current=observed.config,
+        target=target,
+        phases=phases,
+        steps=tuple(_steps(current, target, observed.disk)),
+        drift=tuple(_drift(current, observed)) if observed.live is not None else (),
+    )
+
+
 def _target(desired: DesiredState, current: ServingConfig) -> ServingConfig:
     models: list[ConfigModel] = []
     for model in current.models:

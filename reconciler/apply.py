@@ -1,0 +1,381 @@
+"""Converging TFS on a plan: write, reload, wait, verify, and roll back on failure.
+
+Every phase is written to models.config before it is pushed, so TFS's own file poll and a
+gRPC push never disagree. A failure at any point restores the last-known-good config through
+the same safe phases, so nothing that served before the apply stops serving.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from reconciler.config_file import read_text, save_last_known_good, write_atomic
+from reconciler.convergence import Progress, assess, end_failures, expectations
+from reconciler.desired import DesiredState
+from reconciler.docker_target import DockerError, DockerTarget
+from reconciler.observe import (
+    DiskState,
+    LiveStatus,
+    StatusSource,
+    TfsUnreachable,
+    host_path,
+    read_live,
+)
+from reconciler.plan import Plan, phases_between
+from reconciler.policy import served_versions
+from reconciler.tfs_config import ServingConfig, render_config
+from reconciler.tfs_grpc import ReloadRejected, TfsGrpc
+from reconciler.verify import VerifyFailed
+
+log = structlog.get_logger("reconciler.apply")
+
+
+class ReloadMode(StrEnum):
+    AUTO = "auto"
+    GRPC = "grpc"
+    POLL = "poll"
+    RESTART = "restart"
+    NONE = "none"
+
+
+class ReloadFailed(Exception):
+    """A reload could not be attempted (for example a base_path TFS would hang on)."""
+
+
+class ConvergeFailed(Exception):
+    """TFS did not reach the wanted state: a load failed, or the time ran out."""
+
+
+class Reloader(Protocol):
+    mode: ReloadMode
+    waits: bool  # wait for TFS to converge after each config
+    phased: bool  # each phase is its own reload (False: only the final config)
+
+    def reload(self, config: ServingConfig) -> None: ...
+
+
+@dataclass
+class GrpcReloader:
+    client: TfsGrpc
+    models_dir: Path
+    serving_root: str
+    deadline: float = 30.0
+    mode: ReloadMode = ReloadMode.GRPC
+    waits: bool = True
+    phased: bool = True
+
+    def reload(self, config: ServingConfig) -> None:
+        # TFS hangs on a new model whose base_path is missing, and queues every later reload
+        # behind it: never push such a config.
+        for model in config.models:
+            folder = host_path(model.base_path, self.serving_root, self.models_dir)
+            if folder is None or not folder.is_dir():
+                raise ReloadFailed(
+                    f"not pushing: {model.name} base_path {model.base_path} is not on disk"
+                    f" ({folder or 'outside the serving root'})"
+                )
+        self.client.reload(config, timeout=self.deadline)
+
+
+@dataclass
+class PollReloader:
+    """TFS re-reads models.config on its own (--model_config_file_poll_wait_seconds)."""
+
+    mode: ReloadMode = ReloadMode.POLL
+    waits: bool = True
+    phased: bool = True
+
+    def reload(self, config: ServingConfig) -> None:
+        return None
+
+
+@dataclass
+class RestartReloader:
+    """Restart the TFS container: it reads models.config at start. Drops traffic."""
+
+    target: DockerTarget
+    mode: ReloadMode = ReloadMode.RESTART
+    waits: bool = True
+    phased: bool = False
+
+    def reload(self, config: ServingConfig) -> None:
+        if any(m.labels for m in config.models) and not self.target.allows_labels_for_unavailable():
+            raise ReloadFailed(
+                "not restarting: the config has labels and TFS runs without "
+                "--allow_version_labels_for_unavailable_models=true, so it would fail to start"
+            )
+        self.target.restart()
+
+
+@dataclass
+class NoReload:
+    """Only write the file."""
+
+    mode: ReloadMode = ReloadMode.NONE
+    waits: bool = False
+    phased: bool = False
+
+    def reload(self, config: ServingConfig) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # noop, applied, written, rolled_back, failed, blocked
+    message: str
+    phases: int = 0
+    seconds: float = 0.0
+    config: str | None = None  # models.config text in force afterwards
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("noop", "applied", "written")
+
+
+Verifier = Callable[[str, int, str], None]  # (model, version, request file) -> raises VerifyFailed
+ProgressHook = Callable[[Progress, float], None]
+
+
+@dataclass
+class Converger:
+    config_path: Path
+    state_dir: Path
+    status: StatusSource
+    reloader: Reloader
+    timeout: float = 120.0
+    poll_interval: float = 0.02
+    verifier: Verifier | None = None
+    on_progress: ProgressHook | None = None
+    commit: str | None = None
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def apply(
+        self, plan: Plan, disk: DiskState, desired: DesiredState, heal: bool = True
+    ) -> Outcome:
+        started = self.clock()
+        if plan.blocked:
+            return Outcome("blocked", "; ".join(str(p) for p in plan.problems))
+        phases = plan.phases
+        if not phases and plan.drift and heal and self.reloader.waits:
+            phases = (plan.target,)  # models.config is right but TFS is not serving it
+        if not phases:
+            return Outcome("noop", "nothing to do", config=read_text(self.config_path))
+        if not self.reloader.phased:
+            phases = (plan.target,)
+        previous_text = read_text(self.config_path)
+        previous = plan.current
+        if previous_text is not None:
+            save_last_known_good(self.state_dir, previous_text)
+        names, labels = _names_and_labels(plan.target, previous)
+        baseline = self._live(names, labels) if self.reloader.waits else None
+        known = end_failures(baseline) if baseline is not None else frozenset()
+        deadline = started + self.timeout
+        applied = previous or ServingConfig()
+        for number, phase in enumerate(phases, start=1):
+            try:
+                self._verify_before(phase, applied, previous, disk, desired)
+                text = render_config(phase)
+                write_atomic(self.config_path, text)
+                log.info(
+                    "phase_written",
+                    phase=number,
+                    of=len(phases),
+                    reload=self.reloader.mode.value,
+                    path=str(self.config_path),
+                    commit=self.commit,
+                )
+                self.reloader.reload(phase)
+                if self.reloader.waits:
+                    self._wait(phase, applied, disk, known, deadline, names, labels)
+            except (
+                ReloadRejected,
+                ReloadFailed,
+                TfsUnreachable,
+                DockerError,
+                ConvergeFailed,
+                VerifyFailed,
+            ) as error:
+                return self._roll_back(error, phase, previous, previous_text, disk, started)
+            log.info(
+                "phase_converged",
+                phase=number,
+                of=len(phases),
+                commit=self.commit,
+                seconds=round(self.clock() - started, 3),
+            )
+            applied = phase
+        result = "applied" if self.reloader.waits else "written"
+        return Outcome(
+            result,
+            f"{len(phases)} phase(s) {result}",
+            len(phases),
+            self.clock() - started,
+            read_text(self.config_path),
+        )
+
+    def _live(self, names: tuple[str, ...], labels: dict[str, set[str]]) -> LiveStatus:
+        return read_live(self.status, names, labels)
+
+    def _verify_before(
+        self,
+        phase: ServingConfig,
+        applied: ServingConfig,
+        previous: ServingConfig | None,
+        disk: DiskState,
+        desired: DesiredState,
+    ) -> None:
+        """Verify each version a label is about to move to, if this apply loaded it."""
+        if self.verifier is None:
+            return
+        for model in phase.models:
+            wanted = desired.model(model.name)
+            if wanted is None or wanted.verify_request is None:
+                continue
+            before = previous.model(model.name) if previous is not None else None
+            folder = disk.model(model.name)
+            served_before = (
+                served_versions(before.effective_policy, folder.numbers if folder else ())
+                if before is not None
+                else ()
+            )
+            now = applied.model(model.name)
+            old_labels = now.label_map if now is not None else {}
+            for label, version in model.labels:
+                if old_labels.get(label) != version and version not in served_before:
+                    log.info(
+                        "verify", model=model.name, version=version, label=label, commit=self.commit
+                    )
+                    self.verifier(model.name, version, wanted.verify_request)
+
+    def _wait(
+        self,
+        phase: ServingConfig,
+        previous: ServingConfig,
+        disk: DiskState,
+        known: frozenset[tuple[str, int, str]],
+        deadline: float,
+        names: tuple[str, ...],
+        labels: dict[str, set[str]],
+    ) -> None:
+        wanted = expectations(phase, previous, disk)
+        started = self.clock()
+        while True:
+            progress = assess(wanted, self._live(names, labels), known)
+            if progress.failures:
+                raise ConvergeFailed("; ".join(progress.failures))
+            if progress.done:
+                return
+            if self.clock() >= deadline:
+                raise ConvergeFailed(
+                    f"timed out after {self.timeout:g} s: " + "; ".join(progress.pending)
+                )
+            if self.on_progress is not None:
+                self.on_progress(progress, self.clock() - started)
+            self.sleep(self.poll_interval)
+
+    def _roll_back(
+        self,
+        error: Exception,
+        attempted: ServingConfig,
+        previous: ServingConfig | None,
+        previous_text: str | None,
+        disk: DiskState,
+        started: float,
+    ) -> Outcome:
+        log.error("apply_failed", error=str(error), commit=self.commit)
+        target = previous or ServingConfig()
+        text = previous_text if previous_text is not None else render_config(target)
+        phases = phases_between(attempted, target, disk) if self.reloader.phased else (target,)
+        names, labels = _names_and_labels(attempted, target)
+        deadline = self.clock() + self.timeout
+        step_from = attempted
+        try:
+            for number, phase in enumerate(phases or (target,), start=1):
+                last = number == len(phases or (target,))
+                write_atomic(self.config_path, text if last else render_config(phase))
+                log.warning("rollback_phase_written", phase=number, commit=self.commit)
+                self.reloader.reload(phase)
+                if self.reloader.waits:
+                    self._wait(phase, step_from, disk, frozenset(), deadline, names, labels)
+                step_from = phase
+        except (ReloadRejected, ReloadFailed, TfsUnreachable, DockerError, ConvergeFailed) as again:
+            message = (
+                f"{error}. Rolling back to the last-known-good config failed too: {again}."
+                f" {self.config_path} holds the last-known-good config."
+            )
+            log.error("rollback_failed", error=str(again), commit=self.commit)
+            return Outcome(
+                "failed", message, 0, self.clock() - started, read_text(self.config_path)
+            )
+        serving = describe_serving(target, disk)
+        log.warning("rolled_back", error=str(error), serving=serving, commit=self.commit)
+        return Outcome(
+            "rolled_back",
+            f"{error}. Rolled back to the last-known-good config; serving now: {serving}",
+            0,
+            self.clock() - started,
+            read_text(self.config_path),
+        )
+
+
+def _names_and_labels(
+    *configs: ServingConfig | None,
+) -> tuple[tuple[str, ...], dict[str, set[str]]]:
+    names: set[str] = set()
+    labels: dict[str, set[str]] = {}
+    for config in configs:
+        for model in config.models if config is not None else ():
+            names.add(model.name)
+            labels.setdefault(model.name, set()).update(label for label, _ in model.labels)
+    return tuple(sorted(names)), labels
+
+
+def describe_serving(config: ServingConfig, disk: DiskState) -> str:
+    parts = []
+    for model in config.models:
+        folder = disk.model(model.name)
+        versions = served_versions(model.effective_policy, folder.numbers if folder else ())
+        labels = ", ".join(f"{label}={version}" for label, version in model.labels)
+        text = f"{model.name} versions {', '.join(map(str, versions)) or 'none'}"
+        parts.append(text + (f" ({labels})" if labels else ""))
+    return "; ".join(parts) or "no models"
+
+
+def choose_reloader(
+    mode: ReloadMode,
+    *,
+    grpc_target: str,
+    models_dir: Path,
+    serving_root: str,
+    docker: DockerTarget | None,
+    allow_restart: bool,
+) -> Reloader:
+    """The reloader for `mode`; `auto` takes gRPC when it answers, else polling.
+
+    `auto` restarts the container only with `allow_restart`, since a restart drops traffic.
+    """
+    if mode is ReloadMode.NONE:
+        return NoReload()
+    if mode is ReloadMode.POLL:
+        return PollReloader()
+    if mode is ReloadMode.RESTART:
+        if docker is None:
+            raise DockerError("--reload restart needs --container NAME or --container-label K=V")
+        return RestartReloader(docker)
+    client = TfsGrpc(grpc_target)
+    if mode is ReloadMode.GRPC:
+        return GrpcReloader(client, models_dir, serving_root)
+    if client.answers(timeout=1.0):
+        return GrpcReloader(client, models_dir, serving_root)
+    client.close()
+    if allow_restart and docker is not None:
+        return RestartReloader(docker)
+    return PollReloader()

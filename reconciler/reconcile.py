@@ -1,0 +1,134 @@
+"""One reconcile: read everything, plan, converge, record. The CLI and the daemon share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from reconciler.apply import Converger, Outcome, ProgressHook, Reloader
+from reconciler.desired import DesiredState
+from reconciler.history import Record, append_record
+from reconciler.observe import Observed, observe
+from reconciler.plan import Plan, plan
+from reconciler.settings import Settings
+from reconciler.tfs_config import ServingConfig
+from reconciler.tfs_rest import TfsRest
+from reconciler.verify import verify_version
+
+log = structlog.get_logger("reconciler")
+
+
+@dataclass(frozen=True)
+class Revision:
+    """Which commit of the desired state asked for a change (None outside git)."""
+
+    commit: str | None = None
+    dirty: bool | None = None
+
+
+def observe_for(
+    settings: Settings,
+    desired: DesiredState,
+    rest: TfsRest | None,
+    extra: ServingConfig | None = None,
+) -> Observed:
+    models = {m.name: m.base_path for m in desired.models}
+    labels = {m.name: [label for label, _ in m.labels] for m in desired.models}
+    for model in extra.models if extra is not None else ():
+        models.setdefault(model.name, model.base_path)
+        labels.setdefault(model.name, []).extend(label for label, _ in model.labels)
+    return observe(
+        models,
+        labels,
+        models_dir=settings.models_dir,
+        serving_root=settings.serving_root,
+        config_path=settings.config_path,
+        live_source=rest,
+    )
+
+
+def execute(
+    the_plan: Plan,
+    observed: Observed,
+    desired: DesiredState,
+    *,
+    settings: Settings,
+    reloader: Reloader,
+    rest: TfsRest,
+    revision: Revision,
+    verify: bool = True,
+    heal: bool = True,
+    on_progress: ProgressHook | None = None,
+) -> tuple[Outcome, Record | None]:
+    """Converge on `the_plan` and record the outcome in the history (no record for a no-op)."""
+    converger = Converger(
+        config_path=settings.config_path,
+        state_dir=settings.state_path,
+        status=rest,
+        reloader=reloader,
+        timeout=settings.timeout,
+        verifier=(lambda m, v, f: verify_version(rest, m, v, f)) if verify else None,
+        on_progress=on_progress,
+        commit=revision.commit,
+    )
+    outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
+    if outcome.result == "noop":
+        return outcome, None
+    for step in the_plan.steps if outcome.ok else ():
+        log.info(
+            "changed",
+            action=step.kind.value,
+            model=step.model,
+            version=step.version,
+            label=step.label,
+            old=step.old,
+            new=step.new,
+            commit=revision.commit,
+        )
+    record = append_record(
+        settings.state_path,
+        Record(
+            id=0,
+            time=datetime.now(UTC).isoformat(timespec="seconds"),
+            outcome=outcome.result,
+            message=outcome.message,
+            reload=reloader.mode.value,
+            commit=revision.commit,
+            dirty=revision.dirty,
+            steps=tuple(str(s) for s in the_plan.steps),
+            config=outcome.config,
+            seconds=round(outcome.seconds, 3),
+        ),
+    )
+    return outcome, record
+
+
+def reconcile(
+    desired: DesiredState,
+    *,
+    settings: Settings,
+    reloader: Reloader,
+    revision: Revision,
+    verify: bool = True,
+    heal: bool = True,
+    on_progress: ProgressHook | None = None,
+) -> tuple[Plan, Outcome, Record | None]:
+    """Observe from scratch, plan, converge: level-triggered, so safe to repeat at any time."""
+    rest = TfsRest(settings.rest_url, settings.request_timeout)
+    observed = observe_for(settings, desired, rest if reloader.waits else None)
+    the_plan = plan(desired, observed)
+    outcome, record = execute(
+        the_plan,
+        observed,
+        desired,
+        settings=settings,
+        reloader=reloader,
+        rest=rest,
+        revision=revision,
+        verify=verify,
+        heal=heal,
+        on_progress=on_progress,
+    )
+    return the_plan, outcome, record

@@ -55,6 +55,12 @@ def load(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
         return None, marks, [Problem(where, "", f"invalid YAML: {error.problem or error}")]
     except yaml.YAMLError as error:
         return None, marks, [Problem(Location(file), "", f"invalid YAML: {error}")]
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        return (
+            None,
+            marks,
+            [Problem(Location(file), "", f"document nests deeper than {MAX_DEPTH} levels")],
+        )
     nodes = [n for n in nodes if n is not None]
     if not nodes:
         return (

@@ -106,6 +106,17 @@ class _Builder:
         except yaml.YAMLError as error:
             self.problems.append(Problem(self._where(node), dotted(path), f"bad value: {error}"))
             return None
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            # SafeConstructor trusts explicit tags: `!!int one`, `!!bool maybe` and
+            # `!!timestamp soon` fail inside it with plain Python errors.
+            self.problems.append(
+                Problem(
+                    self._where(node),
+                    dotted(path),
+                    f"bad value: {node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}",
+                )
+            )
+            return None
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}

@@ -138,13 +138,14 @@ def _parse_one(
         return None
     data, marks, found = yaml_nodes.load(text, file)
     problems.extend(found)
-    if data is None:
+    if data is None and found:
         return None
-    if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+    if not isinstance(data, dict):  # a list, a scalar, or null (`---`, `~`, `null`)
         problems.append(
             Problem(
-                marks.of_value(()), "", f"expected a mapping with apiVersion and models, got {kind}"
+                marks.of_value(()),
+                "",
+                f"expected a mapping with apiVersion and models, got {_describe(data)}",
             )
         )
         return None

@@ -126,7 +126,8 @@ def _parse_one(
 ) -> tuple[list[DesiredModel], tuple[bool, Location] | None] | None:
     if len(raw) > MAX_FILE_BYTES:
         problems.append(
-            Problem(Location(file), "", f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")
+            # read_documents reads at most one byte past the limit: the true size is unknown
+            Problem(Location(file), "", f"file is larger than the limit of {MAX_FILE_BYTES} bytes")
         )
         return None
     try:

@@ -332,6 +332,12 @@ def _explain(error: jsonschema.ValidationError, marks: Marks) -> Iterable[Proble
             where, field, f"{error.instance} is not {what}: must be {error.validator_value} or more"
         )
         return
+    if kind == "maximum":
+        what = "a valid count" if path and path[-1] == "latest" else "a valid version"
+        yield Problem(
+            where, field, f"{error.instance} is not {what}: must be {error.validator_value} or less"
+        )
+        return
     if kind == "const":
         yield Problem(
             where, field, f"must be {error.validator_value}, got {_describe(error.instance)}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -70,11 +71,25 @@ def _strict_integer(_checker: object, instance: object) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+def _ecma_pattern(
+    validator: Draft202012Validator, pattern: str, instance: object, _schema: object
+) -> Iterator[jsonschema.ValidationError]:
+    # JSON Schema patterns are ECMA-262, where `$` matches only at the very end; Python's `$`
+    # also matches before a final newline, which would let "stable\n" pass as a label name.
+    if not isinstance(instance, str):
+        return
+    python = (
+        pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+    )
+    if not re.search(python, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 @cache
 def _validator() -> Draft202012Validator:
     checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer)
     cls = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-        Draft202012Validator, type_checker=checker
+        Draft202012Validator, validators={"pattern": _ecma_pattern}, type_checker=checker
     )
     validator: Draft202012Validator = cls(schema())
     return validator

@@ -89,6 +89,7 @@ class ServerCore:
                 labels = self._checked_labels(specs)
                 new_models = [s.name for s in specs if s.name not in self._specs]
                 removed = [name for name in self._specs if name not in {s.name for s in specs}]
+                changed = self._config != config
                 copy = pb.ModelServerConfig()
                 copy.CopyFrom(config)
                 self._config = copy
@@ -104,7 +105,8 @@ class ServerCore:
                 self._step_locked()
                 log_event(
                     log,
-                    "config_applied",
+                    "config_applied" if changed else "config_unchanged",
+                    logging.INFO if changed else logging.DEBUG,
                     models=",".join(self._specs) or "-",
                     added=",".join(new_models) or "-",
                     removed=",".join(removed) or "-",

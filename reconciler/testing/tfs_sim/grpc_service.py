@@ -71,7 +71,10 @@ class ModelService(pb_grpc.ModelServiceServicer):
 
 def start_grpc_server(core: ServerCore, port: int, workers: int = 16) -> tuple[grpc.Server, int]:
     """Serve ModelService on 0.0.0.0:port; returns the server and the bound port."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        options=[("grpc.so_reuseport", 0)],  # fail on a taken port instead of sharing it
+    )
     pb_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)  # type: ignore[no-untyped-call]
     bound = server.add_insecure_port(f"0.0.0.0:{port}")
     if bound == 0:

@@ -71,6 +71,9 @@ class RestHandler(BaseHTTPRequestHandler):
             self._reply(200, self._route(method, self.path.split("?", 1)[0], body))
         except TfsError as e:
             self._reply(e.http_status, {"error": e.message})
+        except Exception as e:  # a bug in the simulator: say so rather than drop the connection
+            log.exception("rest_handler_failed path=%s", self.path)
+            self._reply(500, {"error": f"tfs-sim internal error: {e!r}"})
 
     def _route(self, method: str, path: str, body: bytes) -> dict[str, Any]:
         match = _MODEL_URL.fullmatch(path)

@@ -165,17 +165,30 @@ def _parse_one(
             )
         )
         return None
-    schema_problems = list(_schema_problems(data, marks))
-    if schema_problems or found:
-        problems.extend(schema_problems)
+    reported = {p.field for p in found if p.field}  # no second message for a bad YAML value
+    schema_problems = [p for p in _schema_problems(data, marks) if p.field not in reported]
+    problems.extend(schema_problems)  # `found` is in already
+    flawed = schema_problems + found
+    # Every problem at once: the rules a schema can't state still run on each model whose
+    # own part of the document is well-formed.
+    if not isinstance(data.get("models"), dict) or any(p.field == "models" for p in flawed):
         return None
     models = []
     for name, spec in data["models"].items():
+        if any(_within(p.field, f"models.{name}") for p in flawed):
+            continue
         model = _model(name, spec, marks, file, serving_root, problems)
         if model is not None:
             models.append(model)
-    prune = (bool(data["prune"]), marks.of_value(("prune",))) if "prune" in data else None
+    prune = None
+    if "prune" in data and not any(_within(p.field, "prune") for p in flawed):
+        prune = (bool(data["prune"]), marks.of_value(("prune",)))
     return models, prune
+
+
+def _within(field: str, prefix: str) -> bool:
+    """Whether a problem's dotted field lies at or under `prefix`."""
+    return field == prefix or field.startswith((prefix + ".", prefix + "["))
 
 
 def _model(

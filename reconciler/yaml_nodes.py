@@ -106,9 +106,10 @@ class _Builder:
         except yaml.YAMLError as error:
             self.problems.append(Problem(self._where(node), dotted(path), f"bad value: {error}"))
             return None
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
-            # SafeConstructor trusts explicit tags: `!!int one`, `!!bool maybe` and
-            # `!!timestamp soon` fail inside it with plain Python errors.
+        except Exception:
+            # SafeConstructor trusts explicit tags: `!!int one`, `!!int ''`, `!!bool maybe`
+            # and `!!timestamp soon` fail inside it with ValueError, IndexError, KeyError or
+            # AttributeError; untrusted text must not reach the user as a traceback.
             self.problems.append(
                 Problem(
                     self._where(node),

@@ -1,0 +1,476 @@
+"""The desired-state format and every validation rule, each with the message a user sees."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.desired import (
+    MAX_FILE_BYTES,
+    DesiredState,
+    load_desired,
+    parse_documents,
+    read_documents,
+)
+from reconciler.policy import AllVersions, Latest, Specific
+from reconciler.problems import InputError, Location
+
+LAB_YAML = """\
+apiVersion: tfs-reconciler/v1
+models:
+  animals:
+    versions: [1, 2, 3]
+    labels:
+      deprecated: 1
+      stable: 2
+      canary: 3
+"""
+
+
+def parse(*texts: str | bytes, serving_root: str = "/models") -> DesiredState:
+    documents = []
+    for i, text in enumerate(texts):
+        raw = text.encode() if isinstance(text, str) else text
+        documents.append((f"f{i}.yaml" if i else "f.yaml", raw))
+    return parse_documents(documents, serving_root)
+
+
+def problems(*texts: str | bytes, serving_root: str = "/models") -> list[str]:
+    with pytest.raises(InputError) as caught:
+        parse(*texts, serving_root=serving_root)
+    return [str(p) for p in caught.value.problems]
+
+
+def model_doc(body: str) -> str:
+    """A document with one model `m` whose spec is `body` (YAML at the spec's indent)."""
+    return "apiVersion: tfs-reconciler/v1\nmodels:\n  m:\n" + textwrap.indent(
+        textwrap.dedent(body), "    "
+    )
+
+
+# --- what a valid document means -------------------------------------------------------------
+
+
+def test_lab_document_parses_into_the_lab_state() -> None:
+    state = parse(LAB_YAML)
+    (model,) = state.models
+    assert model.name == "animals"
+    assert model.policy == Specific((1, 2, 3))
+    assert model.label_map == {"deprecated": 1, "stable": 2, "canary": 3}
+    assert model.base_path == "/models/animals"
+    assert model.platform == "tensorflow"
+    assert model.location == Location("f.yaml", 3, 3)
+    assert state.prune is False
+
+
+def test_latest_policy_parses() -> None:
+    (model,) = parse(model_doc("versions: {latest: 2}")).models
+    assert model.policy == Latest(2)
+
+
+def test_all_policy_parses() -> None:
+    (model,) = parse(model_doc("versions: all")).models
+    assert model.policy == AllVersions()
+
+
+def test_relative_base_path_is_taken_from_the_serving_root() -> None:
+    (model,) = parse(model_doc("versions: [1]\nbase_path: zoo/m/")).models
+    assert model.base_path == "/models/zoo/m"
+
+
+def test_absolute_base_path_under_the_serving_root_is_kept_normalized() -> None:
+    (model,) = parse(model_doc("versions: [1]\nbase_path: /models//zoo/./m/")).models
+    assert model.base_path == "/models/zoo/m"
+
+
+def test_models_from_several_files_merge_sorted_by_name() -> None:
+    state = parse(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  zebra: {versions: [1]}\n",
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  ant: {versions: [1]}\n",
+    )
+    assert [m.name for m in state.models] == ["ant", "zebra"]
+
+
+def test_prune_true_is_read() -> None:
+    assert parse("apiVersion: tfs-reconciler/v1\nprune: true\nmodels: {}\n").prune is True
+
+
+def test_utf8_bom_is_accepted() -> None:
+    assert parse(b"\xef\xbb\xbf" + LAB_YAML.encode()).models[0].name == "animals"
+
+
+def test_comments_are_ignored() -> None:
+    assert parse("# header\n" + LAB_YAML + "# trailer\n").models[0].name == "animals"
+
+
+# --- shape: unknown keys, missing keys, wrong types -----------------------------------------
+
+
+def test_unknown_top_level_key_is_rejected() -> None:
+    assert problems("apiVersion: tfs-reconciler/v1\nmodels: {}\nprunne: true\n") == [
+        "f.yaml:3:1: prunne: unknown key 'prunne' (allowed: apiVersion, models, prune)"
+    ]
+
+
+def test_unknown_model_key_is_rejected() -> None:
+    assert problems(model_doc("versions: [1]\nlables: {stable: 1}\n")) == [
+        "f.yaml:5:5: models.m.lables: unknown key 'lables'"
+        " (allowed: base_path, labels, platform, verify, versions)"
+    ]
+
+
+def test_missing_api_version_is_rejected() -> None:
+    assert problems("models: {}\n") == ["f.yaml:1:1: missing required key 'apiVersion'"]
+
+
+def test_wrong_api_version_is_rejected() -> None:
+    assert problems("apiVersion: v2\nmodels: {}\n") == [
+        "f.yaml:1:13: apiVersion: must be tfs-reconciler/v1, got 'v2' (a string)"
+    ]
+
+
+def test_missing_versions_is_rejected() -> None:
+    assert problems(model_doc("labels: {}\n")) == [
+        "f.yaml:4:5: models.m: missing required key 'versions'"
+    ]
+
+
+def test_prune_must_be_a_boolean() -> None:
+    assert problems("apiVersion: tfs-reconciler/v1\nprune: 'yes'\nmodels: {}\n") == [
+        "f.yaml:2:8: prune: 'yes' (a string) is not true or false"
+    ]
+
+
+# --- duplicate keys and duplicate models ------------------------------------------------------
+
+
+def test_duplicate_mapping_key_is_rejected_not_last_one_wins() -> None:
+    text = model_doc("versions: [1, 2]\nlabels:\n  stable: 1\n  stable: 2\n")
+    assert problems(text) == [
+        "f.yaml:7:7: models.m.labels.stable: duplicate key 'stable' (first at line 6)"
+    ]
+
+
+def test_duplicate_model_key_in_one_file_is_rejected() -> None:
+    text = "apiVersion: tfs-reconciler/v1\nmodels:\n  m: {versions: [1]}\n  m: {versions: [2]}\n"
+    assert problems(text) == ["f.yaml:4:3: models.m: duplicate key 'm' (first at line 3)"]
+
+
+def test_same_model_in_two_files_is_rejected() -> None:
+    assert problems(LAB_YAML, LAB_YAML) == [
+        "f1.yaml:3:3: models.animals: model 'animals' is already defined at f.yaml:3:3"
+    ]
+
+
+def test_files_that_disagree_on_prune_are_rejected() -> None:
+    assert problems(
+        "apiVersion: tfs-reconciler/v1\nprune: true\nmodels: {}\n",
+        "apiVersion: tfs-reconciler/v1\nprune: false\nmodels: {}\n",
+    ) == [
+        "f.yaml:2:8: prune: files disagree on prune (this one says True)",
+        "f1.yaml:2:8: prune: files disagree on prune (this one says False)",
+    ]
+
+
+# --- versions ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ('"2"', "'2' (a string) is not an integer"),
+        ("2.0", "2.0 (a float) is not an integer"),
+        ("-1", "-1 is not a valid version: must be 1 or more"),
+        ("0", "0 is not a valid version: must be 1 or more"),
+        ("true", "true (a boolean) is not an integer"),
+        ("null", "null is not an integer"),
+    ],
+    ids=["string", "float", "negative", "zero", "boolean", "null"],
+)
+def test_version_that_is_not_a_positive_integer_is_rejected(written: str, message: str) -> None:
+    assert problems(model_doc(f"versions: [1, {written}]")) == [
+        f"f.yaml:4:19: models.m.versions[1]: {message}"
+    ]
+
+
+def test_label_version_that_is_not_an_integer_is_rejected() -> None:
+    assert problems(model_doc("versions: [1]\nlabels: {stable: '1'}")) == [
+        "f.yaml:5:22: models.m.labels.stable: '1' (a string) is not an integer"
+    ]
+
+
+def test_version_listed_twice_is_rejected() -> None:
+    assert problems(model_doc("versions: [1, 1]")) == [
+        "f.yaml:4:15: models.m.versions: lists a version more than once"
+    ]
+
+
+def test_empty_version_list_is_rejected() -> None:
+    assert problems(model_doc("versions: []")) == [
+        "f.yaml:4:15: models.m.versions: must list at least one version"
+    ]
+
+
+def test_unknown_policy_word_is_rejected() -> None:
+    assert problems(model_doc("versions: latest")) == [
+        "f.yaml:4:15: models.m.versions: 'latest' (a string) is not a version policy:"
+        " use a list of versions, {latest: N} or all"
+    ]
+
+
+def test_latest_zero_is_rejected() -> None:
+    assert problems(model_doc("versions: {latest: 0}")) == [
+        "f.yaml:4:24: models.m.versions.latest: 0 is not a valid count: must be 1 or more"
+    ]
+
+
+def test_latest_beyond_what_tfs_can_hold_is_rejected() -> None:
+    # TFS's num_versions is a uint32.
+    assert problems(model_doc("versions: {latest: 4294967296}")) == [
+        "f.yaml:4:24: models.m.versions.latest: 4294967296 is not a valid count:"
+        " must be 4294967295 or less"
+    ]
+
+
+def test_version_beyond_int64_is_rejected() -> None:
+    assert problems(model_doc("versions: [9223372036854775808]")) == [
+        "f.yaml:4:16: models.m.versions[0]: 9223372036854775808 is not a valid version:"
+        " must be 9223372036854775807 or less"
+    ]
+
+
+# --- labels --------------------------------------------------------------------------------------
+
+
+def test_label_on_a_version_the_policy_does_not_serve_is_rejected() -> None:
+    assert problems(model_doc("versions: [1, 2, 3]\nlabels:\n  stable: 9\n")) == [
+        "f.yaml:6:15: models.m.labels.stable: version 9 is not served (served: 1, 2, 3)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["a/b", "a:b", "'-x'", "'1st'", "'sta ble'", '"stable\\n"', "''", "'x" + "y" * 128 + "'"],
+    ids=["slash", "colon", "leading-dash", "leading-digit", "space", "newline", "empty", "long"],
+)
+def test_label_name_tfs_urls_cannot_use_is_rejected(label: str) -> None:
+    (message,) = problems(model_doc(f"versions: [1]\nlabels:\n  {label}: 1\n"))
+    assert message.startswith("f.yaml:6:7: models.m.labels.")
+    assert "is not a valid label name" in message
+    assert "no '/' or ':'" in message
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a/b", "a:b", "'..'", "'.hidden'", "'-x'", "'my model'", '"m\\n"', "'é'"],
+    ids=["slash", "colon", "dotdot", "leading-dot", "leading-dash", "space", "newline", "accent"],
+)
+def test_model_name_tfs_urls_cannot_use_is_rejected(name: str) -> None:
+    text = f"apiVersion: tfs-reconciler/v1\nmodels:\n  {name}:\n    versions: [1]\n"
+    (message,) = problems(text)
+    assert message.startswith("f.yaml:3:3: models.")
+    assert "is not a valid model name" in message
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    text = (
+        "apiVersion: tfs-reconciler/v1\n"
+        "models:\n"
+        "  a:\n"
+        "    versions: [1, '2']\n"
+        "    colour: red\n"
+        "  b/c:\n"
+        "    versions: [1]\n"
+        "  d:\n"
+        "    versions: [1]\n"
+        "    labels: {stable: 2}\n"
+    )
+    assert problems(text, "apiVersion: tfs-reconciler/v1\nmodels:\n  d: {versions: [1]}\n") == [
+        "f.yaml:4:19: models.a.versions[1]: '2' (a string) is not an integer",
+        "f.yaml:5:5: models.a.colour: unknown key 'colour'"
+        " (allowed: base_path, labels, platform, verify, versions)",
+        "f.yaml:6:3: models.b/c: 'b/c' is not a valid model name. A model name: letters,"
+        " digits, '.', '_' and '-', starting with a letter or digit; no '/' or ':'"
+        " (they delimit TFS's REST URLs).",
+        "f.yaml:10:22: models.d.labels.stable: version 2 is not served (served: 1)",
+    ]
+
+
+# --- base_path -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "base_path",
+    ["../etc", "/models/../etc", "zoo/../../etc", "/etc/models", "/modelsX/m", "/models", "."],
+)
+def test_base_path_outside_the_serving_root_is_rejected(base_path: str) -> None:
+    assert problems(model_doc(f"versions: [1]\nbase_path: '{base_path}'\n")) == [
+        f"f.yaml:5:16: models.m.base_path: '{base_path}' is outside the serving root /models"
+        " (TFS sees only what is under it; '..' is not allowed)"
+    ]
+
+
+# --- documents that are not a desired state ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "got"),
+    [
+        ("- 1\n- 2\n", "a list"),
+        ("hello\n", "'hello' (a string)"),
+        ("3\n", "3"),
+        ("null\n", "null"),
+        ("---\n", "null"),
+    ],
+    ids=["list", "string", "integer", "null", "bare-document-marker"],
+)
+def test_document_that_is_not_a_mapping_is_rejected(text: str, got: str) -> None:
+    (message,) = problems(text)
+    assert message.endswith(f": expected a mapping with apiVersion and models, got {got}")
+    assert message.startswith(("f.yaml:1:1:", "f.yaml:2:1:"))
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file_is_rejected(text: str) -> None:
+    assert problems(text) == ["f.yaml: empty file: expected a desired-state document"]
+
+
+def test_several_documents_in_one_file_are_rejected() -> None:
+    assert problems(LAB_YAML + "---\n" + LAB_YAML) == [
+        "f.yaml:10:1: one document per file, found several ('---')"
+    ]
+
+
+def test_non_utf8_bytes_are_rejected_with_their_position() -> None:
+    assert problems(b"apiVersion: tfs-reconciler/v1\nmodels: {\xff}\n") == [
+        "f.yaml:2:10: not UTF-8 text"
+    ]
+
+
+def test_invalid_yaml_is_rejected_with_its_position() -> None:
+    (message,) = problems("apiVersion: tfs-reconciler/v1\nmodels: [\n")
+    assert message.startswith("f.yaml:3:1: invalid YAML:")
+
+
+def test_control_characters_are_rejected() -> None:
+    (message,) = problems("apiVersion: tfs-reconciler/v1\x00\nmodels: {}\n")
+    assert message.startswith("f.yaml: invalid YAML:")
+
+
+def test_alias_bomb_is_rejected_without_expanding_it() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    assert problems("\n".join(lines) + "\n") == [
+        "f.yaml: document expands to more than 100000 values (aliases?)"
+    ]
+
+
+def test_recursive_alias_is_rejected() -> None:
+    (message,) = problems("apiVersion: tfs-reconciler/v1\nmodels: &m {m: *m}\n")
+    assert "nests deeper than" in message
+
+
+def test_deeply_nested_document_is_rejected() -> None:
+    (message,) = problems("[" * 5000 + "]" * 5000)
+    assert message.startswith("f.yaml: ")
+    assert "nest" in message
+
+
+def test_oversized_file_is_rejected() -> None:
+    raw = LAB_YAML.encode() + b"#" * MAX_FILE_BYTES
+    assert problems(raw) == [f"f.yaml: file is larger than the limit of {MAX_FILE_BYTES} bytes"]
+
+
+@pytest.mark.parametrize(
+    "tagged",
+    ["!!timestamp soon", "!!int one", "!!int ''", "!!float one", "!!bool maybe", "!foo 1"],
+)
+def test_explicitly_tagged_value_that_does_not_construct_is_rejected(tagged: str) -> None:
+    (message,) = problems(model_doc(f"versions: [{tagged}]"))
+    assert message.startswith("f.yaml:4:16: models.m.versions[0]: bad value:")
+
+
+# --- files and folders ---------------------------------------------------------------------------
+
+
+def test_folder_reads_every_yaml_and_yml_file_but_hidden_ones(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("apiVersion: tfs-reconciler/v1\nmodels: {a: {versions: [1]}}")
+    (tmp_path / "b.yml").write_text("apiVersion: tfs-reconciler/v1\nmodels: {b: {versions: [1]}}")
+    (tmp_path / "notes.txt").write_text("not yaml")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "x.yaml").write_text("broken: [")
+    state = load_desired(tmp_path)
+    assert [m.name for m in state.models] == ["a", "b"]
+
+
+def test_folder_without_yaml_files_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        read_documents(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: no *.yaml or *.yml files here"
+
+
+def test_missing_path_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        read_documents(tmp_path / "nope")
+    assert str(caught.value) == f"{tmp_path / 'nope'}: no such file or folder"
+
+
+def test_verify_request_must_exist(tmp_path: Path) -> None:
+    file = tmp_path / "m.yaml"
+    file.write_text(model_doc("versions: [1]\nverify: {request: missing.json}\n"))
+    with pytest.raises(InputError) as caught:
+        load_desired(file)
+    assert str(caught.value) == (
+        f"{file}:5:23: models.m.verify.request: no such file: {tmp_path}/missing.json"
+    )
+
+
+def test_verify_request_must_hold_a_predict_body(tmp_path: Path) -> None:
+    (tmp_path / "body.json").write_text('{"signature_name": "x"}')
+    file = tmp_path / "m.yaml"
+    file.write_text(model_doc("versions: [1]\nverify: {request: body.json}\n"))
+    with pytest.raises(InputError) as caught:
+        load_desired(file)
+    assert str(caught.value).endswith(
+        "models.m.verify.request: must hold a predict body with 'instances' or 'inputs'"
+    )
+
+
+# --- no input ever crashes -----------------------------------------------------------------------
+
+
+def _parses_or_reports(raw: bytes) -> None:
+    try:
+        parse_documents([("f.yaml", raw)])
+    except InputError as error:
+        assert error.problems, "an InputError always carries at least one problem"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=512))
+def test_no_byte_string_crashes_validation(raw: bytes) -> None:
+    _parses_or_reports(raw)
+
+
+# fmt: off
+_YAML_PIECES = st.sampled_from(
+    [
+        "apiVersion: tfs-reconciler/v1\n", "models:\n", "  m:\n", "    versions: ", "[1, 2]",
+        "{latest: 2}", "all", "    labels: ", "{stable: 2}", "\n", "- ", "&a ", "*a", "!!int ",
+        "!!timestamp ", "!!bool ", "!!binary ", "!!float ", "!!str ", "!!map ", "!!seq ", "{",
+        "}", "[", "]", ":", ",", "'", '"', "? ", "<<: ", "---\n", "...\n", "%YAML 1.1\n", "|\n",
+        ">\n", "#", "~", "null", "true", "2.0", "-1", "0x1f", "1_000", "2001-12-14", ".inf",
+        "\t", "\xff", "\u2028", "\ufeff", "\x00", "prune: ", "base_path: ", "../x", "verify: ",
+    ]
+)
+# fmt: on
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_YAML_PIECES, max_size=40).map("".join))
+def test_no_yaml_like_text_crashes_validation(text: str) -> None:
+    _parses_or_reports(text.encode("utf-8", "surrogatepass"))

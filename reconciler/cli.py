@@ -20,16 +20,20 @@ from reconciler.apply import (
     choose_reloader,
 )
 from reconciler.convergence import Progress
+from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.desired import DesiredState, load_desired
 from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.git_source import GitError, open_local
 from reconciler.history import read_history
+from reconciler.http_endpoint import StatusUnavailableError, read_status
+from reconciler.lock import AlreadyRunningError
 from reconciler.observe import Observed
 from reconciler.plan import Plan, plan, plan_config
 from reconciler.problems import InputError
 from reconciler.reconcile import Revision, execute, observe_for, reconcile
 from reconciler.render import plan_json, plan_text
 from reconciler.settings import Settings
+from reconciler.status import status_document, status_text
 from reconciler.tfs_config import parse_config
 from reconciler.tfs_rest import TfsRest
 
@@ -125,12 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
     _apply_options(rollback)
     rollback.add_argument("record", nargs="?", type=int, help="history record id")
     rollback.set_defaults(handler=cmd_rollback)
+
+    run = commands.add_parser(
+        "run", help="the daemon: watch desired state and models, reconcile on change and resync"
+    )
+    _shared_options(run)
+    _apply_options(run, default_reload="auto")
+    _daemon_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser(
+        "status", help="desired versus live per model, last apply, last error"
+    )
+    _shared_options(status)
+    status.add_argument(
+        "--metrics-addr",
+        default=_env("metrics-addr", "127.0.0.1:9109"),
+        help="ask the daemon listening here first (default: %(default)s)",
+    )
+    status.add_argument("--output", choices=("text", "json"), default="text")
+    status.set_defaults(handler=cmd_status)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     logs.configure(args.log_level)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
@@ -203,12 +229,12 @@ def _exit_code(result: Plan) -> int:
     return EXIT_OK if result.in_sync else EXIT_CHANGES
 
 
-def _apply_options(parser: argparse.ArgumentParser) -> None:
+def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none") -> None:
     group = parser.add_argument_group("how TFS takes the change")
     group.add_argument(
         "--reload",
         choices=[m.value for m in ReloadMode],
-        default=_env("reload", "none"),
+        default=_env("reload", default_reload),
         help="grpc: push over ModelService; poll: wait for TFS's own file poll; restart: "
         "restart the container (drops traffic); auto: grpc if it answers, else poll; "
         "none: only write the file (default: %(default)s)",
@@ -235,6 +261,142 @@ def _apply_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--no-verify", action="store_true", help="skip the desired state's verify requests"
+    )
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = _env(name, None)
+    return default if value is None else value.lower() in ("1", "true", "yes", "on")
+
+
+def _daemon_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the daemon")
+    group.add_argument(
+        "--resync",
+        type=float,
+        default=float(_env("resync", "30") or 30),
+        help="seconds between full re-checks that catch drift without events "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--self-heal",
+        action=argparse.BooleanOptionalAction,
+        default=_flag("self-heal", True),
+        help="repair drift (a hand-edited models.config, a TFS serving another config); "
+        "--no-self-heal only reports it (default: on)",
+    )
+    group.add_argument(
+        "--git",
+        action=argparse.BooleanOptionalAction,
+        default=_flag("git", False),
+        help="apply the committed desired state of a branch, never uncommitted edits",
+    )
+    group.add_argument(
+        "--git-branch", default=_env("git-branch", None), help="default: the checked-out one"
+    )
+    group.add_argument(
+        "--git-remote",
+        default=_env("git-remote", None),
+        help="fetch this remote and follow its branch, as Flux does (implies --git)",
+    )
+    group.add_argument(
+        "--git-interval",
+        type=float,
+        default=float(_env("git-interval", "60") or 60),
+        help="seconds between fetches of --git-remote (default: %(default)s)",
+    )
+    group.add_argument(
+        "--metrics-addr",
+        default=_env("metrics-addr", "127.0.0.1:9109"),
+        help="/healthz, /readyz, /metrics and /status (default: %(default)s; port 0 picks one)",
+    )
+    group.add_argument(
+        "--debounce",
+        type=float,
+        default=float(_env("debounce", "0.05") or 0.05),
+        help="seconds of quiet that end a burst of file events (default: %(default)s)",
+    )
+    group.add_argument(
+        "--env-file",
+        default=_env("env-file", None),
+        help="KEY=VALUE settings (TFS_RECONCILER_*) read at start and again on SIGHUP",
+    )
+
+
+def load_env_file(path: str) -> None:
+    """Read TFS_RECONCILER_* settings from a systemd-style environment file into os.environ."""
+    for raw in Path(path).read_text("utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key, value = key.strip(), value.strip().strip("'\"")
+        if key.startswith(ENV_PREFIX):
+            os.environ[key] = value
+
+
+def _to_daemon_options(args: argparse.Namespace) -> DaemonOptions:
+    return DaemonOptions(
+        settings=_with_settings(args),
+        reload=ReloadMode(args.reload),
+        resync=args.resync,
+        self_heal=args.self_heal,
+        git=args.git or bool(args.git_remote),
+        git_branch=args.git_branch,
+        git_remote=args.git_remote,
+        git_interval=args.git_interval,
+        metrics_addr=args.metrics_addr,
+        verify=not args.no_verify,
+        container=args.container,
+        container_label=args.container_label,
+        allow_restart=args.allow_restart,
+        debounce=args.debounce,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+
+    def reread() -> DaemonOptions:
+        if args.env_file:
+            load_env_file(args.env_file)
+        fresh = build_parser().parse_args(argv)
+        logs.configure(fresh.log_level)
+        return _to_daemon_options(fresh)
+
+    options = reread() if args.env_file else _to_daemon_options(args)
+    try:
+        return Daemon(options, reread).run()
+    except AlreadyRunningError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except (GitError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        document = read_status(args.metrics_addr, timeout=2.0)
+    except StatusUnavailableError:
+        document = _local_status(_settings(args))
+    if args.output == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(status_text(document))
+    return EXIT_OK if document.get("in_sync") else EXIT_CHANGES
+
+
+def _local_status(settings: Settings) -> dict[str, Any]:
+    records = read_history(settings.state_path)
+    last = records[-1] if records else None
+    try:
+        desired = load_desired(settings.desired, settings.serving_root)
+    except InputError as error:
+        return status_document(None, None, None, last=last, last_error=str(error), source="cli")
+    observed = observe_for(settings, desired, TfsRest(settings.rest_url, settings.request_timeout))
+    return status_document(
+        desired, observed, plan(desired, observed), last=last, last_error=None, source="cli"
     )
 
 

@@ -1,0 +1,417 @@
+"""`tfs-reconciler run`: the long-running reconcile loop.
+
+Events (a desired-state edit, a commit, a version folder appearing) only say *when* to
+reconcile; every pass reads everything again and plans from scratch, so a missed or doubled
+event costs nothing. A resync timer catches drift that makes no event here.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from reconciler import sd_notify
+from reconciler.apply import Outcome, Reloader, ReloadMode, choose_reloader
+from reconciler.desired import DesiredState, check_verify_requests, load_desired, parse_documents
+from reconciler.docker_target import DockerError, DockerTarget
+from reconciler.git_source import GitError, GitSource, open_local
+from reconciler.history import Record, read_history
+from reconciler.http_endpoint import HttpEndpoint, parse_address
+from reconciler.lock import acquire
+from reconciler.metrics import Metrics
+from reconciler.metrics import Outcome as MetricOutcome
+from reconciler.observe import Observed
+from reconciler.plan import Plan, plan
+from reconciler.policy import served_versions
+from reconciler.problems import InputError
+from reconciler.reconcile import Revision, execute, observe_for
+from reconciler.settings import Settings
+from reconciler.status import status_document
+from reconciler.tfs_rest import TfsRest
+from reconciler.watch import Trigger
+
+log = structlog.get_logger("reconciler.daemon")
+
+MAX_BACKOFF = 300.0
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    settings: Settings
+    reload: ReloadMode = ReloadMode.AUTO
+    resync: float = 30.0
+    self_heal: bool = True
+    git: bool = False
+    git_branch: str | None = None
+    git_remote: str | None = None
+    git_interval: float = 60.0
+    metrics_addr: str = "127.0.0.1:9109"
+    verify: bool = True
+    container: str | None = None
+    container_label: str | None = None
+    allow_restart: bool = False
+    debounce: float = 0.05
+    retry_base: float = 2.0
+
+
+@dataclass
+class _Memory:
+    """What the loop remembers between passes (only to report and to back off)."""
+
+    desired: DesiredState | None = None
+    observed: Observed | None = None
+    plan: Plan | None = None
+    last_error: str | None = None
+    last_record: Record | None = None
+    failures: int = 0
+    retry_at: float = 0.0
+    failed_target: Any = None  # the (plan target, disk) that failed: not retried unchanged
+    first_done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Daemon:
+    def __init__(
+        self,
+        options: DaemonOptions,
+        reread_options: Callable[[], DaemonOptions] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self._reread = reread_options
+        self._clock = clock
+        self._stop = threading.Event()
+        self._hup = threading.Event()
+        self._trigger: Trigger | None = None
+        self._memory = _Memory()
+        self._metrics = Metrics.create()
+        self._reloader: Reloader | None = None
+        self._source: GitSource | None = None
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        settings = self.options.settings
+        with acquire(settings.state_path):
+            self._install_signals()
+            self._memory.last_record = _last(read_history(settings.state_path))
+            endpoint = HttpEndpoint(
+                parse_address(self.options.metrics_addr), self._metrics.registry, self.status
+            )
+            with endpoint:
+                log.info(
+                    "started",
+                    metrics=str(endpoint.address),
+                    reload=self.options.reload.value,
+                    git=self.options.git,
+                    desired=str(settings.desired),
+                )
+                try:
+                    self._loop(endpoint)
+                finally:
+                    if self._trigger is not None:
+                        self._trigger.stop()
+                    sd_notify.stopping()
+        log.info("stopped")
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._trigger is not None:
+            self._trigger.poke("stop")
+
+    def _loop(self, endpoint: HttpEndpoint) -> None:
+        watchdog_every = sd_notify.watchdog_interval()
+        next_resync = 0.0
+        next_fetch = 0.0
+        self._trigger = self._make_trigger().start()
+        while not self._stop.is_set():
+            now = self._clock()
+            if self._hup.is_set():
+                self._hup.clear()
+                self._reload_settings()
+            if self.options.git_remote and now >= next_fetch:
+                self._fetch()
+                next_fetch = now + self.options.git_interval
+            self._pass(endpoint)
+            next_resync = self._clock() + self.options.resync
+            sd_notify.watchdog()
+            while not self._stop.is_set():
+                now = self._clock()
+                deadline = min(next_resync, next_fetch if self.options.git_remote else next_resync)
+                if self._memory.retry_at > now:
+                    deadline = min(deadline, self._memory.retry_at)
+                if watchdog_every:
+                    deadline = min(deadline, now + watchdog_every)
+                wake = self._trigger.wait(timeout=max(0.0, deadline - now))
+                endpoint.beat()
+                sd_notify.watchdog()
+                if wake is not None:
+                    log.debug("woken", reason=wake.reason, events=wake.events, path=wake.first_path)
+                    break
+                now = self._clock()
+                if now >= next_resync or (self._memory.retry_at and now >= self._memory.retry_at):
+                    break
+                if self.options.git_remote and now >= next_fetch:
+                    break
+
+    def _make_trigger(self) -> Trigger:
+        settings = self.options.settings
+        paths = [settings.models_dir]
+        if self._source is None and self.options.git:
+            self._source = open_local(
+                settings.desired, self.options.git_branch, self.options.git_remote
+            )
+        if self._source is not None:
+            paths += list(self._source.ref_files())
+        else:
+            paths.append(settings.desired)
+        if settings.config_path.parent.resolve() != settings.models_dir.resolve():
+            paths.append(settings.config_path)
+        return Trigger(paths, ignore=[settings.state_path], debounce=self.options.debounce)
+
+    # --- one pass --------------------------------------------------------------------------
+
+    def _pass(self, endpoint: HttpEndpoint) -> None:
+        started = self._clock()
+        settings = self.options.settings
+        memory = self._memory
+        try:
+            desired, revision = self._read_desired()
+        except (InputError, GitError) as error:
+            self._invalid(error)
+            self._after_first(endpoint)
+            return
+        rest = TfsRest(settings.rest_url, settings.request_timeout)
+        try:
+            reloader = self._reloader_for_pass()
+        except DockerError as error:
+            self._error(f"{error}")
+            self._after_first(endpoint)
+            return
+        observed = observe_for(settings, desired, rest)
+        the_plan = plan(desired, observed)
+        with memory.lock:
+            memory.desired, memory.observed, memory.plan = desired, observed, the_plan
+        self._export_versions(desired, observed, the_plan)
+        if the_plan.drift:
+            log.warning("drift", commit=revision.commit, drift=[str(d) for d in the_plan.drift])
+            self._metrics.record_drift(sorted({d.model for d in the_plan.drift}))
+        attempt = (the_plan.target, observed.disk)
+        if the_plan.blocked:
+            for problem in the_plan.problems:
+                log.error("blocked", problem=str(problem), commit=revision.commit)
+            self._error("; ".join(str(p) for p in the_plan.problems), outcome="invalid")
+            self._after_first(endpoint)
+            return
+        if not self.options.self_heal and not the_plan.changes_config:
+            the_plan = replace(the_plan, phases=(), drift=())  # report drift, repair nothing
+        if attempt == memory.failed_target and self._clock() < memory.retry_at:
+            log.info(
+                "waiting_for_change",
+                commit=revision.commit,
+                retry_in=round(memory.retry_at - self._clock(), 1),
+            )
+            return
+        sd_notify.status(f"reconciling {revision.commit or 'work tree'}")
+        outcome, record = execute(
+            the_plan,
+            observed,
+            desired,
+            settings=settings,
+            reloader=reloader,
+            rest=rest,
+            revision=revision,
+            verify=self.options.verify,
+            heal=self.options.self_heal,
+        )
+        self._finish(outcome, record, revision, attempt, started, endpoint)
+
+    def _finish(
+        self,
+        outcome: Outcome,
+        record: Record | None,
+        revision: Revision,
+        attempt: Any,
+        started: float,
+        endpoint: HttpEndpoint,
+    ) -> None:
+        memory = self._memory
+        seconds = self._clock() - started
+        if record is not None:
+            memory.last_record = record
+        if outcome.ok:
+            memory.failures, memory.retry_at, memory.failed_target = 0, 0.0, None
+            memory.last_error = None
+            kind: MetricOutcome = "noop" if outcome.result == "noop" else "success"
+            self._metrics.record_reconcile(
+                kind,
+                finished_at=time.time(),
+                convergence_seconds=None if kind == "noop" else seconds,
+            )
+            if kind == "success" and revision.commit:
+                self._metrics.set_applied_commit(revision.commit)
+            log.info(
+                "reconciled",
+                outcome=outcome.result,
+                commit=revision.commit,
+                seconds=round(seconds, 3),
+            )
+            sd_notify.status(f"in sync at {revision.commit or 'work tree'}")
+            if not memory.first_done:
+                memory.first_done = True
+                endpoint.set_ready()
+                sd_notify.ready(f"in sync at {revision.commit or 'work tree'}")
+            return
+        memory.failed_target = attempt
+        self._error(
+            outcome.message, outcome="rolled_back" if outcome.result == "rolled_back" else "error"
+        )
+        self._after_first(endpoint)
+
+    def _after_first(self, endpoint: HttpEndpoint) -> None:
+        """After the first pass, systemd hears READY even when it failed: the daemon runs and
+        keeps retrying; /readyz stays 503 until a pass succeeds."""
+        if not self._memory.first_done:
+            self._memory.first_done = True
+            sd_notify.ready(f"started; last error: {self._memory.last_error}")
+
+    def _invalid(self, error: Exception) -> None:
+        problems = getattr(error, "problems", None)
+        for problem in problems or (error,):
+            log.error("invalid_desired_state", problem=str(problem))
+        self._error(str(error), outcome="invalid")
+
+    def _error(self, message: str, outcome: MetricOutcome = "error") -> None:
+        memory = self._memory
+        memory.last_error = message
+        memory.failures += 1
+        delay = min(MAX_BACKOFF, self.options.retry_base * 2 ** (memory.failures - 1))
+        memory.retry_at = self._clock() + delay
+        self._metrics.record_reconcile(outcome, finished_at=time.time())
+        log.error("reconcile_failed", outcome=outcome, error=message, retry_in=round(delay, 1))
+        sd_notify.status(f"error ({outcome}), retrying in {delay:.0f} s: {message[:200]}")
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def _read_desired(self) -> tuple[DesiredState, Revision]:
+        settings = self.options.settings
+        if self._source is None:
+            state = load_desired(settings.desired, settings.serving_root)
+            return state, _work_tree_revision(settings.desired)
+        snapshot = self._source.snapshot()
+        documents = [(p, b) for p, b in snapshot.files if p.endswith((".yaml", ".yml"))]
+        if not documents:
+            raise GitError(f"commit {snapshot.commit[:12]} has no *.yaml under {snapshot.path}")
+        state = parse_documents(documents, settings.serving_root)
+        if self._source.work_tree is not None:
+            root = self._source.work_tree
+            models = tuple(
+                replace(m, verify_request=str(root / m.verify_request)) if m.verify_request else m
+                for m in state.models
+            )
+            state = replace(state, models=models)
+        check_verify_requests(state)
+        return state, Revision(snapshot.commit, False)
+
+    def _fetch(self) -> None:
+        if self._source is None:
+            return
+        try:
+            commit = self._source.fetch()
+            log.debug("fetched", remote=self.options.git_remote, commit=commit)
+        except GitError as error:
+            log.error("fetch_failed", remote=self.options.git_remote, error=str(error))
+
+    def _reloader_for_pass(self) -> Reloader:
+        if self._reloader is not None and self.options.reload is not ReloadMode.AUTO:
+            return self._reloader
+        settings = self.options.settings
+        docker = None
+        if self.options.container or self.options.container_label:
+            docker = DockerTarget(self.options.container, self.options.container_label)
+        self._reloader = choose_reloader(
+            self.options.reload,
+            grpc_target=settings.grpc_target,
+            models_dir=settings.models_dir,
+            serving_root=settings.serving_root,
+            docker=docker,
+            allow_restart=self.options.allow_restart,
+        )
+        return self._reloader
+
+    def _export_versions(self, desired: DesiredState, observed: Observed, the_plan: Plan) -> None:
+        wanted = {}
+        for model in desired.models:
+            folder = observed.disk.model(model.name)
+
+            wanted[model.name] = len(
+                served_versions(model.policy, folder.numbers if folder else ())
+            )
+        live = {}
+        if observed.live is not None:
+            live = {m.name: len(m.available) for m in observed.live.models}
+        self._metrics.set_versions(wanted, live)
+
+    # --- signals and status -------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        def on_term(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal", signal=signal.Signals(signum).name)
+            self.stop()
+
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            self._hup.set()
+            if self._trigger is not None:
+                self._trigger.poke("sighup")
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _reload_settings(self) -> None:
+        sd_notify.reloading()
+        if self._reread is not None:
+            try:
+                self.options = self._reread()
+            except (ValueError, OSError) as error:
+                log.error("settings_reload_failed", error=str(error))
+        self._reloader = None
+        self._source = None
+        if self._trigger is not None:
+            self._trigger.stop()
+        self._trigger = self._make_trigger().start()
+        log.info("settings_reloaded", reload=self.options.reload.value, git=self.options.git)
+        sd_notify.ready("settings reloaded")
+
+    def status(self) -> dict[str, Any]:
+        memory = self._memory
+        with memory.lock:
+            return status_document(
+                memory.desired,
+                memory.observed,
+                memory.plan,
+                last=memory.last_record,
+                last_error=memory.last_error,
+                source="daemon",
+            )
+
+
+def _last(records: list[Record]) -> Record | None:
+    return records[-1] if records else None
+
+
+def _work_tree_revision(path: Path) -> Revision:
+    try:
+        source = open_local(path)
+        return Revision(source.head_commit(), source.is_dirty())
+    except GitError:
+        return Revision()

@@ -28,7 +28,7 @@ from reconciler.observe import (
     host_path,
     read_live,
 )
-from reconciler.plan import Plan, phases_between
+from reconciler.plan import Plan, live_basis, phases_between
 from reconciler.policy import served_versions
 from reconciler.tfs_config import ServingConfig, render_config
 from reconciler.tfs_grpc import ReloadRejected, TfsGrpc
@@ -164,8 +164,8 @@ class Converger:
         if plan.blocked:
             return Outcome("blocked", "; ".join(str(p) for p in plan.problems))
         phases = plan.phases
-        if not phases and plan.drift and heal and self.reloader.waits:
-            phases = (plan.target,)  # models.config is right but TFS is not serving it
+        if not plan.changes_config and (not heal or not self.reloader.waits):
+            phases = ()  # only drift, and repairing it is not asked for (or cannot be seen)
         if not phases:
             return Outcome("noop", "nothing to do", config=read_text(self.config_path))
         if not self.reloader.phased:
@@ -293,13 +293,18 @@ class Converger:
         log.error("apply_failed", error=str(error), commit=self.commit)
         target = previous or ServingConfig()
         text = previous_text if previous_text is not None else render_config(target)
-        phases = phases_between(attempted, target, disk) if self.reloader.phased else (target,)
         names, labels = _names_and_labels(attempted, target)
+        phases: tuple[ServingConfig, ...] = (target,)
+        if self.reloader.phased:
+            basis = live_basis(attempted, self._live(names, labels))
+            phases = phases_between(basis, target, disk)
+            if not phases or phases[-1] != target:
+                phases = (*phases, target)
         deadline = self.clock() + self.timeout
         step_from = attempted
         try:
-            for number, phase in enumerate(phases or (target,), start=1):
-                last = number == len(phases or (target,))
+            for number, phase in enumerate(phases, start=1):
+                last = number == len(phases)
                 write_atomic(self.config_path, text if last else render_config(phase))
                 log.warning("rollback_phase_written", phase=number, commit=self.commit)
                 self.reloader.reload(phase)

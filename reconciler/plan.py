@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from reconciler.desired import DesiredModel, DesiredState
-from reconciler.observe import DiskState, Observed
+from reconciler.observe import DiskState, LiveStatus, Observed
 from reconciler.policy import Specific, describe, served_versions
 from reconciler.problems import Location, Problem
 from reconciler.tfs_config import ConfigModel, ServingConfig
@@ -118,8 +118,8 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
     steps = tuple(_steps(current, target, observed.disk))
     drift = tuple(_drift(current, observed)) if observed.live is not None else ()
     phases: tuple[ServingConfig, ...] = ()
-    if not problems and (observed.config != target):
-        phases = phases_between(current, target, observed.disk, no_file=observed.config is None)
+    if not problems and (observed.config != target or drift):
+        phases = _phases_to(target, observed)
     unmanaged = () if desired.prune else tuple(n for n in current.names if desired.model(n) is None)
     return Plan(
         current=observed.config,
@@ -135,16 +135,40 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
 def plan_config(observed: Observed, target: ServingConfig) -> Plan:
     """A plan to a given config (a rollback to an earlier one), with the same safe phases."""
     current = observed.config or ServingConfig()
-    phases: tuple[ServingConfig, ...] = ()
-    if observed.config != target:
-        phases = phases_between(current, target, observed.disk, no_file=observed.config is None)
+    drift = tuple(_drift(current, observed)) if observed.live is not None else ()
+    phases = _phases_to(target, observed) if observed.config != target or drift else ()
     return Plan(
         current=observed.config,
         target=target,
         phases=phases,
         steps=tuple(_steps(current, target, observed.disk)),
-        drift=tuple(_drift(current, observed)) if observed.live is not None else (),
+        drift=drift,
     )
+
+
+def live_basis(config: ServingConfig, live: LiveStatus | None) -> ServingConfig:
+    """What TFS really serves, as a config: the phases start from here, not from the file,
+    because TFS may not serve the file (a poll not yet taken, a restart, a refused push)."""
+    if live is None or not live.reachable:
+        return config
+    models = []
+    for model in config.models:
+        status = live.model(model.name)
+        if status is None:
+            models.append(model)
+        elif status.found:
+            available = status.available
+            labels = tuple((lb, v) for lb, v in status.labels if v in available)
+            models.append(replace(model, policy=Specific(available), labels=labels))
+    return ServingConfig(tuple(models))
+
+
+def _phases_to(target: ServingConfig, observed: Observed) -> tuple[ServingConfig, ...]:
+    basis = live_basis(observed.config or ServingConfig(), observed.live)
+    phases = phases_between(basis, target, observed.disk, no_file=observed.config is None)
+    if not phases or phases[-1] != target:
+        phases = (*phases, target)
+    return phases
 
 
 def _target(desired: DesiredState, current: ServingConfig) -> ServingConfig:

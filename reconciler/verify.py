@@ -39,7 +39,9 @@ def expected_output_shapes(
 
 
 def _matches(actual: tuple[int, ...], expected: tuple[int, ...]) -> bool:
-    return len(actual) == len(expected) and all(e in (-1, a) for a, e in zip(actual, expected, strict=True))
+    if len(actual) != len(expected):
+        return False
+    return all(e in (-1, a) for a, e in zip(actual, expected, strict=True))
 
 
 def verify_version(rest: TfsRest, model: str, version: int, request_file: str) -> None:

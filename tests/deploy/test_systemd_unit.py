@@ -9,6 +9,7 @@ installed in this environment. Every other line is verified as shipped.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -125,3 +126,17 @@ def test_the_unit_reads_the_environment_files_it_documents() -> None:
         "-/etc/default/tfs-reconciler",
         "-/etc/tfs-reconciler/env",
     ]
+
+
+def test_every_variable_in_the_environment_file_is_an_option_of_run() -> None:
+    names = re.findall(r"^#?TFS_RECONCILER_([A-Z_]+)=", ENV_FILE.read_text(), re.MULTILINE)
+    assert len(names) > 10
+    script = str(console_script())
+    help_text = "".join(
+        subprocess.run(
+            [script, *args, "--help"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+        for args in ([], ["run"])
+    )
+    missing = [n for n in names if f"--{n.lower().replace('_', '-')}" not in help_text]
+    assert missing == []

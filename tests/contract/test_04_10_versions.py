@@ -11,7 +11,9 @@ from tfs_contract import Tfs, model_config, server_config, wait_until
 pytestmark = [pytest.mark.contract, pytest.mark.integration]
 
 
-def watch_states(tfs: Tfs, model: str, until: dict[int, str], timeout: float) -> list[dict[int, str]]:
+def watch_states(
+    tfs: Tfs, model: str, until: dict[int, str], timeout: float
+) -> list[dict[int, str]]:
     """Status snapshots (every change) until each listed version is in its state."""
     seen: list[dict[int, str]] = []
     deadline = time.monotonic() + timeout
@@ -27,7 +29,9 @@ def watch_states(tfs: Tfs, model: str, until: dict[int, str], timeout: float) ->
 
 def test_04_versions_are_integer_named_folders_others_ignored(start_tfs: StartTfs) -> None:
     tfs = start_tfs(
-        lambda t: server_config(model_config(t.name("a"), t.base_path(t.name("a")), all_versions=True)),
+        lambda t: server_config(
+            model_config(t.name("a"), t.base_path(t.name("a")), all_versions=True)
+        ),
         models={"a": [1, 2]},
     )
     a = tfs.name("a")
@@ -39,7 +43,9 @@ def test_04_versions_are_integer_named_folders_others_ignored(start_tfs: StartTf
     assert set(tfs.states(a)) == {1, 2, 8}
 
 
-def test_05_version_policies_latest_all_specific_and_default_latest_one(start_tfs: StartTfs) -> None:
+def test_05_version_policies_latest_all_specific_and_default_latest_one(
+    start_tfs: StartTfs,
+) -> None:
     tfs = start_tfs(
         lambda t: server_config(
             model_config(t.name("none"), t.base_path(t.name("none"))),
@@ -58,7 +64,9 @@ def test_05_version_policies_latest_all_specific_and_default_latest_one(start_tf
 def test_06_version_goes_start_loading_available_taking_the_load_time(start_tfs: StartTfs) -> None:
     load_seconds = 1.0
     tfs = start_tfs(
-        lambda t: server_config(model_config(t.name("a"), t.base_path(t.name("a")), all_versions=True)),
+        lambda t: server_config(
+            model_config(t.name("a"), t.base_path(t.name("a")), all_versions=True)
+        ),
         models={"a": [1]},
         extra_args=[f"--sim_load_seconds_for=a:2={load_seconds}"],
     )
@@ -96,7 +104,9 @@ def test_07_new_versions_load_before_old_ones_unload(start_tfs: StartTfs) -> Non
 
 def test_08_version_without_loadable_savedmodel_ends_in_end_with_error(start_tfs: StartTfs) -> None:
     tfs = start_tfs(
-        lambda t: server_config(model_config(t.name("a"), t.base_path(t.name("a")), all_versions=True)),
+        lambda t: server_config(
+            model_config(t.name("a"), t.base_path(t.name("a")), all_versions=True)
+        ),
         models={"a": [1]},
     )
     a = tfs.name("a")
@@ -114,7 +124,9 @@ def test_08_version_without_loadable_savedmodel_ends_in_end_with_error(start_tfs
 
 def test_09_removed_version_unloads_to_end_and_stays_listed(start_tfs: StartTfs) -> None:
     tfs = start_tfs(
-        lambda t: server_config(model_config(t.name("a"), t.base_path(t.name("a")), all_versions=True)),
+        lambda t: server_config(
+            model_config(t.name("a"), t.base_path(t.name("a")), all_versions=True)
+        ),
         models={"a": [1, 2]},
     )
     a = tfs.name("a")

@@ -74,8 +74,10 @@ class Wake:
 
 
 class Trigger:
-    """Watches ``paths``: a folder recursively, anything else as one file
-    (which may not exist yet). Start with ``start()`` or ``with``."""
+    """Watches ``paths``: an existing folder recursively, anything else as one
+    file, which may not exist yet (its creation wakes the loop; for a path that
+    does not exist at construction, only that path counts, even if it later
+    appears as a folder). Start with ``start()`` or ``with``."""
 
     def __init__(
         self,

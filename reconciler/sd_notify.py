@@ -15,6 +15,8 @@ import os
 import socket
 from collections.abc import Mapping
 
+import structlog
+
 __all__ = [
     "notify",
     "ready",
@@ -24,6 +26,8 @@ __all__ = [
     "watchdog",
     "watchdog_interval",
 ]
+
+log = structlog.get_logger(__name__)
 
 
 def _address(raw: str) -> str | bytes:
@@ -36,15 +40,20 @@ def notify(message: str, env: Mapping[str, str] | None = None) -> bool:
     """Send one notification (``KEY=VALUE`` lines) to systemd.
 
     Returns True when a datagram was sent, False when ``NOTIFY_SOCKET`` is
-    unset. Errors from the socket (for example systemd gone) propagate as
-    OSError: the caller decides whether they matter.
+    unset or the socket refused it. Like sd_notify(3), a failure never raises:
+    a daemon must not die because systemd could not be told something; the
+    failure is logged as ``sd_notify_failed``.
     """
     raw = (os.environ if env is None else env).get("NOTIFY_SOCKET", "")
     if not raw:
         return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.connect(_address(raw))
-        sock.sendall(message.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(_address(raw))
+            sock.sendall(message.encode())
+    except OSError as error:
+        log.warning("sd_notify_failed", socket=raw, error=str(error))
+        return False
     return True
 
 

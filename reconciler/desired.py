@@ -171,24 +171,29 @@ def _parse_one(
     flawed = schema_problems + found
     # Every problem at once: the rules a schema can't state still run on each model whose
     # own part of the document is well-formed.
+    spoiled = _prefixes(p.field for p in flawed)
     if not isinstance(data.get("models"), dict) or any(p.field == "models" for p in flawed):
         return None
     models = []
     for name, spec in data["models"].items():
-        if any(_within(p.field, f"models.{name}") for p in flawed):
+        if f"models.{name}" in spoiled:
             continue
         model = _model(name, spec, marks, file, serving_root, problems)
         if model is not None:
             models.append(model)
     prune = None
-    if "prune" in data and not any(_within(p.field, "prune") for p in flawed):
+    if "prune" in data and "prune" not in spoiled:
         prune = (bool(data["prune"]), marks.of_value(("prune",)))
     return models, prune
 
 
-def _within(field: str, prefix: str) -> bool:
-    """Whether a problem's dotted field lies at or under `prefix`."""
-    return field == prefix or field.startswith((prefix + ".", prefix + "["))
+def _prefixes(fields: Iterable[str]) -> set[str]:
+    """Every dotted field the given problems' fields lie at or under."""
+    found: set[str] = set()
+    for field in fields:
+        found.update(field[:i] for i, char in enumerate(field) if char in ".[")
+        found.add(field)
+    return found
 
 
 def _model(

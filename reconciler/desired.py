@@ -85,11 +85,29 @@ def _ecma_pattern(
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
+def _unique_items(
+    validator: Draft202012Validator, unique: bool, instance: object, _schema: object
+) -> Iterator[jsonschema.ValidationError]:
+    # jsonschema compares unsortable items (mappings) pairwise: quadratic, so a list of 30,000
+    # mappings under `versions` took minutes. One canonical text per item makes it linear.
+    if not unique or not isinstance(instance, list):
+        return
+    seen: set[str] = set()
+    for item in instance:
+        key = json.dumps(item, sort_keys=True, default=repr)
+        if key in seen:
+            yield jsonschema.ValidationError(f"{instance!r} has non-unique elements")
+            return
+        seen.add(key)
+
+
 @cache
 def _validator() -> Draft202012Validator:
     checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer)
     cls = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-        Draft202012Validator, validators={"pattern": _ecma_pattern}, type_checker=checker
+        Draft202012Validator,
+        validators={"pattern": _ecma_pattern, "uniqueItems": _unique_items},
+        type_checker=checker,
     )
     validator: Draft202012Validator = cls(schema())
     return validator

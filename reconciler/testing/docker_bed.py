@@ -64,6 +64,7 @@ LAB_ARGS: tuple[str, ...] = (
 _DEFAULT_SOCKET = "/var/run/docker.sock"
 _DOCKERD_PIDFILE = Path("/var/run/docker.pid")
 _IMAGE_DIR = Path("deploy") / "tfs-sim"
+_IMAGE_PYTHON = (3, 11)
 _SKIPPED_NAMES = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 _SKIPPED_SUFFIXES = {".pyc", ".pyo"}
 
@@ -104,11 +105,14 @@ def _exclusive(name: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def _tail(path: Path, lines: int = 30, skip: str | None = None) -> str:
+    """The last lines of a log, leaving out those that contain ``skip`` (noise)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace")
     except OSError:
         return "(no log)"
+    kept = [line for line in text.splitlines() if skip is None or skip not in line]
+    return "\n".join(kept[-lines:])
 
 
 # --- the engine ---------------------------------------------------------------------------
@@ -198,6 +202,7 @@ def _start_dockerd(log_path: Path, dockerd_args: Sequence[str] | None) -> subpro
         )
     if dockerd_args is None:
         dockerd_args = os.environ.get("TFS_BED_DOCKERD_ARGS", "").split()
+    _mount_cgroups_if_missing(log_path)
     with open(log_path, "ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting dockerd ---\n".encode())
         log.flush()
@@ -208,6 +213,18 @@ def _start_dockerd(log_path: Path, dockerd_args: Sequence[str] | None) -> subpro
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def _mount_cgroups_if_missing(log_path: Path) -> None:
+    """dockerd needs cgroups; a bare machine may not mount them (``cgroupfs-mount`` does)."""
+    try:
+        mounts = Path("/proc/mounts").read_text()
+    except OSError:
+        return
+    if " /sys/fs/cgroup" in mounts or shutil.which("cgroupfs-mount") is None:
+        return
+    with open(log_path, "ab") as log:
+        subprocess.run(["cgroupfs-mount"], stdout=log, stderr=log, check=False)
 
 
 # --- the images ---------------------------------------------------------------------------
@@ -318,6 +335,12 @@ def ensure_sim_image(
 
 def _build_context(root: Path, files: Sequence[Path], context: Path) -> Path:
     """Copy the sources, build the project's wheels and lay out the Docker build context."""
+    if sys.version_info[:2] != _IMAGE_PYTHON:
+        raise DockerBedError(
+            f"the image runs Python {'.'.join(map(str, _IMAGE_PYTHON))} (Debian bookworm), and "
+            f"wheels built by this Python {sys.version.split()[0]} may not install there: "
+            "build the image from a Python 3.11 environment"
+        )
     source = context / "source"
     for relative in [*files, Path("README.md")]:
         if (root / relative).is_file():
@@ -325,18 +348,22 @@ def _build_context(root: Path, files: Sequence[Path], context: Path) -> Path:
             shutil.copy2(root / relative, source / relative)
     wheels = context / "wheels"
     log_path = _state_dir() / "tfs-reconciler-wheels.log"
+    command = [sys.executable, "-m", "pip", "wheel", "--progress-bar=off", "--wheel-dir"]
     with open(log_path, "wb") as log:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(wheels), str(source)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            cwd=context,
-        )
+        for _attempt in range(2):  # a second try, for a download that broke off
+            result = subprocess.run(
+                [*command, str(wheels), str(source)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=context,
+            )
+            if result.returncode == 0:
+                break
     if result.returncode != 0:
         raise DockerBedError(
             f"building the project's wheels failed with status {result.returncode}; "
-            f"{log_path} ends with:\n{_tail(log_path)}"
+            f"{log_path} ends with:\n{_tail(log_path, skip='WARNING: Location')}"
         )
     shutil.rmtree(source)
     for name in ("Dockerfile", "tf_serving_entrypoint.sh"):
@@ -557,7 +584,7 @@ def running_container(
 
 
 class StartTfsContainer(Protocol):
-    """The type of the ``start_tfs_container`` fixture (``tests/docker/conftest.py``).
+    """The type of the ``start_tfs_container`` fixture (``tests/docker_bed/conftest.py``).
 
     ``models_dir=None`` means a fresh copy of the lab's models; ``options`` are those of
     :func:`running_container` (``environment``, ``wait_for_model``, ``image``, ...).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,6 +13,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+from docker.models.images import Image
 
 from reconciler.testing import docker_bed
 
@@ -64,16 +67,48 @@ def test_source_hash_changes_when_a_file_is_renamed(tmp_path: Path) -> None:
     assert tree_hash(root) != first
 
 
+def snapshot_sources(tmp_path: Path) -> Path:
+    """A copy of the image's sources, safe from edits made meanwhile in the work tree."""
+    root = docker_bed.project_root()
+    copy = tmp_path / "source"
+    for relative in docker_bed.image_source_files(root):
+        (copy / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / relative, copy / relative)
+    return copy
+
+
 @pytest.mark.docker
-def test_sim_image_is_not_rebuilt_when_its_sources_are_unchanged(
-    docker_client: docker.DockerClient, tfs_image: str
+def test_sim_image_is_built_only_when_no_image_has_the_sources_hash(
+    docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    if tfs_image != docker_bed.SIM_IMAGE:
-        pytest.skip(f"TFS_BED_IMAGE={tfs_image}: no image is built")
-    again = docker_bed.ensure_sim_image(docker_client)
-    assert not again.built
-    image = docker_client.images.get(docker_bed.SIM_IMAGE)
-    assert image.labels[docker_bed.LABEL_SOURCE_HASH] == again.source_hash
+    source = snapshot_sources(tmp_path)
+    base = docker_bed.ensure_base_image(docker_client, source)
+    files = docker_bed.image_source_files(source)
+    current = docker_bed.source_hash(source, files, base_image_id=base.id or "")
+    tag = f"tfs-bed-test:{secrets.token_hex(4)}"
+    # A stand-in image (a label on the base) carrying the current hash: built in a second.
+    (tmp_path / "stand-in").mkdir()
+    (tmp_path / "stand-in" / "Dockerfile").write_text(f"FROM {docker_bed.BASE_IMAGE}\n")
+    docker_client.images.build(
+        path=str(tmp_path / "stand-in"), tag=tag, labels={docker_bed.LABEL_SOURCE_HASH: current}
+    )
+    builds: list[str] = []
+
+    def fake_build(client: object, context: Path, tag: str, wanted: str) -> Image:
+        builds.append(wanted)
+        return docker_client.images.get(tag)
+
+    monkeypatch.setattr(docker_bed, "_build_context", lambda root, files, context: context)
+    monkeypatch.setattr(docker_bed, "_docker_build", fake_build)
+    try:
+        unchanged = docker_bed.ensure_sim_image(docker_client, source, tag=tag)
+        (source / "reconciler" / "added_module.py").write_text("ADDED = True\n")
+        changed = docker_bed.ensure_sim_image(docker_client, source, tag=tag)
+    finally:
+        docker_client.images.remove(tag, force=True)
+    assert (unchanged.built, unchanged.source_hash) == (False, current)
+    assert changed.built
+    assert builds == [changed.source_hash] != [current]
 
 
 @pytest.mark.docker

@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -44,10 +45,15 @@ class DiskState:
     models: tuple[ModelDir, ...] = ()
 
     def model(self, name: str) -> ModelDir | None:
+        return self._by_name.get(name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, ModelDir]:
+        # Built on the first lookup: plans look up every model, so a scan would be quadratic.
+        index: dict[str, ModelDir] = {}
         for model in self.models:
-            if model.name == name:
-                return model
-        return None
+            index.setdefault(model.name, model)  # the first of a name, as a scan finds it
+        return index
 
 
 @dataclass(frozen=True)
@@ -83,10 +89,15 @@ class LiveStatus:
     error: str = ""
 
     def model(self, name: str) -> LiveModel | None:
+        return self._by_name.get(name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, LiveModel]:
+        # Built on the first lookup: drift and convergence checks look up every model.
+        index: dict[str, LiveModel] = {}
         for model in self.models:
-            if model.name == name:
-                return model
-        return None
+            index.setdefault(model.name, model)  # the first of a name, as a scan finds it
+        return index
 
 
 @dataclass(frozen=True)

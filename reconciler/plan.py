@@ -120,7 +120,8 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
     phases: tuple[ServingConfig, ...] = ()
     if not problems and (observed.config != target or drift):
         phases = _phases_to(target, observed)
-    unmanaged = () if desired.prune else tuple(n for n in current.names if desired.model(n) is None)
+    wanted = _desired_by_name(desired)
+    unmanaged = () if desired.prune else tuple(n for n in current.names if n not in wanted)
     return Plan(
         current=observed.config,
         target=target,
@@ -171,10 +172,19 @@ def _phases_to(target: ServingConfig, observed: Observed) -> tuple[ServingConfig
     return phases
 
 
+def _desired_by_name(desired: DesiredState) -> dict[str, DesiredModel]:
+    # DesiredState.model() scans its models: calling it for every model is quadratic.
+    index: dict[str, DesiredModel] = {}
+    for model in desired.models:
+        index.setdefault(model.name, model)  # the first of a name, as desired.model() finds
+    return index
+
+
 def _target(desired: DesiredState, current: ServingConfig) -> ServingConfig:
     models: list[ConfigModel] = []
+    by_name = _desired_by_name(desired)
     for model in current.models:
-        wanted = desired.model(model.name)
+        wanted = by_name.get(model.name)
         if wanted is not None:
             models.append(_target_model(wanted, model))
         elif not desired.prune:

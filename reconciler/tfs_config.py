@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from google.protobuf import text_format
 
@@ -50,10 +51,15 @@ class ServingConfig:
     custom: bool = False
 
     def model(self, name: str) -> ConfigModel | None:
+        return self._by_name.get(name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, ConfigModel]:
+        # Built on the first lookup: plans look up every model, so a scan would be quadratic.
+        index: dict[str, ConfigModel] = {}
         for model in self.models:
-            if model.name == name:
-                return model
-        return None
+            index.setdefault(model.name, model)  # the first of a name, as a scan finds it
+        return index
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -264,8 +264,14 @@ class Converger:
         deadline: float,
         names: tuple[str, ...],
         labels: dict[str, set[str]],
+        *,
+        require_gone: bool = True,
     ) -> None:
         wanted = expectations(phase, previous, disk)
+        if not require_gone:
+            # A version TFS is still loading cannot be cancelled: it loads, then unloads. The
+            # old state is live again once its versions serve and its labels resolve.
+            wanted = tuple(replace(want, gone=()) for want in wanted)
         started = self.clock()
         while True:
             progress = assess(wanted, self._live(names, labels), known)
@@ -309,7 +315,16 @@ class Converger:
                 log.warning("rollback_phase_written", phase=number, commit=self.commit)
                 self.reloader.reload(phase)
                 if self.reloader.waits:
-                    self._wait(phase, step_from, disk, frozenset(), deadline, names, labels)
+                    self._wait(
+                        phase,
+                        step_from,
+                        disk,
+                        frozenset(),
+                        deadline,
+                        names,
+                        labels,
+                        require_gone=False,
+                    )
                 step_from = phase
         except (ReloadRejected, ReloadFailed, TfsUnreachable, DockerError, ConvergeFailed) as again:
             message = (

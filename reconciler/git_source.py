@@ -39,6 +39,17 @@ REMOTE_NAME = "tfs-reconciler"
 """Remote-tracking refs fetched by the daemon live under refs/remotes/<REMOTE_NAME>/."""
 
 _REGULAR_FILE_MODES = {"100644", "100755"}
+# Set by git for hooks and by users; they would point every command at another repository.
+_REPOSITORY_VARIABLES = {
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+}
 
 
 class GitError(RuntimeError):
@@ -287,7 +298,7 @@ def _run(
     args: list[str], cwd: Path, stdin: bytes | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in _REPOSITORY_VARIABLES},
         "LC_ALL": "C",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_OPTIONAL_LOCKS": "0",

@@ -8,7 +8,7 @@ never share counters. ``render()`` gives the text exposition that
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -119,7 +119,7 @@ class Metrics:
         if outcome in ("success", "noop"):
             self.last_success.set(finished_at)
 
-    def record_drift(self, models: tuple[str, ...] | list[str]) -> None:
+    def record_drift(self, models: Iterable[str]) -> None:
         """Count drift for each model whose served state differed from the desired one."""
         for model in models:
             self.drift_detected.labels(model=model).inc()

@@ -183,6 +183,19 @@ def test_an_invalid_branch_name_is_refused(repo: Path) -> None:
         open_local(repo / "desired_state", branch="two..dots")
 
 
+def test_git_variables_of_the_calling_process_are_ignored(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "--quiet")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    source = open_local(repo / "desired_state")
+    assert source.work_tree == repo
+    assert source.snapshot().files[0][0] == "desired_state/animals.yaml"
+
+
 def test_a_folder_outside_git_is_refused(tmp_path: Path) -> None:
     (tmp_path / "plain").mkdir()
     with pytest.raises(GitError, match="not inside a git work tree"):

@@ -126,6 +126,14 @@ def test_the_state_folder_survives_restarts_in_a_volume(resolved: dict[str, Any]
     assert source in resolved["volumes"] or source.endswith("reconciler-state")
 
 
+def test_the_tfs_image_can_be_swapped_for_the_simulator(tmp_path: Path) -> None:
+    result = compose_config(
+        tmp_path, TFS_MODELS_DIR="/m", TFS_DESIRED_REPO="/d", TFS_IMAGE="tfs-sim:local"
+    )
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["services"]["tfs"]["image"] == "tfs-sim:local"
+
+
 def test_the_models_folder_must_be_named(tmp_path: Path) -> None:
     result = compose_config(tmp_path, TFS_DESIRED_REPO=str(tmp_path))
     assert result.returncode != 0

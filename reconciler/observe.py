@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -134,21 +135,32 @@ def host_path(base_path: str, serving_root: str, models_dir: Path) -> Path | Non
 
 
 def scan_model(name: str, folder: Path) -> ModelDir:
+    # os.scandir, not Path.iterdir + is_dir: the directory entry's type spares a stat per
+    # entry, and plain strings spare pathlib's overhead (a scan of 1,000 models took ~2x).
+    base = str(folder)
     try:
-        entries = list(folder.iterdir())
+        with os.scandir(base) as listing:
+            entries = list(listing)
     except (FileNotFoundError, NotADirectoryError):
-        return ModelDir(name, str(folder), exists=False)
+        return ModelDir(name, base, exists=False)
     versions = []
     for entry in entries:
-        if entry.name.isascii() and entry.name.isdigit() and entry.is_dir():
-            versions.append(VersionDir(int(entry.name), str(entry), _loadable(entry)))
-    return ModelDir(name, str(folder), True, tuple(sorted(versions, key=lambda v: v.version)))
+        if entry.name.isascii() and entry.name.isdigit() and _is_dir(entry):
+            versions.append(VersionDir(int(entry.name), entry.path, _loadable(entry.path)))
+    return ModelDir(name, base, True, tuple(sorted(versions, key=lambda v: v.version)))
 
 
-def _loadable(folder: Path) -> bool:
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks, as Path.is_dir does
+    except OSError:
+        return False
+
+
+def _loadable(folder: str) -> bool:
     for file in SAVED_MODEL_FILES:
         try:
-            if (folder / file).stat().st_size > 0:
+            if os.stat(os.path.join(folder, file)).st_size > 0:
                 return True
         except OSError:
             continue

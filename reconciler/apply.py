@@ -176,6 +176,20 @@ class Converger:
             save_last_known_good(self.state_dir, previous_text)
         names, labels = _names_and_labels(plan.target, previous)
         baseline = self._live(names, labels) if self.reloader.waits else None
+        if (
+            baseline is not None
+            and not baseline.reachable
+            and self.reloader.mode is not ReloadMode.RESTART
+        ):
+            # Nothing to wait on and nothing to confirm a rollback with: change nothing.
+            return Outcome(
+                "failed",
+                f"TFS does not answer, so nothing was changed ({self.config_path} is as it "
+                f"was): {baseline.error}",
+                0,
+                self.clock() - started,
+                previous_text,
+            )
         known = end_failures(baseline) if baseline is not None else frozenset()
         deadline = started + self.timeout
         applied = previous or ServingConfig()
@@ -287,6 +301,17 @@ class Converger:
                 self.on_progress(progress, self.clock() - started)
             self.sleep(self.poll_interval)
 
+    def _serves(
+        self,
+        phase: ServingConfig,
+        previous: ServingConfig,
+        disk: DiskState,
+        names: tuple[str, ...],
+        labels: dict[str, set[str]],
+    ) -> bool:
+        wanted = tuple(replace(w, gone=()) for w in expectations(phase, previous, disk))
+        return assess(wanted, self._live(names, labels)).done
+
     def _roll_back(
         self,
         error: Exception,
@@ -313,7 +338,13 @@ class Converger:
                 last = number == len(phases)
                 write_atomic(self.config_path, text if last else render_config(phase))
                 log.warning("rollback_phase_written", phase=number, commit=self.commit)
-                self.reloader.reload(phase)
+                try:
+                    self.reloader.reload(phase)
+                except TfsUnreachable:
+                    # The failed push may never have reached TFS: if it still serves this
+                    # phase, the rollback holds; otherwise the rollback did fail.
+                    if not self._serves(phase, step_from, disk, names, labels):
+                        raise
                 if self.reloader.waits:
                     self._wait(
                         phase,

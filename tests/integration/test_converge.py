@@ -1,0 +1,562 @@
+"""Converge (issue 4) end to end: the installed `tfs-reconciler` against the TFS simulator.
+
+Each test runs the console script in a subprocess on a private copy of the lab (the `lab`
+fixture: `models/` and `desired_state/`), with TFS_RECONCILER_REST_URL/GRPC_TARGET pointing at
+a `SimulatorProcess` on loopback. Load times are short (0.3 s) so each scenario takes seconds.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.testing import SimulatorProcess
+from reconciler.testing.simulator import free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+DOG_EXAMPLE = REPO / "examples" / "dog_example.json"
+MODEL = "animals"
+LOAD = 0.3  # seconds every version load takes in the simulator
+
+LAB_YAML = """\
+apiVersion: tfs-reconciler/v1
+models:
+  animals:
+    versions: {versions}
+    labels:
+{labels}
+{extra}"""
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def write_desired(lab: Path, versions: str, labels: dict[str, int], extra: str = "") -> None:
+    text = LAB_YAML.format(
+        versions=versions,
+        labels="\n".join(f"      {k}: {v}" for k, v in labels.items()),
+        extra=extra,
+    )
+    (lab / "desired_state" / "animals.yaml").write_text(text)
+
+
+LAB_LABELS = {"deprecated": 1, "stable": 2, "canary": 3}
+
+
+def add_version(lab: Path, number: int, source: int = 3) -> Path:
+    """Copy version `source` to `number` under a hidden name, then rename it into place."""
+    base = lab / "models" / MODEL
+    hidden = base / f".{number}.tmp"
+    shutil.copytree(base / str(source), hidden)
+    final = base / str(number)
+    hidden.rename(final)
+    return final
+
+
+def corrupt(version_dir: Path) -> None:
+    (version_dir / "saved_model.pb").write_bytes(os.urandom(2048))
+
+
+def config_text(lab: Path) -> bytes:
+    return (lab / "models" / "models.config").read_bytes()
+
+
+@dataclass
+class Cli:
+    lab: Path
+    rest_url: str
+    grpc_target: str
+
+    def __call__(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        env = dict(
+            os.environ,
+            TFS_RECONCILER_REST_URL=self.rest_url,
+            TFS_RECONCILER_GRPC_TARGET=self.grpc_target,
+            TFS_RECONCILER_MODELS_DIR=str(self.lab / "models"),
+            TFS_RECONCILER_DESIRED=str(self.lab / "desired_state"),
+        )
+        for name in ("TFS_RECONCILER_RELOAD", "TFS_RECONCILER_TIMEOUT", "TFS_RECONCILER_CONFIG"):
+            env.pop(name, None)
+        return subprocess.run(
+            ["tfs-reconciler", *args],
+            cwd=self.lab,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def post(rest_url: str, path: str, body: bytes, timeout: float = 2.0) -> tuple[int, Any]:
+    host, port = rest_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        reply = connection.getresponse()
+        return reply.status, json.loads(reply.read())
+    finally:
+        connection.close()
+
+
+def get(rest_url: str, path: str) -> tuple[int, Any]:
+    host, port = rest_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=2.0)
+    try:
+        connection.request("GET", path)
+        reply = connection.getresponse()
+        return reply.status, json.loads(reply.read())
+    finally:
+        connection.close()
+
+
+def predictions(rest_url: str, route: str) -> Any:
+    status, body = post(rest_url, f"/v1/models/{MODEL}/{route}:predict", DOG_EXAMPLE.read_bytes())
+    assert status == 200, body
+    return body["predictions"]
+
+
+def label_version(rest_url: str, label: str) -> int | None:
+    status, body = get(rest_url, f"/v1/models/{MODEL}/labels/{label}/metadata")
+    return int(body["model_spec"]["version"]) if status == 200 else None
+
+
+def states(rest_url: str) -> dict[int, str]:
+    """The newest state of each version (END entries stay listed)."""
+    _, body = get(rest_url, f"/v1/models/{MODEL}")
+    found: dict[int, str] = {}
+    for entry in body["model_version_status"]:
+        number = int(entry["version"])
+        if found.get(number) in (None, "END"):
+            found[number] = entry["state"]
+    return found
+
+
+@dataclass
+class PredictStream:
+    """A background thread POSTing the dog example to one label, counting failures.
+
+    Bounded: it stops after `max_seconds` or `max_requests`, whichever first.
+    """
+
+    rest_url: str
+    label: str
+    max_seconds: float = 30.0
+    max_requests: int = 20_000
+    answers: list[Any] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> PredictStream:
+        body = DOG_EXAMPLE.read_bytes()
+        path = f"/v1/models/{MODEL}/labels/{self.label}:predict"
+
+        def run() -> None:
+            deadline = time.monotonic() + self.max_seconds
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                if len(self.answers) + len(self.failures) >= self.max_requests:
+                    return
+                try:
+                    status, reply = post(self.rest_url, path, body)
+                except (OSError, http.client.HTTPException, ValueError) as error:
+                    self.failures.append(f"{type(error).__name__}: {error}")
+                    continue
+                if status == 200:
+                    self.answers.append(reply["predictions"])
+                else:
+                    self.failures.append(f"HTTP {status}: {reply}")
+                time.sleep(0.005)
+
+        self._thread = threading.Thread(target=run, name=f"stream-{self.label}", daemon=True)
+        self._thread.start()
+        time.sleep(0.1)  # some requests before the change
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        time.sleep(0.1)  # some requests after the change
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(10)
+
+    @property
+    def total(self) -> int:
+        return len(self.answers) + len(self.failures)
+
+
+StartSim = Callable[..., SimulatorProcess]
+
+
+@pytest.fixture
+def start_sim(lab: Path) -> Iterator[StartSim]:
+    """`start_sim(**SimulatorProcess options)` on the lab's models; stopped after the test."""
+    started: list[SimulatorProcess] = []
+
+    def start(**options: Any) -> SimulatorProcess:
+        options.setdefault("load_seconds", LOAD)
+        sim = SimulatorProcess(lab / "models", **options).start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+def cli_for(lab: Path, sim: SimulatorProcess) -> Cli:
+    return Cli(lab, sim.rest_url, sim.grpc_target)
+
+
+def reload_requests(sim: SimulatorProcess) -> int:
+    return sim.log.count("reload_request")
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+# --- the lab's promotion ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reload", ["grpc", "poll"])
+def test_promotion_of_canary_to_stable_drops_no_request(
+    lab: Path, start_sim: StartSim, reload: str
+) -> None:
+    sim = start_sim(poll_seconds=0.3 if reload == "poll" else 0.0)
+    cli = cli_for(lab, sim)
+    v2, v3 = predictions(sim.rest_url, "versions/2"), predictions(sim.rest_url, "versions/3")
+    assert v2 != v3
+    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
+
+    with PredictStream(sim.rest_url, "stable") as stream:
+        result = cli("apply", "--reload", reload, "--timeout", "20")
+
+    assert result.returncode == 0, output(result)
+    assert "label stable 2 -> 3" in result.stdout
+    assert stream.failures == [], f"{len(stream.failures)} of {stream.total} failed"
+    assert stream.total > 10
+    assert all(answer in (v2, v3) for answer in stream.answers)
+    assert stream.answers[0] == v2 and stream.answers[-1] == v3
+    assert label_version(sim.rest_url, "stable") == 3
+    assert states(sim.rest_url) == {1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE"}
+    if reload == "grpc":
+        assert reload_requests(sim) == 1
+    assert "FAILED_PRECONDITION" not in sim.log
+
+
+def test_second_apply_with_nothing_to_do_neither_writes_nor_reloads(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    cli = cli_for(lab, sim)
+    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
+    first = cli("apply", "--reload", "grpc")
+    assert first.returncode == 0, output(first)
+    config = lab / "models" / "models.config"
+    before = config.stat().st_mtime_ns, config.read_bytes()
+    reloads = reload_requests(sim)
+    time.sleep(0.05)
+
+    second = cli("apply", "--reload", "grpc")
+
+    assert second.returncode == 0, output(second)
+    assert "No changes" in second.stdout
+    assert (config.stat().st_mtime_ns, config.read_bytes()) == before
+    assert reload_requests(sim) == reloads
+
+
+def test_the_lab_as_it_is_is_a_noop_and_its_hand_written_config_is_not_rewritten(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    config = lab / "models" / "models.config"
+    before = config.stat().st_mtime_ns, config.read_bytes()
+    result = cli_for(lab, sim)("apply", "--reload", "grpc")
+    assert result.returncode == 0, output(result)
+    assert "No changes" in result.stdout
+    assert (config.stat().st_mtime_ns, config.read_bytes()) == before
+    assert reload_requests(sim) == 0
+
+
+# --- a new version on disk --------------------------------------------------------------
+
+
+def test_a_version_appearing_on_disk_is_loaded_before_canary_moves_to_it(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim(extra_args=["--sim_load_seconds_for=animals:4=1.0"])
+    cli = cli_for(lab, sim)
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4})
+    v2 = predictions(sim.rest_url, "versions/2")
+
+    with (
+        PredictStream(sim.rest_url, "canary") as canary,
+        PredictStream(sim.rest_url, "stable") as stable,
+    ):
+        result = cli("apply", "--reload", "grpc", "--timeout", "20")
+
+    assert result.returncode == 0, output(result)
+    assert "load version 4" in result.stdout and "label canary 3 -> 4" in result.stdout
+    # Phase 1 loads 4 keeping the labels; phase 2 moves canary once 4 is AVAILABLE.
+    assert reload_requests(sim) == 2
+    assert "FAILED_PRECONDITION" not in sim.log
+    assert "reload_refused" not in sim.log
+    assert canary.failures == [] and stable.failures == []
+    assert all(answer == v2 for answer in stable.answers)
+    assert label_version(sim.rest_url, "canary") == 4
+    assert states(sim.rest_url)[4] == "AVAILABLE"
+
+
+def test_convergence_takes_about_the_load_time(lab: Path, start_sim: StartSim) -> None:
+    load = 1.0
+    sim = start_sim(extra_args=[f"--sim_load_seconds_for=animals:4={load}"])
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 4})
+    started = time.monotonic()
+    result = cli_for(lab, sim)("apply", "--reload", "grpc")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, output(result)
+    # The issue asks for L + well under 1 s; asserted generously (timing on shared CI is noisy),
+    # the precise figure belongs in the benchmarks.
+    assert elapsed < load + 3, f"apply took {elapsed:.2f} s for a {load} s load"
+    print(f"\napply --reload grpc with a {load} s load took {elapsed:.2f} s (process included)")
+
+
+# --- failures roll back -----------------------------------------------------------------
+
+
+def test_a_corrupt_version_is_rolled_back_with_the_old_labels_serving_throughout(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim(extra_args=["--max_num_load_retries=0"])
+    cli = cli_for(lab, sim)
+    corrupt(add_version(lab, 4))
+    original = config_text(lab)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
+    v2 = predictions(sim.rest_url, "versions/2")
+
+    with PredictStream(sim.rest_url, "stable") as stream:
+        result = cli("apply", "--reload", "grpc", "--timeout", "20")
+
+    assert result.returncode == 1, output(result)
+    assert "Traceback" not in result.stderr
+    assert "version 4 failed to load" in result.stderr
+    assert "DATA_LOSS" in result.stderr
+    assert "serving now: animals versions 1, 2, 3" in result.stderr
+    assert "stable=2" in result.stderr
+    assert stream.failures == [], f"{len(stream.failures)} of {stream.total} failed"
+    assert stream.total > 5 and all(answer == v2 for answer in stream.answers)
+    assert label_version(sim.rest_url, "stable") == 2
+    assert config_text(lab) == original
+    assert "FAILED_PRECONDITION" not in sim.log
+
+
+def test_a_corrupt_version_is_rolled_back_with_reload_poll(lab: Path, start_sim: StartSim) -> None:
+    sim = start_sim(poll_seconds=0.3, extra_args=["--max_num_load_retries=0"])
+    corrupt(add_version(lab, 4))
+    original = config_text(lab)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
+    with PredictStream(sim.rest_url, "stable") as stream:
+        result = cli_for(lab, sim)("apply", "--reload", "poll", "--timeout", "20")
+    assert result.returncode == 1, output(result)
+    assert "version 4 failed to load" in result.stderr
+    assert stream.failures == []
+    assert config_text(lab) == original
+    assert label_version(sim.rest_url, "stable") == 2
+
+
+def test_a_timeout_rolls_back(lab: Path, start_sim: StartSim) -> None:
+    sim = start_sim(extra_args=["--sim_load_seconds_for=animals:4=5"])
+    add_version(lab, 4)
+    original = config_text(lab)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
+    v2 = predictions(sim.rest_url, "versions/2")
+    with PredictStream(sim.rest_url, "stable") as stream:
+        started = time.monotonic()
+        result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "1")
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1, output(result)
+    assert "Traceback" not in result.stderr
+    assert "timed out" in result.stderr
+    assert "Rolled back" in result.stderr, output(result)
+    assert config_text(lab) == original
+    assert stream.failures == [] and all(answer == v2 for answer in stream.answers)
+    assert label_version(sim.rest_url, "stable") == 2
+    print(f"\n--timeout 1 with a 5 s load: exit 1 after {elapsed:.2f} s")
+
+
+# --- verification -----------------------------------------------------------------------
+
+
+def with_classify_signature(version_dir: Path) -> None:
+    """Make the SavedModel's serving_default a classify signature: :predict answers 400."""
+    from reconciler.testing.tfs_sim.savedmodel import _SAVED_MODEL
+
+    path = version_dir / "saved_model.pb"
+    proto: Any = _SAVED_MODEL()
+    proto.ParseFromString(path.read_bytes())
+    for graph in proto.meta_graphs:
+        for signature in graph.signature_def.values():
+            signature.method_name = "tensorflow/serving/classify"
+    path.write_bytes(proto.SerializeToString())
+
+
+VERIFY = "    verify:\n      request: dog_example.json\n"
+
+
+def test_a_version_that_answers_predict_badly_fails_verification_and_is_rolled_back(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
+    with_classify_signature(add_version(lab, 4))
+    original = config_text(lab)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3}, VERIFY)
+    v2 = predictions(sim.rest_url, "versions/2")
+
+    with PredictStream(sim.rest_url, "stable") as stream:
+        result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
+
+    assert result.returncode == 1, output(result)
+    assert "verification of animals version 4" in result.stderr
+    assert "HTTP 400" in result.stderr
+    assert "Rolled back" in result.stderr
+    assert config_text(lab) == original
+    assert stream.failures == [] and all(answer == v2 for answer in stream.answers)
+    assert label_version(sim.rest_url, "stable") == 2
+    assert re.search(r"predict model=animals version=4 via=version:4", sim.log)
+
+
+def test_a_version_that_answers_well_passes_verification(lab: Path, start_sim: StartSim) -> None:
+    sim = start_sim()
+    shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 4}, VERIFY)
+    result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
+    assert result.returncode == 0, output(result)
+    assert re.search(r"predict model=animals version=4 via=version:4", sim.log)
+    assert label_version(sim.rest_url, "stable") == 4
+
+
+def test_no_verify_skips_the_request(lab: Path, start_sim: StartSim) -> None:
+    sim = start_sim()
+    shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
+    with_classify_signature(add_version(lab, 4))
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4}, VERIFY)
+    result = cli_for(lab, sim)("apply", "--reload", "grpc", "--no-verify")
+    assert result.returncode == 0, output(result)
+    assert "via=version:4" not in sim.log
+
+
+# --- TFS unreachable --------------------------------------------------------------------
+
+
+def test_tfs_unreachable_over_grpc_is_a_clear_error_and_the_config_stays(lab: Path) -> None:
+    rest_url, grpc_target = f"http://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    config = lab / "models" / "models.config"
+    before = config.stat().st_mtime_ns, config.read_bytes()
+    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
+    for reload in ("grpc", "poll", "auto"):
+        result = Cli(lab, rest_url, grpc_target)("apply", "--reload", reload, "--timeout", "5")
+        assert result.returncode == 1, output(result)
+        assert "Traceback" not in result.stderr
+        assert "error: TFS does not answer" in result.stderr, output(result)
+        assert rest_url in result.stderr
+        assert (config.stat().st_mtime_ns, config.read_bytes()) == before
+
+
+def test_grpc_port_closed_while_rest_answers_restores_the_config(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    original = config_text(lab)
+    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
+    closed = f"127.0.0.1:{free_port()}"
+    result = Cli(lab, sim.rest_url, closed)("apply", "--reload", "grpc", "--timeout", "5")
+    assert result.returncode == 1, output(result)
+    assert "Traceback" not in result.stderr
+    assert f"TFS gRPC at {closed}: UNAVAILABLE" in result.stderr
+    assert config_text(lab) == original
+    assert label_version(sim.rest_url, "stable") == 2
+
+
+# --- history and rollback ---------------------------------------------------------------
+
+
+def test_history_records_applies_and_rollback_converges_back(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    cli = cli_for(lab, sim)
+    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
+    assert cli("apply", "--reload", "grpc").returncode == 0
+    after_first = config_text(lab)
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 3, "canary": 4})
+    second = cli("apply", "--reload", "grpc")
+    assert second.returncode == 0, output(second)
+    assert label_version(sim.rest_url, "canary") == 4
+
+    history = cli("history", "--output", "json")
+    assert history.returncode == 0, output(history)
+    records = json.loads(history.stdout)
+    assert [r["outcome"] for r in records] == ["applied", "applied"]
+    assert records[-1]["config"] == config_text(lab).decode()
+    assert any("label canary 3 -> 4" in step for step in records[-1]["steps"])
+    text = cli("history")
+    assert "applied" in text.stdout and "label canary 3 -> 4" in text.stdout
+
+    back = cli("rollback", "--reload", "grpc")
+
+    assert back.returncode == 0, output(back)
+    assert config_text(lab) == after_first
+    assert label_version(sim.rest_url, "canary") == 3
+    assert states(sim.rest_url) == {1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE", 4: "END"}
+    assert "FAILED_PRECONDITION" not in sim.log
+    records = json.loads(cli("history", "--output", "json").stdout)
+    assert len(records) == 3 and records[-1]["outcome"] == "applied"
+
+
+def test_rollback_after_a_single_apply_has_nothing_applied_to_go_back_to(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """History holds only applied configs: the hand-written one before the first apply is
+    not among them, so `rollback` says so (exit 1) and changes nothing."""
+    sim = start_sim()
+    cli = cli_for(lab, sim)
+    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
+    assert cli("apply", "--reload", "grpc").returncode == 0
+    after = config_text(lab)
+    back = cli("rollback", "--reload", "grpc")
+    assert back.returncode == 1, output(back)
+    assert "error: no earlier applied config to roll back to" in back.stderr
+    assert config_text(lab) == after
+    assert label_version(sim.rest_url, "stable") == 3
+
+
+def test_rollback_to_a_numbered_record(lab: Path, start_sim: StartSim) -> None:
+    sim = start_sim()
+    cli = cli_for(lab, sim)
+    for stable in (3, 1, 2):
+        write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": stable, "canary": 3})
+        assert cli("apply", "--reload", "grpc").returncode == 0
+    back = cli("rollback", "1", "--reload", "grpc")
+    assert back.returncode == 0, output(back)
+    assert label_version(sim.rest_url, "stable") == 3
+    missing = cli("rollback", "99", "--reload", "grpc")
+    assert missing.returncode == 1 and "no record 99" in missing.stderr

@@ -66,7 +66,8 @@ class SimulatorProcess:
             ``container_models_dir`` are read from here (``--sim_path_map``), so the lab's
             ``base_path: '/models/animals/'`` works unchanged.
         config_file: the models.config to serve (``--model_config_file``); default
-            ``models_dir / "models.config"``.
+            ``models_dir / "models.config"`` if that exists, else none (then pass
+            ``--model_name``/``--model_base_path`` in ``extra_args`` for single-model mode).
         poll_seconds: ``--model_config_file_poll_wait_seconds`` (0: read once at start).
         file_system_poll_seconds: ``--file_system_poll_wait_seconds``.
         allow_labels_for_unavailable: ``--allow_version_labels_for_unavailable_models``
@@ -92,7 +93,12 @@ class SimulatorProcess:
         startup_timeout: float = 30.0,
     ) -> None:
         self.models_dir = Path(models_dir).resolve()
-        self.config_file = Path(config_file) if config_file else self.models_dir / "models.config"
+        default_config = self.models_dir / "models.config"
+        self.config_file: Path | None = (
+            Path(config_file)
+            if config_file
+            else (default_config if default_config.exists() else None)
+        )
         self.rest_port = free_port()
         self.grpc_port = free_port()
         self.startup_timeout = startup_timeout
@@ -101,7 +107,7 @@ class SimulatorProcess:
             sys.executable, "-m", "reconciler.testing.tfs_sim",
             f"--port={self.grpc_port}",
             f"--rest_api_port={self.rest_port}",
-            f"--model_config_file={self.config_file}",
+            *([f"--model_config_file={self.config_file}"] if self.config_file else []),
             f"--model_config_file_poll_wait_seconds={poll_seconds}",
             f"--file_system_poll_wait_seconds={file_system_poll_seconds}",
             f"--allow_version_labels_for_unavailable_models={allow}",

@@ -132,6 +132,7 @@ class ServerCore:
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while True:
+                self._step_locked()
                 pending, failed = [], []
                 for name in names:
                     available, errored = self._lifecycles[name].settled()

@@ -1,0 +1,548 @@
+"""The plan: a pure function from desired and observed state to target config, steps, phases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.desired import DesiredState, parse_documents
+from reconciler.observe import (
+    DiskState,
+    LiveModel,
+    LiveStatus,
+    LiveVersion,
+    ModelDir,
+    Observed,
+    VersionDir,
+)
+from reconciler.plan import Plan, plan
+from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, served_versions
+from reconciler.render import plan_json, plan_text
+from reconciler.tfs_config import ConfigModel, ServingConfig, parse_config
+
+LAB_CONFIG = """\
+model_config_list {
+  config {
+    name: 'animals'
+    base_path: '/models/animals/'
+    model_platform: 'tensorflow'
+    model_version_policy { specific { versions: 1 versions: 2 versions: 3 } }
+    version_labels { key: 'deprecated' value: 1 }
+    version_labels { key: 'stable' value: 2 }
+    version_labels { key: 'canary' value: 3 }
+  }
+}
+"""
+
+OLD_MODEL = "config { name: 'old' base_path: '/models/old' model_platform: 'tensorflow' }"
+
+
+def desired(models: str = "", *, prune: bool = False, lab: bool = True) -> DesiredState:
+    """The lab's desired state (optionally with its `animals` spec replaced) plus `models`."""
+    text = f"apiVersion: tfs-reconciler/v1\nprune: {str(prune).lower()}\nmodels:\n"
+    if lab:
+        text += (
+            "  animals:\n    versions: [1, 2, 3]\n"
+            "    labels: {deprecated: 1, stable: 2, canary: 3}\n"
+        )
+    text += models
+    return parse_documents([("desired.yaml", text.encode())])
+
+
+def animals(spec: str) -> DesiredState:
+    return desired(f"  animals:\n{spec}", lab=False)
+
+
+def disk(models: dict[str, Iterable[int]], *, empty: Iterable[int] = ()) -> DiskState:
+    """Model folders under /host, each version loadable unless listed in `empty`."""
+    return DiskState(
+        tuple(
+            ModelDir(
+                name,
+                f"/host/{name}",
+                True,
+                tuple(
+                    VersionDir(v, f"/host/{name}/{v}", v not in set(empty))
+                    for v in sorted(versions)
+                ),
+            )
+            for name, versions in sorted(models.items())
+        )
+    )
+
+
+def observed(
+    config: str | None = LAB_CONFIG,
+    on_disk: dict[str, Iterable[int]] | None = None,
+    *,
+    empty: Iterable[int] = (),
+    live: LiveStatus | None = None,
+) -> Observed:
+    return Observed(
+        disk=disk(on_disk if on_disk is not None else {"animals": [1, 2, 3]}, empty=empty),
+        config=parse_config(config) if config is not None else None,
+        live=live,
+    )
+
+
+def steps(result: Plan) -> list[str]:
+    return [str(step) for step in result.steps]
+
+
+def problems(result: Plan) -> list[str]:
+    return [str(problem) for problem in result.problems]
+
+
+# --- the table of scenarios ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    desired: DesiredState
+    observed: Observed
+    steps: list[str]
+    phases: int
+    problems: list[str] = field(default_factory=list)
+    unmanaged: tuple[str, ...] = ()
+
+
+SCENARIOS = {
+    "the lab is in sync": Scenario(desired(), observed(), steps=[], phases=0),
+    "promote canary to stable": Scenario(
+        animals("    versions: [1, 2, 3]\n    labels: {deprecated: 2, stable: 3, canary: 3}\n"),
+        observed(),
+        steps=["~ animals: label deprecated 1 -> 2", "~ animals: label stable 2 -> 3"],
+        phases=1,
+    ),
+    "add version 4 on disk and move canary to it": Scenario(
+        animals("    versions: [1, 2, 3, 4]\n    labels: {deprecated: 1, stable: 2, canary: 4}\n"),
+        observed(on_disk={"animals": [1, 2, 3, 4]}),
+        steps=["+ animals: load version 4", "~ animals: label canary 3 -> 4"],
+        phases=2,
+    ),
+    "retire version 1": Scenario(
+        animals("    versions: [2, 3]\n    labels: {stable: 2, canary: 3}\n"),
+        observed(),
+        steps=["- animals: remove label deprecated (was 1)", "- animals: unload version 1"],
+        phases=2,
+    ),
+    "version missing on disk": Scenario(
+        animals("    versions: [1, 2, 3, 4]\n    labels: {stable: 4}\n"),
+        observed(),
+        steps=[
+            "+ animals: load version 4",
+            "~ animals: label stable 2 -> 4",
+            "- animals: remove label canary (was 3)",
+            "- animals: remove label deprecated (was 1)",
+        ],
+        phases=0,
+        problems=[
+            "desired.yaml:5:15: models.animals.versions: version 4 is not on disk:"
+            " /host/animals/4 does not exist"
+        ],
+    ),
+    "version folder without a SavedModel": Scenario(
+        desired(),
+        observed(empty=[3]),
+        steps=[],
+        phases=0,
+        problems=[
+            "desired.yaml:5:15: models.animals.versions: version 3 has no SavedModel:"
+            " /host/animals/3 holds no saved_model.pb or saved_model.pbtxt"
+        ],
+    ),
+    "model folder missing": Scenario(
+        desired("  zoo:\n    versions: [1]\n"),
+        observed(),
+        steps=["+ zoo: add model (base_path /models/zoo)", "+ zoo: load version 1"],
+        phases=0,
+        problems=["desired.yaml:7:3: models.zoo: model folder /models/zoo does not exist"],
+    ),
+    "prune off leaves an unknown model alone": Scenario(
+        desired(),
+        observed(LAB_CONFIG.replace("}\n}\n", f"}}\n  {OLD_MODEL}\n}}\n")),
+        steps=[],
+        phases=0,
+        unmanaged=("old",),
+    ),
+    "prune on removes an unknown model": Scenario(
+        desired(prune=True),
+        observed(LAB_CONFIG.replace("}\n}\n", f"}}\n  {OLD_MODEL}\n}}\n")),
+        steps=["- old: remove model"],
+        phases=1,
+    ),
+    "latest policy serves the highest versions": Scenario(
+        animals("    versions: {latest: 2}\n    labels: {stable: 2, canary: 3}\n"),
+        observed(),
+        steps=[
+            "~ animals: versions [1, 2, 3] -> {latest: 2}",
+            "- animals: remove label deprecated (was 1)",
+            "- animals: unload version 1",
+        ],
+        phases=2,
+    ),
+    "latest policy picks up a new version on disk": Scenario(
+        animals("    versions: {latest: 3}\n    labels: {stable: 3}\n"),
+        observed(on_disk={"animals": [1, 2, 3, 4]}),
+        steps=[
+            "+ animals: load version 4",
+            "~ animals: versions [1, 2, 3] -> {latest: 3}",
+            "~ animals: label stable 2 -> 3",
+            "- animals: remove label canary (was 3)",
+            "- animals: remove label deprecated (was 1)",
+            "- animals: unload version 1",
+        ],
+        phases=3,
+    ),
+    "label on a version latest does not serve": Scenario(
+        animals("    versions: {latest: 1}\n    labels: {stable: 2}\n"),
+        observed(),
+        steps=[
+            "~ animals: versions [1, 2, 3] -> {latest: 1}",
+            "- animals: remove label canary (was 3)",
+            "- animals: remove label deprecated (was 1)",
+            "- animals: unload version 1",
+            "- animals: unload version 2",
+        ],
+        phases=0,
+        problems=[
+            "desired.yaml:6:22: models.animals.labels.stable: version 2 is not served by"
+            " {latest: 1} (served: 3)"
+        ],
+    ),
+    "all policy loads every version on disk": Scenario(
+        animals("    versions: all\n    labels: {deprecated: 1, stable: 2, canary: 4}\n"),
+        observed(on_disk={"animals": [1, 2, 3, 4]}),
+        steps=[
+            "+ animals: load version 4",
+            "~ animals: versions [1, 2, 3] -> all",
+            "~ animals: label canary 3 -> 4",
+        ],
+        phases=2,
+    ),
+    "no models.config yet": Scenario(
+        desired(),
+        observed(config=None),
+        steps=[
+            "+ animals: add model (base_path /models/animals)",
+            "+ animals: load version 1",
+            "+ animals: load version 2",
+            "+ animals: load version 3",
+            "+ animals: label canary -> 3",
+            "+ animals: label deprecated -> 1",
+            "+ animals: label stable -> 2",
+        ],
+        phases=2,
+    ),
+    "new model beside the lab": Scenario(
+        desired("  zoo:\n    versions: [7]\n    labels: {stable: 7}\n"),
+        observed(on_disk={"animals": [1, 2, 3], "zoo": [7]}),
+        steps=[
+            "+ zoo: add model (base_path /models/zoo)",
+            "+ zoo: load version 7",
+            "+ zoo: label stable -> 7",
+        ],
+        phases=2,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_planning_scenario(name: str) -> None:
+    scenario = SCENARIOS[name]
+    result = plan(scenario.desired, scenario.observed)
+    assert steps(result) == scenario.steps
+    assert len(result.phases) == scenario.phases
+    assert problems(result) == scenario.problems
+    assert result.unmanaged == scenario.unmanaged
+    if result.phases:
+        assert result.phases[-1] == result.target
+
+
+def test_lab_in_sync_plans_no_change() -> None:
+    result = plan(desired(), observed())
+    assert result.in_sync
+    assert not result.changes_config
+    assert result.target == result.current
+
+
+def test_lab_target_keeps_the_hand_written_base_path() -> None:
+    (model,) = plan(desired(), observed()).target.models
+    assert model.base_path == "/models/animals/"
+
+
+def test_label_move_between_served_versions_is_one_phase_equal_to_the_target() -> None:
+    result = plan(animals("    versions: [1, 2, 3]\n    labels: {stable: 3}\n"), observed())
+    assert result.phases == (result.target,)
+
+
+def test_new_version_loads_before_a_label_moves_onto_it() -> None:
+    result = plan(
+        animals("    versions: [1, 2, 3, 4]\n    labels: {stable: 4}\n"),
+        observed(on_disk={"animals": [1, 2, 3, 4]}),
+    )
+    load, relabel = result.phases
+    assert load.models[0].policy == Specific((1, 2, 3, 4))
+    assert load.models[0].label_map == {"deprecated": 1, "stable": 2, "canary": 3}
+    assert relabel.models[0].label_map == {"stable": 4}
+
+
+def test_labelled_version_unloads_only_after_its_label_has_moved() -> None:
+    result = plan(
+        animals("    versions: [3, 4]\n    labels: {stable: 4}\n"),
+        observed(on_disk={"animals": [1, 2, 3, 4]}),
+    )
+    load, relabel, final = result.phases
+    assert load.models[0].policy == Specific((1, 2, 3, 4))
+    assert relabel.models[0].policy == Specific((1, 2, 3, 4))
+    assert relabel.models[0].label_map == {"stable": 4}
+    assert final.models[0].policy == Specific((3, 4))
+
+
+def test_blocked_plan_has_no_phases() -> None:
+    result = plan(desired(), observed(empty=[2]))
+    assert result.blocked
+    assert result.phases == ()
+
+
+def test_platform_change_is_refused() -> None:
+    result = plan(animals("    versions: [1, 2, 3]\n    platform: onnx\n"), observed())
+    assert problems(result) == [
+        "desired.yaml:4:3: models.animals.platform: TFS cannot change a served model's"
+        " platform (tensorflow -> onnx); remove the model first, then add it back"
+    ]
+
+
+def test_custom_model_config_is_refused() -> None:
+    result = plan(desired(), observed(config="custom_model_config { type_url: 'x/y' }"))
+    assert problems(result)[0].startswith("models.config: custom_model_config: this models.config")
+
+
+def test_unmanaged_model_keeps_its_entry_in_the_target() -> None:
+    result = plan(desired(), observed(LAB_CONFIG.replace("}\n}\n", f"}}\n  {OLD_MODEL}\n}}\n")))
+    assert [m.name for m in result.target.models] == ["animals", "old"]
+    assert not result.changes_config
+
+
+def test_unmanaged_fields_of_a_managed_model_are_kept() -> None:
+    config = LAB_CONFIG.replace("model_platform:", "model_type: TENSORFLOW\n    model_platform:")
+    result = plan(animals("    versions: [1, 2, 3]\n    labels: {stable: 3}\n"), observed(config))
+    assert result.target.models[0].unmanaged == parse_config(config).models[0].unmanaged
+    assert result.target.models[0].unmanaged
+
+
+# --- live drift ----------------------------------------------------------------------------------
+
+
+def live(*versions: tuple[int, str], labels: dict[str, int] | None = None) -> LiveStatus:
+    entries = tuple(LiveVersion(v, state) for v, state in versions)
+    labelled = tuple(sorted((labels or {}).items()))
+    return LiveStatus(True, (LiveModel("animals", True, entries, labelled),))
+
+
+LAB_LABELS = {"deprecated": 1, "stable": 2, "canary": 3}
+
+
+def test_live_tfs_serving_the_config_is_no_drift() -> None:
+    status = live((1, "AVAILABLE"), (2, "AVAILABLE"), (3, "AVAILABLE"), labels=LAB_LABELS)
+    assert plan(desired(), observed(live=status)).in_sync
+
+
+def test_version_still_loading_is_drift() -> None:
+    status = live((1, "AVAILABLE"), (2, "AVAILABLE"), (3, "LOADING"), labels=LAB_LABELS)
+    result = plan(desired(), observed(live=status))
+    assert [str(d) for d in result.drift] == ["! animals: version 3 is LOADING"]
+    assert not result.in_sync
+
+
+def test_label_tfs_resolves_elsewhere_is_drift() -> None:
+    labels = {**LAB_LABELS, "stable": 3}
+    status = live((1, "AVAILABLE"), (2, "AVAILABLE"), (3, "AVAILABLE"), labels=labels)
+    result = plan(desired(), observed(live=status))
+    assert [str(d) for d in result.drift] == [
+        "! animals: label stable resolves to 3, config says 2"
+    ]
+
+
+def test_unreachable_tfs_is_not_drift() -> None:
+    result = plan(desired(), observed(live=LiveStatus(reachable=False, error="refused")))
+    assert result.in_sync
+
+
+# --- determinism ---------------------------------------------------------------------------------
+
+
+def test_same_inputs_render_byte_identical_plans() -> None:
+    def render() -> tuple[str, str]:
+        result = plan(
+            animals("    versions: {latest: 3}\n    labels: {stable: 4, canary: 3}\n"),
+            observed(
+                LAB_CONFIG.replace("}\n}\n", f"}}\n  {OLD_MODEL}\n}}\n"),
+                on_disk={"animals": [4, 2, 3, 1], "old": [1]},
+            ),
+        )
+        return plan_text(result, "models.config"), json.dumps(
+            plan_json(result, "models.config", {}), sort_keys=False
+        )
+
+    assert render() == render()
+
+
+# --- the key safety invariant, over random scenarios ---------------------------------------------
+
+_VERSIONS = st.sets(st.integers(1, 6), min_size=1)
+_POLICY: st.SearchStrategy[VersionPolicy] = st.one_of(
+    _VERSIONS.map(lambda v: Specific(tuple(sorted(v)))),
+    st.builds(Latest, st.integers(1, 4)),
+    st.builds(AllVersions),
+)
+_LABELS = ("stable", "canary", "deprecated")
+
+
+@st.composite
+def _labelled(draw: st.DrawFn, policy: VersionPolicy, on_disk: set[int]) -> dict[str, int]:
+    served = served_versions(policy, on_disk)
+    if not served:
+        return {}
+    names = draw(st.sets(st.sampled_from(_LABELS)))
+    return {name: draw(st.sampled_from(served)) for name in sorted(names)}
+
+
+def _describe_yaml(policy: VersionPolicy) -> str:
+    if isinstance(policy, Specific):
+        return "[" + ", ".join(map(str, policy.versions)) + "]"
+    if isinstance(policy, Latest):
+        return f"{{latest: {policy.num_versions}}}"
+    return "all"
+
+
+@st.composite
+def _scenario(draw: st.DrawFn) -> tuple[DesiredState, Observed]:
+    names = draw(st.sets(st.sampled_from(("a", "b", "c")), min_size=1))
+    on_disk = {name: draw(_VERSIONS) for name in sorted(names)}
+    current = []
+    for name in sorted(names):
+        if draw(st.booleans()):
+            policy = draw(_POLICY.filter(lambda p, n=name: bool(served_versions(p, on_disk[n]))))
+            labels = draw(_labelled(policy, on_disk[name]))
+            current.append(
+                ConfigModel(
+                    name, f"/models/{name}", "tensorflow", policy, tuple(sorted(labels.items()))
+                )
+            )
+    text = f"apiVersion: tfs-reconciler/v1\nprune: {str(draw(st.booleans())).lower()}\nmodels:\n"
+    for name in sorted(names):
+        if draw(st.booleans()):
+            served = on_disk[name]
+            policy = draw(
+                _POLICY.filter(lambda p, s=served: bool(served_versions(p, s))).filter(
+                    lambda p, s=served: not isinstance(p, Specific) or set(p.versions) <= s
+                )
+            )
+            labels = draw(_labelled(policy, on_disk[name]))
+            text += f"  {name}:\n    versions: {_describe_yaml(policy)}\n"
+            if labels:
+                text += "    labels: {" + ", ".join(f"{k}: {v}" for k, v in labels.items()) + "}\n"
+    if text.endswith("models:\n"):
+        text += "  {}\n"
+    state = parse_documents([("d.yaml", text.encode())])
+    has_file = bool(current) or draw(st.booleans())
+    config = ServingConfig(tuple(current)) if has_file else None
+    return state, Observed(disk(on_disk), config)
+
+
+def _served_in(config: ServingConfig, name: str, observed_state: Observed) -> set[int]:
+    model = config.model(name)
+    if model is None:
+        return set()
+    folder = observed_state.disk.model(name)
+    return set(served_versions(model.effective_policy, folder.numbers if folder else ()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_scenario())
+def test_no_phase_labels_an_unserved_version_or_unloads_a_labelled_one(
+    scenario: tuple[DesiredState, Observed],
+) -> None:
+    state, seen = scenario
+    result = plan(state, seen)
+    assert not result.problems
+    if not result.changes_config:
+        return
+    assert result.phases[-1] == result.target
+    previous = seen.config or ServingConfig()
+    for phase in result.phases:
+        for model in phase.models:
+            served_before = _served_in(previous, model.name, seen)
+            assert set(model.label_map.values()) <= served_before, (
+                f"{model.name}: labels {model.label_map} on versions not served before"
+                f" ({sorted(served_before)})"
+            )
+            if previous.model(model.name) is not None:
+                labelled_before = set(previous.model(model.name).label_map.values())  # type: ignore[union-attr]
+                served_now = _served_in(phase, model.name, seen)
+                assert labelled_before <= served_now, (
+                    f"{model.name}: unloads labelled versions {labelled_before - served_now}"
+                )
+        previous = phase
+
+
+def test_label_move_onto_an_unserved_version_takes_at_least_two_phases() -> None:
+    result = plan(
+        animals("    versions: [1, 2, 3, 5]\n    labels: {stable: 5}\n"),
+        observed(on_disk={"animals": [1, 2, 3, 5]}),
+    )
+    assert len(result.phases) >= 2
+    assert 5 not in result.phases[0].models[0].label_map.values()
+
+
+@st.composite
+def _scenario_with_live(draw: st.DrawFn) -> tuple[DesiredState, Observed]:
+    """As above, with TFS serving only part of what the file says (a reload not yet taken)."""
+    state, seen = draw(_scenario())
+    models = []
+    for model in (seen.config or ServingConfig()).models:
+        served = sorted(_served_in(seen.config or ServingConfig(), model.name, seen))
+        available = draw(st.sets(st.sampled_from(served))) if served else set()
+        versions = tuple(LiveVersion(v, "AVAILABLE") for v in sorted(available))
+        labels = tuple((lb, v) for lb, v in model.labels if v in available)
+        models.append(LiveModel(model.name, True, versions, labels))
+    return state, Observed(seen.disk, seen.config, LiveStatus(True, tuple(models)))
+
+
+def _live_served(seen: Observed) -> ServingConfig:
+    """What the live status says TFS serves, as a config (the first phase's predecessor)."""
+    assert seen.live is not None
+    return ServingConfig(
+        tuple(
+            ConfigModel(m.name, "", policy=Specific(m.available), labels=m.labels)
+            for m in seen.live.models
+            if m.found
+        )
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(_scenario_with_live())
+def test_phases_are_safe_from_what_tfs_really_serves(
+    scenario: tuple[DesiredState, Observed],
+) -> None:
+    state, seen = scenario
+    result = plan(state, seen)
+    if not result.phases:
+        return
+    assert result.phases[-1] == result.target
+    previous = _live_served(seen)
+    for phase in result.phases:
+        for model in phase.models:
+            served_before = _served_in(previous, model.name, seen)
+            assert set(model.label_map.values()) <= served_before
+            before = previous.model(model.name)
+            if before is not None:
+                assert set(before.label_map.values()) <= _served_in(phase, model.name, seen)
+        previous = phase

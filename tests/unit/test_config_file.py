@@ -1,0 +1,108 @@
+"""models.config on disk: replaced atomically, only when it changes, mode kept; last-known-good."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from reconciler.config_file import (
+    LAST_KNOWN_GOOD,
+    default_state_dir,
+    last_known_good,
+    read_text,
+    save_last_known_good,
+    write_atomic,
+)
+
+
+def test_writes_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    assert write_atomic(path, "a\n") is True
+    assert path.read_text() == "a\n"
+
+
+def test_new_file_is_world_readable_for_tfs(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    write_atomic(path, "a\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_creates_missing_parent_folders(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "models.config"
+    write_atomic(path, "a\n")
+    assert path.read_text() == "a\n"
+
+
+def test_same_content_is_not_written_again(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    path.write_text("same\n")
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = path.stat()
+    assert write_atomic(path, "same\n") is False
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+
+
+def test_changed_content_replaces_the_file_by_rename(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    path.write_text("old\n")
+    inode = path.stat().st_ino
+    assert write_atomic(path, "new\n") is True
+    assert path.read_text() == "new\n"
+    assert path.stat().st_ino != inode  # a new file renamed over the old one
+
+
+def test_mode_of_the_replaced_file_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    path.write_text("old\n")
+    path.chmod(0o600)
+    write_atomic(path, "new\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_no_temporary_file_is_left_behind(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    write_atomic(path, "a\n")
+    write_atomic(path, "b\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models.config"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "models.config"
+    path.write_text("old\n")
+
+    def fail(*_args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models.config"]
+
+
+def test_text_is_written_as_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    write_atomic(path, "name: 'caf\u00e9'\n")
+    assert path.read_bytes() == "name: 'caf\u00e9'\n".encode()
+
+
+def test_last_known_good_round_trips(tmp_path: Path) -> None:
+    state = tmp_path / ".tfs-reconciler"
+    assert last_known_good(state) is None
+    save_last_known_good(state, "good\n")
+    assert (state / LAST_KNOWN_GOOD).read_text() == "good\n"
+    assert last_known_good(state) == "good\n"
+
+
+def test_state_folder_defaults_beside_the_config(tmp_path: Path) -> None:
+    assert default_state_dir(tmp_path / "models.config") == tmp_path / ".tfs-reconciler"
+
+
+def test_reading_a_missing_file_is_none(tmp_path: Path) -> None:
+    assert read_text(tmp_path / "nope") is None

@@ -65,6 +65,7 @@ _DEFAULT_SOCKET = "/var/run/docker.sock"
 _DOCKERD_PIDFILE = Path("/var/run/docker.pid")
 _IMAGE_DIR = Path("deploy") / "tfs-sim"
 _IMAGE_PYTHON = (3, 11)
+_STARTED_DAEMONS: list[subprocess.Popen[bytes]] = []
 _SKIPPED_NAMES = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 _SKIPPED_SUFFIXES = {".pyc", ".pyo"}
 
@@ -118,13 +119,17 @@ def _tail(path: Path, lines: int = 30, skip: str | None = None) -> str:
 # --- the engine ---------------------------------------------------------------------------
 
 
-def _client_or_none(timeout: float = 5.0) -> docker.DockerClient | None:
+def _client_or_none(ping_timeout: int = 5) -> docker.DockerClient | None:
+    """A client (with the SDK's default timeouts) if the engine answers a ping in time."""
     try:
-        client = docker.from_env(timeout=int(max(timeout, 1)))
-        client.ping()
+        probe = docker.from_env(timeout=ping_timeout)
+        try:
+            probe.ping()
+        finally:
+            probe.close()
+        return docker.from_env()
     except (docker.errors.DockerException, OSError):
         return None
-    return client
 
 
 def _dockerd_pid() -> int | None:
@@ -189,6 +194,7 @@ def ensure_engine(
 
 
 def _start_dockerd(log_path: Path, dockerd_args: Sequence[str] | None) -> subprocess.Popen[bytes]:
+    """Start dockerd in its own session (it outlives this process), logging to ``log_path``."""
     dockerd = shutil.which("dockerd") or (
         "/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None
     )
@@ -203,16 +209,20 @@ def _start_dockerd(log_path: Path, dockerd_args: Sequence[str] | None) -> subpro
     if dockerd_args is None:
         dockerd_args = os.environ.get("TFS_BED_DOCKERD_ARGS", "").split()
     _mount_cgroups_if_missing(log_path)
+    # A pidfile left by a dockerd that was killed (its pid maybe reused): dockerd would refuse.
+    _DOCKERD_PIDFILE.unlink(missing_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting dockerd ---\n".encode())
         log.flush()
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [dockerd, *dockerd_args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _STARTED_DAEMONS.append(process)  # kept: it runs on after this process, unwaited for
+    return process
 
 
 def _mount_cgroups_if_missing(log_path: Path) -> None:

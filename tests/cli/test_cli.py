@@ -1,0 +1,282 @@
+"""The installed `tfs-reconciler` command on private copies of the lab, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.tfs_config import parse_config
+
+SCRIPT = shutil.which("tfs-reconciler") or str(Path(sys.executable).parent / "tfs-reconciler")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def run(lab: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the console script in the lab folder, TFS unreachable, no colour."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
+    port = _closed_port()
+    clean.update(
+        TFS_RECONCILER_REST_URL=f"http://127.0.0.1:{port}",
+        TFS_RECONCILER_GRPC_TARGET=f"127.0.0.1:{port}",
+        NO_COLOR="1",
+        **env,
+    )
+    return subprocess.run(
+        [SCRIPT, *args], cwd=lab, env=clean, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def writable_lab(lab: Path) -> Path:
+    """The lab copy, writable by its owner (the shared lab's files are read-only)."""
+    for path in [lab, *lab.rglob("*")]:
+        path.chmod(stat.S_IMODE(path.stat().st_mode) | stat.S_IWUSR)
+    return lab
+
+
+def config(lab: Path) -> Path:
+    return lab / "models" / "models.config"
+
+
+def desired(lab: Path) -> Path:
+    return lab / "desired_state" / "animals.yaml"
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+# --- validate ------------------------------------------------------------------------------------
+
+
+def test_validate_accepts_the_lab(writable_lab: Path) -> None:
+    result = run(writable_lab, "validate")
+    assert (result.returncode, result.stdout) == (0, "desired_state: valid (1 model: animals)\n")
+
+
+BAD_INPUTS = {
+    "unknown key": (
+        b"apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1]\n    lables: {}\n",
+        "animals.yaml:5:5: models.animals.lables: unknown key 'lables'",
+    ),
+    "duplicate key": (
+        b"apiVersion: tfs-reconciler/v1\nmodels:\n  animals: {versions: [1]}\n"
+        b"  animals: {versions: [2]}\n",
+        "animals.yaml:4:3: models.animals: duplicate key 'animals' (first at line 3)",
+    ),
+    "string version": (
+        b'apiVersion: tfs-reconciler/v1\nmodels:\n  animals: {versions: ["2"]}\n',
+        "animals.yaml:3:24: models.animals.versions[0]: '2' (a string) is not an integer",
+    ),
+    "label on unserved version": (
+        b"apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1, 2, 3]\n"
+        b"    labels: {stable: 9}\n",
+        "animals.yaml:5:22: models.animals.labels.stable: version 9 is not served"
+        " (served: 1, 2, 3)",
+    ),
+    "model name with a slash": (
+        b"apiVersion: tfs-reconciler/v1\nmodels:\n  ani/mals: {versions: [1]}\n",
+        "animals.yaml:3:3: models.ani/mals: 'ani/mals' is not a valid model name.",
+    ),
+    "base_path outside the serving root": (
+        b"apiVersion: tfs-reconciler/v1\nmodels:\n  animals: {versions: [1], base_path: /etc}\n",
+        "animals.yaml:3:39: models.animals.base_path: '/etc' is outside the serving root",
+    ),
+    "not a mapping": (b"- animals\n", "animals.yaml:1:1: expected a mapping"),
+    "empty file": (b"", "animals.yaml: empty file: expected a desired-state document"),
+    "non-UTF-8": (b"apiVersion: \xff\n", "animals.yaml:1:13: not UTF-8 text"),
+    "alias bomb": (
+        b"a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + b"".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n".encode()
+            for i in range(8)
+        ),
+        "animals.yaml: document expands to more than 100000 values (aliases?)",
+    ),
+    "oversized": (b"#" * (1024 * 1024 + 10), "animals.yaml: file is larger than the limit"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_each_bad_input_gets_its_one_line_error_and_exit_1(writable_lab: Path, case: str) -> None:
+    raw, expected = BAD_INPUTS[case]
+    desired(writable_lab).write_bytes(raw)
+    result = run(writable_lab, "validate")
+    no_traceback(result)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: desired_state/")
+    assert expected in line
+
+
+@pytest.mark.parametrize("command", ["diff", "apply"])
+def test_bad_input_leaves_models_config_byte_equal(writable_lab: Path, command: str) -> None:
+    before = config(writable_lab).read_bytes()
+    desired(writable_lab).write_bytes(BAD_INPUTS["string version"][0])
+    result = run(writable_lab, command)
+    no_traceback(result)
+    assert result.returncode == 1
+    assert "'2' (a string) is not an integer" in result.stderr
+    assert config(writable_lab).read_bytes() == before
+
+
+def test_all_problems_are_reported_at_once(writable_lab: Path) -> None:
+    desired(writable_lab).write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1, 2.0]\n"
+        "    labels: {stable: 9}\n    colour: red\n"
+    )
+    (writable_lab / "desired_state" / "more.yaml").write_text("- not a mapping\n")
+    result = run(writable_lab, "validate")
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 3
+
+
+def test_missing_desired_folder_is_an_error_not_a_traceback(writable_lab: Path) -> None:
+    result = run(writable_lab, "validate", "nowhere")
+    no_traceback(result)
+    assert (result.returncode, result.stderr) == (1, "error: nowhere: no such file or folder\n")
+
+
+# --- diff and apply: the done criteria -----------------------------------------------------------
+
+
+def test_diff_on_the_untouched_lab_is_in_sync(writable_lab: Path) -> None:
+    result = run(writable_lab, "diff")
+    assert result.returncode == 0
+    assert result.stdout.startswith("No changes: models.config matches the desired state.\n")
+    assert "Live: unknown" in result.stdout
+
+
+def test_moving_stable_to_3_plans_applies_and_then_is_in_sync(writable_lab: Path) -> None:
+    lab = writable_lab
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+
+    planned = run(lab, "diff")
+    assert planned.returncode == 2, planned.stderr
+    assert "  ~ animals: label stable 2 -> 3\n" in planned.stdout
+    assert "+      value: 3\n" in planned.stdout
+
+    applied = run(lab, "apply")
+    assert applied.returncode == 0, applied.stderr
+    assert parse_config(config(lab).read_text()).models[0].label_map == {
+        "deprecated": 1,
+        "stable": 3,
+        "canary": 3,
+    }
+
+    again = run(lab, "diff")
+    assert again.returncode == 0, again.stdout
+    assert again.stdout.startswith("No changes")
+
+    written = config(lab).stat().st_mtime_ns
+    second = run(lab, "apply")
+    assert second.returncode == 0
+    assert config(lab).stat().st_mtime_ns == written
+
+
+def test_apply_keeps_the_previous_config_as_last_known_good(writable_lab: Path) -> None:
+    original = config(writable_lab).read_text()
+    desired(writable_lab).write_text(
+        desired(writable_lab).read_text().replace("stable: 2", "stable: 3")
+    )
+    assert run(writable_lab, "apply").returncode == 0
+    saved = writable_lab / "models" / ".tfs-reconciler" / "last-known-good.config"
+    assert saved.read_text() == original
+
+
+def test_version_missing_on_disk_blocks_diff_and_apply(writable_lab: Path) -> None:
+    before = config(writable_lab).read_bytes()
+    desired(writable_lab).write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1, 2, 3, 4]\n"
+    )
+    message = (
+        "desired_state/animals.yaml:4:15: models.animals.versions: version 4 is not on disk:"
+        " models/animals/4 does not exist"
+    )
+    planned = run(writable_lab, "diff")
+    assert planned.returncode == 1
+    assert message in planned.stdout
+    applied = run(writable_lab, "apply")
+    assert applied.returncode == 1
+    assert f"error: {message}" in applied.stderr
+    assert config(writable_lab).read_bytes() == before
+
+
+def test_diff_json_is_one_json_document(writable_lab: Path) -> None:
+    desired(writable_lab).write_text(
+        desired(writable_lab).read_text().replace("stable: 2", "stable: 3")
+    )
+    result = run(writable_lab, "diff", "--output", "json")
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert [s["text"] for s in document["steps"]] == ["~ animals: label stable 2 -> 3"]
+    assert document["live"]["reachable"] is False
+
+
+def test_diff_output_is_byte_identical_run_to_run(writable_lab: Path) -> None:
+    desired(writable_lab).write_text(
+        desired(writable_lab).read_text().replace("stable: 2", "stable: 3")
+    )
+    first = run(writable_lab, "diff", "--output", "json", "--rest-url", "http://127.0.0.1:1")
+    second = run(writable_lab, "diff", "--output", "json", "--rest-url", "http://127.0.0.1:1")
+    assert first.stdout == second.stdout
+
+
+def test_options_come_from_the_environment(writable_lab: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text(desired(writable_lab).read_text().replace("stable: 2", "stable: 3"))
+    result = run(writable_lab, "diff", TFS_RECONCILER_DESIRED=str(elsewhere))
+    assert result.returncode == 2
+    assert "~ animals: label stable 2 -> 3" in result.stdout
+
+
+# --- no input crashes the command ----------------------------------------------------------------
+
+NASTY = [
+    b"\x00\x01\x02",
+    b"[" * 3000,
+    b"!!timestamp soon",
+    b"apiVersion: tfs-reconciler/v1\nmodels: {m: {versions: [!!int '']}}\n",
+    b"\xef\xbb\xbf\xff\xfe",
+    b"---\n---\n",
+    b"~\n",
+    b"&a [*a]\n",
+]
+
+
+@pytest.mark.parametrize("raw", NASTY)
+def test_validate_never_prints_a_traceback(writable_lab: Path, raw: bytes) -> None:
+    desired(writable_lab).write_bytes(raw)
+    result = run(writable_lab, "validate")
+    no_traceback(result)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+
+
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(raw=st.binary(max_size=200))
+def test_validate_on_random_bytes_exits_0_or_1(writable_lab: Path, raw: bytes) -> None:
+    desired(writable_lab).write_bytes(raw)
+    result = run(writable_lab, "validate")
+    no_traceback(result)
+    assert result.returncode in (0, 1)

@@ -14,6 +14,7 @@ from reconciler.problems import InputError, Location, Problem
 from reconciler.tfs_config import ServingConfig, parse_config
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,17 @@ def scan_model(name: str, folder: Path) -> ModelDir:
         return ModelDir(name, base, exists=False)
     versions = []
     for entry in entries:
-        if entry.name.isascii() and entry.name.isdigit() and _is_dir(entry):
+        if _version_number(entry.name) is not None and _is_dir(entry):
             versions.append(VersionDir(int(entry.name), entry.path, _loadable(entry.path)))
     return ModelDir(name, base, True, tuple(sorted(versions, key=lambda v: v.version)))
+
+
+def _version_number(name: str) -> int | None:
+    """The version a folder name stands for, as TFS parses it: a non-negative int64."""
+    if not (name.isascii() and name.isdigit()):
+        return None
+    number = int(name)
+    return number if number <= INT64_MAX else None  # TFS ignores what strto64 rejects
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:

@@ -1,0 +1,61 @@
+"""Observation of the disk: the version folders TFS would see under a model's base_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.observe import host_path, scan_disk, scan_model
+
+
+def _version(folder: Path, name: str, saved_model: bytes = b"pb") -> None:
+    (folder / name).mkdir(parents=True)
+    if saved_model:
+        (folder / name / "saved_model.pb").write_bytes(saved_model)
+
+
+def test_versions_are_the_integer_named_folders(tmp_path: Path) -> None:
+    for name in ("1", "2", "10", "latest", ".3.tmp"):
+        _version(tmp_path, name)
+    (tmp_path / "4").write_text("a file, not a folder")
+    assert scan_model("m", tmp_path).numbers == (1, 2, 10)
+
+
+def test_folder_names_beyond_int64_are_not_versions(tmp_path: Path) -> None:
+    # TFS parses version folder names as int64 and ignores the rest; such a number also
+    # cannot be written into models.config.
+    _version(tmp_path, "3")
+    _version(tmp_path, "9223372036854775807")
+    _version(tmp_path, "99999999999999999999")
+    assert scan_model("m", tmp_path).numbers == (3, 9223372036854775807)
+
+
+def test_non_ascii_digits_are_not_versions(tmp_path: Path) -> None:
+    _version(tmp_path, "\u0663")  # ARABIC-INDIC DIGIT THREE
+    assert scan_model("m", tmp_path).numbers == ()
+
+
+def test_a_version_without_a_saved_model_is_not_loadable(tmp_path: Path) -> None:
+    _version(tmp_path, "1")
+    _version(tmp_path, "2", saved_model=b"")
+    _version(tmp_path, "3", saved_model=b"")
+    (tmp_path / "3" / "saved_model.pbtxt").write_text("meta_graphs {}")
+    loadable = {v.version: v.loadable for v in scan_model("m", tmp_path).versions}
+    assert loadable == {1: True, 2: False, 3: True}
+
+
+def test_missing_model_folder_does_not_exist(tmp_path: Path) -> None:
+    assert scan_model("m", tmp_path / "nope").exists is False
+
+
+def test_container_paths_map_to_host_paths_under_the_serving_root(tmp_path: Path) -> None:
+    assert host_path("/models/animals/", "/models", tmp_path) == tmp_path / "animals"
+    assert host_path("/elsewhere/animals", "/models", tmp_path) is None
+    assert host_path("/modelsX/animals", "/models", tmp_path) is None
+
+
+def test_scan_disk_reads_each_model_at_its_base_path(tmp_path: Path) -> None:
+    _version(tmp_path / "zoo" / "animals", "7")
+    disk = scan_disk({"animals": "/models/zoo/animals", "lost": "/srv/lost"}, "/models", tmp_path)
+    animals, lost = disk.model("animals"), disk.model("lost")
+    assert animals is not None and animals.numbers == (7,)
+    assert lost is not None and lost.exists is False

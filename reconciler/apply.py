@@ -54,6 +54,10 @@ class ConvergeFailed(Exception):
 
 
 class Reloader(Protocol):
+    """How TFS takes a config. A reloader may also have `check() -> None`, called before
+    anything is written, raising ReloadFailed/DockerError/TfsUnreachable when the reload
+    cannot happen (e.g. the Docker engine or the container is missing)."""
+
     mode: ReloadMode
     waits: bool  # wait for TFS to converge after each config
     phased: bool  # each phase is its own reload (False: only the final config)
@@ -104,6 +108,10 @@ class RestartReloader:
     mode: ReloadMode = ReloadMode.RESTART
     waits: bool = True
     phased: bool = False
+
+    def check(self) -> None:
+        """Raise DockerError now if the engine or the container cannot be reached."""
+        self.target.args()
 
     def reload(self, config: ServingConfig) -> None:
         if any(m.labels for m in config.models) and not self.target.allows_labels_for_unavailable():
@@ -190,6 +198,18 @@ class Converger:
                 self.clock() - started,
                 previous_text,
             )
+        check = getattr(self.reloader, "check", None)  # optional: can the reload happen?
+        if check is not None:
+            try:
+                check()
+            except (ReloadFailed, DockerError, TfsUnreachable) as error:
+                return Outcome(
+                    "failed",
+                    f"{error}; nothing was changed ({self.config_path} is as it was)",
+                    0,
+                    self.clock() - started,
+                    previous_text,
+                )
         known = end_failures(baseline) if baseline is not None else frozenset()
         deadline = started + self.timeout
         applied = previous or ServingConfig()
@@ -340,10 +360,12 @@ class Converger:
                 log.warning("rollback_phase_written", phase=number, commit=self.commit)
                 try:
                     self.reloader.reload(phase)
-                except TfsUnreachable:
-                    # The failed push may never have reached TFS: if it still serves this
-                    # phase, the rollback holds; otherwise the rollback did fail.
-                    if not self._serves(phase, step_from, disk, names, labels):
+                except (ReloadRejected, ReloadFailed, TfsUnreachable, DockerError):
+                    # The failed change may never have reached TFS (push unreachable, container
+                    # not found): if TFS still serves this phase, the rollback holds.
+                    if not self.reloader.waits or not self._serves(
+                        phase, step_from, disk, names, labels
+                    ):
                         raise
                 if self.reloader.waits:
                     self._wait(

@@ -159,6 +159,7 @@ class PredictStream:
     max_requests: int = 20_000
     answers: list[Any] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # time.monotonic() of each failure
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -174,12 +175,12 @@ class PredictStream:
                 try:
                     status, reply = post(self.rest_url, path, body)
                 except (OSError, http.client.HTTPException, ValueError) as error:
-                    self.failures.append(f"{type(error).__name__}: {error}")
-                    continue
+                    status, reply = 0, f"{type(error).__name__}: {error}"
                 if status == 200:
                     self.answers.append(reply["predictions"])
                 else:
-                    self.failures.append(f"HTTP {status}: {reply}")
+                    self.failures.append(f"HTTP {status}: {reply}" if status else str(reply))
+                    self.failed_at.append(time.monotonic())
                 time.sleep(0.005)
 
         self._thread = threading.Thread(target=run, name=f"stream-{self.label}", daemon=True)
@@ -192,6 +193,11 @@ class PredictStream:
         self._stop.set()
         assert self._thread is not None
         self._thread.join(10)
+
+    @property
+    def outage_seconds(self) -> float:
+        """From the first failure to the last one (0 without failures)."""
+        return self.failed_at[-1] - self.failed_at[0] if self.failed_at else 0.0
 
     @property
     def total(self) -> int:

@@ -420,9 +420,15 @@ def read_documents(path: Path) -> list[tuple[str, bytes]]:
     else:
         raise InputError([Problem(Location(str(path)), "", "no such file or folder")])
     documents = []
+    unreadable = []
     for file in files:
-        with file.open("rb") as handle:
-            documents.append((str(file), handle.read(MAX_FILE_BYTES + 1)))
+        try:
+            with file.open("rb") as handle:
+                documents.append((str(file), handle.read(MAX_FILE_BYTES + 1)))
+        except OSError as error:  # permissions, a folder named *.yaml, a vanished file
+            unreadable.append(Problem(Location(str(file)), "", f"cannot read: {error.strerror}"))
+    if unreadable:
+        raise InputError(unreadable)
     return documents
 
 

@@ -445,7 +445,7 @@ def check_verify_requests(state: DesiredState) -> None:
         except FileNotFoundError:
             problems.append(Problem(where, field, f"no such file: {model.verify_request}"))
             continue
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # JSON nested too deeply
             problems.append(Problem(where, field, f"cannot read {model.verify_request}: {error}"))
             continue
         if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):

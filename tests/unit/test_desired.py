@@ -449,6 +449,29 @@ def test_verify_request_must_hold_a_predict_body(tmp_path: Path) -> None:
     )
 
 
+def test_unreadable_file_is_reported_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a.yaml").write_text(LAB_YAML)
+
+    def denied(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(InputError) as caught:
+        read_documents(tmp_path)
+    assert str(caught.value) == f"{tmp_path / 'a.yaml'}: cannot read: Permission denied"
+
+
+def test_verify_request_nested_too_deeply_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "body.json").write_text("[" * 100_000 + "]" * 100_000)
+    file = tmp_path / "m.yaml"
+    file.write_text(model_doc("versions: [1]\nverify: {request: body.json}\n"))
+    with pytest.raises(InputError) as caught:
+        load_desired(file)
+    assert f"models.m.verify.request: cannot read {tmp_path}/body.json:" in str(caught.value)
+
+
 # --- no input ever crashes -----------------------------------------------------------------------
 
 

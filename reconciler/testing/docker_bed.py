@@ -387,8 +387,9 @@ def _docker_build(client: docker.DockerClient, context: Path, tag: str, wanted: 
         image, logs = client.images.build(
             path=str(context),
             tag=tag,
-            buildargs={"BASE_IMAGE": BASE_IMAGE},
-            labels={LABEL_SOURCE_HASH: wanted},
+            # The label comes from the Dockerfile: a build-level label (``labels=``) makes
+            # dockerd 20.10's builder leave a created container behind at every build.
+            buildargs={"BASE_IMAGE": BASE_IMAGE, "SOURCE_HASH": wanted},
             network_mode="none",
             pull=False,
             rm=True,

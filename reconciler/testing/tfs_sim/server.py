@@ -15,6 +15,7 @@ config pushed over gRPC is overridden by the file's at the next poll).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -101,8 +102,11 @@ def _poll_config_file(core: ServerCore, path: str) -> None:
         )
 
 
-def run(flags: Flags, stop: threading.Event) -> int:
-    """Run the server until ``stop`` is set; the process exit code."""
+def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -> int:
+    """Run the server until ``stop`` is set; the process exit code.
+
+    ``signals`` collects the signals that set ``stop`` (logged here, not in the handler).
+    """
     for extra in flags.ignored:
         log_event(log, "flag_ignored", logging.WARNING, flag=extra)
     if flags.model_config_file and flags.model_base_path:
@@ -142,7 +146,9 @@ def run(flags: Flags, stop: threading.Event) -> int:
         from reconciler.testing.tfs_sim.rest import RestServer
 
         rest_server = RestServer(("0.0.0.0", flags.rest_api_port), core)
-        threading.Thread(target=rest_server.serve_forever, name="rest", daemon=True).start()
+        threading.Thread(
+            target=rest_server.serve_forever, args=(0.1,), name="rest", daemon=True
+        ).start()
         log.info("Exporting HTTP/REST API at:localhost:%d ...", rest_server.server_address[1])
     if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
         path = flags.model_config_file
@@ -152,25 +158,35 @@ def run(flags: Flags, stop: threading.Event) -> int:
             flags.model_config_file_poll_wait_seconds,
             lambda: _poll_config_file(core, path),
         )
-    stop.wait()
+    # Wake up now and then: a signal that lands on another (gRPC) thread only runs its Python
+    # handler when the main thread wakes, and a plain wait() would never wake.
+    while not stop.wait(0.2):
+        pass
+    for signum in signals or []:
+        log_event(log, "signal", name=signal.Signals(signum).name)
     log_event(log, "shutting_down")
     if rest_server is not None:
         rest_server.shutdown()
         rest_server.server_close()
-    grpc_server.stop(grace=0.5).wait()
+    grpc_server.stop(grace=0.2).wait()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tfs-sim`` and ``python -m reconciler.testing.tfs_sim``."""
     logs.configure()
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` dumps every thread's stack
     flags = parse_flags(sys.argv[1:] if argv is None else argv)
     stop = threading.Event()
 
+    received: list[int] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log_event(log, "signal", name=signal.Signals(signum).name)
+        # Only flag it: a handler that logs can re-enter a stderr write and wedge shutdown.
+        if not stop.is_set():
+            received.append(signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return run(flags, stop)
+    return run(flags, stop, received)

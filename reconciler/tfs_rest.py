@@ -46,7 +46,7 @@ class TfsRest:
             connection.close()
         try:
             parsed: Any = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = raw.decode("utf-8", "replace")
         return Response(reply.status, parsed)
 
@@ -57,16 +57,21 @@ class TfsRest:
         if reply.status != 200 or not isinstance(reply.body, dict):
             raise TfsUnreachable(f"TFS at {self.url} answered {reply.status}: {reply.body}")
         versions = []
-        for entry in reply.body.get("model_version_status", []):
-            status = entry.get("status") or {}
-            versions.append(
-                LiveVersion(
-                    version=int(entry["version"]),
-                    state=str(entry.get("state", "UNKNOWN")),
-                    error_code=str(status.get("error_code", "OK")),
-                    error_message=str(status.get("error_message", "")),
+        try:
+            for entry in reply.body.get("model_version_status", []):
+                status = entry.get("status") or {}
+                versions.append(
+                    LiveVersion(
+                        version=int(entry["version"]),
+                        state=str(entry.get("state", "UNKNOWN")),
+                        error_code=str(status.get("error_code", "OK")),
+                        error_message=str(status.get("error_message", "")),
+                    )
                 )
-            )
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise TfsUnreachable(
+                f"TFS at {self.url} answered a status that is not TFS's: {error!r}"
+            ) from None
         return LiveModel(name, found=True, versions=tuple(versions))
 
     def label_version(self, name: str, label: str) -> int | None:
@@ -74,8 +79,12 @@ class TfsRest:
         reply = self.request("GET", path)
         if reply.status != 200 or not isinstance(reply.body, dict):
             return None
-        version = reply.body.get("model_spec", {}).get("version")
-        return int(version) if version not in (None, "") else None
+        spec = reply.body.get("model_spec")
+        version = spec.get("version") if isinstance(spec, dict) else None
+        try:
+            return int(version) if version not in (None, "") else None
+        except (TypeError, ValueError):  # not a version number: the label resolves nowhere
+            return None
 
     def predict(
         self, name: str, body: Any, *, version: int | None = None, label: str | None = None

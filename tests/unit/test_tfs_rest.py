@@ -1,0 +1,120 @@
+"""The REST client against a stand-in HTTP server on loopback: TFS's answers, and answers that
+are not TFS's (which must surface as TfsUnreachable, never as a traceback in `diff`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from reconciler.observe import LiveVersion, TfsUnreachable, read_live
+from reconciler.tfs_rest import TfsRest
+
+Routes = dict[str, tuple[int, bytes]]
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Routes]]:
+    routes: Routes = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = routes.get(self.path, (404, b'{"error": "not found"}'))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", routes
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _status(*entries: dict[str, object]) -> tuple[int, bytes]:
+    return 200, json.dumps({"model_version_status": list(entries)}).encode()
+
+
+def test_status_is_read_from_tfs_json(server: tuple[str, Routes]) -> None:
+    url, routes = server
+    routes["/v1/models/animals"] = _status(
+        {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
+        {
+            "version": "3",
+            "state": "END",
+            "status": {"error_code": "NOT_FOUND", "error_message": "x"},
+        },
+    )
+    model = TfsRest(url).model_status("animals")
+    assert model.found
+    assert model.versions == (
+        LiveVersion(2, "AVAILABLE"),
+        LiveVersion(3, "END", "NOT_FOUND", "x"),
+    )
+
+
+def test_unknown_model_is_not_found(server: tuple[str, Routes]) -> None:
+    url, _ = server
+    assert TfsRest(url).model_status("nope").found is False
+
+
+def test_label_resolves_through_metadata(server: tuple[str, Routes]) -> None:
+    url, routes = server
+    routes["/v1/models/animals/labels/stable/metadata"] = (
+        200,
+        b'{"model_spec": {"name": "animals", "signature_name": "", "version": "2"}}',
+    )
+    assert TfsRest(url).label_version("animals", "stable") == 2
+    assert TfsRest(url).label_version("animals", "canary") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model_version_status": [{}]}',
+        b'{"model_version_status": [{"version": "two"}]}',
+        b'{"model_version_status": ["x"]}',
+        b'{"model_version_status": 7}',
+        b'{"model_version_status": [{"version": "1", "status": "OK"}]}',
+    ],
+)
+def test_status_that_is_not_tfs_json_is_unreachable_not_a_crash(
+    server: tuple[str, Routes], body: bytes
+) -> None:
+    url, routes = server
+    routes["/v1/models/animals"] = (200, body)
+    with pytest.raises(TfsUnreachable):
+        TfsRest(url).model_status("animals")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"model_spec": "x"}', b'{"model_spec": {"version": "v2"}}', b"[" * 100_000],
+)
+def test_metadata_that_is_not_tfs_json_resolves_nowhere(
+    server: tuple[str, Routes], body: bytes
+) -> None:
+    url, routes = server
+    routes["/v1/models/animals/labels/stable/metadata"] = (200, body)
+    assert TfsRest(url).label_version("animals", "stable") is None
+
+
+def test_read_live_reports_an_odd_answer_as_unreachable(server: tuple[str, Routes]) -> None:
+    url, routes = server
+    routes["/v1/models/animals"] = (200, b'{"model_version_status": [{}]}')
+    live = read_live(TfsRest(url), ["animals"], {})
+    assert live.reachable is False
+    assert live.error.startswith(f"TFS at {url} answered a status that is not TFS's")
+
+
+def test_closed_port_is_unreachable() -> None:
+    with pytest.raises(TfsUnreachable):
+        TfsRest("http://127.0.0.1:1", timeout=1).model_status("animals")

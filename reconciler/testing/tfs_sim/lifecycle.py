@@ -167,9 +167,9 @@ class ModelLifecycle:
         return max(versions) if versions else None
 
     def settled(self) -> tuple[bool, bool]:
-        """(some version is AVAILABLE, some version ended in an error): ends a new model's wait."""
+        """(a version is AVAILABLE, an aspired version failed to load): ends a new model's wait."""
         records = self._records.values()
         return (
             any(r.state == State.AVAILABLE for r in records),
-            any(r.state == State.END and r.error is not None for r in records),
+            any(r.aspired and r.state == State.END and r.error is not None for r in records),
         )

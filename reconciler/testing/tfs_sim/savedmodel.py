@@ -221,7 +221,10 @@ def _build_saved_model_class() -> type[message.Message]:
     )
 
 
-_SAVED_MODEL = _build_saved_model_class()
+SavedModelMessage: type[message.Message] = _build_saved_model_class()
+"""The ``SavedModel`` message subset (a protobuf class): parse, edit and re-serialise a
+``saved_model.pb`` in tests; fields not declared here are kept as unknown fields."""
+_SAVED_MODEL = SavedModelMessage  # the name tests first used
 
 
 def _tensor_spec(info: Any) -> TensorSpec:
@@ -232,7 +235,7 @@ def _tensor_spec(info: Any) -> TensorSpec:
 
 def parse_saved_model(data: bytes, *, text: bool, filename: str) -> SavedModelInfo:
     """Parse the bytes of a ``saved_model.pb`` (or ``.pbtxt`` when ``text``); see module doc."""
-    proto: Any = _SAVED_MODEL()
+    proto: Any = SavedModelMessage()
     kind = "text" if text else "binary"
     corrupt = TfsError(Code.DATA_LOSS, f"Can't parse {filename} as {kind} proto")
     if not data:

@@ -206,6 +206,12 @@ class Daemon:
             log.warning("drift", commit=revision.commit, drift=[str(d) for d in the_plan.drift])
             self._metrics.record_drift(sorted({d.model for d in the_plan.drift}))
         attempt = (the_plan.target, observed.disk)
+        live = observed.live
+        if live is not None and not live.reachable and not the_plan.changes_config:
+            # Nothing to write, but nothing seen either: not "in sync", not ready.
+            self._error(live.error or f"TFS at {settings.rest_url} does not answer")
+            self._after_first(endpoint)
+            return
         if the_plan.blocked:
             for problem in the_plan.problems:
                 log.error("blocked", problem=str(problem), commit=revision.commit)
@@ -266,9 +272,11 @@ class Daemon:
                 seconds=round(seconds, 3),
             )
             sd_notify.status(f"in sync at {revision.commit or 'work tree'}")
+            # Ready after the first success, also when earlier passes failed (READY=1 was
+            # then already sent by _after_first; /readyz waited for this).
+            endpoint.set_ready()
             if not memory.first_done:
                 memory.first_done = True
-                endpoint.set_ready()
                 sd_notify.ready(f"in sync at {revision.commit or 'work tree'}")
             return
         memory.failed_target = attempt

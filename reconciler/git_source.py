@@ -188,9 +188,13 @@ class GitSource:
         data, at, contents = out.stdout, 0, []
         for oid in oids:
             header_end = data.index(b"\n", at)
-            found, kind, size = data[at:header_end].decode().split(" ")
-            if found != oid or kind != "blob":
-                raise GitError(f"git cat-file answered {found} {kind} for {oid}")
+            header = data[at:header_end].decode().split(" ")
+            if len(header) != 3 or header[0] != oid or header[1] != "blob":
+                raise GitError(
+                    f"{self.common_dir} cannot give blob {oid}: git cat-file answered "
+                    f"{' '.join(header)!r}; is the repository damaged or shallow?"
+                )
+            size = header[2]
             start = header_end + 1
             contents.append(data[start : start + int(size)])
             at = start + int(size) + 1

@@ -120,6 +120,13 @@ def test_bytes_are_read_exactly_whatever_their_size(repo: Path) -> None:
         assert files[name] == content
 
 
+def test_a_missing_object_is_reported_as_a_damaged_repository(repo: Path) -> None:
+    oid = git(repo, "rev-parse", "HEAD:desired_state/plants.yaml")
+    (repo / ".git" / "objects" / oid[:2] / oid[2:]).unlink()
+    with pytest.raises(GitError, match=f"cannot give blob {oid}.*damaged"):
+        open_local(repo / "desired_state").snapshot()
+
+
 def test_a_single_file_can_be_the_desired_path(repo: Path) -> None:
     source = open_local(repo / "desired_state" / "plants.yaml")
     assert source.path == "desired_state/plants.yaml"

@@ -145,7 +145,9 @@ def parse_documents(
     if len({value for value, _ in prune_values}) > 1:
         for value, where in prune_values:
             problems.append(
-                Problem(where, "prune", f"files disagree on prune (this one says {value})")
+                Problem(
+                    where, "prune", f"files disagree on prune (this one says {str(value).lower()})"
+                )
             )
     if problems:
         raise InputError(problems)

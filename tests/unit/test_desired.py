@@ -171,8 +171,8 @@ def test_files_that_disagree_on_prune_are_rejected() -> None:
         "apiVersion: tfs-reconciler/v1\nprune: true\nmodels: {}\n",
         "apiVersion: tfs-reconciler/v1\nprune: false\nmodels: {}\n",
     ) == [
-        "f.yaml:2:8: prune: files disagree on prune (this one says True)",
-        "f1.yaml:2:8: prune: files disagree on prune (this one says False)",
+        "f.yaml:2:8: prune: files disagree on prune (this one says true)",
+        "f1.yaml:2:8: prune: files disagree on prune (this one says false)",
     ]
 
 

@@ -337,9 +337,9 @@ def ensure_sim_image(
         with tempfile.TemporaryDirectory(prefix="tfs-sim-context-") as tmp:
             context = _build_context(root, files, Path(tmp))
             image = _docker_build(client, context, tag, wanted)
-        if existing is not None and existing.id != image.id:
-            with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(existing.id or "", noprune=False)
+        # Earlier builds, now untagged, unless a container still uses them.
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.prune(filters={"dangling": True, "label": LABEL_SOURCE_HASH})
         return SimImage(tag, image.id or "", wanted, True, time.monotonic() - started)
 
 

@@ -88,10 +88,10 @@ def test_sim_image_is_built_only_when_no_image_has_the_sources_hash(
     tag = f"tfs-bed-test:{secrets.token_hex(4)}"
     # A stand-in image (a label on the base) carrying the current hash: built in a second.
     (tmp_path / "stand-in").mkdir()
-    (tmp_path / "stand-in" / "Dockerfile").write_text(f"FROM {docker_bed.BASE_IMAGE}\n")
-    docker_client.images.build(
-        path=str(tmp_path / "stand-in"), tag=tag, labels={docker_bed.LABEL_SOURCE_HASH: current}
+    (tmp_path / "stand-in" / "Dockerfile").write_text(
+        f"FROM {docker_bed.BASE_IMAGE}\nLABEL {docker_bed.LABEL_SOURCE_HASH}={current}\n"
     )
+    docker_client.images.build(path=str(tmp_path / "stand-in"), tag=tag, rm=True)
     builds: list[str] = []
 
     def fake_build(client: object, context: Path, tag: str, wanted: str) -> Image:

@@ -35,6 +35,7 @@ from reconciler.problems import InputError
 from reconciler.reconcile import Revision, execute, observe_for
 from reconciler.settings import Settings
 from reconciler.status import status_document
+from reconciler.tfs_config import ServingConfig
 from reconciler.tfs_rest import TfsRest
 from reconciler.watch import Trigger
 
@@ -74,6 +75,7 @@ class _Memory:
     failures: int = 0
     retry_at: float = 0.0
     failed_target: Any = None  # the (plan target, disk) that failed: not retried unchanged
+    synced_target: ServingConfig | None = None  # what the last in-sync pass left in the file
     first_done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -202,9 +204,21 @@ class Daemon:
         with memory.lock:
             memory.desired, memory.observed, memory.plan = desired, observed, the_plan
         self._export_versions(desired, observed, the_plan)
-        if the_plan.drift:
-            log.warning("drift", commit=revision.commit, drift=[str(d) for d in the_plan.drift])
-            self._metrics.record_drift(sorted({d.model for d in the_plan.drift}))
+        # models.config no longer says what the last in-sync pass left there, though the desired
+        # state still asks for it: edited by hand (or by another tool). Drift, not a new change.
+        config_drift = sorted(
+            _changed_models(the_plan.current, the_plan.target)
+            if the_plan.changes_config and the_plan.target == memory.synced_target
+            else ()
+        )
+        if the_plan.drift or config_drift:
+            found = [f"! {name}: models.config was edited" for name in config_drift]
+            log.warning(
+                "drift", commit=revision.commit, drift=found + [str(d) for d in the_plan.drift]
+            )
+            self._metrics.record_drift(
+                sorted({d.model for d in the_plan.drift} | set(config_drift))
+            )
         attempt = (the_plan.target, observed.disk)
         live = observed.live
         if live is not None and not live.reachable and not the_plan.changes_config:
@@ -218,7 +232,7 @@ class Daemon:
             self._error("; ".join(str(p) for p in the_plan.problems), outcome="invalid")
             self._after_first(endpoint)
             return
-        if not self.options.self_heal and not the_plan.changes_config:
+        if not self.options.self_heal and (not the_plan.changes_config or config_drift):
             the_plan = replace(the_plan, phases=(), drift=())  # report drift, repair nothing
         if attempt == memory.failed_target and self._clock() < memory.retry_at:
             log.info(
@@ -239,6 +253,8 @@ class Daemon:
             verify=self.options.verify,
             heal=self.options.self_heal,
         )
+        if outcome.ok and (the_plan.phases or not the_plan.changes_config):
+            memory.synced_target = the_plan.target  # what models.config now says
         self._finish(outcome, record, revision, attempt, started, endpoint)
 
     def _finish(
@@ -411,6 +427,13 @@ class Daemon:
                 last_error=memory.last_error,
                 source="daemon",
             )
+
+
+def _changed_models(current: ServingConfig | None, target: ServingConfig) -> set[str]:
+    """The names of the models whose entries differ between two configs."""
+    before = current or ServingConfig()
+    names = set(before.names) | set(target.names)
+    return {n for n in names if before.model(n) != target.model(n)} or set(target.names)
 
 
 def _last(records: list[Record]) -> Record | None:

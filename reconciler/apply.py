@@ -17,7 +17,7 @@ from typing import Protocol
 import structlog
 
 from reconciler.config_file import read_text, save_last_known_good, write_atomic
-from reconciler.convergence import Progress, assess, end_failures, expectations
+from reconciler.convergence import Progress, assess, end_failures, expectations, still_known
 from reconciler.desired import DesiredState
 from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.observe import (
@@ -228,7 +228,7 @@ class Converger:
                 )
                 self.reloader.reload(phase)
                 if self.reloader.waits:
-                    self._wait(phase, applied, disk, known, deadline, names, labels)
+                    known = self._wait(phase, applied, disk, known, deadline, names, labels)
             except (
                 ReloadRejected,
                 ReloadFailed,
@@ -300,7 +300,8 @@ class Converger:
         labels: dict[str, set[str]],
         *,
         require_gone: bool = True,
-    ) -> None:
+    ) -> frozenset[tuple[str, int, str]]:
+        """Wait until TFS serves `phase`; the earlier failures (`known`) still standing."""
         wanted = expectations(phase, previous, disk)
         if not require_gone:
             # A version TFS is still loading cannot be cancelled: it loads, then unloads. The
@@ -308,11 +309,13 @@ class Converger:
             wanted = tuple(replace(want, gone=()) for want in wanted)
         started = self.clock()
         while True:
-            progress = assess(wanted, self._live(names, labels), known)
+            live = self._live(names, labels)
+            known = still_known(known, live)
+            progress = assess(wanted, live, known)
             if progress.failures:
                 raise ConvergeFailed("; ".join(progress.failures))
             if progress.done:
-                return
+                return known
             if self.clock() >= deadline:
                 raise ConvergeFailed(
                     f"timed out after {self.timeout:g} s: " + "; ".join(progress.pending)

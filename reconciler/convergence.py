@@ -106,3 +106,22 @@ def end_failures(live: LiveStatus) -> frozenset[tuple[str, int, str]]:
         for version in model.versions
         if version.state == "END" and version.error_code != "OK"
     )
+
+
+def still_known(
+    known: frozenset[tuple[str, int, str]], live: LiveStatus
+) -> frozenset[tuple[str, int, str]]:
+    """The earlier failures that are still what TFS reports for their version.
+
+    A version that failed before and is tried again leaves END (START, LOADING, ...): from
+    then on an END with the same message is this change's failure, not the old one.
+    """
+    if not live.reachable:
+        return known
+    kept = set()
+    for name, number, message in known:
+        status = live.model(name)
+        entry = status.latest(number) if status is not None else None
+        if entry is None or (entry.state == "END" and entry.error_message == message):
+            kept.add((name, number, message))
+    return frozenset(kept)

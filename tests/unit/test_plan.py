@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.desired import DesiredState, parse_documents
+from reconciler.desired import DesiredModel, DesiredState, parse_documents
 from reconciler.observe import (
     DiskState,
     LiveModel,
@@ -22,6 +22,7 @@ from reconciler.observe import (
 )
 from reconciler.plan import Plan, plan
 from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, served_versions
+from reconciler.problems import Location
 from reconciler.render import plan_json, plan_text
 from reconciler.tfs_config import ConfigModel, ServingConfig, parse_config
 
@@ -413,14 +414,6 @@ def _labelled(draw: st.DrawFn, policy: VersionPolicy, on_disk: set[int]) -> dict
     return {name: draw(st.sampled_from(served)) for name in sorted(names)}
 
 
-def _describe_yaml(policy: VersionPolicy) -> str:
-    if isinstance(policy, Specific):
-        return "[" + ", ".join(map(str, policy.versions)) + "]"
-    if isinstance(policy, Latest):
-        return f"{{latest: {policy.num_versions}}}"
-    return "all"
-
-
 @st.composite
 def _scenario(draw: st.DrawFn) -> tuple[DesiredState, Observed]:
     names = draw(st.sets(st.sampled_from(("a", "b", "c")), min_size=1))
@@ -435,7 +428,8 @@ def _scenario(draw: st.DrawFn) -> tuple[DesiredState, Observed]:
                     name, f"/models/{name}", "tensorflow", policy, tuple(sorted(labels.items()))
                 )
             )
-    text = f"apiVersion: tfs-reconciler/v1\nprune: {str(draw(st.booleans())).lower()}\nmodels:\n"
+    prune = draw(st.booleans())
+    wanted = []
     for name in sorted(names):
         if draw(st.booleans()):
             served = on_disk[name]
@@ -445,12 +439,17 @@ def _scenario(draw: st.DrawFn) -> tuple[DesiredState, Observed]:
                 )
             )
             labels = draw(_labelled(policy, on_disk[name]))
-            text += f"  {name}:\n    versions: {_describe_yaml(policy)}\n"
-            if labels:
-                text += "    labels: {" + ", ".join(f"{k}: {v}" for k, v in labels.items()) + "}\n"
-    if text.endswith("models:\n"):
-        text += "  {}\n"
-    state = parse_documents([("d.yaml", text.encode())])
+            wanted.append(
+                DesiredModel(
+                    name=name,
+                    policy=policy,
+                    labels=tuple(sorted(labels.items())),
+                    base_path=f"/models/{name}",
+                    platform="tensorflow",
+                    location=Location("d.yaml", 1, 1),
+                )
+            )
+    state = DesiredState(tuple(wanted), prune=prune)
     has_file = bool(current) or draw(st.booleans())
     config = ServingConfig(tuple(current)) if has_file else None
     return state, Observed(disk(on_disk), config)
@@ -464,7 +463,7 @@ def _served_in(config: ServingConfig, name: str, observed_state: Observed) -> se
     return set(served_versions(model.effective_policy, folder.numbers if folder else ()))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_scenario())
 def test_no_phase_labels_an_unserved_version_or_unloads_a_labelled_one(
     scenario: tuple[DesiredState, Observed],
@@ -527,7 +526,7 @@ def _live_served(seen: Observed) -> ServingConfig:
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_scenario_with_live())
 def test_phases_are_safe_from_what_tfs_really_serves(
     scenario: tuple[DesiredState, Observed],

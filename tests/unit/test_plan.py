@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -59,7 +59,7 @@ def animals(spec: str) -> DesiredState:
     return desired(f"  animals:\n{spec}", lab=False)
 
 
-def disk(models: dict[str, Iterable[int]], *, empty: Iterable[int] = ()) -> DiskState:
+def disk(models: Mapping[str, Iterable[int]], *, empty: Iterable[int] = ()) -> DiskState:
     """Model folders under /host, each version loadable unless listed in `empty`."""
     return DiskState(
         tuple(
@@ -414,6 +414,19 @@ def _labelled(draw: st.DrawFn, policy: VersionPolicy, on_disk: set[int]) -> dict
     return {name: draw(st.sampled_from(served)) for name in sorted(names)}
 
 
+def _serving_some(
+    on_disk: set[int], *, only_on_disk: bool = False
+) -> st.SearchStrategy[VersionPolicy]:
+    """Policies serving at least one version (and, if asked, only versions on disk)."""
+
+    def fits(policy: VersionPolicy) -> bool:
+        if only_on_disk and isinstance(policy, Specific) and not set(policy.versions) <= on_disk:
+            return False
+        return bool(served_versions(policy, on_disk))
+
+    return _POLICY.filter(fits)
+
+
 @st.composite
 def _scenario(draw: st.DrawFn) -> tuple[DesiredState, Observed]:
     names = draw(st.sets(st.sampled_from(("a", "b", "c")), min_size=1))
@@ -421,7 +434,7 @@ def _scenario(draw: st.DrawFn) -> tuple[DesiredState, Observed]:
     current = []
     for name in sorted(names):
         if draw(st.booleans()):
-            policy = draw(_POLICY.filter(lambda p, n=name: bool(served_versions(p, on_disk[n]))))
+            policy = draw(_serving_some(on_disk[name]))
             labels = draw(_labelled(policy, on_disk[name]))
             current.append(
                 ConfigModel(
@@ -432,12 +445,7 @@ def _scenario(draw: st.DrawFn) -> tuple[DesiredState, Observed]:
     wanted = []
     for name in sorted(names):
         if draw(st.booleans()):
-            served = on_disk[name]
-            policy = draw(
-                _POLICY.filter(lambda p, s=served: bool(served_versions(p, s))).filter(
-                    lambda p, s=served: not isinstance(p, Specific) or set(p.versions) <= s
-                )
-            )
+            policy = draw(_serving_some(on_disk[name], only_on_disk=True))
             labels = draw(_labelled(policy, on_disk[name]))
             wanted.append(
                 DesiredModel(

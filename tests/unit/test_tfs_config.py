@@ -154,7 +154,7 @@ def test_equal_configs_render_byte_identically() -> None:
 
 # --- properties -------------------------------------------------------------------------------
 
-_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 _int64 = st.integers(-(2**63), 2**63 - 1)
 _policies: st.SearchStrategy[VersionPolicy | None] = st.one_of(
     st.none(),

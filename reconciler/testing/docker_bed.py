@@ -66,6 +66,8 @@ _DOCKERD_PIDFILE = Path("/var/run/docker.pid")
 _IMAGE_DIR = Path("deploy") / "tfs-sim"
 _IMAGE_PYTHON = (3, 11)
 _STARTED_DAEMONS: list[subprocess.Popen[bytes]] = []
+# Requests to the containers' loopback ports never go through an http_proxy from the env.
+_LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _SKIPPED_NAMES = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 _SKIPPED_SUFFIXES = {".pyc", ".pyo"}
 
@@ -513,7 +515,7 @@ class TfsContainer:
 
 def _http_status(url: str) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with _LOOPBACK_OPENER.open(url, timeout=2) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
@@ -524,7 +526,7 @@ def _http_status(url: str) -> int | None:
 def model_version_states(rest_url: str, model: str) -> dict[str, str]:
     """``{version: state}`` from ``GET /v1/models/{model}``; empty while it doesn't answer 200."""
     try:
-        with urllib.request.urlopen(f"{rest_url}/v1/models/{model}", timeout=2) as response:
+        with _LOOPBACK_OPENER.open(f"{rest_url}/v1/models/{model}", timeout=2) as response:
             body = json.load(response)
     except (OSError, ValueError):
         return {}

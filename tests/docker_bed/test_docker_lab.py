@@ -27,18 +27,19 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DOG_EXAMPLE = EXAMPLES / "dog_example.json"
 LAB_MODEL = "animals"
 AVAILABLE = 30  # ModelVersionStatus.State
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 def post_json(url: str, body: bytes) -> tuple[int, Any]:
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with OPENER.open(request, timeout=10) as response:
         return int(response.status), json.load(response)
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with OPENER.open(url, timeout=10) as response:
         return json.load(response)
 
 
@@ -77,7 +78,8 @@ def test_lab_predict_by_version_2_and_by_label_stable_answer_alike(
 
 
 def test_grpc_port_answers_model_status(tfs_container: TfsContainer) -> None:
-    with grpc.insecure_channel(tfs_container.grpc_target) as channel:
+    options = [("grpc.enable_http_proxy", 0)]  # loopback: no proxy
+    with grpc.insecure_channel(tfs_container.grpc_target, options=options) as channel:
         stub = tfs_grpc.ModelServiceStub(channel)  # type: ignore[no-untyped-call]
         request = tfs_pb2.GetModelStatusRequest(model_spec=tfs_pb2.ModelSpec(name=LAB_MODEL))
         response = stub.GetModelStatus(request, timeout=10)

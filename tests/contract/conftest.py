@@ -24,6 +24,13 @@ config file in that folder, short polls and short load retries, and labels allow
       TFS_MODELS_DIR=/tmp/tfs-models TFS_CONFIG_POLL_SECONDS=1 TFS_FS_POLL_SECONDS=1 \
       pytest tests/contract -q
 
+The same mode runs against one long-lived simulator (a check of the harness itself): replace
+``docker run ... tensorflow/serving:2.21.0`` by ``tfs-sim --port=8500 --rest_api_port=8501
+--sim_path_map=/models=/tmp/tfs-models`` and the same flags. The hang test
+(``test_reload_adding_a_model_with_missing_base_path_...``) wedges a real TFS until restart,
+so it runs only with ``TFS_CONTRACT_WEDGE=1``. After each test the harness puts the config
+file back (and pushes it) and removes the model folders it made.
+
 Optional: ``TFS_CONTAINER_MODELS_DIR`` (default ``/models``), ``TFS_CONFIG_FILE`` (default
 ``$TFS_MODELS_DIR/models.config``), ``TFS_ALLOW_LABELS`` (default ``true``: what TFS was started
 with). Each test uses model names of its own, so the END history a real TFS keeps does not
@@ -58,6 +65,9 @@ StartTfs = Callable[..., Tfs]
 def start_tfs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StartTfs]:
     """``start_tfs(config_for, models={name: versions}, allow_labels=True, extra_args=())``.
 
+    ``allow_labels`` is the simulator's labels flag; a real TFS must run with it too, unless
+    ``any_labels_flag`` (the test then reads ``tfs.allow_labels``).
+
     ``models`` maps base names to the versions to copy in; ``config_for(tfs)`` returns the
     first config (use ``tfs.name(base)`` and ``tfs.base_path(name)``). Against the simulator
     this starts a process with that config file; against a real TFS it writes and pushes it.
@@ -71,10 +81,11 @@ def start_tfs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StartT
         models: dict[str, Sequence[int]],
         *,
         allow_labels: bool = True,
+        any_labels_flag: bool = False,
         extra_args: Sequence[str] = (),
     ) -> Tfs:
         if real_url:
-            tfs = real_tfs(real_url, allow_labels)
+            tfs = real_tfs(real_url, None if any_labels_flag else allow_labels)
         else:
             models_dir = tmp_path / "models"
             models_dir.mkdir(exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -88,6 +89,8 @@ class Tfs:
     allow_labels: bool
     sim: SimulatorProcess | None = None
     token: str = ""
+    original_config: str | None = None  # a real TFS's config file before the test
+    created: list[Path] = field(default_factory=list)  # model folders the test made
     _channel: grpc.Channel | None = field(default=None, repr=False)
 
     @property
@@ -132,6 +135,7 @@ class Tfs:
         return target
 
     def add_model(self, model: str, versions: Sequence[int] = (1, 2, 3)) -> None:
+        self.created.append(self.models_dir / model)
         for version in versions:
             self.add_version(model, version, source=version if version in (1, 2, 3) else 1)
 
@@ -165,6 +169,14 @@ class Tfs:
         self.push(config)
 
     def close(self) -> None:
+        """Against a real TFS, put its config back and remove the test's model folders."""
+        if self.original_config is not None:
+            self.write_config(self.original_config)
+            with contextlib.suppress(grpc.RpcError, text_format.ParseError):
+                # (if this fails, the next config poll puts it back)
+                self.push(text_format.Parse(self.original_config, pb.ModelServerConfig()))
+            for folder in self.created:
+                shutil.rmtree(folder, ignore_errors=True)
         if self._channel is not None:
             self._channel.close()
 
@@ -221,22 +233,26 @@ class Tfs:
         return int(response.json()["model_spec"]["version"]) if response.ok else None
 
 
-def real_tfs(rest_url: str, allow_labels: bool) -> Tfs:
+def real_tfs(rest_url: str, allow_labels: bool | None) -> Tfs:
+    """The real TFS of the environment; skips when it runs with another labels flag than
+    ``allow_labels`` needs (None: either will do)."""
     running_allows = os.environ.get("TFS_ALLOW_LABELS", "true").lower() in ("1", "true")
-    if allow_labels != running_allows:
+    if allow_labels is not None and allow_labels != running_allows:
         pytest.skip(
             "needs TFS started with --allow_version_labels_for_unavailable_models="
             f"{str(allow_labels).lower()}"
         )
     models_dir = Path(os.environ["TFS_MODELS_DIR"])
+    config_file = Path(os.environ.get("TFS_CONFIG_FILE", models_dir / "models.config"))
     return Tfs(
         rest_url=rest_url.rstrip("/"),
         grpc_target=os.environ["TFS_GRPC_TARGET"],
         models_dir=models_dir,
         container_dir=os.environ.get("TFS_CONTAINER_MODELS_DIR", "/models").rstrip("/"),
-        config_file=Path(os.environ.get("TFS_CONFIG_FILE", models_dir / "models.config")),
+        config_file=config_file,
         poll_seconds=float(os.environ.get("TFS_CONFIG_POLL_SECONDS", "1")),
         fs_poll_seconds=float(os.environ.get("TFS_FS_POLL_SECONDS", "1")),
-        allow_labels=allow_labels,
+        allow_labels=running_allows,
         token="_" + uuid.uuid4().hex[:8],
+        original_config=config_file.read_text() if config_file.exists() else None,
     )

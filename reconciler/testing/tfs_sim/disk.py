@@ -11,7 +11,9 @@ _VERSION_NAME = re.compile(r"[0-9]+")
 
 @dataclass(frozen=True)
 class PathMap:
-    """Prefix rewrites from config paths (e.g. the container's ``/models``) to host paths.
+    """Prefix rewrites from container paths (e.g. ``/models``) to host paths.
+
+    Applied to every base_path and to ``--model_config_file``.
 
     Built from ``--sim_path_map=/models=/abs/host/models`` (repeatable). The longest matching
     prefix wins; a path no prefix matches is used as it is.

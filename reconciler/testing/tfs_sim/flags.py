@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FROM=TO",
-        help="read config paths under FROM from host folder TO, e.g. /models=$PWD/models "
-        "(repeatable)",
+        help="read paths under FROM (base paths, --model_config_file) from host folder TO, "
+        "e.g. /models=$PWD/models (repeatable)",
     )
     return p
 

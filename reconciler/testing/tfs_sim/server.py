@@ -48,10 +48,15 @@ def read_config_file(path: str) -> pb.ModelServerConfig:
     return parse_config_text(text)
 
 
+def config_file_path(flags: Flags) -> str:
+    """``--model_config_file`` through ``--sim_path_map`` (so a container path works too)."""
+    return str(PathMap.parse(list(flags.sim_path_map)).to_host(flags.model_config_file))
+
+
 def first_config(flags: Flags) -> pb.ModelServerConfig:
     """The config to start with: the file, else the single model of --model_name/base_path."""
     if flags.model_config_file:
-        return read_config_file(flags.model_config_file)
+        return read_config_file(config_file_path(flags))
     if not flags.model_base_path:
         raise TfsError(
             Code.INVALID_ARGUMENT,
@@ -151,7 +156,7 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
         ).start()
         log.info("Exporting HTTP/REST API at:localhost:%d ...", rest_server.server_address[1])
     if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
-        path = flags.model_config_file
+        path = config_file_path(flags)
         _loop(
             "config_file_poll",
             stop,

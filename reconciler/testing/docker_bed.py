@@ -68,8 +68,7 @@ _IMAGE_PYTHON = (3, 11)
 _STARTED_DAEMONS: list[subprocess.Popen[bytes]] = []
 # Requests to the containers' loopback ports never go through an http_proxy from the env.
 _LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_SKIPPED_NAMES = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
-_SKIPPED_SUFFIXES = {".pyc", ".pyo"}
+_SKIPPED_SUFFIXES = (".pyc", ".pyo", "~")
 
 
 class DockerBedError(RuntimeError):
@@ -284,18 +283,25 @@ def ensure_base_image(
 def image_source_files(root: Path) -> list[Path]:
     """The files an image is built from, relative to ``root``, in a stable order.
 
-    ``pyproject.toml``, the ``reconciler`` package (caches left out) and ``deploy/tfs-sim``.
+    ``pyproject.toml``, the ``reconciler`` package and ``deploy/tfs-sim``, leaving out caches,
+    bytecode, hidden files (editor swap files) and backups.
     ``README.md`` is copied when present (the package metadata names it) but is not hashed.
     """
     files = [Path("pyproject.toml")]
     for top in (Path("reconciler"), _IMAGE_DIR):
         for dirpath, dirnames, filenames in os.walk(root / top):
-            dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_NAMES)
-            for filename in sorted(filenames):
-                path = Path(dirpath, filename)
-                if path.suffix not in _SKIPPED_SUFFIXES:
-                    files.append(path.relative_to(root))
+            dirnames[:] = sorted(d for d in dirnames if not _skipped(d) and d != "__pycache__")
+            files.extend(
+                Path(dirpath, name).relative_to(root)
+                for name in sorted(filenames)
+                if not _skipped(name)
+            )
     return files
+
+
+def _skipped(name: str) -> bool:
+    """Hidden files and folders (caches, editor state), bytecode and backups."""
+    return name.startswith(".") or name.endswith(_SKIPPED_SUFFIXES)
 
 
 def source_hash(root: Path, files: Iterable[Path], *, base_image_id: str = "") -> str:

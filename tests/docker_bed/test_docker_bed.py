@@ -49,6 +49,7 @@ def test_source_hash_changes_with_a_source_file_the_dockerfile_or_the_base_image
     root = make_tree(tmp_path)
     first = tree_hash(root)
     (root / "reconciler" / "__pycache__" / "core.cpython-311.pyc").write_bytes(b"changed")
+    (root / "reconciler" / ".core.py.swp").write_bytes(b"editor state")
     (root / "README.md").write_text("docs only\n")
     assert tree_hash(root) == first
     (root / "reconciler" / "core.py").write_text("X = 2\n")

@@ -16,17 +16,30 @@ import pytest
 
 from reconciler.testing import SimulatorProcess
 from reconciler.testing.docker_bed import StartTfsContainer
-from tests.integration.test_converge import (
-    LAB_LABELS,
-    PredictStream,
-    label_version,
-    output,
-    write_desired,
-)
+from reconciler.testing.traffic import PredictStream, request
 
 pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[2]
+DOG_EXAMPLE = REPO / "examples" / "dog_example.json"
+LAB_LABELS = {"deprecated": 1, "stable": 2, "canary": 3}
+
+
+def write_desired(lab: Path, labels: dict[str, int]) -> None:
+    lines = "\n".join(f"      {k}: {v}" for k, v in labels.items())
+    (lab / "desired_state" / "animals.yaml").write_text(
+        f"apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1, 2, 3]\n"
+        f"    labels:\n{lines}\n"
+    )
+
+
+def label_version(rest_url: str, label: str) -> int | None:
+    status, body = request(rest_url, "GET", f"/v1/models/animals/labels/{label}/metadata")
+    return int(body["model_spec"]["version"]) if status == 200 else None
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
 
 
 def run_cli(
@@ -55,9 +68,11 @@ def test_restart_converges_and_reports_what_it_costs(
     lab: Path, start_tfs_container: StartTfsContainer
 ) -> None:
     tfs = start_tfs_container(lab / "models", wait_for_model="animals", wait_for_versions=(1, 2, 3))
-    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
+    write_desired(lab, LAB_LABELS | {"stable": 3})
 
-    with PredictStream(tfs.rest_url, "stable", max_seconds=60) as stream:
+    with PredictStream(
+        tfs.rest_url, "animals", DOG_EXAMPLE.read_bytes(), label="stable", max_seconds=60
+    ) as stream:
         started = time.monotonic()
         result = run_cli(
             lab,
@@ -85,7 +100,7 @@ def test_restart_converges_and_reports_what_it_costs(
 
 
 def test_restart_with_the_docker_engine_down_is_a_clear_error(lab: Path) -> None:
-    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
+    write_desired(lab, LAB_LABELS | {"stable": 3})
     original = (lab / "models" / "models.config").read_bytes()
     with SimulatorProcess(lab / "models") as sim:
         result = run_cli(
@@ -112,7 +127,7 @@ def test_restart_with_the_docker_engine_down_is_a_clear_error(lab: Path) -> None
 def test_restart_of_an_unknown_container_is_a_clear_error(
     lab: Path, docker_client: docker.DockerClient
 ) -> None:
-    write_desired(lab, "[1, 2, 3]", LAB_LABELS | {"stable": 3})
+    write_desired(lab, LAB_LABELS | {"stable": 3})
     original = (lab / "models" / "models.config").read_bytes()
     with SimulatorProcess(lab / "models") as sim:
         result = run_cli(

@@ -7,23 +7,22 @@ a `SimulatorProcess` on loopback. Load times are short (0.3 s) so each scenario 
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler.testing import SimulatorProcess
+from reconciler.testing import SimulatorProcess, traffic
 from reconciler.testing.simulator import free_port
+from reconciler.testing.traffic import request
 
 pytestmark = pytest.mark.integration
 
@@ -102,26 +101,12 @@ class Cli:
         )
 
 
-def post(rest_url: str, path: str, body: bytes, timeout: float = 2.0) -> tuple[int, Any]:
-    host, port = rest_url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        connection.request("POST", path, body, {"Content-Type": "application/json"})
-        reply = connection.getresponse()
-        return reply.status, json.loads(reply.read())
-    finally:
-        connection.close()
+def post(rest_url: str, path: str, body: bytes) -> tuple[int, Any]:
+    return request(rest_url, "POST", path, body)
 
 
 def get(rest_url: str, path: str) -> tuple[int, Any]:
-    host, port = rest_url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=2.0)
-    try:
-        connection.request("GET", path)
-        reply = connection.getresponse()
-        return reply.status, json.loads(reply.read())
-    finally:
-        connection.close()
+    return request(rest_url, "GET", path)
 
 
 def predictions(rest_url: str, route: str) -> Any:
@@ -146,62 +131,9 @@ def states(rest_url: str) -> dict[int, str]:
     return found
 
 
-@dataclass
-class PredictStream:
-    """A background thread POSTing the dog example to one label, counting failures.
-
-    Bounded: it stops after `max_seconds` or `max_requests`, whichever first.
-    """
-
-    rest_url: str
-    label: str
-    max_seconds: float = 30.0
-    max_requests: int = 20_000
-    answers: list[Any] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    failed_at: list[float] = field(default_factory=list)  # time.monotonic() of each failure
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> PredictStream:
-        body = DOG_EXAMPLE.read_bytes()
-        path = f"/v1/models/{MODEL}/labels/{self.label}:predict"
-
-        def run() -> None:
-            deadline = time.monotonic() + self.max_seconds
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                if len(self.answers) + len(self.failures) >= self.max_requests:
-                    return
-                try:
-                    status, reply = post(self.rest_url, path, body)
-                except (OSError, http.client.HTTPException, ValueError) as error:
-                    status, reply = 0, f"{type(error).__name__}: {error}"
-                if status == 200:
-                    self.answers.append(reply["predictions"])
-                else:
-                    self.failures.append(f"HTTP {status}: {reply}" if status else str(reply))
-                    self.failed_at.append(time.monotonic())
-                time.sleep(0.005)
-
-        self._thread = threading.Thread(target=run, name=f"stream-{self.label}", daemon=True)
-        self._thread.start()
-        time.sleep(0.1)  # some requests before the change
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        time.sleep(0.1)  # some requests after the change
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(10)
-
-    @property
-    def outage_seconds(self) -> float:
-        """From the first failure to the last one (0 without failures)."""
-        return self.failed_at[-1] - self.failed_at[0] if self.failed_at else 0.0
-
-    @property
-    def total(self) -> int:
-        return len(self.answers) + len(self.failures)
+def label_stream(rest_url: str, label: str, **options: Any) -> traffic.PredictStream:
+    """The dog example, POSTed steadily to `label` of the lab's model."""
+    return traffic.PredictStream(rest_url, MODEL, DOG_EXAMPLE.read_bytes(), label=label, **options)
 
 
 StartSim = Callable[..., SimulatorProcess]
@@ -248,7 +180,7 @@ def test_promotion_of_canary_to_stable_drops_no_request(
     assert v2 != v3
     write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
 
-    with PredictStream(sim.rest_url, "stable") as stream:
+    with label_stream(sim.rest_url, "stable") as stream:
         result = cli("apply", "--reload", reload, "--timeout", "20")
 
     assert result.returncode == 0, output(result)
@@ -311,8 +243,8 @@ def test_a_version_appearing_on_disk_is_loaded_before_canary_moves_to_it(
     v2 = predictions(sim.rest_url, "versions/2")
 
     with (
-        PredictStream(sim.rest_url, "canary") as canary,
-        PredictStream(sim.rest_url, "stable") as stable,
+        label_stream(sim.rest_url, "canary") as canary,
+        label_stream(sim.rest_url, "stable") as stable,
     ):
         result = cli("apply", "--reload", "grpc", "--timeout", "20")
 
@@ -356,7 +288,7 @@ def test_a_corrupt_version_is_rolled_back_with_the_old_labels_serving_throughout
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
     v2 = predictions(sim.rest_url, "versions/2")
 
-    with PredictStream(sim.rest_url, "stable") as stream:
+    with label_stream(sim.rest_url, "stable") as stream:
         result = cli("apply", "--reload", "grpc", "--timeout", "20")
 
     assert result.returncode == 1, output(result)
@@ -377,7 +309,7 @@ def test_a_corrupt_version_is_rolled_back_with_reload_poll(lab: Path, start_sim:
     corrupt(add_version(lab, 4))
     original = config_text(lab)
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
-    with PredictStream(sim.rest_url, "stable") as stream:
+    with label_stream(sim.rest_url, "stable") as stream:
         result = cli_for(lab, sim)("apply", "--reload", "poll", "--timeout", "20")
     assert result.returncode == 1, output(result)
     assert "version 4 failed to load" in result.stderr
@@ -392,7 +324,7 @@ def test_a_timeout_rolls_back(lab: Path, start_sim: StartSim) -> None:
     original = config_text(lab)
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
     v2 = predictions(sim.rest_url, "versions/2")
-    with PredictStream(sim.rest_url, "stable") as stream:
+    with label_stream(sim.rest_url, "stable") as stream:
         started = time.monotonic()
         result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "1")
         elapsed = time.monotonic() - started
@@ -435,7 +367,7 @@ def test_a_version_that_answers_predict_badly_fails_verification_and_is_rolled_b
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3}, VERIFY)
     v2 = predictions(sim.rest_url, "versions/2")
 
-    with PredictStream(sim.rest_url, "stable") as stream:
+    with label_stream(sim.rest_url, "stable") as stream:
         result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
 
     assert result.returncode == 1, output(result)

@@ -1,0 +1,390 @@
+"""Converger on the lab's files, with an in-memory TFS, reloader and clock (no processes).
+
+FakeTfs keeps TFS's rules that matter to a converger: a label may only be set on (or moved to)
+an AVAILABLE version, else the config is refused with FAILED_PRECONDITION and nothing changes;
+new versions take `load` seconds of the fake clock to become AVAILABLE (or END with an error
+when broken); versions no longer served go END once the new ones serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from reconciler.apply import (
+    Converger,
+    NoReload,
+    Outcome,
+    ReloadFailed,
+    ReloadMode,
+    describe_serving,
+)
+from reconciler.desired import DesiredState, load_desired
+from reconciler.docker_target import DockerError
+from reconciler.observe import LiveModel, LiveVersion, Observed, TfsUnreachable, observe
+from reconciler.plan import Plan, plan
+from reconciler.policy import served_versions
+from reconciler.tfs_config import ServingConfig
+from reconciler.tfs_grpc import ReloadRejected
+from reconciler.verify import VerifyFailed
+
+MODEL = "animals"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Version:
+    state: str
+    due: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class FakeTfs:
+    """A StatusSource, and the server a FakeReloader pushes to."""
+
+    clock: Clock
+    models_dir: Path
+    load: float = 1.0
+    broken: set[int] = field(default_factory=set)
+    reachable: bool = True
+    versions: dict[int, Version] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    label_log: list[tuple[str, int, str]] = field(default_factory=list)  # label, version, state
+
+    def __post_init__(self) -> None:
+        self.versions = {n: Version("AVAILABLE") for n in (1, 2, 3)}
+        self.labels = {"deprecated": 1, "stable": 2, "canary": 3}
+
+    def _on_disk(self) -> list[int]:
+        folder = self.models_dir / MODEL
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+    def state(self, number: int) -> str | None:
+        self._advance()
+        version = self.versions.get(number)
+        return version.state if version is not None else None
+
+    def take(self, config: ServingConfig) -> None:
+        if not self.reachable:
+            raise TfsUnreachable("fake TFS does not answer")
+        self._advance()
+        model = config.model(MODEL)
+        assert model is not None
+        for label, number in model.labels:
+            if self.labels.get(label) != number and self.state(number) != "AVAILABLE":
+                raise ReloadRejected(
+                    "FAILED_PRECONDITION",
+                    f"Request to assign label to version {number} of model {MODEL}, which is "
+                    "not currently available for inference",
+                )
+        for label, number in model.labels:
+            if self.labels.get(label) != number:
+                self.label_log.append((label, number, self.state(number) or "-"))
+        self.labels = dict(model.labels)
+        served = served_versions(model.effective_policy, self._on_disk())
+        for number in served:
+            current = self.versions.get(number)
+            if current is None or current.state == "END":
+                self.versions[number] = Version("LOADING", self.clock() + self.load)
+        self._served = set(served)
+        self._advance()
+
+    def _advance(self) -> None:
+        now = self.clock()
+        for number, version in self.versions.items():
+            if version.state == "LOADING" and now >= version.due:
+                if number in self.broken:
+                    version.state, version.error = "END", f"version {number} is broken"
+                else:
+                    version.state = "AVAILABLE"
+        served = getattr(self, "_served", None)
+        if served is None:
+            return
+        if all(self.versions[n].state != "LOADING" for n in served if n in self.versions):
+            for number, version in self.versions.items():
+                if number not in served and version.state == "AVAILABLE":
+                    version.state = "END"
+
+    # StatusSource
+    def model_status(self, name: str) -> LiveModel:
+        if not self.reachable:
+            raise TfsUnreachable("fake TFS does not answer")
+        self._advance()
+        if name != MODEL:
+            return LiveModel(name, found=False)
+        entries = tuple(
+            LiveVersion(n, v.state, "DATA_LOSS" if v.error else "OK", v.error)
+            for n, v in sorted(self.versions.items(), reverse=True)
+        )
+        return LiveModel(name, True, entries)
+
+    def label_version(self, name: str, label: str) -> int | None:
+        number = self.labels.get(label)
+        return number if number is not None and self.state(number) == "AVAILABLE" else None
+
+
+@dataclass
+class FakeReloader:
+    tfs: FakeTfs
+    mode: ReloadMode = ReloadMode.GRPC
+    waits: bool = True
+    phased: bool = True
+    pushed: list[ServingConfig] = field(default_factory=list)
+
+    def reload(self, config: ServingConfig) -> None:
+        self.pushed.append(config)
+        self.tfs.take(config)
+
+
+@dataclass
+class Bed:
+    lab: Path
+    clock: Clock
+    tfs: FakeTfs
+    reloader: FakeReloader
+
+    @property
+    def config_path(self) -> Path:
+        return self.lab / "models" / "models.config"
+
+    def desire(self, versions: str, labels: dict[str, int], extra: str = "") -> DesiredState:
+        lines = "\n".join(f"      {k}: {v}" for k, v in labels.items())
+        (self.lab / "desired_state" / "animals.yaml").write_text(
+            "apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n"
+            f"    versions: {versions}\n    labels:\n{lines}\n{extra}"
+        )
+        return load_desired(self.lab / "desired_state")
+
+    def observed(self, desired: DesiredState) -> Observed:
+        return observe(
+            {m.name: m.base_path for m in desired.models},
+            {m.name: [label for label, _ in m.labels] for m in desired.models},
+            models_dir=self.lab / "models",
+            serving_root="/models",
+            config_path=self.config_path,
+            live_source=self.tfs,
+        )
+
+    def add_version(self, number: int) -> None:
+        import shutil
+
+        base = self.lab / "models" / MODEL
+        shutil.copytree(base / "3", base / f".{number}")
+        (base / f".{number}").rename(base / str(number))
+
+    def converge(
+        self, desired: DesiredState, reloader: object | None = None, **options: object
+    ) -> tuple[Plan, Outcome]:
+        observed = self.observed(desired)
+        the_plan = plan(desired, observed)
+        converger = Converger(
+            config_path=self.config_path,
+            state_dir=self.lab / "state",
+            status=self.tfs,
+            reloader=reloader or self.reloader,  # type: ignore[arg-type]
+            clock=self.clock,
+            sleep=self.clock.sleep,
+            **options,  # type: ignore[arg-type]
+        )
+        return the_plan, converger.apply(the_plan, observed.disk, desired)
+
+
+@pytest.fixture
+def bed(lab: Path) -> Bed:
+    clock = Clock()
+    tfs = FakeTfs(clock, lab / "models")
+    return Bed(lab, clock, tfs, FakeReloader(tfs))
+
+
+LAB_LABELS = {"deprecated": 1, "stable": 2, "canary": 3}
+
+
+def test_the_lab_promotion_is_one_label_move(bed: Bed) -> None:
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}))
+    assert outcome.result == "applied" and outcome.phases == 1
+    assert len(bed.reloader.pushed) == 1
+    assert bed.tfs.labels["stable"] == 3
+    assert bed.tfs.label_log == [("stable", 3, "AVAILABLE")]
+    assert "value: 3" in bed.config_path.read_text()
+
+
+def test_a_new_version_loads_before_a_label_moves_to_it(bed: Bed) -> None:
+    bed.add_version(4)
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}))
+    assert outcome.result == "applied", outcome.message
+    assert outcome.phases == 2
+    load, relabel = bed.reloader.pushed
+    assert dict(load.models[0].labels) == LAB_LABELS  # labels kept while 4 loads
+    assert dict(relabel.models[0].labels)["canary"] == 4
+    assert bed.tfs.label_log == [("canary", 4, "AVAILABLE")]
+    assert bed.clock() == pytest.approx(bed.tfs.load, abs=0.1)  # waited the load, no more
+
+
+def test_removing_a_labelled_version_moves_the_label_first_then_unloads(bed: Bed) -> None:
+    _, outcome = bed.converge(bed.desire("[2, 3]", {"stable": 3, "canary": 3}))
+    assert outcome.result == "applied", outcome.message
+    assert bed.tfs.state(1) == "END" and "deprecated" not in bed.tfs.labels
+    assert all(state == "AVAILABLE" for _, _, state in bed.tfs.label_log)
+
+
+def test_a_broken_version_is_rolled_back_and_the_file_restored(bed: Bed) -> None:
+    original = bed.config_path.read_bytes()
+    bed.add_version(4)
+    bed.tfs.broken.add(4)
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}))
+    assert outcome.result == "rolled_back"
+    assert "animals version 4 failed to load: DATA_LOSS: version 4 is broken" in outcome.message
+    assert "serving now: animals versions 1, 2, 3" in outcome.message
+    assert bed.config_path.read_bytes() == original
+    assert bed.tfs.labels == LAB_LABELS
+    assert ("stable", 4, "AVAILABLE") not in bed.tfs.label_log
+    assert (bed.lab / "state" / "last-known-good.config").read_bytes() == original
+
+
+def test_a_timeout_rolls_back(bed: Bed) -> None:
+    bed.add_version(4)
+    bed.tfs.load = 50.0
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}), timeout=5.0)
+    assert outcome.result == "rolled_back", outcome.message
+    assert outcome.message.startswith("timed out after 5 s: animals version 4 is LOADING")
+    assert bed.tfs.labels == LAB_LABELS
+
+
+def test_failed_verification_moves_no_label_and_rolls_back(bed: Bed) -> None:
+    (bed.lab / "desired_state" / "dog.json").write_text('{"instances": [1]}')
+    bed.add_version(4)
+    asked: list[tuple[str, int, str]] = []
+
+    def verifier(model: str, version: int, request: str) -> None:
+        asked.append((model, version, Path(request).name))
+        assert bed.tfs.state(version) == "AVAILABLE"  # verified once loaded, before labels
+        raise VerifyFailed(f"verification of {model} version {version}: HTTP 400: bad")
+
+    desired = bed.desire(
+        "[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}, "    verify:\n      request: dog.json\n"
+    )
+    _, outcome = bed.converge(desired, verifier=verifier)
+    assert asked == [("animals", 4, "dog.json")]
+    assert outcome.result == "rolled_back"
+    assert "verification of animals version 4: HTTP 400: bad" in outcome.message
+    assert bed.tfs.labels == LAB_LABELS and bed.tfs.label_log == []
+
+
+def test_a_version_already_served_is_not_verified(bed: Bed) -> None:
+    (bed.lab / "desired_state" / "dog.json").write_text('{"instances": [1]}')
+    asked: list[int] = []
+    desired = bed.desire(
+        "[1, 2, 3]", LAB_LABELS | {"stable": 3}, "    verify:\n      request: dog.json\n"
+    )
+    _, outcome = bed.converge(desired, verifier=lambda m, v, f: asked.append(v))
+    assert outcome.result == "applied" and asked == []
+
+
+def test_nothing_to_do_writes_and_reloads_nothing(bed: Bed) -> None:
+    before = bed.config_path.stat().st_mtime_ns
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS))
+    assert outcome.result == "noop"
+    assert bed.reloader.pushed == []
+    assert bed.config_path.stat().st_mtime_ns == before
+
+
+def test_a_refused_push_rolls_back(bed: Bed) -> None:
+    bed.add_version(4)
+
+    def refuse(config: ServingConfig) -> None:
+        bed.reloader.pushed.append(config)
+        if len(bed.reloader.pushed) == 1:
+            raise ReloadRejected("INVALID_ARGUMENT", "no")
+        bed.tfs.take(config)
+
+    bed.reloader.reload = refuse  # type: ignore[method-assign]
+    original = bed.config_path.read_bytes()
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}))
+    assert outcome.result == "rolled_back"
+    assert "TFS refused the config (INVALID_ARGUMENT): no" in outcome.message
+    assert bed.config_path.read_bytes() == original
+
+
+def test_tfs_unreachable_before_the_apply_changes_nothing(bed: Bed) -> None:
+    bed.tfs.reachable = False
+    before = bed.config_path.stat().st_mtime_ns, bed.config_path.read_bytes()
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}))
+    assert outcome.result == "failed" and not outcome.ok
+    assert "TFS does not answer, so nothing was changed" in outcome.message
+    assert (bed.config_path.stat().st_mtime_ns, bed.config_path.read_bytes()) == before
+    assert bed.reloader.pushed == []
+
+
+def test_a_reloader_check_that_fails_changes_nothing(bed: Bed) -> None:
+    def check() -> None:
+        raise DockerError("no container tfs on this Docker engine")
+
+    bed.reloader.check = check  # type: ignore[attr-defined]
+    before = bed.config_path.read_bytes()
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}))
+    assert outcome.result == "failed"
+    assert outcome.message.startswith("no container tfs on this Docker engine; nothing was")
+    assert bed.config_path.read_bytes() == before and bed.reloader.pushed == []
+
+
+def test_a_reload_failure_on_the_first_phase_rolls_back_while_tfs_serves_the_old_state(
+    bed: Bed,
+) -> None:
+    def fail(config: ServingConfig) -> None:
+        raise ReloadFailed("not pushing: animals base_path /models/animals is not on disk")
+
+    bed.reloader.reload = fail  # type: ignore[method-assign]
+    original = bed.config_path.read_bytes()
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}))
+    assert outcome.result == "rolled_back", outcome.message
+    assert bed.config_path.read_bytes() == original
+
+
+def test_no_reload_only_writes_the_final_config(bed: Bed) -> None:
+    bed.add_version(4)
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}), NoReload())
+    assert outcome.result == "written"
+    assert "value: 4" in bed.config_path.read_text()
+    assert bed.tfs.labels == LAB_LABELS  # nobody told TFS
+
+
+def test_an_unphased_reloader_gets_only_the_target(bed: Bed) -> None:
+    bed.add_version(4)
+
+    def restart(config: ServingConfig) -> None:
+        """A restarted TFS (labels allowed for unavailable versions) loads all anew."""
+        bed.reloader.pushed.append(config)
+        bed.tfs.versions, bed.tfs.labels = {}, {}
+        bed.tfs.take(ServingConfig((replace(config.models[0], labels=()),)))
+        bed.tfs.labels = dict(config.models[0].labels)
+
+    bed.reloader.phased = False
+    bed.reloader.mode = ReloadMode.RESTART
+    bed.reloader.reload = restart  # type: ignore[method-assign]
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}))
+    assert outcome.result == "applied", outcome.message
+    assert len(bed.reloader.pushed) == 1
+    assert dict(bed.reloader.pushed[0].models[0].labels)["canary"] == 4
+    assert bed.tfs.state(4) == "AVAILABLE"
+
+
+def test_describe_serving_names_versions_and_labels(bed: Bed) -> None:
+    desired = bed.desire("[1, 2, 3]", LAB_LABELS)
+    observed = bed.observed(desired)
+    assert observed.config is not None
+    assert describe_serving(observed.config, observed.disk) == (
+        "animals versions 1, 2, 3 (canary=3, deprecated=1, stable=2)"
+    )

@@ -46,19 +46,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tfs_contract import (
-    SIM_CONFIG_POLL_SECONDS,
-    SIM_FS_POLL_SECONDS,
-    SIM_LOAD_SECONDS,
-    SIM_RETRY_ARGS,
-    Tfs,
-    real_tfs,
-)
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
 from reconciler.testing import SimulatorProcess
 
-StartTfs = Callable[..., Tfs]
+from .tfs_contract import (
+    SIM_CONFIG_POLL_SECONDS,
+    SIM_FS_POLL_SECONDS,
+    SIM_LOAD_SECONDS,
+    SIM_RETRY_ARGS,
+    StartTfs,
+    Tfs,
+    real_tfs,
+)
 
 
 @pytest.fixture

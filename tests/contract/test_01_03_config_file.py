@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import StartTfs
 from google.protobuf import text_format
-from tfs_contract import model_config, server_config
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
+
+from .tfs_contract import StartTfs, model_config, server_config
 
 pytestmark = [pytest.mark.contract, pytest.mark.integration]
 

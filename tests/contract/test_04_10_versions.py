@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import StartTfs
-from tfs_contract import Tfs, model_config, server_config, wait_until
+
+from .tfs_contract import StartTfs, Tfs, model_config, server_config, wait_until
 
 pytestmark = [pytest.mark.contract, pytest.mark.integration]
 

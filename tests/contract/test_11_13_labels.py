@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import StartTfs
-from tfs_contract import Tfs, model_config, server_config
+
+from .tfs_contract import StartTfs, Tfs, model_config, server_config
 
 pytestmark = [pytest.mark.contract, pytest.mark.integration]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import StartTfs
 from google.protobuf import any_pb2
-from tfs_contract import model_config, server_config
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
+
+from .tfs_contract import StartTfs, model_config, server_config
 
 pytestmark = [pytest.mark.contract, pytest.mark.integration]
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import StartTfs
 from google.protobuf import wrappers_pb2
-from tfs_contract import DOG, Tfs, model_config, server_config
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
+
+from .tfs_contract import DOG, StartTfs, Tfs, model_config, server_config
 
 pytestmark = [pytest.mark.contract, pytest.mark.integration]
 

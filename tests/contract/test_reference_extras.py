@@ -9,10 +9,10 @@ import os
 
 import grpc
 import pytest
-from conftest import StartTfs
-from tfs_contract import model_config, server_config
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
+
+from .tfs_contract import StartTfs, model_config, server_config
 
 pytestmark = [pytest.mark.contract, pytest.mark.integration]
 

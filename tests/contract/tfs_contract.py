@@ -256,3 +256,7 @@ def real_tfs(rest_url: str, allow_labels: bool | None) -> Tfs:
         token="_" + uuid.uuid4().hex[:8],
         original_config=config_file.read_text() if config_file.exists() else None,
     )
+
+
+StartTfs = Callable[..., Tfs]
+"""The ``start_tfs`` fixture's type (see conftest.py)."""

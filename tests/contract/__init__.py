@@ -1,0 +1,1 @@
+"""Contract tests: TFS behaviours, against tfs-sim or a real TFS (see conftest.py)."""

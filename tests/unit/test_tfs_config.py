@@ -3,6 +3,7 @@ canonical and round-trips."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,24 @@ def test_comments_quotes_and_field_order_do_not_matter() -> None:
     }
     """
     assert parse_config(text) == LAB_STATE
+
+
+def test_other_text_format_spellings_tfs_accepts_parse() -> None:
+    # Colons before messages, list syntax, angle brackets, ';' and ',' separators, hex
+    # numbers, adjacent string literals, an enum by number.
+    text = """
+    model_config_list: {
+      config: [{ name: "ani" 'mals' base_path: '/models/animals/' model_platform: "tensorflow"
+        model_type: 1
+        version_labels: [{key: "stable", value: 0x2}, {key: "canary" value: 3}];
+        version_labels < key: 'deprecated' value: 1 >
+        model_version_policy < specific < versions: [1, 2, 3] > >
+      }]
+    }
+    """
+    (model,) = parse_config(text).models
+    assert model == replace(LAB_STATE.models[0], unmanaged=model.unmanaged)
+    assert model.unmanaged  # model_type: TENSORFLOW, kept
 
 
 def test_unmanaged_fields_survive_parse_and_render() -> None:

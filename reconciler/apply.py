@@ -215,7 +215,10 @@ class Converger:
         applied = previous or ServingConfig()
         for number, phase in enumerate(phases, start=1):
             try:
-                self._verify_before(phase, applied, previous, disk, desired)
+                if self.reloader.phased and self.reloader.waits:
+                    # A label moves in a phase of its own, after its version loaded: verify
+                    # the version before the label moves.
+                    self._verify_before(phase, applied, previous, disk, desired)
                 text = render_config(phase)
                 write_atomic(self.config_path, text)
                 log.info(
@@ -229,6 +232,18 @@ class Converger:
                 self.reloader.reload(phase)
                 if self.reloader.waits:
                     known = self._wait(phase, applied, disk, known, deadline, names, labels)
+                    if not self.reloader.phased:
+                        # One config loads the version and moves its label (a restart): the
+                        # version can only be verified now; a failure rolls back.
+                        self._verify_before(phase, applied, previous, disk, desired)
+                elif self.verifier is not None and self._to_verify(
+                    phase, applied, previous, disk, desired
+                ):
+                    log.warning(
+                        "verify_skipped",
+                        reason=f"--reload {self.reloader.mode.value} does not load versions",
+                        commit=self.commit,
+                    )
             except (
                 ReloadRejected,
                 ReloadFailed,
@@ -269,6 +284,23 @@ class Converger:
         """Verify each version a label is about to move to, if this apply loaded it."""
         if self.verifier is None:
             return
+        for model, version, label, request in self._to_verify(
+            phase, applied, previous, disk, desired
+        ):
+            log.info("verify", model=model, version=version, label=label, commit=self.commit)
+            self.verifier(model, version, request)
+
+    def _to_verify(
+        self,
+        phase: ServingConfig,
+        applied: ServingConfig,
+        previous: ServingConfig | None,
+        disk: DiskState,
+        desired: DesiredState,
+    ) -> list[tuple[str, int, str, str]]:
+        """(model, version, label, request file) for each label `phase` moves to a version
+        this apply loads, where the desired state asks for verification."""
+        found: list[tuple[str, int, str, str]] = []
         for model in phase.models:
             wanted = desired.model(model.name)
             if wanted is None or wanted.verify_request is None:
@@ -284,10 +316,8 @@ class Converger:
             old_labels = now.label_map if now is not None else {}
             for label, version in model.labels:
                 if old_labels.get(label) != version and version not in served_before:
-                    log.info(
-                        "verify", model=model.name, version=version, label=label, commit=self.commit
-                    )
-                    self.verifier(model.name, version, wanted.verify_request)
+                    found.append((model.name, version, label, wanted.verify_request))
+        return found
 
     def _wait(
         self,

@@ -391,6 +391,20 @@ def test_a_version_that_answers_well_passes_verification(lab: Path, start_sim: S
     assert label_version(sim.rest_url, "stable") == 4
 
 
+def test_reload_none_writes_without_verifying_what_is_not_loaded(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3}, VERIFY)
+    result = cli_for(lab, sim)("apply", "--reload", "none")
+    assert result.returncode == 0, output(result)
+    assert "value: 4" in config_text(lab).decode()
+    assert "verify_skipped" in result.stderr
+    assert "via=version:4" not in sim.log
+
+
 def test_no_verify_skips_the_request(lab: Path, start_sim: StartSim) -> None:
     sim = start_sim()
     shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")

@@ -363,17 +363,7 @@ def test_no_reload_only_writes_the_final_config(bed: Bed) -> None:
 
 def test_an_unphased_reloader_gets_only_the_target(bed: Bed) -> None:
     bed.add_version(4)
-
-    def restart(config: ServingConfig) -> None:
-        """A restarted TFS (labels allowed for unavailable versions) loads all anew."""
-        bed.reloader.pushed.append(config)
-        bed.tfs.versions, bed.tfs.labels = {}, {}
-        bed.tfs.take(ServingConfig((replace(config.models[0], labels=()),)))
-        bed.tfs.labels = dict(config.models[0].labels)
-
-    bed.reloader.phased = False
-    bed.reloader.mode = ReloadMode.RESTART
-    bed.reloader.reload = restart  # type: ignore[method-assign]
+    restart_like(bed)
     _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}))
     assert outcome.result == "applied", outcome.message
     assert len(bed.reloader.pushed) == 1
@@ -388,3 +378,58 @@ def test_describe_serving_names_versions_and_labels(bed: Bed) -> None:
     assert describe_serving(observed.config, observed.disk) == (
         "animals versions 1, 2, 3 (canary=3, deprecated=1, stable=2)"
     )
+
+
+VERIFY = "    verify:\n      request: dog.json\n"
+
+
+def test_with_no_reload_verification_is_skipped_not_failed(bed: Bed) -> None:
+    """--reload none loads nothing, so there is nothing to verify yet (and nothing to roll back)."""
+    (bed.lab / "desired_state" / "dog.json").write_text('{"instances": [1]}')
+    bed.add_version(4)
+    asked: list[int] = []
+    desired = bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}, VERIFY)
+    _, outcome = bed.converge(desired, NoReload(), verifier=lambda m, v, f: asked.append(v))
+    assert outcome.result == "written", outcome.message
+    assert asked == []
+    assert "value: 4" in bed.config_path.read_text()
+
+
+def restart_like(bed: Bed) -> None:
+    def restart(config: ServingConfig) -> None:
+        bed.reloader.pushed.append(config)
+        bed.tfs.versions, bed.tfs.labels = {}, {}
+        bed.tfs.take(ServingConfig((replace(config.models[0], labels=()),)))
+        bed.tfs.labels = dict(config.models[0].labels)
+
+    bed.reloader.phased = False
+    bed.reloader.mode = ReloadMode.RESTART
+    bed.reloader.reload = restart  # type: ignore[method-assign]
+
+
+def test_with_a_restart_the_new_version_is_verified_once_loaded(bed: Bed) -> None:
+    (bed.lab / "desired_state" / "dog.json").write_text('{"instances": [1]}')
+    bed.add_version(4)
+    restart_like(bed)
+    states: list[str | None] = []
+    desired = bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}, VERIFY)
+    _, outcome = bed.converge(desired, verifier=lambda m, v, f: states.append(bed.tfs.state(v)))
+    assert outcome.result == "applied", outcome.message
+    assert states == ["AVAILABLE"]
+
+
+def test_with_a_restart_a_failed_verification_restarts_back(bed: Bed) -> None:
+    (bed.lab / "desired_state" / "dog.json").write_text('{"instances": [1]}')
+    original = bed.config_path.read_bytes()
+    bed.add_version(4)
+    restart_like(bed)
+
+    def verifier(model: str, version: int, request: str) -> None:
+        raise VerifyFailed(f"verification of {model} version {version}: bad shape")
+
+    desired = bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}, VERIFY)
+    _, outcome = bed.converge(desired, verifier=verifier)
+    assert outcome.result == "rolled_back", outcome.message
+    assert len(bed.reloader.pushed) == 2
+    assert bed.config_path.read_bytes() == original
+    assert bed.tfs.labels == LAB_LABELS

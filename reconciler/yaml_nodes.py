@@ -52,7 +52,14 @@ def load(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
-        return None, marks, [Problem(where, "", f"invalid YAML: {error.problem or error}")]
+        return None, marks, [Problem(where, "", f"invalid YAML: {_explain(error)}")]
+    except yaml.reader.ReaderError as error:  # its str() spans two lines, with an offset
+        before = text[: error.position]
+        where = Location(file, before.count("\n") + 1, len(before) - before.rfind("\n"))
+        char = error.character
+        code = char if isinstance(char, int) else ord(char) if len(char) == 1 else None
+        what = f"character #x{code:04x}: " if code is not None else ""
+        return None, marks, [Problem(where, "", f"invalid YAML: {what}{error.reason}")]
     except yaml.YAMLError as error:
         return None, marks, [Problem(Location(file), "", f"invalid YAML: {error}")]
     except RecursionError:  # PyYAML's composer recurses once per nesting level
@@ -78,6 +85,18 @@ def load(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
     except _TooLarge as error:
         return None, marks, [Problem(Location(file), "", str(error))]
     return data, marks, builder.problems
+
+
+def _explain(error: yaml.MarkedYAMLError) -> str:
+    """PyYAML's problem, with its context when it has one ("second occurrence" alone, for a
+    duplicate anchor, says nothing)."""
+    problem = error.problem or str(error)
+    if not error.context:
+        return problem
+    mark = error.context_mark
+    if mark is not None and mark != error.problem_mark:
+        return f"{error.context} (line {mark.line + 1}), {problem}"
+    return f"{error.context}: {problem}"
 
 
 class _Builder:

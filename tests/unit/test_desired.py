@@ -356,9 +356,24 @@ def test_invalid_yaml_is_rejected_with_its_position() -> None:
     assert message.startswith("f.yaml:3:1: invalid YAML:")
 
 
-def test_control_characters_are_rejected() -> None:
-    (message,) = problems("apiVersion: tfs-reconciler/v1\x00\nmodels: {}\n")
-    assert message.startswith("f.yaml: invalid YAML:")
+def test_control_character_is_rejected_on_one_line_with_its_position() -> None:
+    assert problems("apiVersion: tfs-reconciler/v1\nmodels: {\x07}\n") == [
+        "f.yaml:2:10: invalid YAML: character #x0007: special characters are not allowed"
+    ]
+
+
+def test_duplicate_anchor_names_both_occurrences() -> None:
+    assert problems("a: &x 1\nb: &x 2\n") == [
+        "f.yaml:2:4: invalid YAML: found duplicate anchor 'x'; first occurrence (line 1),"
+        " second occurrence"
+    ]
+
+
+def test_yaml_error_keeps_what_pyyaml_was_parsing() -> None:
+    assert problems('apiVersion: "open\n') == [
+        "f.yaml:2:1: invalid YAML: while scanning a quoted scalar (line 1),"
+        " found unexpected end of stream"
+    ]
 
 
 def test_alias_bomb_is_rejected_without_expanding_it() -> None:

@@ -1,0 +1,158 @@
+"""verify_version against a tiny local HTTP server that answers as a (good or bad) TFS would.
+
+The simulator always answers with the shape its signature declares, so the bad answers a real
+model can give (wrong shape, wrong count, errors) are served here by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.testing.simulator import free_port
+from reconciler.tfs_rest import TfsRest
+from reconciler.verify import VerifyFailed, expected_output_shapes, verify_version
+
+METADATA = {
+    "model_spec": {"name": "animals", "signature_name": "", "version": "4"},
+    "metadata": {
+        "signature_def": {
+            "signature_def": {
+                "serving_default": {
+                    "outputs": {
+                        "softmax": {
+                            "dtype": "DT_FLOAT",
+                            "tensor_shape": {
+                                "dim": [{"size": "-1", "name": ""}, {"size": "3", "name": ""}],
+                                "unknown_rank": False,
+                            },
+                            "name": "StatefulPartitionedCall:0",
+                        }
+                    },
+                    "method_name": "tensorflow/serving/predict",
+                }
+            }
+        }
+    },
+}
+
+
+class FakeTfs(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], tuple[int, Any]] = {}
+        self.seen: list[tuple[str, str, Any]] = []
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeTfs
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        self.server.seen.append((method, self.path, body))
+        status, reply = self.server.answers.get((method, self.path), (404, {"error": "nope"}))
+        data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+
+@pytest.fixture
+def tfs() -> Iterator[FakeTfs]:
+    server = FakeTfs()
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    server.answers[("GET", "/v1/models/animals/versions/4/metadata")] = (200, METADATA)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def request_file(tmp_path: Path) -> Path:
+    path = tmp_path / "dog.json"
+    path.write_text(json.dumps({"instances": [[[0.1]], [[0.2]]]}))
+    return path
+
+
+PREDICT = ("POST", "/v1/models/animals/versions/4:predict")
+
+
+def test_a_good_answer_passes_and_the_request_is_the_file(tfs: FakeTfs, request_file: Path) -> None:
+    tfs.answers[PREDICT] = (200, {"predictions": [[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]]})
+    verify_version(TfsRest(tfs.url), "animals", 4, str(request_file))
+    assert ("POST", PREDICT[1], json.loads(request_file.read_text())) in tfs.seen
+
+
+def test_an_error_status_fails_with_tfs_message(tfs: FakeTfs, request_file: Path) -> None:
+    tfs.answers[PREDICT] = (400, {"error": "Expected prediction signature method_name"})
+    with pytest.raises(VerifyFailed) as caught:
+        verify_version(TfsRest(tfs.url), "animals", 4, str(request_file))
+    assert str(caught.value) == (
+        "verification of animals version 4: HTTP 400: Expected prediction signature method_name"
+    )
+
+
+def test_a_prediction_of_the_wrong_shape_fails(tfs: FakeTfs, request_file: Path) -> None:
+    tfs.answers[PREDICT] = (200, {"predictions": [[0.5, 0.5], [0.5, 0.5]]})
+    with pytest.raises(
+        VerifyFailed, match=r"a prediction has shape \[2\], the signature declares \[3\]"
+    ):
+        verify_version(TfsRest(tfs.url), "animals", 4, str(request_file))
+
+
+def test_a_scalar_where_a_vector_is_declared_fails(tfs: FakeTfs, request_file: Path) -> None:
+    tfs.answers[PREDICT] = (200, {"predictions": [0.5, 0.5]})
+    with pytest.raises(VerifyFailed, match=r"shape \[\], the signature declares \[3\]"):
+        verify_version(TfsRest(tfs.url), "animals", 4, str(request_file))
+
+
+def test_too_few_predictions_fail(tfs: FakeTfs, request_file: Path) -> None:
+    tfs.answers[PREDICT] = (200, {"predictions": [[0.1, 0.2, 0.7]]})
+    with pytest.raises(VerifyFailed, match="1 predictions for 2 instances"):
+        verify_version(TfsRest(tfs.url), "animals", 4, str(request_file))
+
+
+def test_an_answer_without_predictions_fails(tfs: FakeTfs, request_file: Path) -> None:
+    tfs.answers[PREDICT] = (200, {"something": "else"})
+    with pytest.raises(VerifyFailed, match="no predictions or outputs"):
+        verify_version(TfsRest(tfs.url), "animals", 4, str(request_file))
+
+
+def test_an_answer_that_is_not_json_fails(tfs: FakeTfs, request_file: Path) -> None:
+    tfs.answers[PREDICT] = (200, b"<html>proxy error</html>")
+    with pytest.raises(VerifyFailed, match="HTTP 200"):
+        verify_version(TfsRest(tfs.url), "animals", 4, str(request_file))
+
+
+def test_tfs_not_answering_fails(request_file: Path) -> None:
+    with pytest.raises(VerifyFailed, match="did not answer"):
+        verify_version(TfsRest(f"http://127.0.0.1:{free_port()}"), "animals", 4, str(request_file))
+
+
+def test_expected_output_shapes_drop_the_batch_dimension() -> None:
+    assert expected_output_shapes(METADATA) == [(3,)]
+    assert expected_output_shapes({"metadata": {}}) == []

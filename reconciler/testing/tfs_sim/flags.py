@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def parse_bool(text: str) -> bool:
@@ -139,19 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_flags(argv: list[str]) -> Flags:
     """Parse a command line; unknown flags end up in ``Flags.ignored``."""
     parsed, unknown = build_parser().parse_known_args(argv)
-    return Flags(
-        port=parsed.port,
-        rest_api_port=parsed.rest_api_port,
-        model_config_file=parsed.model_config_file,
-        model_config_file_poll_wait_seconds=parsed.model_config_file_poll_wait_seconds,
-        file_system_poll_wait_seconds=parsed.file_system_poll_wait_seconds,
-        allow_version_labels_for_unavailable_models=parsed.allow_version_labels_for_unavailable_models,
-        model_name=parsed.model_name,
-        model_base_path=parsed.model_base_path,
-        max_num_load_retries=parsed.max_num_load_retries,
-        load_retry_interval_micros=parsed.load_retry_interval_micros,
-        sim_load_seconds=parsed.sim_load_seconds,
-        sim_load_seconds_for=tuple(parsed.sim_load_seconds_for),
-        sim_path_map=tuple(parsed.sim_path_map),
-        ignored=tuple(unknown),
-    )
+    values: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in vars(parsed).items()
+    }
+    return Flags(**values, ignored=tuple(unknown))

@@ -34,6 +34,7 @@ from reconciler.testing.tfs_sim.grpc_service import start_grpc_server
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming
 from reconciler.testing.tfs_sim.logs import log_event
 from reconciler.testing.tfs_sim.model_config import parse_config_text
+from reconciler.testing.tfs_sim.rest import RestServer
 
 log = logging.getLogger("tfs_sim.server")
 CLOCK_TICK_SECONDS = 0.02
@@ -48,15 +49,11 @@ def read_config_file(path: str) -> pb.ModelServerConfig:
     return parse_config_text(text)
 
 
-def config_file_path(flags: Flags) -> str:
-    """``--model_config_file`` through ``--sim_path_map`` (so a container path works too)."""
-    return str(PathMap.parse(list(flags.sim_path_map)).to_host(flags.model_config_file))
-
-
-def first_config(flags: Flags) -> pb.ModelServerConfig:
-    """The config to start with: the file, else the single model of --model_name/base_path."""
-    if flags.model_config_file:
-        return read_config_file(config_file_path(flags))
+def first_config(flags: Flags, config_file: str) -> pb.ModelServerConfig:
+    """The config to start with: ``config_file`` (--model_config_file on the host), else the
+    single model of --model_name/--model_base_path."""
+    if config_file:
+        return read_config_file(config_file)
     if not flags.model_base_path:
         raise TfsError(
             Code.INVALID_ARGUMENT,
@@ -128,6 +125,10 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
         log_event(log, "bad_flag", logging.ERROR, message=str(e))
         return 2
     core = ServerCore(options)
+    # --sim_path_map applies to the config file too, so a container command line works as is.
+    config_file = (
+        str(options.path_map.to_host(flags.model_config_file)) if flags.model_config_file else ""
+    )
 
     def cancel_waits_on_stop() -> None:
         stop.wait()
@@ -138,7 +139,7 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
     if flags.file_system_poll_wait_seconds > 0:
         _loop("file_system_poll", stop, flags.file_system_poll_wait_seconds, core.poll_file_system)
     try:
-        core.reload(first_config(flags))
+        core.reload(first_config(flags, config_file))
     except TfsError as e:
         if stop.is_set():
             return 0
@@ -148,20 +149,17 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
     log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", grpc_port)
     rest_server = None
     if flags.rest_api_port > 0:
-        from reconciler.testing.tfs_sim.rest import RestServer
-
         rest_server = RestServer(("0.0.0.0", flags.rest_api_port), core)
         threading.Thread(
             target=rest_server.serve_forever, args=(0.1,), name="rest", daemon=True
         ).start()
         log.info("Exporting HTTP/REST API at:localhost:%d ...", rest_server.server_address[1])
     if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
-        path = config_file_path(flags)
         _loop(
             "config_file_poll",
             stop,
             flags.model_config_file_poll_wait_seconds,
-            lambda: _poll_config_file(core, path),
+            lambda: _poll_config_file(core, config_file),
         )
     # Wake up now and then: a signal that lands on another (gRPC) thread only runs its Python
     # handler when the main thread wakes, and a plain wait() would never wake.

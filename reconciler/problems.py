@@ -28,8 +28,14 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        field = f" {self.field}:" if self.field else ""
-        return f"{self.location}:{field} {self.message}"
+        field = f" {_one_line(self.field)}:" if self.field else ""
+        return f"{self.location}:{field} {_one_line(self.message)}"
+
+
+def _one_line(text: str) -> str:
+    """Line breaks from the input (a key or value quoted in a message) shown escaped, so
+    every problem prints as exactly one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class InputError(Exception):

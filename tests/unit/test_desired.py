@@ -300,6 +300,12 @@ def test_all_errors_are_reported_at_once() -> None:
     ]
 
 
+def test_line_breaks_quoted_from_the_input_keep_the_problem_on_one_line() -> None:
+    assert problems('apiVersion: tfs-reconciler/v1\nmodels: {}\n"a\\nb": 1\n') == [
+        "f.yaml:3:1: a\\nb: unknown key 'a\\nb' (allowed: apiVersion, models, prune)"
+    ]
+
+
 # --- base_path -----------------------------------------------------------------------------------
 
 
@@ -495,6 +501,8 @@ def _parses_or_reports(raw: bytes) -> None:
         parse_documents([("f.yaml", raw)])
     except InputError as error:
         assert error.problems, "an InputError always carries at least one problem"
+        for problem in error.problems:
+            assert "\n" not in str(problem), "every problem prints as one line"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,12 +11,13 @@ import pytest
 from google.protobuf import any_pb2
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
-from reconciler.testing.tfs_sim.core import CoreOptions, ServerCore
+from reconciler.testing.tfs_sim.core import CoreOptions, Servable, ServerCore
 from reconciler.testing.tfs_sim.disk import PathMap, scan_versions
 from reconciler.testing.tfs_sim.errors import Code, TfsError
 from reconciler.testing.tfs_sim.flags import parse_flags
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming, ModelLifecycle, State
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
+from reconciler.testing.tfs_sim.predict import predict
 from reconciler.testing.tfs_sim.savedmodel import (
     SavedModelInfo,
     load_saved_model,
@@ -382,3 +383,37 @@ def test_core_status_and_resolve_errors(models: Path) -> None:
     with pytest.raises(TfsError, match="Unrecognized servable version label: nope"):
         core.resolve("m", label="nope")
     assert core.resolve("m").version == 3
+
+
+# --- predictions ---------------------------------------------------------------------------
+
+
+def lab_servable(version: int) -> Servable:
+    return Servable("animals", version, load_saved_model(EXAMPLE_MODELS / "animals" / str(version)))
+
+
+def test_stand_in_predictions_have_the_signature_shape_and_depend_on_version_and_input() -> None:
+    image = [[[0.5, 0.5, 0.5]] * 8] * 8
+    other = [[[0.1, 0.2, 0.3]] * 8] * 8
+    answer = predict(lab_servable(2), {"instances": [image, other]})["predictions"]
+    assert len(answer) == 2 and all(len(row) == 3 for row in answer)
+    assert sum(answer[0]) == pytest.approx(1.0, abs=1e-4)
+    assert answer[0] != answer[1]
+    assert predict(lab_servable(2), {"instances": [image]})["predictions"][0] == answer[0]
+    assert predict(lab_servable(3), {"instances": [image]})["predictions"][0] != answer[0]
+    columnar = predict(lab_servable(2), {"inputs": [image, other]})
+    assert columnar == {"outputs": answer}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "Missing 'inputs' or 'instances' key"),
+        ({"instances": []}, "Expecting 'instances' to be an list/array"),
+        ({"instances": [1], "signature_name": "nope"}, 'Serving signature key "nope" not found.'),
+    ],
+)
+def test_bad_predict_bodies_are_invalid_argument(body: dict[str, object], message: str) -> None:
+    with pytest.raises(TfsError) as error:
+        predict(lab_servable(1), body)
+    assert (error.value.code, error.value.message) == (Code.INVALID_ARGUMENT, message)

@@ -69,7 +69,7 @@ class ModelService(pb_grpc.ModelServiceServicer):
         return response
 
 
-def start_grpc_server(core: ServerCore, port: int, workers: int = 16) -> tuple[grpc.Server, int]:
+def start_grpc_server(core: ServerCore, port: int, workers: int = 64) -> tuple[grpc.Server, int]:
     """Serve ModelService on 0.0.0.0:port; returns the server and the bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),

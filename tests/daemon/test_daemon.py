@@ -1,0 +1,539 @@
+"""Issue 5 end to end: `tfs-reconciler run` (the installed console script) against the TFS
+simulator, on a lab whose desired_state/ is committed in a real git repository.
+
+Everything is real: git commits move refs the daemon's own watchdog observer watches, the
+simulator is a process on loopback, signals are sent with os.kill, and systemd's NOTIFY_SOCKET
+is an AF_UNIX datagram socket in the test's folder. The daemon logs JSON lines on stderr (not a
+TTY); tests parse its events. Resync is 1 s and loads take 0.2 s so each test takes seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.testing import SimulatorProcess
+from reconciler.tfs_config import ServingConfig, parse_config
+
+from .conftest import StartDaemon, StartSim
+from .daemon_harness import (
+    GIT_IDENTITY,
+    DaemonProcess,
+    LabRepo,
+    NotifySocket,
+    add_version,
+    commit_is,
+    desired_text,
+    git,
+    http_get,
+    label_is,
+    label_version,
+    version_states,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+LAB_LABELS = {"deprecated": 1, "stable": 2, "canary": 3}
+PROMOTED = {"deprecated": 1, "stable": 3, "canary": 3}
+
+
+def run_with(sim: SimulatorProcess, start_daemon: StartDaemon, *args: str) -> DaemonProcess:
+    return start_daemon(*args, rest_url=sim.rest_url, grpc_target=sim.grpc_target)
+
+
+def status_json(repo: LabRepo, daemon: DaemonProcess | None, rest_url: str) -> dict[str, Any]:
+    """`tfs-reconciler status --output json`, asking the daemon's endpoint when given one."""
+    address = daemon.metrics_url.removeprefix("http://") if daemon else "127.0.0.1:1"
+    out = subprocess.run(
+        [
+            "tfs-reconciler", "status", "--output", "json",
+            "--metrics-addr", address,
+            "--desired", str(repo.desired),
+            "--models-dir", str(repo.models),
+            "--rest-url", rest_url,
+        ],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")},
+    )  # fmt: skip
+    assert out.returncode in (0, 2), out.stderr
+    document: dict[str, Any] = json.loads(out.stdout)
+    return document
+
+
+def hand_edit(repo: LabRepo) -> bytes:
+    """Point stable at 1 in models.config by hand, as an operator would."""
+    text = repo.config.read_text()
+    edited = re.sub(r"""(key: ['"]stable['"]\s+value: )2""", r"\g<1>1", text)
+    assert edited != text
+    repo.config.write_text(edited)
+    return edited.encode()
+
+
+def served_config(repo: LabRepo) -> ServingConfig:
+    """models.config as parsed (the daemon renders it in its own layout)."""
+    return parse_config(repo.config.read_text())
+
+
+def temp_files(repo: LabRepo) -> list[Path]:
+    return [p for p in repo.models.rglob("*") if p.name.endswith(".tmp")]
+
+
+# --- GitOps: a commit is live within a second ---------------------------------------------
+
+
+def test_a_commit_moving_stable_is_live_within_a_second(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    first = daemon.wait_for_event("reconciled")
+    head = git(repo.root, "rev-parse", "HEAD")
+    assert first["commit"] == head
+    # READY only once the first reconcile has finished, naming the commit it is in sync at.
+    notify.wait_for("READY", "1")
+    ready = next(m for _, m in notify.messages if "READY=1" in m)
+    assert f"MAINPID={daemon.pid}" in ready.splitlines()
+    assert f"STATUS=in sync at {head}" in ready.splitlines()
+    assert label_version(sim.rest_url, "stable") == 2
+
+    times = []
+    for stable, labels in ((3, PROMOTED), (2, LAB_LABELS), (3, PROMOTED)):
+        repo.write(desired_text("[1, 2, 3]", labels))
+        commit = repo.commit(f"stable -> {stable}")
+        committed = time.monotonic()
+        wait_until(label_is(sim.rest_url, "stable", stable), 10)
+        times.append(time.monotonic() - committed)
+        event = daemon.wait_for_event("reconciled", commit_is(commit))
+        assert event["outcome"] == "applied"
+    print(f"\ncommit to live (label metadata answers the new version): "
+          f"{', '.join(f'{t:.3f}' for t in times)} s")  # fmt: skip
+    assert max(times) < 3, times
+
+    # Every apply records its commit: logs (above), status, history, metrics.
+    assert any(f"STATUS=reconciling {commit}" in m for _, m in notify.messages)
+    assert notify.lines("STATUS")[-1][1] == f"in sync at {commit}"
+    document = status_json(repo, daemon, sim.rest_url)
+    assert document["source"] == "daemon" and document["in_sync"] is True
+    assert document["last_apply"]["commit"] == commit
+    assert document["models"]["animals"]["live"]["labels"]["stable"] == 3
+    _, metrics = http_get(f"{daemon.metrics_url}/metrics")
+    assert f'tfs_reconciler_applied_commit_info{{commit="{commit}"}} 1.0' in metrics.decode()
+
+
+def test_uncommitted_edits_are_never_applied_in_git_mode(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    config = repo.config.read_bytes()
+
+    repo.write(desired_text("[1, 2, 3]", PROMOTED))  # edited, not committed
+    (repo.desired / "other.yaml").write_text("not: [valid")  # untracked, broken
+    mark = daemon.count()
+    for _ in range(2):  # two resyncs, each reading the committed state
+        mark = daemon.count()
+        daemon.wait_for_event("reconciled", after=mark, timeout=5)
+    assert daemon.wait_for_event("reconciled", after=mark)["outcome"] == "noop"
+    assert label_version(sim.rest_url, "stable") == 2
+    assert repo.config.read_bytes() == config
+    assert not daemon.events("invalid_desired_state")
+
+    (repo.desired / "other.yaml").unlink()
+    commit = repo.commit("promote")
+    wait_until(lambda: label_version(sim.rest_url, "stable") == 3, 5)
+    daemon.wait_for_event("reconciled", lambda e: e.get("commit") == commit)
+
+
+def test_an_invalid_commit_is_reported_with_file_and_line_and_the_old_state_keeps_serving(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    repo.write(desired_text("[1, 2, 3]", PROMOTED))
+    good = repo.commit("promote")
+    daemon.wait_for_event("reconciled", lambda e: e.get("commit") == good)
+    wait_until(lambda: label_version(sim.rest_url, "stable") == 3, 5)
+    config = repo.config.read_bytes()
+
+    # stable names a version the policy does not serve (line 7 of the file).
+    repo.write(desired_text("[1, 2, 3]", {"deprecated": 1, "stable": 7, "canary": 3}))
+    bad = repo.commit("stable -> 7 (not served)")
+
+    event = daemon.wait_for_event("invalid_desired_state", timeout=5)
+    assert re.search(r"desired_state/animals\.yaml:\d+", event["problem"]), event
+    failed = daemon.wait_for_event("reconcile_failed", lambda e: e["outcome"] == "invalid")
+    assert "animals.yaml:" in failed["error"]
+    document = status_json(repo, daemon, sim.rest_url)
+    assert re.search(r"desired_state/animals\.yaml:\d+", document["last_error"] or ""), document
+    assert document["last_apply"]["commit"] == good
+    # The previous state keeps serving, through several resyncs.
+    time.sleep(1.5)
+    assert label_version(sim.rest_url, "stable") == 3
+    assert repo.config.read_bytes() == config
+    assert daemon.process.poll() is None
+    _, metrics = http_get(f"{daemon.metrics_url}/metrics")
+    assert re.search(
+        r'tfs_reconciler_reconciles_total\{outcome="invalid"\} [1-9]', metrics.decode()
+    )
+    assert bad not in [e.get("commit") for e in daemon.events("reconciled")]
+
+    # A fix is applied at once (not after the backoff) and clears the error.
+    repo.write(desired_text("[1, 2, 3]", LAB_LABELS))
+    fixed = repo.commit("fix: stable back to 2")
+    started = time.monotonic()
+    wait_until(lambda: label_version(sim.rest_url, "stable") == 2, 5)
+    print(f"\nfix commit to live after an invalid commit: {time.monotonic() - started:.3f} s")
+    daemon.wait_for_event("reconciled", lambda e: e.get("commit") == fixed)
+    assert status_json(repo, daemon, sim.rest_url)["last_error"] is None
+
+
+def test_a_yaml_syntax_error_is_reported_with_file_and_line(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    repo.write("apiVersion: tfs-reconciler/v1\nmodels:\n  animals: {versions: [1, 2\n")
+    repo.commit("broken yaml")
+    event = daemon.wait_for_event("invalid_desired_state", timeout=5)
+    assert re.search(r"desired_state/animals\.yaml:\d+", event["problem"]), event
+    assert label_version(sim.rest_url, "stable") == 2
+
+
+# --- drift ---------------------------------------------------------------------------------
+
+
+def test_a_hand_edit_of_models_config_is_reverted(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim(poll_seconds=0.2)  # TFS reads the hand edit
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    original = served_config(repo)
+
+    mark = daemon.count()
+    hand_edit(repo)
+    edited = time.monotonic()
+    wait_until(lambda: served_config(repo) == original, 5, what="config restored")
+    wait_until(lambda: label_version(sim.rest_url, "stable") == 2, 5)
+    print(f"\nhand edit of models.config reverted in {time.monotonic() - edited:.3f} s")
+    drift = daemon.wait_for_event("drift", after=mark)
+    assert "! animals: models.config was edited" in drift["drift"]
+    daemon.wait_for_event("reconciled", lambda e: e["outcome"] == "applied", after=mark)
+    _, metrics = http_get(f"{daemon.metrics_url}/metrics")
+    assert 'tfs_reconciler_drift_detected_total{model="animals"} 1.0' in metrics.decode()
+
+
+def test_without_self_heal_drift_is_reported_but_not_repaired(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim(poll_seconds=0.2)
+    daemon = run_with(sim, start_daemon, "--git", "--no-self-heal")
+    daemon.wait_for_event("reconciled")
+    edited = hand_edit(repo)
+    wait_until(lambda: label_version(sim.rest_url, "stable") == 1, 5, what="TFS read the edit")
+
+    mark = daemon.count()
+    daemon.wait_for_event("drift", after=mark, timeout=5)
+    time.sleep(2.2)  # two more resyncs
+    assert len(daemon.events("drift")) >= 2
+    assert repo.config.read_bytes() == edited
+    assert label_version(sim.rest_url, "stable") == 1
+    document = status_json(repo, daemon, sim.rest_url)
+    assert document["in_sync"] is False
+    assert document["models"]["animals"]["differences"], document
+    _, metrics = http_get(f"{daemon.metrics_url}/metrics")
+    assert re.search(
+        r'tfs_reconciler_drift_detected_total\{model="animals"\} [1-9]', metrics.decode()
+    )
+
+    # A commit is still applied (only drift repair is off).
+    repo.write(desired_text("[1, 2, 3]", PROMOTED))
+    repo.commit("promote")
+    wait_until(lambda: label_version(sim.rest_url, "stable") == 3, 5)
+
+
+def test_a_version_folder_appearing_under_latest_is_loaded(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    repo.write(desired_text("{latest: 2}", {"stable": 3}))  # work-tree mode: no --git
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--resync", "30")
+    daemon.wait_for_event("reconciled", lambda e: e["outcome"] != "noop")
+    wait_until(lambda: version_states(sim.rest_url).get(2) == "AVAILABLE", 5)
+    # The daemon's own writes of models.config wake it once more (a no-op pass): let it settle.
+    daemon.wait_for_event("reconciled", lambda e: e["outcome"] == "noop")
+    time.sleep(0.2)
+
+    mark = daemon.count()
+    add_version(repo.models, 4)
+    appeared = time.monotonic()
+    daemon.wait_for_event(
+        "woken", lambda e: "/animals/" in (e.get("path") or ""), after=mark, timeout=5
+    )
+    wait_until(lambda: version_states(sim.rest_url).get(4) == "AVAILABLE", 5, what="4 loaded")
+    print(f"\nnew version folder to AVAILABLE (resync 30 s, so the watcher): "
+          f"{time.monotonic() - appeared:.3f} s")  # fmt: skip
+    wait_until(lambda: version_states(sim.rest_url).get(2) == "END", 5, what="2 unloaded")
+    assert label_version(sim.rest_url, "stable") == 3
+
+
+# --- TFS unreachable ----------------------------------------------------------------------
+
+
+def test_with_tfs_unreachable_the_daemon_stays_up_and_converges_once_it_answers(
+    repo: LabRepo, start_daemon: StartDaemon, notify: NotifySocket
+) -> None:
+    sim = SimulatorProcess(repo.models, load_seconds=0.2)  # ports chosen, not started yet
+    try:
+        daemon = run_with(sim, start_daemon, "--git")
+        base = daemon.metrics_url
+        daemon.wait_for_event("reconcile_failed", timeout=10)
+        assert http_get(f"{base}/healthz")[0] == 200
+        assert http_get(f"{base}/readyz")[0] == 503
+        document = status_json(repo, daemon, sim.rest_url)
+        assert document["last_error"], document
+        assert document["tfs"]["reachable"] is False
+        notify.wait_for("READY", "1")  # systemd hears READY; /readyz says not ready
+        time.sleep(1.0)
+        assert daemon.process.poll() is None
+
+        sim.start()
+        started = time.monotonic()
+        wait_until(lambda: http_get(f"{base}/readyz")[0] == 200, 20, what="readyz 200")
+        print(f"\nconverged {time.monotonic() - started:.2f} s after TFS started (backoff)")
+        assert status_json(repo, daemon, sim.rest_url)["last_error"] is None
+        assert label_version(sim.rest_url, "stable") == 2
+    finally:
+        sim.stop()
+
+
+# --- operations: signals, lock ------------------------------------------------------------
+
+
+def test_sigterm_stops_cleanly_and_releases_the_lock(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    lock = repo.models / ".tfs-reconciler" / "daemon.lock"
+    assert lock.read_text().strip() == str(daemon.pid)
+
+    daemon.kill(signal.SIGTERM)
+    assert daemon.wait(10) == 0, daemon.text
+    notify.wait_for("STOPPING", "1", timeout=2)
+    assert daemon.events("stopped")
+    assert temp_files(repo) == []
+    assert "Traceback" not in daemon.text
+
+    second = run_with(sim, start_daemon, "--git")
+    second.wait_for_event("reconciled")
+    assert second.process.poll() is None
+
+
+def test_sigterm_during_an_apply_finishes_the_step_and_exits_0(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
+) -> None:
+    add_version(repo.models, 4)
+    sim = start_sim(extra_args=["--sim_load_seconds_for=animals:4=1.5"])
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    repo.write(desired_text("[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4}))
+    commit = repo.commit("canary -> 4")
+    daemon.wait_for_event("phase_written", timeout=5)
+    time.sleep(0.3)
+    daemon.kill(signal.SIGTERM)
+    assert daemon.wait(20) == 0, daemon.text
+    # The apply in flight (load 4, then move canary) finished before the daemon exited.
+    names = [e["event"] for e in daemon.events()]
+    assert names.index("signal") < names.index("phase_converged")
+    applied = daemon.events("reconciled")[-1]
+    assert (applied["commit"], applied["outcome"]) == (commit, "applied"), daemon.text
+    assert label_version(sim.rest_url, "canary") == 4
+    assert temp_files(repo) == []
+    notify.wait_for("STOPPING", "1", timeout=2)
+
+
+def test_a_second_daemon_on_the_same_config_exits_1_naming_the_first(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim()
+    first = run_with(sim, start_daemon, "--git")
+    first.wait_for_event("reconciled")
+    second = run_with(sim, start_daemon, "--git")
+    assert second.wait(15) == 1
+    assert f"pid {first.pid}" in second.text, second.text
+    assert "Traceback" not in second.text
+    assert first.process.poll() is None
+
+
+def test_sighup_rereads_the_env_file(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    sim = start_sim()
+    env_file = tmp_path / "tfs-reconciler.env"
+    env_file.write_text("TFS_RECONCILER_RESYNC=30\nTFS_RECONCILER_LOG_LEVEL=debug\n")
+    daemon = run_with(sim, start_daemon, "--git", "--env-file", str(env_file))
+    daemon.wait_for_event("reconciled")
+    time.sleep(1.5)
+    assert len(daemon.events("reconciled")) == 1  # resync 30 s: no second pass yet
+
+    env_file.write_text("TFS_RECONCILER_RESYNC=0.5\nTFS_RECONCILER_LOG_LEVEL=debug\n")
+    mark = daemon.count()
+    daemon.kill(signal.SIGHUP)
+    daemon.wait_for_event("settings_reloaded", after=mark, timeout=5)
+    notify.wait_for("RELOADING", "1", timeout=2)
+    for _ in range(3):
+        mark = daemon.count()
+        daemon.wait_for_event("reconciled", after=mark, timeout=3)
+    assert daemon.process.poll() is None
+
+    # The log level too: warning hides the per-pass `reconciled` info events.
+    env_file.write_text("TFS_RECONCILER_RESYNC=0.5\nTFS_RECONCILER_LOG_LEVEL=warning\n")
+    daemon.kill(signal.SIGHUP)
+    time.sleep(0.5)
+    mark = daemon.count()
+    time.sleep(1.5)
+    assert [e["event"] for e in daemon.events()[mark:] if e["level"] == "info"] == []
+    # ... and a hand edit is still repaired (the loop kept running with the new settings).
+    original = served_config(repo)
+    hand_edit(repo)
+    wait_until(lambda: served_config(repo) == original, 5)
+
+
+def test_watchdog_keep_alives_when_watchdog_usec_is_set(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
+) -> None:
+    sim = start_sim()
+    daemon = start_daemon(
+        "--git", "--resync", "30",
+        rest_url=sim.rest_url, grpc_target=sim.grpc_target,
+        env={"WATCHDOG_USEC": "400000"},  # 0.4 s: a keep-alive every 0.2 s
+    )  # fmt: skip
+    daemon.wait_for_event("reconciled")
+    ready = notify.wait_for("READY", "1")
+    time.sleep(1.5)
+    after = [at for at, _ in notify.lines("WATCHDOG") if at > ready]
+    assert len(after) >= 5, notify.messages
+    gaps = [b - a for a, b in itertools.pairwise(after)]
+    assert max(gaps) < 0.4, gaps
+
+
+def test_no_watchdog_keep_alives_without_watchdog_usec(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git", "--resync", "30")
+    daemon.wait_for_event("reconciled")
+    notify.wait_for("READY", "1")
+    time.sleep(1.0)
+    assert len(notify.lines("WATCHDOG")) <= 1, notify.messages
+
+
+# --- the endpoint -------------------------------------------------------------------------
+
+
+def test_the_endpoint_exposes_health_readiness_metrics_and_status(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    base = daemon.metrics_url
+    assert base.startswith("http://127.0.0.1:")
+    assert http_get(f"{base}/healthz")[0] == 200
+    wait_until(lambda: http_get(f"{base}/readyz")[0] == 200, 5)
+    repo.write(desired_text("[1, 2, 3]", PROMOTED))
+    commit = repo.commit("promote")
+    daemon.wait_for_event("reconciled", lambda e: e.get("commit") == commit)
+    status, body = http_get(f"{base}/metrics")
+    text = body.decode()
+    assert status == 200
+    for pattern in (
+        r'tfs_reconciler_reconciles_total\{outcome="success"\} [1-9]',
+        r'tfs_reconciler_reconciles_total\{outcome="noop"\} [1-9]',
+        r"tfs_reconciler_convergence_seconds_count [1-9]",
+        r"tfs_reconciler_last_success_timestamp_seconds 1\.\d+e\+09",
+        r'tfs_reconciler_desired_versions\{model="animals"\} 3\.0',
+        r'tfs_reconciler_live_versions\{model="animals"\} 3\.0',
+        rf'tfs_reconciler_applied_commit_info\{{commit="{commit}"\}} 1\.0',
+    ):
+        assert re.search(pattern, text), f"{pattern} not in\n{text}"
+    status, body = http_get(f"{base}/status")
+    assert status == 200 and json.loads(body)["last_apply"]["commit"] == commit
+
+
+def test_status_works_without_a_daemon(repo: LabRepo, start_sim: StartSim) -> None:
+    sim = start_sim()
+    document = status_json(repo, None, sim.rest_url)
+    assert document["source"] == "cli"
+    assert document["models"]["animals"]["live"]["labels"]["stable"] == 2
+
+
+# --- following a remote ------------------------------------------------------------------
+
+
+def test_a_push_to_the_remote_becomes_live(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "--quiet", "--bare", str(repo.root), str(bare))
+    dev = tmp_path / "dev"
+    git(tmp_path, "clone", "--quiet", str(bare), str(dev))
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git-remote", str(bare), "--git-interval", "0.5")
+    first = daemon.wait_for_event("reconciled")
+    assert first["commit"] == git(bare, "rev-parse", "main")
+
+    # A local commit in the daemon's own work tree is not what it follows.
+    repo.write(desired_text("[1, 2, 3]", {"deprecated": 1, "stable": 1, "canary": 3}))
+    repo.commit("local only")
+    time.sleep(1.2)
+    assert label_version(sim.rest_url, "stable") == 2
+
+    (dev / "desired_state" / "animals.yaml").write_text(desired_text("[1, 2, 3]", PROMOTED))
+    git(dev, "add", "desired_state")
+    git(dev, *GIT_IDENTITY, "commit", "--quiet", "-m", "promote")
+    git(dev, "push", "--quiet", "origin", "main")
+    pushed = time.monotonic()
+    pushed_commit = git(dev, "rev-parse", "HEAD")
+    wait_until(lambda: label_version(sim.rest_url, "stable") == 3, 10, what="push live")
+    print(f"\npush to live with --git-interval 0.5: {time.monotonic() - pushed:.3f} s")
+    assert time.monotonic() - pushed < 3
+    daemon.wait_for_event("reconciled", lambda e: e.get("commit") == pushed_commit)
+
+
+def test_sighup_with_a_broken_env_file_keeps_the_daemon_and_its_settings(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    sim = start_sim()
+    env_file = tmp_path / "tfs-reconciler.env"
+    env_file.write_text("TFS_RECONCILER_RESYNC=0.5\nTFS_RECONCILER_LOG_LEVEL=debug\n")
+    daemon = run_with(sim, start_daemon, "--git", "--env-file", str(env_file))
+    daemon.wait_for_event("reconciled")
+
+    env_file.write_text("TFS_RECONCILER_RESYNC=half a second\n")  # a typo
+    mark = daemon.count()
+    daemon.kill(signal.SIGHUP)
+    failed = daemon.wait_for_event("settings_reload_failed", after=mark, timeout=5)
+    assert "half a second" in failed["error"], failed
+    assert daemon.process.poll() is None, daemon.text
+    for _ in range(2):  # the loop runs on with the old settings (resync 0.5 s)
+        mark = daemon.count()
+        daemon.wait_for_event("reconciled", after=mark, timeout=3)
+    repo.write(desired_text("[1, 2, 3]", PROMOTED))
+    repo.commit("promote")
+    wait_until(label_is(sim.rest_url, "stable", 3), 5)

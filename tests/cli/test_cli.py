@@ -125,6 +125,19 @@ def test_each_bad_input_gets_its_one_line_error_and_exit_1(writable_lab: Path, c
     assert expected in line
 
 
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_apply_on_each_bad_input_leaves_models_config_byte_equal(
+    writable_lab: Path, case: str
+) -> None:
+    before = config(writable_lab).read_bytes()
+    desired(writable_lab).write_bytes(BAD_INPUTS[case][0])
+    result = run(writable_lab, "apply")
+    no_traceback(result)
+    assert result.returncode == 1
+    assert BAD_INPUTS[case][1] in result.stderr
+    assert config(writable_lab).read_bytes() == before
+
+
 @pytest.mark.parametrize("command", ["diff", "apply"])
 def test_bad_input_leaves_models_config_byte_equal(writable_lab: Path, command: str) -> None:
     before = config(writable_lab).read_bytes()

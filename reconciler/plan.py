@@ -133,18 +133,54 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
     )
 
 
-def plan_config(observed: Observed, target: ServingConfig) -> Plan:
-    """A plan to a given config (a rollback to an earlier one), with the same safe phases."""
+def plan_config(
+    observed: Observed, target: ServingConfig, source: str = "the config to roll back to"
+) -> Plan:
+    """A plan to a given config (a rollback to an earlier one), with the same safe phases.
+
+    Blocked (problems) when a folder the config serves from is gone from disk; `source` names
+    the config in those problems (e.g. "history record 3").
+    """
     current = observed.config or ServingConfig()
     drift = tuple(_drift(current, observed)) if observed.live is not None else ()
-    phases = _phases_to(target, observed) if observed.config != target or drift else ()
+    problems = tuple(_config_problems(target, observed.disk, source))
+    phases: tuple[ServingConfig, ...] = ()
+    if not problems and (observed.config != target or drift):
+        phases = _phases_to(target, observed)
     return Plan(
         current=observed.config,
         target=target,
         phases=phases,
         steps=tuple(_steps(current, target, observed.disk)),
+        problems=problems,
         drift=drift,
     )
+
+
+def _config_problems(target: ServingConfig, disk: DiskState, source: str) -> list[Problem]:
+    """What on disk stops TFS from serving `target` (an earlier config: folders may be gone)."""
+    problems: list[Problem] = []
+    for model in target.models:
+        folder = disk.model(model.name)
+        field = f"{model.name}"
+        if folder is None or not folder.exists:
+            where = folder.path if folder is not None else model.base_path
+            problems.append(
+                Problem(Location(source), field, f"model folder {where} does not exist")
+            )
+            continue
+        for number in _served(model, disk):
+            version = folder.version(number)
+            if version is None or not version.loadable:
+                problems.append(
+                    Problem(
+                        Location(source),
+                        field,
+                        f"version {number} is not on disk (or has no SavedModel): "
+                        f"{folder.path}/{number}",
+                    )
+                )
+    return sorted(problems)
 
 
 def live_basis(config: ServingConfig, live: LiveStatus | None) -> ServingConfig:

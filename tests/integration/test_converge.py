@@ -531,3 +531,24 @@ def test_applying_the_same_broken_version_again_fails_fast_not_by_timeout(
     assert "version 4 failed to load" in second.stderr, output(second)
     assert elapsed < 10, f"took {elapsed:.1f} s: waited for the timeout"
     assert label_version(sim.rest_url, "stable") == 2
+
+
+def test_rollback_to_a_config_whose_version_is_gone_from_disk_is_refused(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    cli = cli_for(lab, sim)
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4})
+    assert cli("apply", "--reload", "grpc").returncode == 0
+    write_desired(lab, "[1, 2, 3]", LAB_LABELS)
+    assert cli("apply", "--reload", "grpc").returncode == 0
+    shutil.rmtree(lab / "models" / MODEL / "4")
+    before = config_text(lab)
+    reloads = reload_requests(sim)
+    started = time.monotonic()
+    back = cli("rollback", "1", "--reload", "grpc", "--timeout", "20")
+    assert back.returncode == 1, output(back)
+    assert time.monotonic() - started < 10
+    assert "version 4 is not on disk" in back.stderr, output(back)
+    assert config_text(lab) == before and reload_requests(sim) == reloads

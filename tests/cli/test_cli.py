@@ -293,3 +293,28 @@ def test_validate_on_random_bytes_exits_0_or_1(writable_lab: Path, raw: bytes) -
     result = run(writable_lab, "validate")
     no_traceback(result)
     assert result.returncode in (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("model_config_list { config { nmae: 'animals' } }\n", "not a valid ModelServerConfig"),
+        ("custom_model_config { type_url: 'x/y' }\n", "uses custom_model_config"),
+        ("\udcff", "not UTF-8 text"),
+    ],
+    ids=["unparsable", "custom", "non-utf8"],
+)
+def test_models_config_tfs_cannot_take_is_left_byte_equal(
+    writable_lab: Path, text: str, expected: str
+) -> None:
+    config(writable_lab).write_bytes(text.encode("utf-8", "surrogateescape"))
+    before = config(writable_lab).read_bytes()
+    planned = run(writable_lab, "diff")
+    no_traceback(planned)
+    assert planned.returncode == 1
+    assert expected in planned.stdout + planned.stderr
+    applied = run(writable_lab, "apply")
+    no_traceback(applied)
+    assert applied.returncode == 1
+    assert expected in applied.stderr
+    assert config(writable_lab).read_bytes() == before

@@ -37,6 +37,8 @@ def run(lab: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         NO_COLOR="1",
         **env,
     )
+    if not clean["NO_COLOR"]:  # NO_COLOR="" asks for the command's own choice
+        del clean["NO_COLOR"]
     return subprocess.run(
         [SCRIPT, *args], cwd=lab, env=clean, capture_output=True, text=True, timeout=60
     )
@@ -229,6 +231,15 @@ def test_version_missing_on_disk_blocks_diff_and_apply(writable_lab: Path) -> No
     assert applied.returncode == 1
     assert f"error: {message}" in applied.stderr
     assert config(writable_lab).read_bytes() == before
+
+
+def test_diff_has_no_colour_off_a_terminal(writable_lab: Path) -> None:
+    desired(writable_lab).write_text(
+        desired(writable_lab).read_text().replace("stable: 2", "stable: 3")
+    )
+    result = run(writable_lab, "diff", NO_COLOR="")
+    assert result.returncode == 2
+    assert "\x1b[" not in result.stdout
 
 
 def test_diff_json_is_one_json_document(writable_lab: Path) -> None:

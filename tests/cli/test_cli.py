@@ -35,8 +35,8 @@ def run(lab: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         TFS_RECONCILER_REST_URL=f"http://127.0.0.1:{port}",
         TFS_RECONCILER_GRPC_TARGET=f"127.0.0.1:{port}",
         NO_COLOR="1",
-        **env,
     )
+    clean.update(env)
     if not clean["NO_COLOR"]:  # NO_COLOR="" asks for the command's own choice
         del clean["NO_COLOR"]
     return subprocess.run(

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 
 from reconciler.testing import SimulatorProcess
 from reconciler.tfs_config import ServingConfig, parse_config
+from reconciler.tfs_grpc import TfsGrpc
 
 from .conftest import StartDaemon, StartSim
 from .daemon_harness import (
@@ -91,11 +93,13 @@ def temp_files(repo: LabRepo) -> list[Path]:
 # --- GitOps: a commit is live within a second ---------------------------------------------
 
 
+@pytest.mark.parametrize("reload", ["grpc", "poll"])
 def test_a_commit_moving_stable_is_live_within_a_second(
-    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
-) -> None:
-    sim = start_sim()
-    daemon = run_with(sim, start_daemon, "--git")
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket,
+    reload: str,
+) -> None:  # fmt: skip
+    sim = start_sim(poll_seconds=0.3 if reload == "poll" else 0.0)
+    daemon = run_with(sim, start_daemon, "--git", "--reload", reload)
     first = daemon.wait_for_event("reconciled")
     head = git(repo.root, "rev-parse", "HEAD")
     assert first["commit"] == head
@@ -115,7 +119,7 @@ def test_a_commit_moving_stable_is_live_within_a_second(
         times.append(time.monotonic() - committed)
         event = daemon.wait_for_event("reconciled", commit_is(commit))
         assert event["outcome"] == "applied"
-    print(f"\ncommit to live (label metadata answers the new version): "
+    print(f"\ncommit to live with --reload {reload} (label metadata answers the new version): "
           f"{', '.join(f'{t:.3f}' for t in times)} s")  # fmt: skip
     assert max(times) < 3, times
 
@@ -537,3 +541,51 @@ def test_sighup_with_a_broken_env_file_keeps_the_daemon_and_its_settings(
     repo.write(desired_text("[1, 2, 3]", PROMOTED))
     repo.commit("promote")
     wait_until(label_is(sim.rest_url, "stable", 3), 5)
+
+
+def test_tfs_serving_another_config_is_drift_and_is_repaired(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    """TFS told another config behind the file's back (here a gRPC push; a restart with
+    another file looks the same): no file event, so the resync finds it and repairs it."""
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    served = served_config(repo)
+    model = served.models[0]
+    other = replace(served, models=(replace(model, labels=(("canary", 3), ("stable", 3))),))
+    mark = daemon.count()
+    with TfsGrpc(sim.grpc_target) as client:
+        client.reload(other)
+    assert label_version(sim.rest_url, "stable") == 3
+    pushed = time.monotonic()
+    wait_until(label_is(sim.rest_url, "stable", 2), 5, what="stable repaired")
+    wait_until(label_is(sim.rest_url, "deprecated", 1), 5, what="deprecated repaired")
+    print(f"\nTFS serving another config repaired in {time.monotonic() - pushed:.3f} s")
+    drift = daemon.wait_for_event("drift", after=mark)
+    assert any("stable" in d for d in drift["drift"]), drift
+    assert served_config(repo) == served
+
+
+def test_a_version_that_fails_to_load_is_rolled_back_and_not_retried_unchanged(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    (add_version(repo.models, 4) / "saved_model.pb").write_bytes(os.urandom(2048))
+    sim = start_sim(extra_args=["--max_num_load_retries=0"])
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    repo.write(desired_text("[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4}))
+    repo.commit("canary -> 4 (corrupt)")
+    failed = daemon.wait_for_event("reconcile_failed", timeout=15)
+    assert failed["outcome"] == "rolled_back", failed
+    assert label_version(sim.rest_url, "canary") == 3
+    # The resync within the backoff does not retry the same failing target.
+    daemon.wait_for_event("waiting_for_change", timeout=3)
+    document = status_json(repo, daemon, sim.rest_url)
+    assert "4" in (document["last_error"] or ""), document
+    assert label_version(sim.rest_url, "canary") == 3
+
+    repo.write(desired_text("[1, 2, 3]", LAB_LABELS))
+    fixed = repo.commit("revert")
+    daemon.wait_for_event("reconciled", commit_is(fixed), timeout=5)
+    assert status_json(repo, daemon, sim.rest_url)["last_error"] is None

@@ -260,6 +260,27 @@ def test_a_version_appearing_on_disk_is_loaded_before_canary_moves_to_it(
     assert states(sim.rest_url)[4] == "AVAILABLE"
 
 
+@pytest.mark.parametrize("reload", ["grpc", "poll"])
+def test_a_three_phase_promotion_drops_no_request(
+    lab: Path, start_sim: StartSim, reload: str
+) -> None:
+    """Load 4, move stable and canary to it, unload 2 (stable's old version): 0 failures."""
+    sim = start_sim(poll_seconds=0.3 if reload == "poll" else 0.0)
+    add_version(lab, 4)
+    write_desired(lab, "[1, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 4})
+    with (
+        label_stream(sim.rest_url, "stable") as stable,
+        label_stream(sim.rest_url, "canary") as canary,
+    ):
+        result = cli_for(lab, sim)("apply", "--reload", reload, "--timeout", "20")
+    assert result.returncode == 0, output(result)
+    assert "3 phase(s) applied" in result.stdout
+    assert stable.failures == [] and canary.failures == []
+    assert states(sim.rest_url) == {1: "AVAILABLE", 2: "END", 3: "AVAILABLE", 4: "AVAILABLE"}
+    assert label_version(sim.rest_url, "stable") == 4
+    assert "FAILED_PRECONDITION" not in sim.log
+
+
 def test_convergence_takes_about_the_load_time(lab: Path, start_sim: StartSim) -> None:
     load = 1.0
     sim = start_sim(extra_args=[f"--sim_load_seconds_for=animals:4={load}"])

@@ -1,0 +1,123 @@
+"""Cost: the idle daemon's CPU and its peak RSS while watching 1,000 models.
+
+1,000 models x 5 versions x 3 labels on disk (each version folder's files symlinked to the
+example SavedModel), served by the simulator; the daemon (`run --git --reload grpc`) starts,
+converges (in sync already), then sits idle. CPU is utime+stime from /proc/<pid>/stat over
+the window; peak RSS is VmHWM from /proc/<pid>/status at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from bench.common import Section, model_name, table
+from bench.lab import Daemon, daemon_available, desired_yaml, lab
+from reconciler.testing import SimulatorProcess
+
+MODELS = 1_000
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14, 15)
+
+
+def memory_kib(pid: int, key: str) -> int:
+    match = re.search(rf"^{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return int(match.group(1)) if match else 0
+
+
+def pass_seconds(log: str, after: float) -> list[float]:
+    """The `seconds` of each reconcile pass the daemon logged (JSON lines)."""
+    found = []
+    for line in log.splitlines():
+        if '"reconciled"' in line:
+            match = re.search(r'"seconds": ([0-9.]+)', line)
+            if match:
+                found.append(float(match.group(1)))
+    return found
+
+
+def desired_for(models: int) -> str:
+    return desired_yaml(
+        {
+            model_name(i): ([1, 2, 3, 4, 5], {"deprecated": 3, "stable": 4, "canary": 5})
+            for i in range(models)
+        }
+    )
+
+
+def idle(models: int, window: float, resync: str | None) -> dict[str, float]:
+    extra = [f"--resync={resync}"] if resync is not None else []
+    with (
+        lab(desired_for(models), git_repo=True, models=models) as the_lab,
+        SimulatorProcess(
+            the_lab.models_dir, file_system_poll_seconds=30.0, startup_timeout=600
+        ) as tfs,
+    ):
+        started = time.perf_counter()
+        with Daemon(the_lab, tfs.rest_url, tfs.grpc_target, "--git", "--reload=grpc",
+                    *extra).start(timeout=600) as daemon:  # fmt: skip
+            ready = time.perf_counter() - started
+            time.sleep(1.0)  # let the pass that its own history write triggered finish
+            before, clock = cpu_seconds(daemon.pid), time.perf_counter()
+            time.sleep(window)
+            used, wall = cpu_seconds(daemon.pid) - before, time.perf_counter() - clock
+            passes = pass_seconds(daemon.log(), after=clock - started)
+            return {
+                "ready": ready,
+                "cpu": used / wall,
+                "hwm": memory_kib(daemon.pid, "VmHWM") / 1024,
+                "rss": memory_kib(daemon.pid, "VmRSS") / 1024,
+                "window": wall,
+                "passes": len(passes),
+                "pass_seconds": max(passes, default=0.0),
+            }
+
+
+def run(section: Section, quick: bool) -> dict[str, dict[str, float]]:
+    if not daemon_available():
+        section.add("Not run: this build has no `tfs-reconciler run`.")
+        section.verdict("idle CPU < 1 % of a core", "no daemon", None)
+        section.verdict("peak RSS < 60 MB", "no daemon", None)
+        return {}
+    models = 100 if quick else MODELS
+    window = 5.0 if quick else 60.0
+    results = {}
+    for label, resync in (("default (resync 30 s)", None), ("events only (resync 3600 s)", "3600")):
+        if quick and resync is not None:
+            continue
+        results[label] = idle(models, window, resync)
+        r = results[label]
+        print(f"  {label}: {r['cpu'] * 100:.2f} % CPU over {r['window']:.0f} s, "
+              f"VmHWM {r['hwm']:.1f} MiB, ready in {r['ready']:.1f} s", flush=True)  # fmt: skip
+    rows = [
+        [label, f"{r['window']:.0f}", f"{r['cpu'] * 100:.2f}", f"{r['hwm']:.1f}",
+         f"{r['rss']:.1f}", f"{r['ready']:.1f}"]
+        for label, r in results.items()
+    ]  # fmt: skip
+    section.add(
+        f"`tfs-reconciler run --git --reload grpc` watching {models:,} models x 5 versions x 3 "
+        "labels (simulator, in sync), idle: no commits, no folder changes.\n\n"
+        + table(
+            [
+                "daemon settings",
+                "window s",
+                "CPU % of one core",
+                "peak RSS (VmHWM) MiB",
+                "RSS at end MiB",
+                "start to ready s",
+            ],
+            rows,
+        )
+    )
+    first = next(iter(results.values()))
+    section.verdict(f"idle CPU < 1 % of a core ({models:,} models)", f"{first['cpu'] * 100:.2f} %",
+                    first["cpu"] < 0.01)  # fmt: skip
+    section.verdict(f"peak RSS < 60 MB ({models:,} models)", f"{first['hwm']:.1f} MiB",
+                    first["hwm"] < 60 * 1e6 / 2**20)  # fmt: skip
+    return results

@@ -578,3 +578,36 @@ def test_rollback_to_a_config_whose_version_is_gone_from_disk_is_refused(
     assert time.monotonic() - started < 10
     assert "version 4 is not on disk" in back.stderr, output(back)
     assert config_text(lab) == before and reload_requests(sim) == reloads
+
+
+def test_history_records_the_commit_of_the_desired_state_and_whether_it_was_dirty(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    cli = cli_for(lab, sim)
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=lab, env=env, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
+    git("add", "desired_state")
+    git("commit", "-q", "-m", "promote")
+    assert cli("apply", "--reload", "grpc").returncode == 0
+    write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 2})
+    assert cli("apply", "--reload", "grpc").returncode == 0
+
+    records = json.loads(cli("history", "--output", "json").stdout)
+    head = git("rev-parse", "HEAD")
+    assert [(r["commit"], r["dirty"]) for r in records] == [(head, False), (head, True)]
+    assert head[:12] in cli("history").stdout

@@ -402,17 +402,24 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
 
     def _reload_settings(self) -> None:
+        """Re-read the settings; when they are unusable (a bad value, a branch or folder git
+        rejects), log it and go on with the old ones: a typo never stops the daemon."""
         sd_notify.reloading()
-        if self._reread is not None:
-            try:
+        options, source = self.options, self._source
+        try:
+            if self._reread is not None:
                 self.options = self._reread()
-            except (ValueError, OSError) as error:
-                log.error("settings_reload_failed", error=str(error))
+            self._source = None
+            trigger = self._make_trigger().start()
+        except (ValueError, OSError, GitError) as error:
+            self.options, self._source = options, source
+            log.error("settings_reload_failed", error=str(error))
+            sd_notify.ready(f"settings not reloaded: {error}")
+            return
         self._reloader = None
-        self._source = None
         if self._trigger is not None:
             self._trigger.stop()
-        self._trigger = self._make_trigger().start()
+        self._trigger = trigger
         log.info("settings_reloaded", reload=self.options.reload.value, git=self.options.git)
         sd_notify.ready("settings reloaded")
 

@@ -589,3 +589,25 @@ def test_a_version_that_fails_to_load_is_rolled_back_and_not_retried_unchanged(
     fixed = repo.commit("revert")
     daemon.wait_for_event("reconciled", commit_is(fixed), timeout=5)
     assert status_json(repo, daemon, sim.rest_url)["last_error"] is None
+
+
+def test_sighup_naming_a_bad_git_branch_keeps_the_daemon_on_the_old_settings(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    sim = start_sim()
+    env_file = tmp_path / "tfs-reconciler.env"
+    env_file.write_text("TFS_RECONCILER_RESYNC=0.5\nTFS_RECONCILER_GIT=1\n")
+    daemon = run_with(sim, start_daemon, "--env-file", str(env_file))
+    daemon.wait_for_event("reconciled")
+
+    env_file.write_text(
+        "TFS_RECONCILER_RESYNC=0.5\nTFS_RECONCILER_GIT=1\nTFS_RECONCILER_GIT_BRANCH=a..b\n"
+    )
+    mark = daemon.count()
+    daemon.kill(signal.SIGHUP)
+    daemon.wait_for_event("settings_reload_failed", after=mark, timeout=5)
+    time.sleep(0.5)
+    assert daemon.process.poll() is None, daemon.text
+    repo.write(desired_text("[1, 2, 3]", PROMOTED))
+    repo.commit("promote")
+    wait_until(label_is(sim.rest_url, "stable", 3), 5)

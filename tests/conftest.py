@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +16,11 @@ LAB_DESIRED = REPO / "desired_state"
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Path]:
-    """A private copy of the lab: `models/` (animals 1, 2, 3 and the hand-written
+    """A private, writable copy of the lab: `models/` (animals 1, 2, 3 and the hand-written
     models.config) and `desired_state/` (animals.yaml), in a temporary folder."""
     root = tmp_path / "lab"
     shutil.copytree(LAB_MODELS, root / "models")
     shutil.copytree(LAB_DESIRED, root / "desired_state")
+    for path in [root, *root.rglob("*")]:  # the checkout's lab files may be read-only
+        path.chmod(stat.S_IMODE(path.stat().st_mode) | stat.S_IWUSR)
     yield root

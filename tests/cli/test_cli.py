@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -44,14 +43,6 @@ def run(lab: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def writable_lab(lab: Path) -> Path:
-    """The lab copy, writable by its owner (the shared lab's files are read-only)."""
-    for path in [lab, *lab.rglob("*")]:
-        path.chmod(stat.S_IMODE(path.stat().st_mode) | stat.S_IWUSR)
-    return lab
-
-
 def config(lab: Path) -> Path:
     return lab / "models" / "models.config"
 
@@ -67,8 +58,8 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 # --- validate ------------------------------------------------------------------------------------
 
 
-def test_validate_accepts_the_lab(writable_lab: Path) -> None:
-    result = run(writable_lab, "validate")
+def test_validate_accepts_the_lab(lab: Path) -> None:
+    result = run(lab, "validate")
     assert (result.returncode, result.stdout) == (0, "desired_state: valid (1 model: animals)\n")
 
 
@@ -116,10 +107,10 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_each_bad_input_gets_its_one_line_error_and_exit_1(writable_lab: Path, case: str) -> None:
+def test_each_bad_input_gets_its_one_line_error_and_exit_1(lab: Path, case: str) -> None:
     raw, expected = BAD_INPUTS[case]
-    desired(writable_lab).write_bytes(raw)
-    result = run(writable_lab, "validate")
+    desired(lab).write_bytes(raw)
+    result = run(lab, "validate")
     no_traceback(result)
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
@@ -128,42 +119,40 @@ def test_each_bad_input_gets_its_one_line_error_and_exit_1(writable_lab: Path, c
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_apply_on_each_bad_input_leaves_models_config_byte_equal(
-    writable_lab: Path, case: str
-) -> None:
-    before = config(writable_lab).read_bytes()
-    desired(writable_lab).write_bytes(BAD_INPUTS[case][0])
-    result = run(writable_lab, "apply")
+def test_apply_on_each_bad_input_leaves_models_config_byte_equal(lab: Path, case: str) -> None:
+    before = config(lab).read_bytes()
+    desired(lab).write_bytes(BAD_INPUTS[case][0])
+    result = run(lab, "apply")
     no_traceback(result)
     assert result.returncode == 1
     assert BAD_INPUTS[case][1] in result.stderr
-    assert config(writable_lab).read_bytes() == before
+    assert config(lab).read_bytes() == before
 
 
 @pytest.mark.parametrize("command", ["diff", "apply"])
-def test_bad_input_leaves_models_config_byte_equal(writable_lab: Path, command: str) -> None:
-    before = config(writable_lab).read_bytes()
-    desired(writable_lab).write_bytes(BAD_INPUTS["string version"][0])
-    result = run(writable_lab, command)
+def test_bad_input_leaves_models_config_byte_equal(lab: Path, command: str) -> None:
+    before = config(lab).read_bytes()
+    desired(lab).write_bytes(BAD_INPUTS["string version"][0])
+    result = run(lab, command)
     no_traceback(result)
     assert result.returncode == 1
     assert "'2' (a string) is not an integer" in result.stderr
-    assert config(writable_lab).read_bytes() == before
+    assert config(lab).read_bytes() == before
 
 
-def test_all_problems_are_reported_at_once(writable_lab: Path) -> None:
-    desired(writable_lab).write_text(
+def test_all_problems_are_reported_at_once(lab: Path) -> None:
+    desired(lab).write_text(
         "apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1, 2.0]\n"
         "    labels: {stable: 9}\n    colour: red\n"
     )
-    (writable_lab / "desired_state" / "more.yaml").write_text("- not a mapping\n")
-    result = run(writable_lab, "validate")
+    (lab / "desired_state" / "more.yaml").write_text("- not a mapping\n")
+    result = run(lab, "validate")
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 3
 
 
-def test_missing_desired_folder_is_an_error_not_a_traceback(writable_lab: Path) -> None:
-    result = run(writable_lab, "validate", "nowhere")
+def test_missing_desired_folder_is_an_error_not_a_traceback(lab: Path) -> None:
+    result = run(lab, "validate", "nowhere")
     no_traceback(result)
     assert (result.returncode, result.stderr) == (1, "error: nowhere: no such file or folder\n")
 
@@ -171,15 +160,15 @@ def test_missing_desired_folder_is_an_error_not_a_traceback(writable_lab: Path) 
 # --- diff and apply: the done criteria -----------------------------------------------------------
 
 
-def test_diff_on_the_untouched_lab_is_in_sync(writable_lab: Path) -> None:
-    result = run(writable_lab, "diff")
+def test_diff_on_the_untouched_lab_is_in_sync(lab: Path) -> None:
+    result = run(lab, "diff")
     assert result.returncode == 0
     assert result.stdout.startswith("No changes: models.config matches the desired state.\n")
     assert "Live: unknown" in result.stdout
 
 
-def test_moving_stable_to_3_plans_applies_and_then_is_in_sync(writable_lab: Path) -> None:
-    lab = writable_lab
+def test_moving_stable_to_3_plans_applies_and_then_is_in_sync(lab: Path) -> None:
+    lab = lab
     desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
 
     planned = run(lab, "diff")
@@ -205,67 +194,59 @@ def test_moving_stable_to_3_plans_applies_and_then_is_in_sync(writable_lab: Path
     assert config(lab).stat().st_mtime_ns == written
 
 
-def test_apply_keeps_the_previous_config_as_last_known_good(writable_lab: Path) -> None:
-    original = config(writable_lab).read_text()
-    desired(writable_lab).write_text(
-        desired(writable_lab).read_text().replace("stable: 2", "stable: 3")
-    )
-    assert run(writable_lab, "apply").returncode == 0
-    saved = writable_lab / "models" / ".tfs-reconciler" / "last-known-good.config"
+def test_apply_keeps_the_previous_config_as_last_known_good(lab: Path) -> None:
+    original = config(lab).read_text()
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    assert run(lab, "apply").returncode == 0
+    saved = lab / "models" / ".tfs-reconciler" / "last-known-good.config"
     assert saved.read_text() == original
 
 
-def test_version_missing_on_disk_blocks_diff_and_apply(writable_lab: Path) -> None:
-    before = config(writable_lab).read_bytes()
-    desired(writable_lab).write_text(
+def test_version_missing_on_disk_blocks_diff_and_apply(lab: Path) -> None:
+    before = config(lab).read_bytes()
+    desired(lab).write_text(
         "apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1, 2, 3, 4]\n"
     )
     message = (
         "desired_state/animals.yaml:4:15: models.animals.versions: version 4 is not on disk:"
         " models/animals/4 does not exist"
     )
-    planned = run(writable_lab, "diff")
+    planned = run(lab, "diff")
     assert planned.returncode == 1
     assert message in planned.stdout
-    applied = run(writable_lab, "apply")
+    applied = run(lab, "apply")
     assert applied.returncode == 1
     assert f"error: {message}" in applied.stderr
-    assert config(writable_lab).read_bytes() == before
+    assert config(lab).read_bytes() == before
 
 
-def test_diff_has_no_colour_off_a_terminal(writable_lab: Path) -> None:
-    desired(writable_lab).write_text(
-        desired(writable_lab).read_text().replace("stable: 2", "stable: 3")
-    )
-    result = run(writable_lab, "diff", NO_COLOR="")
+def test_diff_has_no_colour_off_a_terminal(lab: Path) -> None:
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    result = run(lab, "diff", NO_COLOR="")
     assert result.returncode == 2
     assert "\x1b[" not in result.stdout
 
 
-def test_diff_json_is_one_json_document(writable_lab: Path) -> None:
-    desired(writable_lab).write_text(
-        desired(writable_lab).read_text().replace("stable: 2", "stable: 3")
-    )
-    result = run(writable_lab, "diff", "--output", "json")
+def test_diff_json_is_one_json_document(lab: Path) -> None:
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    result = run(lab, "diff", "--output", "json")
     assert result.returncode == 2
     document = json.loads(result.stdout)
     assert [s["text"] for s in document["steps"]] == ["~ animals: label stable 2 -> 3"]
     assert document["live"]["reachable"] is False
 
 
-def test_diff_output_is_byte_identical_run_to_run(writable_lab: Path) -> None:
-    desired(writable_lab).write_text(
-        desired(writable_lab).read_text().replace("stable: 2", "stable: 3")
-    )
-    first = run(writable_lab, "diff", "--output", "json", "--rest-url", "http://127.0.0.1:1")
-    second = run(writable_lab, "diff", "--output", "json", "--rest-url", "http://127.0.0.1:1")
+def test_diff_output_is_byte_identical_run_to_run(lab: Path) -> None:
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    first = run(lab, "diff", "--output", "json", "--rest-url", "http://127.0.0.1:1")
+    second = run(lab, "diff", "--output", "json", "--rest-url", "http://127.0.0.1:1")
     assert first.stdout == second.stdout
 
 
-def test_options_come_from_the_environment(writable_lab: Path, tmp_path: Path) -> None:
+def test_options_come_from_the_environment(lab: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere.yaml"
-    elsewhere.write_text(desired(writable_lab).read_text().replace("stable: 2", "stable: 3"))
-    result = run(writable_lab, "diff", TFS_RECONCILER_DESIRED=str(elsewhere))
+    elsewhere.write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    result = run(lab, "diff", TFS_RECONCILER_DESIRED=str(elsewhere))
     assert result.returncode == 2
     assert "~ animals: label stable 2 -> 3" in result.stdout
 
@@ -285,9 +266,9 @@ NASTY = [
 
 
 @pytest.mark.parametrize("raw", NASTY)
-def test_validate_never_prints_a_traceback(writable_lab: Path, raw: bytes) -> None:
-    desired(writable_lab).write_bytes(raw)
-    result = run(writable_lab, "validate")
+def test_validate_never_prints_a_traceback(lab: Path, raw: bytes) -> None:
+    desired(lab).write_bytes(raw)
+    result = run(lab, "validate")
     no_traceback(result)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
@@ -299,9 +280,9 @@ def test_validate_never_prints_a_traceback(writable_lab: Path, raw: bytes) -> No
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(raw=st.binary(max_size=200))
-def test_validate_on_random_bytes_exits_0_or_1(writable_lab: Path, raw: bytes) -> None:
-    desired(writable_lab).write_bytes(raw)
-    result = run(writable_lab, "validate")
+def test_validate_on_random_bytes_exits_0_or_1(lab: Path, raw: bytes) -> None:
+    desired(lab).write_bytes(raw)
+    result = run(lab, "validate")
     no_traceback(result)
     assert result.returncode in (0, 1)
 
@@ -316,16 +297,16 @@ def test_validate_on_random_bytes_exits_0_or_1(writable_lab: Path, raw: bytes) -
     ids=["unparsable", "custom", "non-utf8"],
 )
 def test_models_config_tfs_cannot_take_is_left_byte_equal(
-    writable_lab: Path, text: str, expected: str
+    lab: Path, text: str, expected: str
 ) -> None:
-    config(writable_lab).write_bytes(text.encode("utf-8", "surrogateescape"))
-    before = config(writable_lab).read_bytes()
-    planned = run(writable_lab, "diff")
+    config(lab).write_bytes(text.encode("utf-8", "surrogateescape"))
+    before = config(lab).read_bytes()
+    planned = run(lab, "diff")
     no_traceback(planned)
     assert planned.returncode == 1
     assert expected in planned.stdout + planned.stderr
-    applied = run(writable_lab, "apply")
+    applied = run(lab, "apply")
     no_traceback(applied)
     assert applied.returncode == 1
     assert expected in applied.stderr
-    assert config(writable_lab).read_bytes() == before
+    assert config(lab).read_bytes() == before

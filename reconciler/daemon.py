@@ -20,6 +20,7 @@ import structlog
 
 from reconciler import sd_notify
 from reconciler.apply import Outcome, Reloader, ReloadMode, choose_reloader
+from reconciler.convergence import Progress
 from reconciler.desired import DesiredState, check_verify_requests, load_desired, parse_documents
 from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.git_source import GitError, GitSource, open_local
@@ -252,10 +253,26 @@ class Daemon:
             revision=revision,
             verify=self.options.verify,
             heal=self.options.self_heal,
+            on_progress=self._keep_alive(endpoint),
         )
         if outcome.ok and (the_plan.phases or not the_plan.changes_config):
             memory.synced_target = the_plan.target  # what models.config now says
         self._finish(outcome, record, revision, attempt, started, endpoint)
+
+    def _keep_alive(self, endpoint: HttpEndpoint) -> Callable[[Progress, float], None]:
+        """While an apply waits for TFS (a load may outlast WatchdogSec), the loop is not
+        hung: keep systemd's watchdog and /healthz fed from the converger's progress."""
+        every = sd_notify.watchdog_interval()
+        last = self._clock()
+
+        def on_progress(_progress: Progress, _elapsed: float) -> None:
+            nonlocal last
+            endpoint.beat()
+            if every is not None and self._clock() - last >= every / 2:
+                last = self._clock()
+                sd_notify.watchdog()
+
+        return on_progress
 
     def _finish(
         self,

@@ -611,3 +611,25 @@ def test_sighup_naming_a_bad_git_branch_keeps_the_daemon_on_the_old_settings(
     repo.write(desired_text("[1, 2, 3]", PROMOTED))
     repo.commit("promote")
     wait_until(label_is(sim.rest_url, "stable", 3), 5)
+
+
+def test_watchdog_keep_alives_go_on_during_a_long_apply(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
+) -> None:
+    """A load longer than WatchdogSec must not get the daemon killed by systemd mid-apply."""
+    add_version(repo.models, 4)
+    sim = start_sim(extra_args=["--sim_load_seconds_for=animals:4=2.0"])
+    daemon = start_daemon(
+        "--git", "--resync", "30",
+        rest_url=sim.rest_url, grpc_target=sim.grpc_target,
+        env={"WATCHDOG_USEC": "600000"},  # 0.6 s: a keep-alive every 0.3 s
+    )  # fmt: skip
+    daemon.wait_for_event("reconciled")
+    repo.write(desired_text("[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4}))
+    commit = repo.commit("canary -> 4 (a 2 s load)")
+    written = time.monotonic()
+    daemon.wait_for_event("reconciled", commit_is(commit), timeout=15)
+    done = time.monotonic()
+    during = [at for at, _ in notify.lines("WATCHDOG") if written <= at <= done]
+    gaps = [b - a for a, b in itertools.pairwise([written, *during, done])]
+    assert max(gaps) < 0.6, f"longest gap between keep-alives: {max(gaps):.2f} s"

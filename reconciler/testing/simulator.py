@@ -183,7 +183,11 @@ class SimulatorProcess:
             return False
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """Send SIGTERM, wait (SIGKILL after ``timeout``); the exit code. Safe to call twice."""
+        """Send SIGTERM and wait; the exit code. Safe to call twice.
+
+        After ``timeout`` seconds the process gets SIGUSR1 (its threads' stacks go to the log)
+        and then SIGKILL.
+        """
         process = self._process
         if process is None:
             return None
@@ -192,6 +196,8 @@ class SimulatorProcess:
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGUSR1)  # the simulator dumps its threads to the log
+                time.sleep(0.5)
                 process.kill()
                 process.wait()
         self._close_log()

@@ -20,6 +20,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -161,10 +162,11 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
             flags.model_config_file_poll_wait_seconds,
             lambda: _poll_config_file(core, config_file),
         )
-    # Wake up now and then: a signal that lands on another (gRPC) thread only runs its Python
-    # handler when the main thread wakes, and a plain wait() would never wake.
-    while not stop.wait(0.2):
-        pass
+    # Sleep, never stop.wait(), in the main thread: the signal handler runs here and calls
+    # stop.set(), which would deadlock on the Event's lock if it interrupted stop.wait(); and
+    # a signal landing on another (gRPC) thread only runs its handler when this thread wakes.
+    while not stop.is_set():
+        time.sleep(0.1)
     for signum in signals or []:
         log_event(log, "signal", name=signal.Signals(signum).name)
     log_event(log, "shutting_down")
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     received: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        # Only flag it: a handler that logs can re-enter a stderr write and wedge shutdown.
+        # No logging here: it could re-enter a stderr write. stop.set() is safe because the
+        # main thread never waits on ``stop`` (see run()).
         if not stop.is_set():
             received.append(signum)
         stop.set()

@@ -505,7 +505,7 @@ def _parses_or_reports(raw: bytes) -> None:
             assert "\n" not in str(problem), "every problem prints as one line"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=512))
 def test_no_byte_string_crashes_validation(raw: bytes) -> None:
     _parses_or_reports(raw)
@@ -525,7 +525,7 @@ _YAML_PIECES = st.sampled_from(
 # fmt: on
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_YAML_PIECES, max_size=40).map("".join))
 def test_no_yaml_like_text_crashes_validation(text: str) -> None:
     _parses_or_reports(text.encode("utf-8", "surrogatepass"))

@@ -211,13 +211,13 @@ _configs = st.lists(_models, max_size=4, unique_by=lambda m: m.name).map(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_configs)
 def test_any_config_round_trips_through_its_rendering(config: ServingConfig) -> None:
     assert parse_config(render_config(config)) == config
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_configs)
 def test_rendering_is_a_fixed_point(config: ServingConfig) -> None:
     once = render_config(config)

@@ -74,50 +74,68 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tfs-sim",
         description="A TensorFlow Serving simulator for tests (REST + gRPC ModelService).",
+        epilog="Other --flags of tensorflow_model_server are accepted and ignored with a warning.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False,
     )
     tfs = p.add_argument_group("tensorflow_model_server flags")
-    tfs.add_argument("--port", type=int, default=8500, help="gRPC port")
-    tfs.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 disables REST")
-    tfs.add_argument("--model_config_file", default="", help="text-format ModelServerConfig")
+    tfs.add_argument("--port", type=int, metavar="PORT", default=8500, help="gRPC port")
+    tfs.add_argument(
+        "--rest_api_port", type=int, metavar="PORT", default=8501, help="REST port; 0 disables REST"
+    )
+    tfs.add_argument(
+        "--model_config_file", default="", metavar="PATH", help="text-format ModelServerConfig"
+    )
     tfs.add_argument(
         "--model_config_file_poll_wait_seconds",
+        metavar="SECONDS",
         type=float,
         default=0,
         help="re-read --model_config_file this often; 0 reads it once at start",
     )
     tfs.add_argument(
         "--file_system_poll_wait_seconds",
+        metavar="SECONDS",
         type=float,
         default=1,
         help="scan each base_path for version folders this often; <= 0 only on config changes",
     )
     tfs.add_argument(
         "--allow_version_labels_for_unavailable_models",
+        metavar="true|false",
         type=parse_bool,
         nargs="?",
         const=True,
         default=False,
         help="allow a new label (or one keeping its version) on a version not yet AVAILABLE",
     )
-    tfs.add_argument("--model_name", default="default", help="single-model mode: model name")
+    tfs.add_argument(
+        "--model_name", default="default", metavar="NAME", help="single-model mode: model name"
+    )
     tfs.add_argument(
         "--model_base_path",
+        metavar="PATH",
         default="",
         help="single-model mode: base path (ignored when --model_config_file is set)",
     )
     tfs.add_argument(
-        "--max_num_load_retries", type=int, default=5, help="retries of a failing load"
+        "--max_num_load_retries", type=int, metavar="N", default=5, help="retries of a failing load"
     )
     tfs.add_argument(
         "--load_retry_interval_micros",
+        metavar="MICROS",
         type=int,
         default=60_000_000,
         help="wait between load retries, in microseconds",
     )
     sim = p.add_argument_group("simulator-only flags")
-    sim.add_argument("--sim_load_seconds", type=float, default=0.0, help="time every load takes")
+    sim.add_argument(
+        "--sim_load_seconds",
+        type=float,
+        metavar="SECONDS",
+        default=0.0,
+        help="time every load takes",
+    )
     sim.add_argument(
         "--sim_load_seconds_for",
         type=LoadSecondsRule.parse,

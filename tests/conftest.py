@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 LAB_MODELS = REPO / "examples" / "models"
 LAB_DESIRED = REPO / "desired_state"
+
+# The console scripts (tfs-reconciler, tfs-sim) sit beside the interpreter running the tests:
+# put them on PATH, as an activated venv would, so `python -m pytest` finds them too.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
 
 
 @pytest.fixture

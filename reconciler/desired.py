@@ -120,6 +120,19 @@ def parse_documents(
 
     Raises InputError with every problem found, each naming file, line, column and field.
     """
+    if not serving_root.startswith("/"):
+        # base_path is a path inside TFS's container; a relative root makes every default
+        # base_path relative, and every model folder "missing" on the host.
+        raise InputError(
+            [
+                Problem(
+                    Location("--serving-root"),
+                    "",
+                    f"'{serving_root}' is not an absolute path: give the folder TFS sees"
+                    " --models-dir as (e.g. /models)",
+                )
+            ]
+        )
     problems: list[Problem] = []
     models: dict[str, DesiredModel] = {}
     prune_values: list[tuple[bool, Location]] = []

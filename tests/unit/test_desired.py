@@ -320,6 +320,19 @@ def test_base_path_outside_the_serving_root_is_rejected(base_path: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("root", ["", "models", "./models"])
+def test_serving_root_must_be_absolute(root: str) -> None:
+    assert problems(LAB_YAML, serving_root=root) == [
+        f"--serving-root: '{root}' is not an absolute path: give the folder TFS sees"
+        " --models-dir as (e.g. /models)"
+    ]
+
+
+def test_serving_root_slash_accepts_any_absolute_base_path() -> None:
+    (model,) = parse(model_doc("versions: [1]\nbase_path: /srv/m"), serving_root="/").models
+    assert model.base_path == "/srv/m"
+
+
 # --- documents that are not a desired state ------------------------------------------------------
 
 

@@ -177,7 +177,8 @@ class SimulatorProcess:
         try:
             with urllib.request.urlopen(f"{self.rest_url}/v1/models/-", timeout=1):
                 return True
-        except urllib.error.HTTPError:
+        except urllib.error.HTTPError as answer:
+            answer.close()
             return True  # any HTTP answer (404 here) means the server is up
         except OSError:
             return False

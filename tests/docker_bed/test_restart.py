@@ -145,3 +145,25 @@ def test_restart_of_an_unknown_container_is_a_clear_error(
     assert "error: no container tfs-reconciler-no-such-container" in result.stderr, output(result)
     assert "nothing was changed" in result.stderr
     assert (lab / "models" / "models.config").read_bytes() == original
+
+
+def test_restart_by_a_label_no_container_has_is_a_clear_error(
+    lab: Path, docker_client: docker.DockerClient
+) -> None:
+    write_desired(lab, LAB_LABELS | {"stable": 3})
+    with SimulatorProcess(lab / "models") as sim:
+        result = run_cli(
+            lab,
+            sim.rest_url,
+            sim.grpc_target,
+            "apply",
+            "--reload",
+            "restart",
+            "--container-label",
+            "org.tfs-reconciler.test=no-such-container",
+        )
+    assert result.returncode == 1, output(result)
+    assert "Traceback" not in result.stderr
+    assert "error: 0 containers match label org.tfs-reconciler.test=no-such-container" in (
+        result.stderr
+    ), output(result)

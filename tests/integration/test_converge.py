@@ -540,18 +540,21 @@ def test_rollback_to_a_numbered_record(lab: Path, start_sim: StartSim) -> None:
     assert missing.returncode == 1 and "no record 99" in missing.stderr
 
 
+@pytest.mark.parametrize("reload", ["grpc", "poll"])
 def test_applying_the_same_broken_version_again_fails_fast_not_by_timeout(
-    lab: Path, start_sim: StartSim
+    lab: Path, start_sim: StartSim, reload: str
 ) -> None:
     """TFS keeps the first failure listed; the second attempt's identical failure is new."""
-    sim = start_sim(extra_args=["--max_num_load_retries=0"])
+    sim = start_sim(
+        poll_seconds=0.3 if reload == "poll" else 0.0, extra_args=["--max_num_load_retries=0"]
+    )
     cli = cli_for(lab, sim)
     corrupt(add_version(lab, 4))
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
-    first = cli("apply", "--reload", "grpc", "--timeout", "20")
+    first = cli("apply", "--reload", reload, "--timeout", "20")
     assert first.returncode == 1 and "version 4 failed to load" in first.stderr, output(first)
     started = time.monotonic()
-    second = cli("apply", "--reload", "grpc", "--timeout", "20")
+    second = cli("apply", "--reload", reload, "--timeout", "20")
     elapsed = time.monotonic() - started
     assert second.returncode == 1, output(second)
     assert "version 4 failed to load" in second.stderr, output(second)

@@ -281,6 +281,24 @@ def test_a_three_phase_promotion_drops_no_request(
     assert "FAILED_PRECONDITION" not in sim.log
 
 
+def test_a_new_label_on_a_new_version_is_set_only_once_it_is_available(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """TFS (with the lab's --allow_version_labels_for_unavailable_models) would accept a new
+    label on a loading version, and requests by it would fail with 404 until it loads."""
+    sim = start_sim(extra_args=["--sim_load_seconds_for=animals:4=1.0"])
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", LAB_LABELS | {"beta": 4})
+    with label_stream(sim.rest_url, "beta") as beta:
+        result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
+    assert result.returncode == 0, output(result)
+    assert beta.answers, "the label never answered"
+    # Before the label exists TFS answers 400 (unknown label); it must never answer 404.
+    others = [f for f in beta.failures if "Unrecognized servable version label" not in f]
+    assert others == []
+    assert label_version(sim.rest_url, "beta") == 4
+
+
 def test_convergence_takes_about_the_load_time(lab: Path, start_sim: StartSim) -> None:
     load = 1.0
     sim = start_sim(extra_args=[f"--sim_load_seconds_for=animals:4={load}"])

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from reconciler import __version__, logs
 from reconciler.apply import (
@@ -68,7 +68,15 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class UsageError(Exception):
+    """An option's value cannot be used."""
+
+
 def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        TfsRest(args.rest_url)
+    except ValueError as error:
+        raise UsageError(f"--rest-url: {error}") from None
     return Settings(
         desired=Path(args.desired),
         models_dir=Path(args.models_dir),
@@ -80,8 +88,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1: exit 2 means "changes pending" (terraform plan -detailed-exitcode)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfs-reconciler",
         description="Keep TensorFlow Serving's models.config and live state equal to the "
         "desired state in desired_state/*.yaml.",
@@ -93,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="debug, info, warning or error (default: %(default)s); logs go to stderr, "
         "as JSON lines when stderr is not a terminal",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     validate = commands.add_parser("validate", help="check desired-state files; exit 1 if invalid")
     validate.add_argument("path", nargs="?", help="file or folder (default: --desired)")
@@ -163,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except InputError as error:
         _print_problems(error)
+        return EXIT_ERROR
+    except (UsageError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -242,7 +263,7 @@ def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none"
     group.add_argument(
         "--timeout",
         type=float,
-        default=float(_env("timeout", "120") or 120),
+        default=_env("timeout", "120"),
         help="seconds to wait for TFS to converge before rolling back (default: %(default)s)",
     )
     group.add_argument(
@@ -274,7 +295,7 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--resync",
         type=float,
-        default=float(_env("resync", "30") or 30),
+        default=_env("resync", "30"),
         help="seconds between full re-checks that catch drift without events "
         "(default: %(default)s)",
     )
@@ -302,7 +323,7 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--git-interval",
         type=float,
-        default=float(_env("git-interval", "60") or 60),
+        default=_env("git-interval", "60"),
         help="seconds between fetches of --git-remote (default: %(default)s)",
     )
     group.add_argument(
@@ -313,7 +334,7 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--debounce",
         type=float,
-        default=float(_env("debounce", "0.05") or 0.05),
+        default=_env("debounce", "0.05"),
         help="seconds of quiet that end a burst of file events (default: %(default)s)",
     )
     group.add_argument(

@@ -32,7 +32,7 @@ def plan_text(plan: Plan, config_path: str, *, colour: bool = False, live_note: 
     if plan.problems:
         lines.append("Cannot plan: fix these first.")
         lines += [f"  {p}" for p in plan.problems]
-        lines.append("")
+        return "\n".join(lines) + "\n"
     if plan.steps:
         lines.append("Planned changes:")
         lines += [_paint(f"  {step}", colour) for step in plan.steps]

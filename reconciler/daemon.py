@@ -75,7 +75,7 @@ class _Memory:
     last_record: Record | None = None
     failures: int = 0
     retry_at: float = 0.0
-    failed_target: Any = None  # the (plan target, disk) that failed: not retried unchanged
+    failed_target: Any = None  # the (target, disk, TFS answered) that failed: not retried as is
     synced_target: ServingConfig | None = None  # what the last in-sync pass left in the file
     first_done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -220,8 +220,10 @@ class Daemon:
             self._metrics.record_drift(
                 sorted({d.model for d in the_plan.drift} | set(config_drift))
             )
-        attempt = (the_plan.target, observed.disk)
         live = observed.live
+        # What was tried: the same attempt is not retried before its backoff ends, but TFS
+        # answering again (after an outage) is a change worth an immediate retry.
+        attempt = (the_plan.target, observed.disk, live is None or live.reachable)
         if live is not None and not live.reachable and not the_plan.changes_config:
             # Nothing to write, but nothing seen either: not "in sync", not ready.
             self._error(live.error or f"TFS at {settings.rest_url} does not answer")

@@ -633,3 +633,28 @@ def test_watchdog_keep_alives_go_on_during_a_long_apply(
     during = [at for at, _ in notify.lines("WATCHDOG") if written <= at <= done]
     gaps = [b - a for a, b in itertools.pairwise([written, *during, done])]
     assert max(gaps) < 0.6, f"longest gap between keep-alives: {max(gaps):.2f} s"
+
+
+def test_a_commit_made_while_tfs_is_down_is_applied_as_soon_as_tfs_answers(
+    repo: LabRepo, start_daemon: StartDaemon
+) -> None:
+    sim = SimulatorProcess(repo.models, load_seconds=0.2)  # ports chosen, not started yet
+    try:
+        daemon = run_with(sim, start_daemon, "--git")
+        daemon.wait_for_event("reconcile_failed", timeout=10)
+        repo.write(desired_text("[1, 2, 3]", PROMOTED))
+        repo.commit("promote while TFS is down")
+        for _ in range(2):  # failures pile up: the backoff grows to 8 s
+            mark = daemon.count()
+            daemon.wait_for_event("reconcile_failed", after=mark, timeout=20)
+        config = repo.config.read_bytes()
+        assert b"Managed by tfs-reconciler" not in config  # nothing written while TFS is down
+
+        sim.start()
+        started = time.monotonic()
+        wait_until(label_is(sim.rest_url, "stable", 3), 20, what="stable -> 3")
+        took = time.monotonic() - started
+        print(f"\npending commit live {took:.2f} s after TFS started answering")
+        assert took < 3, f"{took:.1f} s: the backoff of the outage delayed the apply"
+    finally:
+        sim.stop()

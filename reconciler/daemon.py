@@ -72,6 +72,7 @@ class _Memory:
     observed: Observed | None = None
     plan: Plan | None = None
     last_error: str | None = None
+    fetch_error: str | None = None  # why the last fetch of --git-remote failed
     last_record: Record | None = None
     failures: int = 0
     retry_at: float = 0.0
@@ -373,6 +374,9 @@ class Daemon:
             log.debug("fetched", remote=self.options.git_remote, commit=commit)
         except GitError as error:
             log.error("fetch_failed", remote=self.options.git_remote, error=str(error))
+            self._memory.fetch_error = f"fetching {self.options.git_remote} failed: {error}"
+        else:
+            self._memory.fetch_error = None
 
     def _reloader_for_pass(self) -> Reloader:
         if self._reloader is not None and self.options.reload is not ReloadMode.AUTO:
@@ -450,7 +454,8 @@ class Daemon:
                 memory.observed,
                 memory.plan,
                 last=memory.last_record,
-                last_error=memory.last_error,
+                last_error="; ".join(e for e in (memory.last_error, memory.fetch_error) if e)
+                or None,
                 source="daemon",
             )
 

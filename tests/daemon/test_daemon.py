@@ -658,3 +658,23 @@ def test_a_commit_made_while_tfs_is_down_is_applied_as_soon_as_tfs_answers(
         assert took < 3, f"{took:.1f} s: the backoff of the outage delayed the apply"
     finally:
         sim.stop()
+
+
+def test_a_remote_that_cannot_be_fetched_is_shown_in_status_and_the_last_state_serves_on(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "--quiet", "--bare", str(repo.root), str(bare))
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git-remote", str(bare), "--git-interval", "0.5")
+    daemon.wait_for_event("reconciled")
+
+    moved = bare.rename(tmp_path / "gone.git")
+    daemon.wait_for_event("fetch_failed", timeout=5)
+    document = status_json(repo, daemon, sim.rest_url)
+    assert "remote.git" in (document["last_error"] or ""), document
+    assert label_version(sim.rest_url, "stable") == 2
+    assert daemon.process.poll() is None
+
+    moved.rename(bare)
+    wait_until(lambda: status_json(repo, daemon, sim.rest_url)["last_error"] is None, 5)

@@ -70,12 +70,14 @@ class GrpcReloader:
     client: TfsGrpc
     models_dir: Path
     serving_root: str
-    deadline: float = 30.0
+    deadline: float = 30.0  # the least a push may take (TFS waits for new models to load)
     mode: ReloadMode = ReloadMode.GRPC
     waits: bool = True
     phased: bool = True
 
-    def reload(self, config: ServingConfig) -> None:
+    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
+        """Push `config`; `timeout` (at least `deadline`) bounds the call: a push that adds a
+        model returns only once the model loaded, which may take as long as the apply may."""
         # TFS hangs on a new model whose base_path is missing, and queues every later reload
         # behind it: never push such a config.
         for model in config.models:
@@ -85,7 +87,7 @@ class GrpcReloader:
                     f"not pushing: {model.name} base_path {model.base_path} is not on disk"
                     f" ({folder or 'outside the serving root'})"
                 )
-        self.client.reload(config, timeout=self.deadline)
+        self.client.reload(config, timeout=max(self.deadline, timeout or 0.0))
 
 
 @dataclass
@@ -229,7 +231,7 @@ class Converger:
                     path=str(self.config_path),
                     commit=self.commit,
                 )
-                self.reloader.reload(phase)
+                self._reload(phase, deadline)
                 if self.reloader.waits:
                     known = self._wait(phase, applied, disk, known, deadline, names, labels)
                     if not self.reloader.phased:
@@ -269,6 +271,13 @@ class Converger:
             self.clock() - started,
             read_text(self.config_path),
         )
+
+    def _reload(self, phase: ServingConfig, deadline: float) -> None:
+        if isinstance(self.reloader, GrpcReloader):
+            # The push may take as long as the apply has left (a new model loads in the call).
+            self.reloader.reload(phase, timeout=deadline - self.clock())
+        else:
+            self.reloader.reload(phase)
 
     def _live(self, names: tuple[str, ...], labels: dict[str, set[str]]) -> LiveStatus:
         return read_live(self.status, names, labels)
@@ -392,7 +401,7 @@ class Converger:
                 write_atomic(self.config_path, text if last else render_config(phase))
                 log.warning("rollback_phase_written", phase=number, commit=self.commit)
                 try:
-                    self.reloader.reload(phase)
+                    self._reload(phase, deadline)
                 except (ReloadRejected, ReloadFailed, TfsUnreachable, DockerError):
                     # The failed change may never have reached TFS (push unreachable, container
                     # not found): if TFS still serves this phase, the rollback holds.

@@ -632,3 +632,39 @@ def test_history_records_the_commit_of_the_desired_state_and_whether_it_was_dirt
     head = git("rev-parse", "HEAD")
     assert [(r["commit"], r["dirty"]) for r in records] == [(head, False), (head, True)]
     assert head[:12] in cli("history").stdout
+
+
+def test_adding_a_model_that_loads_longer_than_the_push_deadline_converges(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """TFS answers a push that adds a model only once the model loaded: the push may take as
+    long as --timeout allows, not the reloader's minimum deadline (here 1 s, for a 3 s load)."""
+    from reconciler.apply import GrpcReloader
+    from reconciler.desired import load_desired
+    from reconciler.reconcile import Revision, reconcile
+    from reconciler.settings import Settings
+    from reconciler.tfs_grpc import TfsGrpc
+
+    sim = start_sim(extra_args=["--sim_load_seconds_for=iris=3"])
+    shutil.copytree(lab / "models" / MODEL, lab / "models" / "iris")
+    (lab / "desired_state" / "iris.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  iris:\n    versions: [1]\n"
+    )
+    settings = Settings(
+        desired=lab / "desired_state",
+        models_dir=lab / "models",
+        rest_url=sim.rest_url,
+        grpc_target=sim.grpc_target,
+        timeout=20,
+    )
+    with TfsGrpc(sim.grpc_target) as client:
+        reloader = GrpcReloader(client, lab / "models", "/models", deadline=1.0)
+        _, outcome, _ = reconcile(
+            load_desired(lab / "desired_state"),
+            settings=settings,
+            reloader=reloader,
+            revision=Revision(),
+        )
+    assert outcome.result == "applied", outcome.message
+    _, body = get(sim.rest_url, "/v1/models/iris")
+    assert body["model_version_status"][0]["state"] == "AVAILABLE"

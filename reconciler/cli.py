@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -379,13 +381,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = list(args.argv)
 
     def reread() -> DaemonOptions:
+        """The options again (on SIGHUP); ValueError when they cannot be used, so that the
+        daemon keeps its old ones instead of exiting with argparse's usage error."""
         if args.env_file:
             load_env_file(args.env_file)
-        fresh = build_parser().parse_args(argv)
-        logs.configure(fresh.log_level)
-        return _to_daemon_options(fresh)
+        errors = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(errors):
+                fresh = build_parser().parse_args(argv)
+            logs.configure(fresh.log_level)
+            return _to_daemon_options(fresh)
+        except SystemExit:
+            lines = errors.getvalue().strip().splitlines()
+            raise ValueError(lines[-1] if lines else "the settings were rejected") from None
+        except UsageError as error:
+            raise ValueError(str(error)) from None
 
-    options = reread() if args.env_file else _to_daemon_options(args)
+    try:
+        options = reread() if args.env_file else _to_daemon_options(args)
+    except ValueError as error:
+        raise UsageError(f"{args.env_file}: {error}") from None
     try:
         return Daemon(options, reread).run()
     except AlreadyRunningError as error:

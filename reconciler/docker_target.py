@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import docker
-import docker.errors
+if TYPE_CHECKING:
+    import docker
 
 ALLOW_LABELS_FLAG = "--allow_version_labels_for_unavailable_models"
+
+
+def _sdk() -> ModuleType:
+    # Imported on first use: the Docker SDK costs every command 0.4 s of start-up otherwise.
+    importlib.import_module("docker.errors")
+    return importlib.import_module("docker")
 
 
 class DockerError(Exception):
@@ -29,23 +37,25 @@ class DockerTarget:
         )
 
     def _client(self) -> docker.DockerClient:
+        sdk = _sdk()
         try:
-            client = docker.from_env(timeout=30)
+            client: docker.DockerClient = sdk.from_env(timeout=30)
             client.ping()
-        except docker.errors.DockerException as error:
+        except sdk.errors.DockerException as error:
             raise DockerError(
                 f"the Docker engine does not answer (DOCKER_HOST or the default socket): {error}"
             ) from None
         return client
 
     def _find(self, client: docker.DockerClient) -> Any:
+        sdk = _sdk()
         try:
             if self.container:
                 return client.containers.get(self.container)
             found = client.containers.list(all=True, filters={"label": self.selector or ""})
-        except docker.errors.NotFound:
+        except sdk.errors.NotFound:
             raise DockerError(f"no {self.describe()} on this Docker engine") from None
-        except docker.errors.DockerException as error:
+        except sdk.errors.DockerException as error:
             raise DockerError(f"cannot list containers: {error}") from None
         if len(found) != 1:
             raise DockerError(
@@ -72,11 +82,12 @@ class DockerTarget:
         return False
 
     def restart(self, timeout: int = 10) -> None:
+        sdk = _sdk()
         client = self._client()
         try:
             container = self._find(client)
             container.restart(timeout=timeout)
-        except docker.errors.DockerException as error:
+        except sdk.errors.DockerException as error:
             raise DockerError(f"restarting {self.describe()} failed: {error}") from None
         finally:
             client.close()

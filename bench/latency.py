@@ -24,7 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.common import Section, median, ms, percentile, table
-from bench.lab import MODEL, Daemon, Lab, animals, daemon_available, lab, label_version, wait_until
+from bench.lab import (
+    MODEL,
+    Daemon,
+    Lab,
+    animals,
+    daemon_available,
+    get_json,
+    lab,
+    label_version,
+    wait_until,
+)
 from reconciler.history import read_history
 from reconciler.testing import SimulatorProcess
 
@@ -188,6 +198,52 @@ def daemon(mode: str, count: int) -> Samples:
     return samples
 
 
+def version_available(rest_url: str, version: int) -> bool:
+    try:
+        _, body = get_json(rest_url, f"/v1/models/{MODEL}")
+    except (OSError, ValueError):
+        return False
+    entries = body.get("model_version_status", []) if isinstance(body, dict) else []
+    return any(e.get("version") == str(version) and e.get("state") == "AVAILABLE" for e in entries)
+
+
+def daemon_new_version(count: int) -> Samples:
+    """A commit that adds version 3 (labels unchanged), live when TFS lists it AVAILABLE;
+    an untimed commit removes it again before the next sample."""
+    samples = Samples("daemon `run --git --reload grpc`, new version")
+    without, with_three = (
+        animals([1, 2], stable=1, canary=2),
+        animals([1, 2, 3], stable=1, canary=2),
+    )
+    with (
+        lab(without, git_repo=True) as the_lab,
+        SimulatorProcess(the_lab.models_dir, poll_seconds=POLL_SECONDS) as tfs,
+        Daemon(the_lab, tfs.rest_url, tfs.grpc_target, "--git", "--reload=grpc", "--resync=3600"),
+    ):
+        records = len(read_history(the_lab.state_dir))
+
+        def recorded() -> bool:
+            return len(read_history(the_lab.state_dir)) > records
+
+        for number in range(count):
+            time.sleep(random.uniform(0.0, 0.2))
+            started = time.perf_counter()
+            the_lab.commit(with_three, f"add 3 ({number})")
+            seen = wait_until(functools.partial(version_available, tfs.rest_url, 3), TIMEOUT)
+            if seen is None:
+                samples.failures += 1
+            else:
+                samples.latencies.append(seen - started)
+            if wait_until(recorded, TIMEOUT, 0.01) is None:
+                samples.failures += 1
+            records = len(read_history(the_lab.state_dir))
+            the_lab.commit(without, f"drop 3 ({number})")
+            if wait_until(recorded, TIMEOUT, 0.01) is None:
+                samples.failures += 1
+            records = len(read_history(the_lab.state_dir))
+    return samples
+
+
 def hand_edit(count: int, tfs_poll: float = POLL_SECONDS) -> Samples:
     samples = Samples(f"lab: hand edit, TFS poll {tfs_poll:g} s")
     with (
@@ -211,6 +267,7 @@ def run(section: Section, quick: bool) -> dict[str, Samples]:
     plan: list[tuple[str, Callable[[], Samples]]] = []
     if has_daemon:
         plan.append(("daemon grpc", lambda: daemon("grpc", n)))
+        plan.append(("daemon new version", lambda: daemon_new_version(n)))
         if not quick:
             plan.append(("daemon poll", lambda: daemon("poll", few)))
     plan += [

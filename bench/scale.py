@@ -122,7 +122,8 @@ def measure(
                 "disk scan": load.scan,
             }
             for stage, function in stages.items():
-                function()  # warm up (imports, caches, page cache)
+                if models < 10_000:  # (10,000: seconds a call, warm enough after one)
+                    function()  # warm up (imports, caches, page cache)
                 times = timed_both(function, reps)
                 results[stage][models] = median([wall for wall, _ in times])
                 cpu[stage][models] = median([used for _, used in times])

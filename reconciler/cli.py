@@ -539,6 +539,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _with_settings(args)
     records = [r for r in read_history(settings.state_path) if r.config is not None]
     good = [r for r in records if r.outcome in ("applied", "written")]
+    text: str | None = None
     if args.record is not None:
         chosen = next((r for r in records if r.id == args.record), None)
         if chosen is None:
@@ -549,10 +550,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     elif len(good) >= 2:
         chosen = good[-2]
+    elif good and good[-1].previous is not None:
+        chosen = good[-1]  # back to what models.config held before the first apply
+        text = good[-1].previous
     else:
         print("error: no earlier applied config to roll back to", file=sys.stderr)
         return EXIT_ERROR
-    target = parse_config(chosen.config or "", f"history record {chosen.id}")
+    target = parse_config(text or chosen.config or "", f"history record {chosen.id}")
     reloader = _reloader(args, settings)
     rest = TfsRest(settings.rest_url, settings.request_timeout)
     empty = DesiredState(models=())

@@ -22,6 +22,7 @@ class Record:
     dirty: bool | None = None
     steps: tuple[str, ...] = ()
     config: str | None = None  # the models.config text that resulted
+    previous: str | None = None  # the models.config text before the apply
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 

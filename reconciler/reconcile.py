@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import structlog
 
 from reconciler.apply import Converger, Outcome, ProgressHook, Reloader
+from reconciler.config_file import read_text
 from reconciler.desired import DesiredState
 from reconciler.history import Record, append_record
 from reconciler.observe import Observed, observe
@@ -73,6 +74,7 @@ def execute(
         on_progress=on_progress,
         commit=revision.commit,
     )
+    before = read_text(settings.config_path)
     outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
     if outcome.result == "noop":
         return outcome, None
@@ -99,6 +101,7 @@ def execute(
             dirty=revision.dirty,
             steps=tuple(str(s) for s in the_plan.steps),
             config=outcome.config,
+            previous=before,
             seconds=round(outcome.seconds, 3),
         ),
     )

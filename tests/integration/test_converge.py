@@ -528,21 +528,31 @@ def test_history_records_applies_and_rollback_converges_back(
     assert len(records) == 3 and records[-1]["outcome"] == "applied"
 
 
-def test_rollback_after_a_single_apply_has_nothing_applied_to_go_back_to(
+def test_rollback_after_a_single_apply_returns_to_the_config_before_it(
     lab: Path, start_sim: StartSim
 ) -> None:
-    """History holds only applied configs: the hand-written one before the first apply is
-    not among them, so `rollback` says so (exit 1) and changes nothing."""
+    """Each record keeps the models.config it replaced, so the first apply can be undone."""
     sim = start_sim()
     cli = cli_for(lab, sim)
     write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
     assert cli("apply", "--reload", "grpc").returncode == 0
-    after = config_text(lab)
+    assert label_version(sim.rest_url, "stable") == 3
+    back = cli("rollback", "--reload", "grpc")
+    assert back.returncode == 0, output(back)
+    assert label_version(sim.rest_url, "stable") == 2
+    assert "FAILED_PRECONDITION" not in sim.log
+
+
+def test_rollback_with_no_history_says_so_and_changes_nothing(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    cli = cli_for(lab, sim)
+    before = config_text(lab)
     back = cli("rollback", "--reload", "grpc")
     assert back.returncode == 1, output(back)
     assert "error: no earlier applied config to roll back to" in back.stderr
-    assert config_text(lab) == after
-    assert label_version(sim.rest_url, "stable") == 3
+    assert config_text(lab) == before
 
 
 def test_rollback_to_a_numbered_record(lab: Path, start_sim: StartSim) -> None:

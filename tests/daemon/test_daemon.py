@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -679,3 +680,49 @@ def test_a_remote_that_cannot_be_fetched_is_shown_in_status_and_the_last_state_s
 
     moved.rename(bare)
     wait_until(lambda: status_json(repo, daemon, sim.rest_url)["last_error"] is None, 5)
+
+
+def test_an_invalid_first_commit_still_sends_ready_but_readyz_waits_for_a_good_one(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
+) -> None:
+    repo.write("apiVersion: tfs-reconciler/v1\nmodels: [\n")
+    repo.commit("broken from the start")
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("invalid_desired_state")
+    notify.wait_for("READY", "1")  # systemd must not time the start out
+    base = daemon.metrics_url
+    assert http_get(f"{base}/healthz")[0] == 200
+    assert http_get(f"{base}/readyz")[0] == 503
+    assert "animals.yaml:" in (status_json(repo, daemon, sim.rest_url)["last_error"] or "")
+    assert label_version(sim.rest_url, "stable") == 2
+
+    repo.write(desired_text("[1, 2, 3]", PROMOTED))
+    repo.commit("fixed")
+    wait_until(lambda: http_get(f"{base}/readyz")[0] == 200, 5, what="readyz 200")
+    assert label_version(sim.rest_url, "stable") == 3
+
+
+def test_sigterm_while_backing_off_exits_0_at_once(
+    repo: LabRepo, start_daemon: StartDaemon, notify: NotifySocket
+) -> None:
+    daemon = start_daemon("--git", "--resync", "30")  # TFS is nowhere: it backs off
+    for _ in range(2):
+        mark = daemon.count()
+        daemon.wait_for_event("reconcile_failed", after=mark, timeout=10)
+    sent = time.monotonic()
+    daemon.kill(signal.SIGTERM)
+    assert daemon.wait(5) == 0, daemon.text
+    print(f"\nSIGTERM while backing off: exited in {time.monotonic() - sent:.3f} s")
+    assert time.monotonic() - sent < 2
+    notify.wait_for("STOPPING", "1", timeout=2)
+
+
+def test_git_mode_outside_a_repository_exits_1_with_a_message(
+    repo: LabRepo, start_daemon: StartDaemon
+) -> None:
+    shutil.rmtree(repo.root / ".git")
+    daemon = start_daemon("--git")
+    assert daemon.wait(15) == 1
+    assert "not inside a git work tree" in daemon.text, daemon.text
+    assert "Traceback" not in daemon.text

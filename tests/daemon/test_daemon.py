@@ -56,10 +56,17 @@ def run_with(sim: SimulatorProcess, start_daemon: StartDaemon, *args: str) -> Da
 
 def status_json(repo: LabRepo, daemon: DaemonProcess | None, rest_url: str) -> dict[str, Any]:
     """`tfs-reconciler status --output json`, asking the daemon's endpoint when given one."""
+    document: dict[str, Any] = json.loads(status_output(repo, daemon, rest_url, "json"))
+    return document
+
+
+def status_output(
+    repo: LabRepo, daemon: DaemonProcess | None, rest_url: str, output: str = "text"
+) -> str:
     address = daemon.metrics_url.removeprefix("http://") if daemon else "127.0.0.1:1"
     out = subprocess.run(
         [
-            "tfs-reconciler", "status", "--output", "json",
+            "tfs-reconciler", "status", "--output", output,
             "--metrics-addr", address,
             "--desired", str(repo.desired),
             "--models-dir", str(repo.models),
@@ -69,8 +76,7 @@ def status_json(repo: LabRepo, daemon: DaemonProcess | None, rest_url: str) -> d
         env={k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")},
     )  # fmt: skip
     assert out.returncode in (0, 2), out.stderr
-    document: dict[str, Any] = json.loads(out.stdout)
-    return document
+    return out.stdout
 
 
 def hand_edit(repo: LabRepo) -> bytes:
@@ -182,6 +188,9 @@ def test_an_invalid_commit_is_reported_with_file_and_line_and_the_old_state_keep
     document = status_json(repo, daemon, sim.rest_url)
     assert re.search(r"desired_state/animals\.yaml:\d+", document["last_error"] or ""), document
     assert document["last_apply"]["commit"] == good
+    text = status_output(repo, daemon, sim.rest_url)
+    assert re.search(r"last error: desired_state/animals\.yaml:\d+", text), text
+    assert f"commit {good[:12]}" in text, text
     # The previous state keeps serving, through several resyncs.
     time.sleep(1.5)
     assert label_version(sim.rest_url, "stable") == 3

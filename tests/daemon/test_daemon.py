@@ -735,3 +735,23 @@ def test_git_mode_outside_a_repository_exits_1_with_a_message(
     assert daemon.wait(15) == 1
     assert "not inside a git work tree" in daemon.text, daemon.text
     assert "Traceback" not in daemon.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lock lives in the state folder, not with the config: another --state-dir "
+    "lets a second daemon manage the same models.config (issue 5: one daemon per config file)",
+)
+def test_a_second_daemon_on_the_same_config_with_another_state_dir_exits_1(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    sim = start_sim()
+    first = run_with(sim, start_daemon, "--git")
+    first.wait_for_event("reconciled")
+    second = run_with(sim, start_daemon, "--git", "--state-dir", str(tmp_path / "other-state"))
+    try:
+        code = second.wait(5)
+    except subprocess.TimeoutExpired:
+        code = None
+    assert code == 1
+    assert f"pid {first.pid}" in second.text

@@ -8,13 +8,15 @@ the window; peak RSS is VmHWM from /proc/<pid>/status at the end.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
 from pathlib import Path
 
-from bench.common import Section, model_name, table
-from bench.lab import Daemon, daemon_available, desired_yaml, lab
+from bench.common import Section, median, model_name, ms, table
+from bench.lab import Daemon, Lab, daemon_available, desired_yaml, lab, label_version, wait_until
+from reconciler.history import read_history
 from reconciler.testing import SimulatorProcess
 
 MODELS = 1_000
@@ -42,16 +44,22 @@ def pass_seconds(log: str) -> list[float]:
     return found
 
 
-def desired_for(models: int) -> str:
+def desired_for(models: int, stable: dict[int, int] | None = None) -> str:
+    stable = stable or {}
     return desired_yaml(
         {
-            model_name(i): ([1, 2, 3, 4, 5], {"deprecated": 3, "stable": 4, "canary": 5})
+            model_name(i): (
+                [1, 2, 3, 4, 5],
+                {"deprecated": 3, "stable": stable.get(i, 4), "canary": 5},
+            )
             for i in range(models)
         }
     )
 
 
-def idle(models: int, window: float, resync: str | None) -> dict[str, float]:
+def idle(models: int, window: float, resync: str | None, moves: int = 0) -> dict[str, float]:
+    """Idle CPU and memory; then `moves` label moves on the first model, timed commit-to-live
+    (every daemon pass reads every model's live status, so this grows with the model count)."""
     extra = [f"--resync={resync}"] if resync is not None else []
     with (
         lab(desired_for(models), git_repo=True, models=models) as the_lab,
@@ -67,17 +75,41 @@ def idle(models: int, window: float, resync: str | None) -> dict[str, float]:
             before, clock = cpu_seconds(daemon.pid), time.perf_counter()
             time.sleep(window)
             used, wall = cpu_seconds(daemon.pid) - before, time.perf_counter() - clock
+            hwm, rss = (
+                memory_kib(daemon.pid, "VmHWM") / 1024,
+                memory_kib(daemon.pid, "VmRSS") / 1024,
+            )
             passes = pass_seconds(daemon.log())
+            overflows = daemon.log().count("Inotify queue overflowed; filesystem events")
+            latencies = []
+            for number in range(moves):
+                latency = _move(the_lab, tfs.rest_url, models, 3 if number % 2 == 0 else 4)
+                if latency is not None:
+                    latencies.append(latency)
             return {
                 "ready": ready,
                 "cpu": used / wall,
-                "hwm": memory_kib(daemon.pid, "VmHWM") / 1024,
-                "rss": memory_kib(daemon.pid, "VmRSS") / 1024,
+                "hwm": hwm,
+                "rss": rss,
                 "window": wall,
                 "passes": len(passes),
-                "overflows": daemon.log().count("Inotify queue overflowed; filesystem events"),
+                "overflows": overflows,
                 "pass_seconds": max(passes, default=0.0),
+                "move_median": median(latencies) if latencies else math.nan,
+                "move_max": max(latencies, default=math.nan),
+                "moves": len(latencies),
             }
+
+
+def _move(the_lab: Lab, rest_url: str, models: int, stable: int) -> float | None:
+    """Commit `stable` for the first model; seconds until TFS resolves it (None: 120 s)."""
+    records = len(read_history(the_lab.state_dir))
+    first = model_name(0)
+    began = time.perf_counter()
+    the_lab.commit(desired_for(models, {0: stable}), f"stable {stable}")
+    seen = wait_until(lambda: label_version(rest_url, first, "stable") == stable, 120, 0.02)
+    wait_until(lambda: len(read_history(the_lab.state_dir)) > records, 120, 0.05)
+    return None if seen is None else seen - began
 
 
 def run(section: Section, quick: bool) -> dict[str, dict[str, float]]:
@@ -90,7 +122,7 @@ def run(section: Section, quick: bool) -> dict[str, dict[str, float]]:
     window = 5.0 if quick else 60.0
     results = {}
     label = "default (resync 30 s)"
-    results[label] = idle(models, window, None)
+    results[label] = idle(models, window, None, moves=0 if quick else 3)
     r = results[label]
     print(f"  {label}: {r['cpu'] * 100:.2f} % CPU over {r['window']:.0f} s, "
           f"VmHWM {r['hwm']:.1f} MiB, ready in {r['ready']:.1f} s", flush=True)  # fmt: skip
@@ -117,6 +149,14 @@ def run(section: Section, quick: bool) -> dict[str, dict[str, float]]:
             rows,
         )
     )
+    if r["moves"]:
+        section.add(
+            f"Commit-to-live with {models:,} models (a label move on one model, daemon grpc, "
+            f"{r['moves']:.0f} commits after the idle window): median {ms(r['move_median'])} ms, "
+            f"max {ms(r['move_max'])} ms. Every pass reads every model's live status (one "
+            "status and one label-metadata request per label, sequentially), so a pass, and "
+            "with it any change, costs time in proportion to the models served."
+        )
     first = next(iter(results.values()))
     section.verdict(f"idle CPU < 1 % of a core ({models:,} models)", f"{first['cpu'] * 100:.2f} %",
                     first["cpu"] < 0.01)  # fmt: skip

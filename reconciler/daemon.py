@@ -38,7 +38,7 @@ from reconciler.settings import Settings
 from reconciler.status import status_document
 from reconciler.tfs_config import ServingConfig
 from reconciler.tfs_rest import TfsRest
-from reconciler.watch import Trigger
+from reconciler.watch import DEFAULT_IGNORE_NAMES, Trigger
 
 log = structlog.get_logger("reconciler.daemon")
 
@@ -104,11 +104,18 @@ class Daemon:
 
     def run(self) -> int:
         settings = self.options.settings
-        with acquire(settings.state_path):
+        config = settings.config_path
+        # Beside the config, not in the state folder: one daemon per models.config, whatever
+        # --state-dir each is given.
+        with acquire(config.parent, f".{config.name}.lock"):
             self._install_signals()
             self._memory.last_record = _last(read_history(settings.state_path))
             endpoint = HttpEndpoint(
-                parse_address(self.options.metrics_addr), self._metrics.registry, self.status
+                parse_address(self.options.metrics_addr),
+                self._metrics.registry,
+                self.status,
+                # /healthz fails when the loop has not come round for this long.
+                liveness_timeout=2 * self.options.resync + settings.timeout + 60,
             )
             with endpoint:
                 log.info(
@@ -180,7 +187,12 @@ class Daemon:
             paths.append(settings.desired)
         if settings.config_path.parent.resolve() != settings.models_dir.resolve():
             paths.append(settings.config_path)
-        return Trigger(paths, ignore=[settings.state_path], debounce=self.options.debounce)
+        return Trigger(
+            paths,
+            ignore=[settings.state_path],
+            ignore_names=(*DEFAULT_IGNORE_NAMES, ".*.lock"),
+            debounce=self.options.debounce,
+        )
 
     # --- one pass --------------------------------------------------------------------------
 

@@ -298,6 +298,10 @@ def _check_branch_name(branch: str, cwd: Path) -> None:
         raise GitError(f"{branch!r} is not a valid branch name")
 
 
+GIT_TIMEOUT = 120.0
+"""Seconds a git command may take (a fetch from an unresponsive remote must not hang the loop)."""
+
+
 def _run(
     args: list[str], cwd: Path, stdin: bytes | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
@@ -309,10 +313,18 @@ def _run(
     }
     try:
         out = subprocess.run(
-            ["git", *args], cwd=cwd, input=stdin, capture_output=True, env=env, check=False
+            ["git", *args],
+            cwd=cwd,
+            input=stdin,
+            capture_output=True,
+            env=env,
+            check=False,
+            timeout=GIT_TIMEOUT,
         )
     except FileNotFoundError as error:
         raise GitError("the git command is not installed") from error
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {' '.join(args)} took more than {GIT_TIMEOUT:g} s") from None
     if check and out.returncode != 0:
         raise GitError(
             f"git {' '.join(args)} failed ({out.returncode}): {out.stderr.decode().strip()}"

@@ -63,14 +63,14 @@ class DaemonLock:
         self.release()
 
 
-def acquire(state_dir: Path) -> DaemonLock:
-    """Take the daemon lock in ``state_dir`` (created if missing) or raise.
+def acquire(state_dir: Path, name: str = LOCK_FILE_NAME) -> DaemonLock:
+    """Take the lock file ``name`` in ``state_dir`` (created if missing) or raise.
 
     Raises AlreadyRunningError, naming the holder's pid, when another
     process holds it. Never waits.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / LOCK_FILE_NAME
+    path = state_dir / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -343,7 +343,7 @@ def test_sigterm_stops_cleanly_and_releases_the_lock(
     sim = start_sim()
     daemon = run_with(sim, start_daemon, "--git")
     daemon.wait_for_event("reconciled")
-    lock = repo.models / ".tfs-reconciler" / "daemon.lock"
+    lock = repo.models / ".models.config.lock"
     assert lock.read_text().strip() == str(daemon.pid)
 
     daemon.kill(signal.SIGTERM)
@@ -737,11 +737,6 @@ def test_git_mode_outside_a_repository_exits_1_with_a_message(
     assert "Traceback" not in daemon.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lock lives in the state folder, not with the config: another --state-dir "
-    "lets a second daemon manage the same models.config (issue 5: one daemon per config file)",
-)
 def test_a_second_daemon_on_the_same_config_with_another_state_dir_exits_1(
     repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:

@@ -35,6 +35,15 @@ from watchdog.events import (
     EVENT_TYPE_DELETED,
     EVENT_TYPE_MODIFIED,
     EVENT_TYPE_MOVED,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -49,6 +58,21 @@ DEFAULT_IGNORE_NAMES = (".*.tmp", ".*.swp", "*~", ".#*", "4913")
 """Temporary files: the reconciler's own (``.<name>.tmp``) and editors' ones."""
 
 FILES_CHANGED = "files_changed"
+
+# Changes only: without a filter inotify also queues every open and read, so one scan of a
+# large models tree (ours, or TFS's file-system poll) overflows the kernel queue, and
+# watchdog's re-walk on overflow reads the tree again: a busy loop with nothing changing.
+_EVENT_FILTER = [
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+]
 
 _CHANGES = {
     EVENT_TYPE_CREATED,
@@ -118,9 +142,9 @@ class Trigger:
         observer = Observer()
         handler = _Handler(self._on_event)
         for folder in self._folders:
-            observer.schedule(handler, folder, recursive=True)
+            observer.schedule(handler, folder, recursive=True, event_filter=_EVENT_FILTER)
         for directory, recursive in _directories_for(self._files):
-            observer.schedule(handler, directory, recursive=recursive)
+            observer.schedule(handler, directory, recursive=recursive, event_filter=_EVENT_FILTER)
         observer.daemon = True
         observer.start()
         self._observer = observer

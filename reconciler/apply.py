@@ -184,7 +184,7 @@ class Converger:
         previous = plan.current
         if previous_text is not None:
             save_last_known_good(self.state_dir, previous_text)
-        names, labels = _names_and_labels(plan.target, previous)
+        names, labels = _names_and_labels(plan.touched, plan.target, previous)
         baseline = self._live(names, labels) if self.reloader.waits else None
         if (
             baseline is not None
@@ -341,7 +341,7 @@ class Converger:
         require_gone: bool = True,
     ) -> frozenset[tuple[str, int, str]]:
         """Wait until TFS serves `phase`; the earlier failures (`known`) still standing."""
-        wanted = expectations(phase, previous, disk)
+        wanted = tuple(w for w in expectations(phase, previous, disk) if w.model in names)
         if not require_gone:
             # A version TFS is still loading cannot be cancelled: it loads, then unloads. The
             # old state is live again once its versions serve and its labels resolve.
@@ -386,7 +386,9 @@ class Converger:
         log.error("apply_failed", error=str(error), commit=self.commit)
         target = previous or ServingConfig()
         text = previous_text if previous_text is not None else render_config(target)
-        names, labels = _names_and_labels(attempted, target)
+        touched = {m.name for m in attempted.models if target.model(m.name) != m}
+        touched |= {m.name for m in target.models if attempted.model(m.name) != m}
+        names, labels = _names_and_labels(frozenset(touched), attempted, target)
         phases: tuple[ServingConfig, ...] = (target,)
         if self.reloader.phased:
             basis = live_basis(attempted, self._live(names, labels))
@@ -442,15 +444,15 @@ class Converger:
 
 
 def _names_and_labels(
-    *configs: ServingConfig | None,
+    touched: frozenset[str], *configs: ServingConfig | None
 ) -> tuple[tuple[str, ...], dict[str, set[str]]]:
-    names: set[str] = set()
-    labels: dict[str, set[str]] = {}
+    """The `touched` models and their labels in `configs`: what a wait reads from TFS."""
+    labels: dict[str, set[str]] = {name: set() for name in touched}
     for config in configs:
         for model in config.models if config is not None else ():
-            names.add(model.name)
-            labels.setdefault(model.name, set()).update(label for label, _ in model.labels)
-    return tuple(sorted(names)), labels
+            if model.name in touched:
+                labels[model.name].update(label for label, _ in model.labels)
+    return tuple(sorted(touched)), labels
 
 
 def describe_serving(config: ServingConfig, disk: DiskState) -> str:

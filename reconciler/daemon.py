@@ -29,7 +29,7 @@ from reconciler.http_endpoint import HttpEndpoint, parse_address
 from reconciler.lock import acquire
 from reconciler.metrics import Metrics
 from reconciler.metrics import Outcome as MetricOutcome
-from reconciler.observe import Observed
+from reconciler.observe import LiveStatus, Observed
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
 from reconciler.problems import InputError
@@ -38,7 +38,7 @@ from reconciler.settings import Settings
 from reconciler.status import status_document
 from reconciler.tfs_config import ServingConfig
 from reconciler.tfs_rest import TfsRest
-from reconciler.watch import DEFAULT_IGNORE_NAMES, Trigger
+from reconciler.watch import DEFAULT_IGNORE_NAMES, FILES_CHANGED, Trigger
 
 log = structlog.get_logger("reconciler.daemon")
 
@@ -144,15 +144,18 @@ class Daemon:
         next_resync = 0.0
         next_fetch = 0.0
         self._trigger = self._make_trigger().start()
+        full = True
         while not self._stop.is_set():
             now = self._clock()
             if self._hup.is_set():
                 self._hup.clear()
                 self._reload_settings()
+                full = True
             if self.options.git_remote and now >= next_fetch:
                 self._fetch()
                 next_fetch = now + self.options.git_interval
-            self._pass(endpoint)
+            self._pass(endpoint, full)
+            full = True
             next_resync = self._clock() + self.options.resync
             sd_notify.watchdog()
             while not self._stop.is_set():
@@ -167,6 +170,7 @@ class Daemon:
                 sd_notify.watchdog()
                 if wake is not None:
                     log.debug("woken", reason=wake.reason, events=wake.events, path=wake.first_path)
+                    full = wake.reason != FILES_CHANGED
                     break
                 now = self._clock()
                 if now >= next_resync or (self._memory.retry_at and now >= self._memory.retry_at):
@@ -196,7 +200,10 @@ class Daemon:
 
     # --- one pass --------------------------------------------------------------------------
 
-    def _pass(self, endpoint: HttpEndpoint) -> None:
+    def _pass(self, endpoint: HttpEndpoint, full: bool = True) -> None:
+        """One reconcile. A `full` pass (start, resync, retry) reads every model's live status
+        to find drift; a pass woken by a change reads only the models the change touches, so
+        a commit goes live as fast with a thousand models as with one."""
         started = self._clock()
         settings = self.options.settings
         memory = self._memory
@@ -213,10 +220,19 @@ class Daemon:
             self._error(f"{error}")
             self._after_first(endpoint)
             return
-        observed = observe_for(settings, desired, rest)
+        if full:
+            observed = observe_for(settings, desired, rest)
+        else:
+            observed = observe_for(settings, desired, None)
+            touched = plan(desired, observed).touched
+            if touched:
+                observed = observe_for(settings, desired, rest, live_models=touched)
         the_plan = plan(desired, observed)
         with memory.lock:
-            memory.desired, memory.observed, memory.plan = desired, observed, the_plan
+            shown = observed
+            if not full and memory.observed is not None:  # keep what was read before
+                shown = replace(observed, live=_merge(memory.observed.live, observed.live))
+            memory.desired, memory.observed, memory.plan = desired, shown, the_plan
         self._export_versions(desired, observed, the_plan)
         # models.config no longer says what the last in-sync pass left there, though the desired
         # state still asks for it: edited by hand (or by another tool). Drift, not a new change.
@@ -272,6 +288,11 @@ class Daemon:
         )
         if outcome.ok and (the_plan.phases or not the_plan.changes_config):
             memory.synced_target = the_plan.target  # what models.config now says
+        if outcome.result != "noop" and the_plan.touched:  # show what the change made live
+            after = observe_for(settings, desired, rest, live_models=the_plan.touched)
+            with memory.lock:
+                before = memory.observed.live if memory.observed is not None else None
+                memory.observed = replace(after, live=_merge(before, after.live))
         self._finish(outcome, record, revision, attempt, started, endpoint)
 
     def _keep_alive(self, endpoint: HttpEndpoint) -> Callable[[Progress, float], None]:
@@ -477,6 +498,15 @@ def _changed_models(current: ServingConfig | None, target: ServingConfig) -> set
     before = current or ServingConfig()
     names = set(before.names) | set(target.names)
     return {n for n in names if before.model(n) != target.model(n)} or set(target.names)
+
+
+def _merge(before: LiveStatus | None, now: LiveStatus | None) -> LiveStatus | None:
+    """`now`, completed with the models only `before` read (for the status document)."""
+    if before is None or now is None:
+        return now or before
+    read = {m.name for m in now.models}
+    kept = tuple(m for m in before.models if m.name not in read)
+    return replace(now, models=tuple(sorted(now.models + kept, key=lambda m: m.name)))
 
 
 def _last(records: list[Record]) -> Record | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -203,24 +204,39 @@ def read_config(path: Path) -> ServingConfig | None:
     return parse_config(text, str(path))
 
 
+LIVE_READERS = 8
+"""Requests to TFS in flight at once while reading many models' status."""
+
+
 def read_live(
     source: StatusSource, models: Iterable[str], labels: Mapping[str, Iterable[str]]
 ) -> LiveStatus:
     """Ask TFS for each model's versions and where each of its labels resolves."""
-    found = []
+
+    def one(name: str) -> LiveModel:
+        status = source.model_status(name)
+        resolved = []
+        if status.found:
+            for label in sorted(set(labels.get(name, ()))):
+                version = source.label_version(name, label)
+                if version is not None:
+                    resolved.append((label, version))
+        return LiveModel(name, status.found, status.versions, tuple(resolved))
+
+    names = sorted(set(models))
+    if len(names) <= 1:
+        try:
+            return LiveStatus(reachable=True, models=tuple(one(n) for n in names))
+        except TfsUnreachable as error:
+            return LiveStatus(reachable=False, error=str(error))
+    pool = ThreadPoolExecutor(max_workers=min(LIVE_READERS, len(names)))
     try:
-        for name in sorted(set(models)):
-            status = source.model_status(name)
-            resolved = []
-            if status.found:
-                for label in sorted(set(labels.get(name, ()))):
-                    version = source.label_version(name, label)
-                    if version is not None:
-                        resolved.append((label, version))
-            found.append(LiveModel(name, status.found, status.versions, tuple(resolved)))
+        found = tuple(pool.map(one, names))
     except TfsUnreachable as error:
         return LiveStatus(reachable=False, error=str(error))
-    return LiveStatus(reachable=True, models=tuple(found))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # one failure decides: stop asking
+    return LiveStatus(reachable=True, models=found)
 
 
 def observe(
@@ -231,6 +247,7 @@ def observe(
     serving_root: str,
     config_path: Path,
     live_source: StatusSource | None,
+    live_models: Iterable[str] | None = None,
 ) -> Observed:
     """Read disk, models.config and (when a source is given) live TFS.
 
@@ -247,5 +264,6 @@ def observe(
         all_labels.setdefault(model.name, set()).update(label for label, _ in model.labels)
     live = None
     if live_source is not None:
-        live = read_live(live_source, base_paths, all_labels)
+        asked = base_paths if live_models is None else set(live_models) & set(base_paths)
+        live = read_live(live_source, asked, all_labels)
     return Observed(disk, config, live, str(config_path))

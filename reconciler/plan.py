@@ -107,6 +107,14 @@ class Plan:
         return bool(self.problems)
 
     @property
+    def touched(self) -> frozenset[str]:
+        """The models this plan changes or repairs: only these need watching while it runs."""
+        current = self.current or ServingConfig()
+        names = {m.name for m in self.target.models if current.model(m.name) != m}
+        names |= {m.name for m in current.models if self.target.model(m.name) is None}
+        return frozenset(names | {d.model for d in self.drift})
+
+    @property
     def in_sync(self) -> bool:
         return not self.changes_config and not self.drift and not self.problems
 

@@ -34,7 +34,9 @@ def observe_for(
     desired: DesiredState,
     rest: TfsRest | None,
     extra: ServingConfig | None = None,
+    live_models: frozenset[str] | None = None,
 ) -> Observed:
+    """Disk, models.config and live TFS (every model, or only `live_models`)."""
     models = {m.name: m.base_path for m in desired.models}
     labels = {m.name: [label for label, _ in m.labels] for m in desired.models}
     for model in extra.models if extra is not None else ():
@@ -47,6 +49,7 @@ def observe_for(
         serving_root=settings.serving_root,
         config_path=settings.config_path,
         live_source=rest,
+        live_models=live_models,
     )
 
 

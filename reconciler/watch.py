@@ -50,7 +50,14 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-__all__ = ["DEFAULT_DEBOUNCE", "DEFAULT_IGNORE_NAMES", "DEFAULT_MAX_DELAY", "Trigger", "Wake"]
+__all__ = [
+    "DEFAULT_DEBOUNCE",
+    "DEFAULT_IGNORE_NAMES",
+    "DEFAULT_MAX_DELAY",
+    "FILES_CHANGED",
+    "Trigger",
+    "Wake",
+]
 
 DEFAULT_DEBOUNCE = 0.2
 DEFAULT_MAX_DELAY = 10.0

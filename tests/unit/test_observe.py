@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.observe import host_path, scan_disk, scan_model
+import threading
+
+from reconciler.observe import (
+    LiveModel,
+    LiveVersion,
+    TfsUnreachable,
+    host_path,
+    read_live,
+    scan_disk,
+    scan_model,
+)
 
 
 def _version(folder: Path, name: str, saved_model: bytes = b"pb") -> None:
@@ -59,3 +69,42 @@ def test_scan_disk_reads_each_model_at_its_base_path(tmp_path: Path) -> None:
     animals, lost = disk.model("animals"), disk.model("lost")
     assert animals is not None and animals.numbers == (7,)
     assert lost is not None and lost.exists is False
+
+
+class _Tfs:
+    """Answers status and labels from memory; `down` names models whose request fails."""
+
+    def __init__(self, down: frozenset[str] = frozenset()) -> None:
+        self.down = down
+        self.asked: list[str] = []
+        self.lock = threading.Lock()
+
+    def model_status(self, name: str) -> LiveModel:
+        with self.lock:
+            self.asked.append(name)
+        if name in self.down:
+            raise TfsUnreachable("connection refused")
+        return LiveModel(name, True, (LiveVersion(1, "AVAILABLE"),))
+
+    def label_version(self, name: str, label: str) -> int | None:
+        return 1
+
+
+def test_read_live_reads_many_models_and_keeps_their_order() -> None:
+    names = [f"m{i:02}" for i in range(40)]
+    status = read_live(_Tfs(), reversed(names), {"m07": ["stable"]})
+    assert status.reachable
+    assert [m.name for m in status.models] == names
+    assert dict(status.models[7].labels) == {"stable": 1}
+
+
+def test_read_live_asks_only_the_models_given() -> None:
+    tfs = _Tfs()
+    read_live(tfs, ["b"], {})
+    assert tfs.asked == ["b"]
+
+
+def test_read_live_is_unreachable_when_any_request_fails() -> None:
+    status = read_live(_Tfs(down=frozenset({"m13"})), [f"m{i}" for i in range(30)], {})
+    assert not status.reachable
+    assert "connection refused" in status.error

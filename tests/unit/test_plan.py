@@ -41,6 +41,10 @@ model_config_list {
 """
 
 OLD_MODEL = "config { name: 'old' base_path: '/models/old' model_platform: 'tensorflow' }"
+OTHER_MODEL = (
+    "config { name: 'other' base_path: '/models/other' model_platform: 'tensorflow'"
+    " model_version_policy { specific { versions: 1 } } }"
+)
 
 
 def desired(models: str = "", *, prune: bool = False, lab: bool = True) -> DesiredState:
@@ -335,6 +339,26 @@ def test_unmanaged_fields_of_a_managed_model_are_kept() -> None:
     result = plan(animals("    versions: [1, 2, 3]\n    labels: {stable: 3}\n"), observed(config))
     assert result.target.models[0].unmanaged == parse_config(config).models[0].unmanaged
     assert result.target.models[0].unmanaged
+
+
+# --- which models a plan touches ----------------------------------------------------------------
+
+
+def test_a_plan_touches_only_the_models_it_changes() -> None:
+    other = "  other:\n    versions: [1]\n"
+    promoted = "  animals:\n    versions: [1, 2, 3]\n    labels: {stable: 3}\n" + other
+    config = LAB_CONFIG.replace("model_config_list {", "model_config_list {\n" + OTHER_MODEL)
+    seen = observed(config, {"animals": [1, 2, 3], "other": [1]})
+    assert plan(desired(other), seen).touched == frozenset()
+    assert plan(desired(promoted, lab=False), seen).touched == frozenset({"animals"})
+
+
+def test_a_plan_touches_a_drifted_model_and_a_removed_one() -> None:
+    status = live((1, "AVAILABLE"), (2, "AVAILABLE"), (3, "LOADING"), labels=LAB_LABELS)
+    assert plan(desired(), observed(live=status)).touched == frozenset({"animals"})
+    config = LAB_CONFIG.replace("model_config_list {", "model_config_list {\n" + OLD_MODEL)
+    pruned = plan(desired(prune=True), observed(config, {"animals": [1, 2, 3], "old": [1]}))
+    assert pruned.touched == frozenset({"old"})
 
 
 # --- live drift ----------------------------------------------------------------------------------

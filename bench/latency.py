@@ -305,8 +305,10 @@ def run(section: Section, quick: bool) -> dict[str, Samples]:
         f"The {LAB_POLL_SECONDS:g} s row is computed, not measured: a hand edit lands at a "
         f"uniformly random point of the poll cycle, so the wait is uniform on [0, "
         f"{LAB_POLL_SECONDS:g}] s (median {LAB_POLL_SECONDS / 2:g} s, p95 "
-        f"{LAB_POLL_SECONDS * 0.95:g} s), plus the apply time measured at 1 s (median minus "
-        f"the 0.5 s expected wait: {ms(overhead)} ms)."
+        f"{LAB_POLL_SECONDS * 0.95:g} s), plus TFS's own apply time: the 1 s measurement's "
+        f"median minus its 0.5 s expected wait, {ms(overhead)} ms (0 when the measured median "
+        f"is under 0.5 s: here {ms(median(lab1.latencies))} ms, i.e. the apply time is lost "
+        "in the sampling noise)."
     )
     grpc = results.get("daemon grpc")
     if grpc is not None and grpc.latencies:

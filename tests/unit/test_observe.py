@@ -1,10 +1,9 @@
-"""Observation of the disk: the version folders TFS would see under a model's base_path."""
+"""Observation: the version folders TFS would see under a base_path, and live status."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import threading
+from pathlib import Path
 
 from reconciler.observe import (
     LiveModel,

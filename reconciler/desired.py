@@ -7,7 +7,7 @@ import posixpath
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from reconciler import yaml_nodes
+from reconciler.by_name import index_by_name
 from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, served_versions
 from reconciler.problems import InputError, Location, Problem
 from reconciler.yaml_nodes import Marks, dotted
@@ -53,10 +54,11 @@ class DesiredState:
     files: tuple[str, ...] = ()
 
     def model(self, name: str) -> DesiredModel | None:
-        for model in self.models:
-            if model.name == name:
-                return model
-        return None
+        return self._by_name.get(name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, DesiredModel]:  # plans look up every model
+        return index_by_name(self.models)
 
 
 @cache

@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
+from reconciler.by_name import index_by_name
 from reconciler.problems import InputError, Location, Problem
 from reconciler.tfs_config import ServingConfig, parse_config
 
@@ -51,12 +52,8 @@ class DiskState:
         return self._by_name.get(name)
 
     @cached_property
-    def _by_name(self) -> dict[str, ModelDir]:
-        # Built on the first lookup: plans look up every model, so a scan would be quadratic.
-        index: dict[str, ModelDir] = {}
-        for model in self.models:
-            index.setdefault(model.name, model)  # the first of a name, as a scan finds it
-        return index
+    def _by_name(self) -> dict[str, ModelDir]:  # plans look up every model: no linear scans
+        return index_by_name(self.models)
 
 
 @dataclass(frozen=True)
@@ -95,12 +92,8 @@ class LiveStatus:
         return self._by_name.get(name)
 
     @cached_property
-    def _by_name(self) -> dict[str, LiveModel]:
-        # Built on the first lookup: drift and convergence checks look up every model.
-        index: dict[str, LiveModel] = {}
-        for model in self.models:
-            index.setdefault(model.name, model)  # the first of a name, as a scan finds it
-        return index
+    def _by_name(self) -> dict[str, LiveModel]:  # plans look up every model: no linear scans
+        return index_by_name(self.models)
 
 
 @dataclass(frozen=True)

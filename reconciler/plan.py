@@ -128,8 +128,7 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
     phases: tuple[ServingConfig, ...] = ()
     if not problems and (observed.config != target or drift):
         phases = _phases_to(target, observed)
-    wanted = _desired_by_name(desired)
-    unmanaged = () if desired.prune else tuple(n for n in current.names if n not in wanted)
+    unmanaged = () if desired.prune else tuple(n for n in current.names if desired.model(n) is None)
     return Plan(
         current=observed.config,
         target=target,
@@ -216,19 +215,10 @@ def _phases_to(target: ServingConfig, observed: Observed) -> tuple[ServingConfig
     return phases
 
 
-def _desired_by_name(desired: DesiredState) -> dict[str, DesiredModel]:
-    # DesiredState.model() scans its models: calling it for every model is quadratic.
-    index: dict[str, DesiredModel] = {}
-    for model in desired.models:
-        index.setdefault(model.name, model)  # the first of a name, as desired.model() finds
-    return index
-
-
 def _target(desired: DesiredState, current: ServingConfig) -> ServingConfig:
     models: list[ConfigModel] = []
-    by_name = _desired_by_name(desired)
     for model in current.models:
-        wanted = by_name.get(model.name)
+        wanted = desired.model(model.name)
         if wanted is not None:
             models.append(_target_model(wanted, model))
         elif not desired.prune:

@@ -13,6 +13,7 @@ from functools import cached_property
 
 from google.protobuf import text_format
 
+from reconciler.by_name import index_by_name
 from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy
 from reconciler.problems import InputError, Location, Problem
 from reconciler.proto import tensorflow_serving_pb2 as pb
@@ -54,12 +55,8 @@ class ServingConfig:
         return self._by_name.get(name)
 
     @cached_property
-    def _by_name(self) -> dict[str, ConfigModel]:
-        # Built on the first lookup: plans look up every model, so a scan would be quadratic.
-        index: dict[str, ConfigModel] = {}
-        for model in self.models:
-            index.setdefault(model.name, model)  # the first of a name, as a scan finds it
-        return index
+    def _by_name(self) -> dict[str, ConfigModel]:  # plans look up every model: no linear scans
+        return index_by_name(self.models)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -21,7 +21,12 @@ import structlog
 from reconciler import sd_notify
 from reconciler.apply import Outcome, Reloader, ReloadMode, choose_reloader
 from reconciler.convergence import Progress
-from reconciler.desired import DesiredState, check_verify_requests, load_desired, parse_documents
+from reconciler.desired import (
+    DesiredState,
+    check_verify_requests,
+    parse_documents,
+    read_documents,
+)
 from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.git_source import GitError, GitSource, open_local
 from reconciler.history import Record, read_history
@@ -99,6 +104,7 @@ class Daemon:
         self._metrics = Metrics.create()
         self._reloader: Reloader | None = None
         self._source: GitSource | None = None
+        self._parsed: tuple[object, DesiredState] | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -382,13 +388,20 @@ class Daemon:
     def _read_desired(self) -> tuple[DesiredState, Revision]:
         settings = self.options.settings
         if self._source is None:
-            state = load_desired(settings.desired, settings.serving_root)
+            documents = read_documents(settings.desired)
+            state = self._parse((settings.serving_root, tuple(documents)), documents)
+            check_verify_requests(state)
             return state, _work_tree_revision(settings.desired)
-        snapshot = self._source.snapshot()
+        commit = self._source.resolve()
+        key = (settings.serving_root, commit)
+        if self._parsed is not None and self._parsed[0] == key:
+            check_verify_requests(self._parsed[1])
+            return self._parsed[1], Revision(commit, False)
+        snapshot = self._source.snapshot(commit)
         documents = [(p, b) for p, b in snapshot.files if p.endswith((".yaml", ".yml"))]
         if not documents:
             raise GitError(f"commit {snapshot.commit[:12]} has no *.yaml under {snapshot.path}")
-        state = parse_documents(documents, settings.serving_root)
+        state = self._parse(key, documents)
         if self._source.work_tree is not None:
             root = self._source.work_tree
             models = tuple(
@@ -396,8 +409,18 @@ class Daemon:
                 for m in state.models
             )
             state = replace(state, models=models)
+            self._parsed = (key, state)
         check_verify_requests(state)
         return state, Revision(snapshot.commit, False)
+
+    def _parse(self, key: object, documents: list[tuple[str, bytes]]) -> DesiredState:
+        """Validate `documents`, or reuse the state parsed from the very same input: parsing
+        is the costliest part of a pass with many models, and the input rarely changes."""
+        if self._parsed is not None and self._parsed[0] == key:
+            return self._parsed[1]
+        state = parse_documents(documents, self.options.settings.serving_root)
+        self._parsed = (key, state)
+        return state
 
     def _fetch(self) -> None:
         if self._source is None:

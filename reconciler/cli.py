@@ -302,6 +302,13 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     group.add_argument(
+        "--resync-models",
+        type=int,
+        default=_env("resync-models", "100"),
+        help="how many models' live state each resync reads, taking turns, so that a resync "
+        "costs the same with a thousand models as with a hundred (default: %(default)s)",
+    )
+    group.add_argument(
         "--self-heal",
         action=argparse.BooleanOptionalAction,
         default=_flag("self-heal", True),
@@ -363,6 +370,7 @@ def _to_daemon_options(args: argparse.Namespace) -> DaemonOptions:
         settings=_with_settings(args),
         reload=ReloadMode(args.reload),
         resync=args.resync,
+        resync_models=args.resync_models,
         self_heal=args.self_heal,
         git=args.git or bool(args.git_remote),
         git_branch=args.git_branch,

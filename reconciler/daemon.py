@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -49,12 +49,15 @@ log = structlog.get_logger("reconciler.daemon")
 
 MAX_BACKOFF = 300.0
 
+Scope = Literal["all", "resync", "change"]
+
 
 @dataclass(frozen=True)
 class DaemonOptions:
     settings: Settings
     reload: ReloadMode = ReloadMode.AUTO
     resync: float = 30.0
+    resync_models: int = 100
     self_heal: bool = True
     git: bool = False
     git_branch: str | None = None
@@ -84,6 +87,7 @@ class _Memory:
     failed_target: Any = None  # the (target, disk, TFS answered) that failed: not retried as is
     synced_target: ServingConfig | None = None  # what the last in-sync pass left in the file
     first_done: bool = False
+    resync_cursor: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -150,18 +154,18 @@ class Daemon:
         next_resync = 0.0
         next_fetch = 0.0
         self._trigger = self._make_trigger().start()
-        full = True
+        scope: Scope = "all"
         while not self._stop.is_set():
             now = self._clock()
             if self._hup.is_set():
                 self._hup.clear()
                 self._reload_settings()
-                full = True
+                scope = "all"
             if self.options.git_remote and now >= next_fetch:
                 self._fetch()
                 next_fetch = now + self.options.git_interval
-            self._pass(endpoint, full)
-            full = True
+            self._pass(endpoint, scope)
+            scope = "resync"
             next_resync = self._clock() + self.options.resync
             sd_notify.watchdog()
             while not self._stop.is_set():
@@ -176,7 +180,7 @@ class Daemon:
                 sd_notify.watchdog()
                 if wake is not None:
                     log.debug("woken", reason=wake.reason, events=wake.events, path=wake.first_path)
-                    full = wake.reason != FILES_CHANGED
+                    scope = "change" if wake.reason == FILES_CHANGED else "resync"
                     break
                 now = self._clock()
                 if now >= next_resync or (self._memory.retry_at and now >= self._memory.retry_at):
@@ -206,10 +210,12 @@ class Daemon:
 
     # --- one pass --------------------------------------------------------------------------
 
-    def _pass(self, endpoint: HttpEndpoint, full: bool = True) -> None:
-        """One reconcile. A `full` pass (start, resync, retry) reads every model's live status
-        to find drift; a pass woken by a change reads only the models the change touches, so
-        a commit goes live as fast with a thousand models as with one."""
+    def _pass(self, endpoint: HttpEndpoint, scope: Scope = "all") -> None:
+        """One reconcile. Whose live status it reads depends on `scope`: every model's at
+        start and after SIGHUP; on a resync, the next --resync-models models in turn (all of
+        them when there are fewer), so the cost of a resync does not grow with the number of
+        models; on a change, only the models it touches, so a commit goes live as fast with
+        a thousand models as with one."""
         started = self._clock()
         settings = self.options.settings
         memory = self._memory
@@ -226,17 +232,19 @@ class Daemon:
             self._error(f"{error}")
             self._after_first(endpoint)
             return
-        if full:
+        if scope == "all":
             observed = observe_for(settings, desired, rest)
         else:
             observed = observe_for(settings, desired, None)
-            touched = plan(desired, observed).touched
-            if touched:
-                observed = observe_for(settings, desired, rest, live_models=touched)
+            asked = set(plan(desired, observed).touched)
+            if scope == "resync":
+                asked |= self._resync_turn(desired, observed)
+            if asked:
+                observed = observe_for(settings, desired, rest, live_models=frozenset(asked))
         the_plan = plan(desired, observed)
         with memory.lock:
             shown = observed
-            if not full and memory.observed is not None:  # keep what was read before
+            if scope != "all" and memory.observed is not None:  # keep what was read before
                 shown = replace(observed, live=_merge(memory.observed.live, observed.live))
             memory.desired, memory.observed, memory.plan = desired, shown, the_plan
         self._export_versions(desired, observed, the_plan)
@@ -300,6 +308,14 @@ class Daemon:
                 before = memory.observed.live if memory.observed is not None else None
                 memory.observed = replace(after, live=_merge(before, after.live))
         self._finish(outcome, record, revision, attempt, started, endpoint)
+
+    def _resync_turn(self, desired: DesiredState, observed: Observed) -> set[str]:
+        names = {m.name for m in desired.models}
+        names |= set(observed.config.names if observed.config is not None else ())
+        turn, self._memory.resync_cursor = resync_turn(
+            names, self._memory.resync_cursor, self.options.resync_models
+        )
+        return turn
 
     def _keep_alive(self, endpoint: HttpEndpoint) -> Callable[[Progress, float], None]:
         """While an apply waits for TFS (a load may outlast WatchdogSec), the loop is not
@@ -521,6 +537,16 @@ def _changed_models(current: ServingConfig | None, target: ServingConfig) -> set
     before = current or ServingConfig()
     names = set(before.names) | set(target.names)
     return {n for n in names if before.model(n) != target.model(n)} or set(target.names)
+
+
+def resync_turn(names: set[str], cursor: int, count: int) -> tuple[set[str], int]:
+    """The `count` models after `cursor` in name order, wrapping (all when there are fewer),
+    and the cursor for the next turn: every model is read once every len/count resyncs."""
+    ordered = sorted(names)
+    if len(ordered) <= count:
+        return set(ordered), 0
+    start = cursor % len(ordered)
+    return set((ordered + ordered)[start : start + count]), (start + count) % len(ordered)
 
 
 def _merge(before: LiveStatus | None, now: LiveStatus | None) -> LiveStatus | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from google.protobuf import text_format
 
@@ -75,6 +75,7 @@ def with_labels(model: ConfigModel, labels: dict[str, int]) -> ConfigModel:
     return replace(model, labels=sorted_labels(labels))
 
 
+@lru_cache(maxsize=4)
 def parse_config(text: str, source: str = "models.config") -> ServingConfig:
     """Parse models.config text; raise InputError naming the line and column on bad input."""
     try:

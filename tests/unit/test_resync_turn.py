@@ -1,0 +1,26 @@
+"""A resync reads a bounded number of models' live state, taking turns."""
+
+from __future__ import annotations
+
+from reconciler.daemon import resync_turn
+
+
+def test_few_models_are_all_read_every_resync() -> None:
+    assert resync_turn({"a", "b"}, 5, 100) == ({"a", "b"}, 0)
+
+
+def test_many_models_are_read_in_turns_that_cover_them_all() -> None:
+    names = {f"m{i:02}" for i in range(25)}
+    cursor, seen = 0, []
+    for _ in range(3):
+        turn, cursor = resync_turn(names, cursor, 10)
+        assert len(turn) == 10
+        seen.append(turn)
+    assert set().union(*seen) == names
+    assert seen[0] == {f"m{i:02}" for i in range(10)}
+    assert seen[2] == {f"m{i:02}" for i in (20, 21, 22, 23, 24, 0, 1, 2, 3, 4)}
+
+
+def test_a_shrinking_model_list_keeps_the_cursor_in_range() -> None:
+    turn, cursor = resync_turn({"a", "b", "c", "d"}, 99, 3)
+    assert len(turn) == 3 and 0 <= cursor < 4

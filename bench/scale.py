@@ -72,6 +72,7 @@ class Workload:
         return parse_documents(self.documents, SERVING_ROOT)
 
     def parse_config(self) -> ServingConfig:
+        parse_config.cache_clear()  # the cost of a changed file, not of the cache's hit
         return parse_config(self.current_text)
 
     def plan_and_render(self) -> int:

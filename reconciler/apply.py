@@ -54,15 +54,18 @@ class ConvergeFailed(Exception):
 
 
 class Reloader(Protocol):
-    """How TFS takes a config. A reloader may also have `check() -> None`, called before
-    anything is written, raising ReloadFailed/DockerError/TfsUnreachable when the reload
-    cannot happen (e.g. the Docker engine or the container is missing)."""
+    """How TFS takes a config."""
 
     mode: ReloadMode
     waits: bool  # wait for TFS to converge after each config
     phased: bool  # each phase is its own reload (False: only the final config)
 
-    def reload(self, config: ServingConfig) -> None: ...
+    def check(self) -> None:
+        """Before anything is written: raise ReloadFailed, DockerError or TfsUnreachable
+        when the reload cannot happen (e.g. the Docker engine or the container is missing)."""
+
+    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
+        """Make TFS take `config`, within `timeout` seconds where the reload can wait."""
 
 
 @dataclass
@@ -74,6 +77,9 @@ class GrpcReloader:
     mode: ReloadMode = ReloadMode.GRPC
     waits: bool = True
     phased: bool = True
+
+    def check(self) -> None:
+        return None
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
         """Push `config`; `timeout` (at least `deadline`) bounds the call: a push that adds a
@@ -98,7 +104,10 @@ class PollReloader:
     waits: bool = True
     phased: bool = True
 
-    def reload(self, config: ServingConfig) -> None:
+    def check(self) -> None:
+        return None
+
+    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
         return None
 
 
@@ -115,7 +124,7 @@ class RestartReloader:
         """Raise DockerError now if the engine or the container cannot be reached."""
         self.target.args()
 
-    def reload(self, config: ServingConfig) -> None:
+    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
         if any(m.labels for m in config.models) and not self.target.allows_labels_for_unavailable():
             raise ReloadFailed(
                 "not restarting: the config has labels and TFS runs without "
@@ -132,7 +141,10 @@ class NoReload:
     waits: bool = False
     phased: bool = False
 
-    def reload(self, config: ServingConfig) -> None:
+    def check(self) -> None:
+        return None
+
+    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
         return None
 
 
@@ -200,18 +212,16 @@ class Converger:
                 self.clock() - started,
                 previous_text,
             )
-        check = getattr(self.reloader, "check", None)  # optional: can the reload happen?
-        if check is not None:
-            try:
-                check()
-            except (ReloadFailed, DockerError, TfsUnreachable) as error:
-                return Outcome(
-                    "failed",
-                    f"{error}; nothing was changed ({self.config_path} is as it was)",
-                    0,
-                    self.clock() - started,
-                    previous_text,
-                )
+        try:
+            self.reloader.check()
+        except (ReloadFailed, DockerError, TfsUnreachable) as error:
+            return Outcome(
+                "failed",
+                f"{error}; nothing was changed ({self.config_path} is as it was)",
+                0,
+                self.clock() - started,
+                previous_text,
+            )
         known = end_failures(baseline) if baseline is not None else frozenset()
         deadline = started + self.timeout
         applied = previous or ServingConfig()
@@ -273,11 +283,8 @@ class Converger:
         )
 
     def _reload(self, phase: ServingConfig, deadline: float) -> None:
-        if isinstance(self.reloader, GrpcReloader):
-            # The push may take as long as the apply has left (a new model loads in the call).
-            self.reloader.reload(phase, timeout=deadline - self.clock())
-        else:
-            self.reloader.reload(phase)
+        # A push may take as long as the apply has left (TFS loads a new model in the call).
+        self.reloader.reload(phase, timeout=deadline - self.clock())
 
     def _live(self, names: tuple[str, ...], labels: dict[str, set[str]]) -> LiveStatus:
         return read_live(self.status, names, labels)

@@ -144,7 +144,13 @@ class FakeReloader:
     phased: bool = True
     pushed: list[ServingConfig] = field(default_factory=list)
 
-    def reload(self, config: ServingConfig) -> None:
+    check_error: Exception | None = None
+
+    def check(self) -> None:
+        if self.check_error is not None:
+            raise self.check_error
+
+    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
         self.pushed.append(config)
         self.tfs.take(config)
 
@@ -304,7 +310,7 @@ def test_nothing_to_do_writes_and_reloads_nothing(bed: Bed) -> None:
 def test_a_refused_push_rolls_back(bed: Bed) -> None:
     bed.add_version(4)
 
-    def refuse(config: ServingConfig) -> None:
+    def refuse(config: ServingConfig, timeout: float | None = None) -> None:
         bed.reloader.pushed.append(config)
         if len(bed.reloader.pushed) == 1:
             raise ReloadRejected("INVALID_ARGUMENT", "no")
@@ -329,10 +335,7 @@ def test_tfs_unreachable_before_the_apply_changes_nothing(bed: Bed) -> None:
 
 
 def test_a_reloader_check_that_fails_changes_nothing(bed: Bed) -> None:
-    def check() -> None:
-        raise DockerError("no container tfs on this Docker engine")
-
-    bed.reloader.check = check  # type: ignore[attr-defined]
+    bed.reloader.check_error = DockerError("no container tfs on this Docker engine")
     before = bed.config_path.read_bytes()
     _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}))
     assert outcome.result == "failed"
@@ -343,7 +346,7 @@ def test_a_reloader_check_that_fails_changes_nothing(bed: Bed) -> None:
 def test_a_reload_failure_on_the_first_phase_rolls_back_while_tfs_serves_the_old_state(
     bed: Bed,
 ) -> None:
-    def fail(config: ServingConfig) -> None:
+    def fail(config: ServingConfig, timeout: float | None = None) -> None:
         raise ReloadFailed("not pushing: animals base_path /models/animals is not on disk")
 
     bed.reloader.reload = fail  # type: ignore[method-assign]
@@ -396,7 +399,7 @@ def test_with_no_reload_verification_is_skipped_not_failed(bed: Bed) -> None:
 
 
 def restart_like(bed: Bed) -> None:
-    def restart(config: ServingConfig) -> None:
+    def restart(config: ServingConfig, timeout: float | None = None) -> None:
         bed.reloader.pushed.append(config)
         bed.tfs.versions, bed.tfs.labels = {}, {}
         bed.tfs.take(ServingConfig((replace(config.models[0], labels=()),)))

@@ -25,8 +25,10 @@ def read_text(path: Path) -> str | None:
 def write_atomic(path: Path, text: str) -> bool:
     """Replace `path` with `text` (temp file in the same folder, fsync, rename; mode kept).
 
-    Returns False and touches nothing when the file already holds exactly `text`.
+    Returns False and touches nothing when the file already holds exactly `text`. A symbolic
+    link stays one: the file it points at is replaced.
     """
+    path = Path(os.path.realpath(path))
     data = text.encode("utf-8")
     try:
         if path.read_bytes() == data:

@@ -48,7 +48,9 @@ def status_document(
     live_status = observed.live if observed is not None else None
     return {
         "source": source,
-        "in_sync": bool(the_plan and the_plan.in_sync),
+        # The last pass failed (an invalid commit, TFS unreachable): what was last seen in sync
+        # is not what is asked for now.
+        "in_sync": bool(the_plan and the_plan.in_sync and not last_error),
         "tfs": {
             "reachable": live_status.reachable if live_status else None,
             "error": live_status.error if live_status else None,

@@ -187,6 +187,7 @@ def test_an_invalid_commit_is_reported_with_file_and_line_and_the_old_state_keep
     assert "animals.yaml:" in failed["error"]
     document = status_json(repo, daemon, sim.rest_url)
     assert re.search(r"desired_state/animals\.yaml:\d+", document["last_error"] or ""), document
+    assert document["in_sync"] is False  # what is asked for now is not served
     assert document["last_apply"]["commit"] == good
     text = status_output(repo, daemon, sim.rest_url)
     assert re.search(r"last error: desired_state/animals\.yaml:\d+", text), text

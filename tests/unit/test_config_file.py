@@ -106,3 +106,15 @@ def test_state_folder_defaults_beside_the_config(tmp_path: Path) -> None:
 
 def test_reading_a_missing_file_is_none(tmp_path: Path) -> None:
     assert read_text(tmp_path / "nope") is None
+
+
+def test_a_symlinked_config_stays_a_link_and_its_target_is_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "real" / "models.config"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "models.config"
+    link.symlink_to(target)
+    assert write_atomic(link, "new\n")
+    assert link.is_symlink()
+    assert target.read_text() == "new\n"
+    assert not list(tmp_path.glob(".*.tmp")) and not list(target.parent.glob(".*.tmp"))

@@ -279,7 +279,7 @@ def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none"
     group.add_argument(
         "--allow-restart",
         action="store_true",
-        default=_env("allow-restart", "") in ("1", "true", "yes"),
+        default=_flag("allow-restart", False),
         help="let --reload auto restart the container when gRPC does not answer",
     )
     group.add_argument(
@@ -298,7 +298,7 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
         "--resync",
         type=float,
         default=_env("resync", "30"),
-        help="seconds between full re-checks that catch drift without events "
+        help="seconds between re-checks that catch drift no file event announces "
         "(default: %(default)s)",
     )
     group.add_argument(

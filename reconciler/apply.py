@@ -30,7 +30,7 @@ from reconciler.observe import (
 )
 from reconciler.plan import Plan, live_basis, phases_between
 from reconciler.policy import served_versions
-from reconciler.tfs_config import ServingConfig, render_config
+from reconciler.tfs_config import ServingConfig, changed_models, render_config
 from reconciler.tfs_grpc import ReloadRejected, TfsGrpc
 from reconciler.verify import VerifyFailed
 
@@ -393,9 +393,7 @@ class Converger:
         log.error("apply_failed", error=str(error), commit=self.commit)
         target = previous or ServingConfig()
         text = previous_text if previous_text is not None else render_config(target)
-        touched = {m.name for m in attempted.models if target.model(m.name) != m}
-        touched |= {m.name for m in target.models if attempted.model(m.name) != m}
-        names, labels = _names_and_labels(frozenset(touched), attempted, target)
+        names, labels = _names_and_labels(changed_models(attempted, target), attempted, target)
         phases: tuple[ServingConfig, ...] = (target,)
         if self.reloader.phased:
             basis = live_basis(attempted, self._live(names, labels))

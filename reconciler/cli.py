@@ -25,14 +25,14 @@ from reconciler.convergence import Progress
 from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.desired import DesiredState, load_desired
 from reconciler.docker_target import DockerError, DockerTarget
-from reconciler.git_source import GitError, open_local
+from reconciler.git_source import GitError
 from reconciler.history import read_history
 from reconciler.http_endpoint import StatusUnavailableError, read_status
 from reconciler.lock import AlreadyRunningError
 from reconciler.observe import Observed
 from reconciler.plan import Plan, plan, plan_config
 from reconciler.problems import InputError
-from reconciler.reconcile import Revision, execute, observe_for, reconcile
+from reconciler.reconcile import Revision, execute, observe_for, reconcile, revision_of
 from reconciler.render import plan_json, plan_text
 from reconciler.settings import Settings
 from reconciler.status import status_document, status_text
@@ -459,15 +459,6 @@ def _reloader(args: argparse.Namespace, settings: Settings) -> Reloader:
         docker=_docker(args),
         allow_restart=args.allow_restart,
     )
-
-
-def revision_of(path: Path) -> Revision:
-    """The commit holding the desired state, and whether its work tree is dirty there."""
-    try:
-        source = open_local(path)
-        return Revision(source.head_commit(), source.is_dirty())
-    except GitError:
-        return Revision()
 
 
 def _progress_printer() -> ProgressHook | None:

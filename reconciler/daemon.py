@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
@@ -38,10 +37,10 @@ from reconciler.observe import LiveStatus, Observed
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
 from reconciler.problems import InputError
-from reconciler.reconcile import Revision, execute, observe_for
+from reconciler.reconcile import Revision, execute, observe_for, revision_of
 from reconciler.settings import Settings
 from reconciler.status import status_document
-from reconciler.tfs_config import ServingConfig
+from reconciler.tfs_config import ServingConfig, changed_models
 from reconciler.tfs_rest import TfsRest
 from reconciler.watch import DEFAULT_IGNORE_NAMES, FILES_CHANGED, Trigger
 
@@ -251,7 +250,7 @@ class Daemon:
         # models.config no longer says what the last in-sync pass left there, though the desired
         # state still asks for it: edited by hand (or by another tool). Drift, not a new change.
         config_drift = sorted(
-            _changed_models(the_plan.current, the_plan.target)
+            changed_models(the_plan.current, the_plan.target) or the_plan.target.names
             if the_plan.changes_config and the_plan.target == memory.synced_target
             else ()
         )
@@ -407,7 +406,7 @@ class Daemon:
             documents = read_documents(settings.desired)
             state = self._parse((settings.serving_root, tuple(documents)), documents)
             check_verify_requests(state)
-            return state, _work_tree_revision(settings.desired)
+            return state, revision_of(settings.desired)
         commit = self._source.resolve()
         key = (settings.serving_root, commit)
         if self._parsed is not None and self._parsed[0] == key:
@@ -532,13 +531,6 @@ class Daemon:
             )
 
 
-def _changed_models(current: ServingConfig | None, target: ServingConfig) -> set[str]:
-    """The names of the models whose entries differ between two configs."""
-    before = current or ServingConfig()
-    names = set(before.names) | set(target.names)
-    return {n for n in names if before.model(n) != target.model(n)} or set(target.names)
-
-
 def resync_turn(names: set[str], cursor: int, count: int) -> tuple[set[str], int]:
     """The `count` models after `cursor` in name order, wrapping (all when there are fewer),
     and the cursor for the next turn: every model is read once every len/count resyncs."""
@@ -560,11 +552,3 @@ def _merge(before: LiveStatus | None, now: LiveStatus | None) -> LiveStatus | No
 
 def _last(records: list[Record]) -> Record | None:
     return records[-1] if records else None
-
-
-def _work_tree_revision(path: Path) -> Revision:
-    try:
-        source = open_local(path)
-        return Revision(source.head_commit(), source.is_dirty())
-    except GitError:
-        return Revision()

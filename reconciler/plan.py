@@ -19,7 +19,7 @@ from reconciler.desired import DesiredModel, DesiredState
 from reconciler.observe import DiskState, LiveStatus, Observed
 from reconciler.policy import Specific, describe, served_versions
 from reconciler.problems import Location, Problem
-from reconciler.tfs_config import ConfigModel, ServingConfig
+from reconciler.tfs_config import ConfigModel, ServingConfig, changed_models
 
 
 class StepKind(StrEnum):
@@ -109,10 +109,7 @@ class Plan:
     @property
     def touched(self) -> frozenset[str]:
         """The models this plan changes or repairs: only these need watching while it runs."""
-        current = self.current or ServingConfig()
-        names = {m.name for m in self.target.models if current.model(m.name) != m}
-        names |= {m.name for m in current.models if self.target.model(m.name) is None}
-        return frozenset(names | {d.model for d in self.drift})
+        return changed_models(self.current, self.target) | {d.model for d in self.drift}
 
     @property
     def in_sync(self) -> bool:

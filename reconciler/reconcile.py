@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 
 from reconciler.apply import Converger, Outcome, ProgressHook, Reloader
 from reconciler.config_file import read_text
 from reconciler.desired import DesiredState
+from reconciler.git_source import GitError, open_local
 from reconciler.history import Record, append_record
 from reconciler.observe import Observed, observe
 from reconciler.plan import Plan, plan
@@ -27,6 +29,16 @@ class Revision:
 
     commit: str | None = None
     dirty: bool | None = None
+
+
+def revision_of(path: Path) -> Revision:
+    """The commit holding the desired state at `path`, and whether its work tree is dirty
+    there (an empty Revision outside git)."""
+    try:
+        source = open_local(path)
+        return Revision(source.head_commit(), source.is_dirty())
+    except GitError:
+        return Revision()
 
 
 def observe_for(

@@ -63,6 +63,14 @@ class ServingConfig:
         return tuple(m.name for m in self.models)
 
 
+def changed_models(before: ServingConfig | None, after: ServingConfig) -> frozenset[str]:
+    """The names of the models whose entries differ between two configs (added and removed
+    ones included)."""
+    old = before or ServingConfig()
+    names = set(old.names) | set(after.names)
+    return frozenset(n for n in names if old.model(n) != after.model(n))
+
+
 def normalize_path(path: str) -> str:
     return posixpath.normpath(path) if path else path
 

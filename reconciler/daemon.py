@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from types import FrameType
 from typing import Any, Literal
 
 import structlog
@@ -39,6 +38,7 @@ from reconciler.policy import served_versions
 from reconciler.problems import InputError
 from reconciler.reconcile import Revision, execute, observe_for, revision_of
 from reconciler.settings import Settings
+from reconciler.signals import SignalThread
 from reconciler.status import status_document
 from reconciler.tfs_config import ServingConfig, changed_models
 from reconciler.tfs_rest import TfsRest
@@ -116,8 +116,7 @@ class Daemon:
         config = settings.config_path
         # Beside the config, not in the state folder: one daemon per models.config, whatever
         # --state-dir each is given.
-        with acquire(config.parent, f".{config.name}.lock"):
-            self._install_signals()
+        with acquire(config.parent, f".{config.name}.lock"), self._signal_thread():
             self._memory.last_record = _last(read_history(settings.state_path))
             endpoint = HttpEndpoint(
                 parse_address(self.options.metrics_addr),
@@ -481,19 +480,20 @@ class Daemon:
 
     # --- signals and status -------------------------------------------------------------------
 
-    def _install_signals(self) -> None:
-        def on_term(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal", signal=signal.Signals(signum).name)
+    def _signal_thread(self) -> SignalThread:
+        def on_term(signum: signal.Signals) -> None:
+            log.info("signal", signal=signum.name)
             self.stop()
 
-        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        def on_hup(signum: signal.Signals) -> None:
+            log.info("signal", signal=signum.name)
             self._hup.set()
             if self._trigger is not None:
                 self._trigger.poke("sighup")
 
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
-        signal.signal(signal.SIGHUP, on_hup)
+        return SignalThread(
+            {signal.SIGTERM: on_term, signal.SIGINT: on_term, signal.SIGHUP: on_hup}
+        )
 
     def _reload_settings(self) -> None:
         """Re-read the settings; when they are unusable (a bad value, a branch or folder git

@@ -84,6 +84,16 @@ def test_signals_stop_the_simulator_cleanly(signum: signal.Signals) -> None:
     assert f"signal name={signum.name}" in sim.log
 
 
+def test_a_burst_of_signals_still_stops_the_simulator_cleanly() -> None:
+    # A second SIGTERM landing while the handler of the first held a lock once hung it.
+    sim = SimulatorProcess(LAB_MODELS).start()
+    assert sim.pid is not None
+    for _ in range(200):
+        os.kill(sim.pid, signal.SIGTERM)
+    assert sim.stop() == 0, sim.log
+    assert sim.log.count("signal name=SIGTERM") == 1
+
+
 def test_console_script_and_module_show_help() -> None:
     for command in (
         [str(Path(sys.executable).parent / "tfs-sim")],

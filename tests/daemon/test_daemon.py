@@ -382,6 +382,31 @@ def test_sigterm_during_an_apply_finishes_the_step_and_exits_0(
     notify.wait_for("STOPPING", "1", timeout=2)
 
 
+def test_a_burst_of_signals_while_it_logs_still_stops_it_cleanly(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    # Signals handled on the main thread could hang it when one landed while that thread held
+    # a lock the handler takes (tests/test_signals.py shows it deterministically); this storm
+    # of reloads and stops, while the loop logs at full speed, checks the daemon's wiring.
+    sim = start_sim()
+    daemon = start_daemon(
+        "--git", "--resync", "0.01",
+        rest_url=sim.rest_url,
+        grpc_target=sim.grpc_target,
+        env={"TFS_RECONCILER_LOG_LEVEL": "debug"},
+    )  # fmt: skip
+    daemon.wait_for_event("reconciled")
+    for _ in range(300):  # spaced out: the kernel folds signals sent back to back into one
+        daemon.kill(signal.SIGHUP)
+        time.sleep(0.002)
+    for _ in range(100):
+        daemon.kill(signal.SIGTERM)
+    assert daemon.wait(20) == 0, daemon.text[-3000:]
+    assert daemon.events("settings_reloaded")
+    assert daemon.events("stopped")
+    assert "Traceback" not in daemon.text
+
+
 def test_a_second_daemon_on_the_same_config_exits_1_naming_the_first(
     repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
 ) -> None:

@@ -20,12 +20,11 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
+from reconciler.signals import SignalThread
 from reconciler.testing.tfs_sim import logs
 from reconciler.testing.tfs_sim.core import CoreOptions, ServerCore
 from reconciler.testing.tfs_sim.disk import PathMap
@@ -162,11 +161,7 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
             flags.model_config_file_poll_wait_seconds,
             lambda: _poll_config_file(core, config_file),
         )
-    # Sleep, never stop.wait(), in the main thread: the signal handler runs here and calls
-    # stop.set(), which would deadlock on the Event's lock if it interrupted stop.wait(); and
-    # a signal landing on another (gRPC) thread only runs its handler when this thread wakes.
-    while not stop.is_set():
-        time.sleep(0.1)
+    stop.wait()
     for signum in signals or []:
         log_event(log, "signal", name=signal.Signals(signum).name)
     log_event(log, "shutting_down")
@@ -186,13 +181,10 @@ def main(argv: list[str] | None = None) -> int:
 
     received: list[int] = []
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        # No logging here: it could re-enter a stderr write. stop.set() is safe because the
-        # main thread never waits on ``stop`` (see run()).
+    def on_signal(signum: signal.Signals) -> None:
         if not stop.is_set():
             received.append(signum)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return run(flags, stop, received)
+    with SignalThread({signal.SIGTERM: on_signal, signal.SIGINT: on_signal}):
+        return run(flags, stop, received)

@@ -25,20 +25,7 @@ from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, serv
 from reconciler.problems import Location
 from reconciler.render import plan_json, plan_text
 from reconciler.tfs_config import ConfigModel, ServingConfig, parse_config
-
-LAB_CONFIG = """\
-model_config_list {
-  config {
-    name: 'animals'
-    base_path: '/models/animals/'
-    model_platform: 'tensorflow'
-    model_version_policy { specific { versions: 1 versions: 2 versions: 3 } }
-    version_labels { key: 'deprecated' value: 1 }
-    version_labels { key: 'stable' value: 2 }
-    version_labels { key: 'canary' value: 3 }
-  }
-}
-"""
+from unit.lab import LAB_CONFIG
 
 OLD_MODEL = "config { name: 'old' base_path: '/models/old' model_platform: 'tensorflow' }"
 OTHER_MODEL = (

@@ -9,20 +9,7 @@ from reconciler.observe import DiskState, LiveStatus, ModelDir, Observed, Versio
 from reconciler.plan import Plan, plan
 from reconciler.render import plan_json, plan_text
 from reconciler.tfs_config import parse_config
-
-LAB_CONFIG = """\
-model_config_list {
-  config {
-    name: 'animals'
-    base_path: '/models/animals/'
-    model_platform: 'tensorflow'
-    model_version_policy { specific { versions: 1 versions: 2 versions: 3 } }
-    version_labels { key: 'deprecated' value: 1 }
-    version_labels { key: 'stable' value: 2 }
-    version_labels { key: 'canary' value: 3 }
-  }
-}
-"""
+from unit.lab import LAB_CONFIG
 
 
 def state(

@@ -49,8 +49,8 @@ class Load:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _send(self, host: str, port: int, path: str) -> str | None:
-        # A connection per request: the simulator's REST server stalls ~40 ms per request on
-        # a keep-alive connection (two writes per answer meet Nagle and delayed ACK).
+        # A connection per request, like the reconciler's client: a restart refusing
+        # connections counts as failed requests.
         connection = http.client.HTTPConnection(host, port, timeout=5)
         try:
             connection.request(

@@ -54,6 +54,9 @@ class RestHandler(BaseHTTPRequestHandler):
 
     server: RestServer
     protocol_version = "HTTP/1.1"
+    # An answer is two writes (headers, body); with Nagle on, a keep-alive client's delayed
+    # ACK held the second one back about 40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)

@@ -276,7 +276,9 @@ class Daemon:
             self._error("; ".join(str(p) for p in the_plan.problems), outcome="invalid")
             self._after_first(endpoint)
             return
+        left_alone: list[str] = []
         if not self.options.self_heal and (not the_plan.changes_config or config_drift):
+            left_alone = sorted({d.model for d in the_plan.drift} | set(config_drift))
             the_plan = replace(the_plan, phases=(), drift=())  # report drift, repair nothing
         if attempt == memory.failed_target and self._clock() < memory.retry_at:
             log.info(
@@ -305,7 +307,7 @@ class Daemon:
             with memory.lock:
                 before = memory.observed.live if memory.observed is not None else None
                 memory.observed = replace(after, live=_merge(before, after.live))
-        self._finish(outcome, record, revision, attempt, started, endpoint)
+        self._finish(outcome, record, revision, attempt, started, endpoint, left_alone)
 
     def _resync_turn(self, desired: DesiredState, observed: Observed) -> set[str]:
         names = {m.name for m in desired.models}
@@ -338,7 +340,9 @@ class Daemon:
         attempt: Any,
         started: float,
         endpoint: HttpEndpoint,
+        left_alone: list[str],
     ) -> None:
+        """`left_alone`: the drifted models not repaired (--no-self-heal)."""
         memory = self._memory
         seconds = self._clock() - started
         if record is not None:
@@ -360,13 +364,17 @@ class Daemon:
                 commit=revision.commit,
                 seconds=round(seconds, 3),
             )
-            sd_notify.status(f"in sync at {revision.commit or 'work tree'}")
+            at = revision.commit or "work tree"
+            state = f"in sync at {at}"
+            if left_alone:
+                state = f"drift left alone (self-heal off) in {', '.join(left_alone)} at {at}"
+            sd_notify.status(state)
             # Ready after the first success, also when earlier passes failed (READY=1 was
             # then already sent by _after_first; /readyz waited for this).
             endpoint.set_ready()
             if not memory.first_done:
                 memory.first_done = True
-                sd_notify.ready(f"in sync at {revision.commit or 'work tree'}")
+                sd_notify.ready(state)
             return
         memory.failed_target = attempt
         self._error(

@@ -251,7 +251,7 @@ def test_a_hand_edit_of_models_config_is_reverted(
 
 
 def test_without_self_heal_drift_is_reported_but_not_repaired(
-    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
 ) -> None:
     sim = start_sim(poll_seconds=0.2)
     daemon = run_with(sim, start_daemon, "--git", "--no-self-heal")
@@ -263,6 +263,8 @@ def test_without_self_heal_drift_is_reported_but_not_repaired(
     daemon.wait_for_event("drift", after=mark, timeout=5)
     time.sleep(2.2)  # two more resyncs
     assert len(daemon.events("drift")) >= 2
+    states = [v for _, v in notify.lines("STATUS") if not v.startswith("reconciling")]
+    assert states[-1].startswith("drift left alone (self-heal off) in animals at "), states
     assert repo.config.read_bytes() == edited
     assert label_version(sim.rest_url, "stable") == 1
     document = status_json(repo, daemon, sim.rest_url)

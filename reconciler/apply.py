@@ -150,7 +150,7 @@ class NoReload:
 
 @dataclass(frozen=True)
 class Outcome:
-    result: str  # noop, applied, written, rolled_back, failed, blocked
+    result: str  # noop, applied, written, rolled_back, failed, blocked, interrupted
     message: str
     phases: int = 0
     seconds: float = 0.0
@@ -176,6 +176,7 @@ class Converger:
     verifier: Verifier | None = None
     on_progress: ProgressHook | None = None
     commit: str | None = None
+    interrupted: Callable[[], bool] | None = None  # true: stop before the next phase
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -226,6 +227,8 @@ class Converger:
         deadline = started + self.timeout
         applied = previous or ServingConfig()
         for number, phase in enumerate(phases, start=1):
+            if self.interrupted is not None and self.interrupted():
+                return self._stop_early(number - 1, len(phases), started)
             try:
                 if self.reloader.phased and self.reloader.waits:
                     # A label moves in a phase of its own, after its version loaded: verify
@@ -280,6 +283,20 @@ class Converger:
             len(phases),
             self.clock() - started,
             read_text(self.config_path),
+        )
+
+    def _stop_early(self, done: int, total: int, started: float) -> Outcome:
+        if done == 0:
+            message = f"interrupted before anything was changed ({self.config_path} is as it was)"
+        else:
+            message = (
+                f"interrupted after phase {done} of {total}: {self.config_path} holds that "
+                "phase, which serves everything the config before it served; apply again to "
+                "finish, or roll back"
+            )
+        log.warning("interrupted", phase=done, of=total, commit=self.commit)
+        return Outcome(
+            "interrupted", message, done, self.clock() - started, read_text(self.config_path)
         )
 
     def _reload(self, phase: ServingConfig, deadline: float) -> None:

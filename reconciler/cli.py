@@ -35,11 +35,13 @@ from reconciler.problems import InputError
 from reconciler.reconcile import Revision, execute, observe_for, reconcile, revision_of
 from reconciler.render import plan_json, plan_text
 from reconciler.settings import Settings
+from reconciler.signals import GracefulInterrupt
 from reconciler.status import status_document, status_text
 from reconciler.tfs_config import parse_config
 from reconciler.tfs_rest import TfsRest
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 ENV_PREFIX = "TFS_RECONCILER_"
 
 
@@ -188,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _print_problems(error: InputError, stream: TextIO = sys.stderr) -> None:
@@ -473,6 +475,10 @@ def _progress_printer() -> ProgressHook | None:
     return show
 
 
+def _interruptible() -> GracefulInterrupt:
+    return GracefulInterrupt("finishing the phase in flight, then stopping")
+
+
 def _report(outcome: Outcome, steps: Sequence[object]) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
@@ -485,7 +491,7 @@ def _report(outcome: Outcome, steps: Sequence[object]) -> int:
         print(f"Done: {outcome.message} in {outcome.seconds:.2f} s.")
         return EXIT_OK
     print(f"error: {outcome.message}", file=sys.stderr)
-    return EXIT_ERROR
+    return EXIT_INTERRUPTED if outcome.result == "interrupted" else EXIT_ERROR
 
 
 def _with_settings(args: argparse.Namespace) -> Settings:
@@ -500,14 +506,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
     except DockerError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    the_plan, outcome, _ = reconcile(
-        desired,
-        settings=settings,
-        reloader=reloader,
-        revision=revision_of(settings.desired),
-        verify=not args.no_verify,
-        on_progress=_progress_printer(),
-    )
+    with _interruptible() as interrupt:
+        the_plan, outcome, _ = reconcile(
+            desired,
+            settings=settings,
+            reloader=reloader,
+            revision=revision_of(settings.desired),
+            verify=not args.no_verify,
+            on_progress=_progress_printer(),
+            interrupted=lambda: interrupt.requested,
+        )
     if the_plan.blocked:
         print("Refusing to apply: fix these first.", file=sys.stderr)
         for problem in the_plan.problems:
@@ -561,16 +569,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     empty = DesiredState(models=())
     observed = observe_for(settings, empty, rest if reloader.waits else None, target)
     the_plan = plan_config(observed, target)
-    outcome, _ = execute(
-        the_plan,
-        observed,
-        empty,
-        settings=settings,
-        reloader=reloader,
-        rest=rest,
-        revision=Revision(chosen.commit, chosen.dirty),
-        verify=False,
-        on_progress=_progress_printer(),
-    )
+    with _interruptible() as interrupt:
+        outcome, _ = execute(
+            the_plan,
+            observed,
+            empty,
+            settings=settings,
+            reloader=reloader,
+            rest=rest,
+            revision=Revision(chosen.commit, chosen.dirty),
+            verify=False,
+            on_progress=_progress_printer(),
+            interrupted=lambda: interrupt.requested,
+        )
     print(f"Rolling back to record {chosen.id} ({chosen.time}).")
     return _report(outcome, the_plan.steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +78,7 @@ def execute(
     verify: bool = True,
     heal: bool = True,
     on_progress: ProgressHook | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> tuple[Outcome, Record | None]:
     """Converge on `the_plan` and record the outcome in the history (no record for a no-op)."""
     converger = Converger(
@@ -88,6 +90,7 @@ def execute(
         verifier=(lambda m, v, f: verify_version(rest, m, v, f)) if verify else None,
         on_progress=on_progress,
         commit=revision.commit,
+        interrupted=interrupted,
     )
     before = read_text(settings.config_path)
     outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
@@ -132,6 +135,7 @@ def reconcile(
     verify: bool = True,
     heal: bool = True,
     on_progress: ProgressHook | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> tuple[Plan, Outcome, Record | None]:
     """Observe from scratch, plan, converge: level-triggered, so safe to repeat at any time."""
     rest = TfsRest(settings.rest_url, settings.request_timeout)
@@ -148,5 +152,6 @@ def reconcile(
         verify=verify,
         heal=heal,
         on_progress=on_progress,
+        interrupted=interrupted,
     )
     return the_plan, outcome, record

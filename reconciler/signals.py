@@ -1,5 +1,9 @@
 """Signal handling that is safe whatever the main thread is doing when a signal lands.
 
+``GracefulInterrupt`` (a command): the first SIGINT or SIGTERM asks the work to stop at its
+next safe point, the second acts at once. ``SignalThread`` (the daemon): handlers that log
+and take locks.
+
 A Python signal handler runs in the main thread between two bytecodes, perhaps while that
 thread holds a lock the handler would take too: structlog's write lock, an ``Event``'s lock
 (a second SIGTERM during the first handler's ``Event.set()``). The handler then waits on its
@@ -17,7 +21,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
-__all__ = ["SignalThread"]
+__all__ = ["GracefulInterrupt", "SignalThread"]
 
 Handler = Callable[[signal.Signals], None]
 
@@ -79,3 +83,35 @@ class SignalThread:
                     handler = self._handlers.get(signum)
                     if handler is not None:
                         handler(signum)
+
+
+class GracefulInterrupt:
+    """While active, the first SIGINT or SIGTERM sets ``requested`` and says on stderr that
+    the work stops at its next safe point; the next one acts as usual (KeyboardInterrupt,
+    termination). Enter and exit it in the main thread.
+
+    The handler only sets an attribute, writes with ``os.write`` and reinstalls the default
+    handlers: nothing that takes a lock the interrupted code may hold.
+    """
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._previous: dict[signal.Signals, Any] = {}
+        self.requested = False
+
+    def __enter__(self) -> GracefulInterrupt:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. nohup: left ignored
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        name = signal.Signals(signum).name
+        os.write(2, f"\n{name}: {self._message} ({name} again stops at once)\n".encode())

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon.daemon_harness import wait_until
 
 from reconciler.testing import SimulatorProcess, traffic
 from reconciler.testing.simulator import free_port
@@ -81,6 +83,28 @@ class Cli:
     grpc_target: str
 
     def __call__(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["tfs-reconciler", *args],
+            cwd=self.lab,
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The command in the background (stdout and stderr piped)."""
+        return subprocess.Popen(
+            ["tfs-reconciler", *args],
+            cwd=self.lab,
+            env=self._env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def _env(self) -> dict[str, str]:
         env = dict(
             os.environ,
             TFS_RECONCILER_REST_URL=self.rest_url,
@@ -90,15 +114,7 @@ class Cli:
         )
         for name in ("TFS_RECONCILER_RELOAD", "TFS_RECONCILER_TIMEOUT", "TFS_RECONCILER_CONFIG"):
             env.pop(name, None)
-        return subprocess.run(
-            ["tfs-reconciler", *args],
-            cwd=self.lab,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return env
 
 
 def post(rest_url: str, path: str, body: bytes) -> tuple[int, Any]:
@@ -279,6 +295,50 @@ def test_a_three_phase_promotion_drops_no_request(
     assert states(sim.rest_url) == {1: "AVAILABLE", 2: "END", 3: "AVAILABLE", 4: "AVAILABLE"}
     assert label_version(sim.rest_url, "stable") == 4
     assert "FAILED_PRECONDITION" not in sim.log
+
+
+def test_ctrl_c_finishes_the_phase_in_flight_records_it_and_a_second_apply_finishes(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim(extra_args=["--sim_load_seconds_for=animals:4=1.5"])
+    cli = cli_for(lab, sim)
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4})
+    apply = cli.start("apply", "--reload", "grpc", "--timeout", "20")
+    wait_until(lambda: "reload_request" in sim.log, 10)  # phase 1 (load 4) pushed
+    apply.send_signal(signal.SIGINT)
+    out, err = apply.communicate(timeout=30)
+
+    assert apply.returncode == 130, f"{out}\n{err}"
+    assert "SIGINT: finishing the phase in flight, then stopping" in err
+    assert "interrupted after phase 1 of 2" in err
+    assert states(sim.rest_url)[4] == "AVAILABLE"  # the phase in flight finished...
+    assert label_version(sim.rest_url, "canary") == 3  # ...and the next never started
+    records = json.loads(cli("history", "--output", "json").stdout)
+    assert [r["outcome"] for r in records] == ["interrupted"]
+    assert records[-1]["config"] == config_text(lab).decode()
+
+    again = cli("apply", "--reload", "grpc", "--timeout", "20")
+    assert again.returncode == 0, output(again)
+    assert "label canary 3 -> 4" in again.stdout and "load version" not in again.stdout
+    assert label_version(sim.rest_url, "canary") == 4
+
+
+def test_a_second_ctrl_c_stops_at_once(lab: Path, start_sim: StartSim) -> None:
+    sim = start_sim(extra_args=["--sim_load_seconds_for=animals:4=30"])
+    cli = cli_for(lab, sim)
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4})
+    apply = cli.start("apply", "--reload", "grpc", "--timeout", "60")
+    wait_until(lambda: "reload_request" in sim.log, 10)
+    apply.send_signal(signal.SIGINT)
+    assert apply.stderr is not None
+    lines = iter(apply.stderr.readline, "")
+    assert any("finishing the phase in flight" in line for line in lines)
+    apply.send_signal(signal.SIGINT)
+    out, err = apply.communicate(timeout=10)  # not the 30 s load
+    assert apply.returncode == 130, f"{out}\n{err}"
+    assert "Traceback" not in err
 
 
 def test_a_new_label_on_a_new_version_is_set_only_once_it_is_available(

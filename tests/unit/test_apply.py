@@ -239,6 +239,30 @@ def test_a_new_version_loads_before_a_label_moves_to_it(bed: Bed) -> None:
     assert bed.clock() == pytest.approx(bed.tfs.load, abs=0.1)  # waited the load, no more
 
 
+def test_an_interrupt_stops_before_the_next_phase_leaving_the_finished_one(bed: Bed) -> None:
+    bed.add_version(4)
+    asked = iter([False, True])  # checked before phase 1, then before phase 2
+    _, outcome = bed.converge(
+        bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}), interrupted=lambda: next(asked)
+    )
+    assert (outcome.result, outcome.phases) == ("interrupted", 1), outcome.message
+    assert "interrupted after phase 1 of 2" in outcome.message
+    assert len(bed.reloader.pushed) == 1
+    assert bed.tfs.state(4) == "AVAILABLE" and bed.tfs.labels == LAB_LABELS
+    assert outcome.config == bed.config_path.read_text()
+    assert "versions: 4" in outcome.config and "value: 3" in outcome.config
+
+
+def test_an_interrupt_before_the_first_phase_changes_nothing(bed: Bed) -> None:
+    original = bed.config_path.read_bytes()
+    _, outcome = bed.converge(
+        bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}), interrupted=lambda: True
+    )
+    assert (outcome.result, outcome.phases) == ("interrupted", 0)
+    assert "interrupted before anything was changed" in outcome.message
+    assert bed.reloader.pushed == [] and bed.config_path.read_bytes() == original
+
+
 def test_removing_a_labelled_version_moves_the_label_first_then_unloads(bed: Bed) -> None:
     _, outcome = bed.converge(bed.desire("[2, 3]", {"stable": 3, "canary": 3}))
     assert outcome.result == "applied", outcome.message

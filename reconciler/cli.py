@@ -28,7 +28,7 @@ from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.git_source import GitError
 from reconciler.history import read_history
 from reconciler.http_endpoint import StatusUnavailableError, read_status
-from reconciler.lock import AlreadyRunningError
+from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.observe import Observed
 from reconciler.plan import Plan, plan, plan_config
 from reconciler.problems import InputError
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         _print_problems(error)
         return EXIT_ERROR
-    except (UsageError, OSError) as error:
+    except (UsageError, OSError, AlreadyRunningError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -413,10 +413,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.env_file}: {error}") from None
     try:
         return Daemon(options, reread).run()
-    except AlreadyRunningError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except (GitError, OSError) as error:
+    except GitError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -506,7 +503,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     except DockerError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    with _interruptible() as interrupt:
+    with acquire(settings.config_path, "apply"), _interruptible() as interrupt:
         the_plan, outcome, _ = reconcile(
             desired,
             settings=settings,
@@ -567,9 +564,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     reloader = _reloader(args, settings)
     rest = TfsRest(settings.rest_url, settings.request_timeout)
     empty = DesiredState(models=())
-    observed = observe_for(settings, empty, rest if reloader.waits else None, target)
-    the_plan = plan_config(observed, target)
-    with _interruptible() as interrupt:
+    with acquire(settings.config_path, "rollback"), _interruptible() as interrupt:
+        observed = observe_for(settings, empty, rest if reloader.waits else None, target)
+        the_plan = plan_config(observed, target)
         outcome, _ = execute(
             the_plan,
             observed,

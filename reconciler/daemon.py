@@ -114,9 +114,9 @@ class Daemon:
     def run(self) -> int:
         settings = self.options.settings
         config = settings.config_path
-        # Beside the config, not in the state folder: one daemon per models.config, whatever
+        # Beside the config, not in the state folder: one writer per models.config, whatever
         # --state-dir each is given.
-        with acquire(config.parent, f".{config.name}.lock"), self._signal_thread():
+        with acquire(config, "daemon"), self._signal_thread():
             self._memory.last_record = _last(read_history(settings.state_path))
             endpoint = HttpEndpoint(
                 parse_address(self.options.metrics_addr),

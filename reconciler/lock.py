@@ -1,9 +1,10 @@
-"""One daemon per state folder: an exclusive flock on ``<state_dir>/daemon.lock``.
+"""One writer per models.config: an exclusive flock on ``.<config name>.lock`` beside it.
 
-The lock is held by an open file descriptor, so the kernel releases it when
-the process exits, however it exits: a lock file left behind by a killed
-daemon is not a stale lock, only a file with an old pid in it. The holder's
-pid is written into the file so that a second daemon can name the first one.
+The daemon holds it for its lifetime, ``apply`` and ``rollback`` for theirs, so two writers
+never interleave their phases. The lock is held by an open file descriptor, so the kernel
+releases it when the process exits, however it exits: a lock file left behind by a killed
+process is not a stale lock, only a file naming an old holder. The holder writes its pid and
+role into the file so that a refused writer can name it.
 """
 
 from __future__ import annotations
@@ -14,26 +15,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["LOCK_FILE_NAME", "AlreadyRunningError", "DaemonLock", "acquire"]
-
-LOCK_FILE_NAME = "daemon.lock"
+__all__ = ["AlreadyRunningError", "ConfigLock", "acquire", "lock_path"]
 
 
 class AlreadyRunningError(RuntimeError):
-    """Another process holds the lock; ``pid`` is its pid when it could be read."""
+    """Another process holds the lock; ``pid`` and ``role`` when they could be read."""
 
-    def __init__(self, path: Path, pid: int | None) -> None:
+    def __init__(self, config: Path, path: Path, pid: int | None, role: str | None) -> None:
         self.path = path
         self.pid = pid
-        holder = f"pid {pid}" if pid is not None else "another process"
+        holder = ", ".join(
+            part for part in (role, f"pid {pid}" if pid is not None else None) if part
+        )
         super().__init__(
-            f"another tfs-reconciler daemon ({holder}) already holds {path}; "
-            "stop it first, or give this one another state folder"
+            f"another tfs-reconciler ({holder or 'unknown'}) is changing {config} (it holds "
+            f"{path}); let it finish or stop it first. While a daemon runs, change the desired "
+            "state and let it apply"
         )
 
 
+def lock_path(config: Path) -> Path:
+    return config.parent / f".{config.name}.lock"
+
+
 @dataclass
-class DaemonLock:
+class ConfigLock:
     """A held lock; ``release()`` (or leaving the ``with`` block) lets it go."""
 
     path: Path
@@ -51,7 +57,7 @@ class DaemonLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> DaemonLock:
+    def __enter__(self) -> ConfigLock:
         return self
 
     def __exit__(
@@ -63,32 +69,29 @@ class DaemonLock:
         self.release()
 
 
-def acquire(state_dir: Path, name: str = LOCK_FILE_NAME) -> DaemonLock:
-    """Take the lock file ``name`` in ``state_dir`` (created if missing) or raise.
-
-    Raises AlreadyRunningError, naming the holder's pid, when another
-    process holds it. Never waits.
-    """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / name
+def acquire(config: Path, role: str) -> ConfigLock:
+    """Take the lock of the models.config at ``config`` as ``role`` (daemon, apply...), or
+    raise AlreadyRunningError naming the holder. Never waits."""
+    path = lock_path(config)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        pid = _read_pid(fd)
+        pid, holder_role = _read_holder(fd)
         os.close(fd)
-        raise AlreadyRunningError(path, pid) from None
+        raise AlreadyRunningError(config, path, pid, holder_role) from None
     except BaseException:
         os.close(fd)
         raise
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return DaemonLock(path=path, _fd=fd)
+    os.pwrite(fd, f"{os.getpid()} {role}\n".encode(), 0)
+    return ConfigLock(path=path, _fd=fd)
 
 
-def _read_pid(fd: int) -> int | None:
-    text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+def _read_holder(fd: int) -> tuple[int | None, str | None]:
+    words = os.pread(fd, 128, 0).decode(errors="replace").split()
     try:
-        return int(text)
-    except ValueError:
-        return None
+        pid = int(words[0])
+    except (IndexError, ValueError):
+        return None, None
+    return pid, " ".join(words[1:]) or None

@@ -1,4 +1,4 @@
-"""One daemon per state folder, checked across real processes."""
+"""One writer per models.config, checked across real processes."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.lock import LOCK_FILE_NAME, AlreadyRunningError, acquire
+from reconciler.lock import AlreadyRunningError, acquire, lock_path
 
 HOLDER = """
 import sys
 from pathlib import Path
 from reconciler.lock import acquire
-lock = acquire(Path(sys.argv[1]))
+lock = acquire(Path(sys.argv[1]), "daemon")
 print("held", flush=True)
 sys.stdin.read()
 """
@@ -27,7 +27,7 @@ sys.stdin.read()
 def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process that holds the lock until its stdin closes."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path / "state")],
+        [sys.executable, "-c", HOLDER, str(tmp_path / "models.config")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -45,20 +45,24 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
                 stream.close()
 
 
-def test_the_lock_file_holds_the_holders_pid(tmp_path: Path) -> None:
-    with acquire(tmp_path / "state") as lock:
-        assert lock.path == tmp_path / "state" / LOCK_FILE_NAME
-        assert lock.path.read_text() == f"{os.getpid()}\n"
+def test_the_lock_file_beside_the_config_holds_the_holders_pid_and_role(tmp_path: Path) -> None:
+    with acquire(tmp_path / "models.config", "apply") as lock:
+        assert (
+            lock.path
+            == tmp_path / ".models.config.lock"
+            == lock_path(lock.path.parent / "models.config")
+        )
+        assert lock.path.read_text() == f"{os.getpid()} apply\n"
 
 
-def test_a_second_daemon_is_refused_with_the_first_ones_pid(
+def test_a_second_writer_is_refused_naming_the_first(
     tmp_path: Path, holder: subprocess.Popen[str]
 ) -> None:
     with pytest.raises(AlreadyRunningError) as refused:
-        acquire(tmp_path / "state")
+        acquire(tmp_path / "models.config", "apply")
     assert refused.value.pid == holder.pid
-    assert f"pid {holder.pid}" in str(refused.value)
-    assert str(tmp_path / "state" / LOCK_FILE_NAME) in str(refused.value)
+    assert f"another tfs-reconciler (daemon, pid {holder.pid}) is changing " in str(refused.value)
+    assert str(tmp_path / ".models.config.lock") in str(refused.value)
 
 
 def test_the_lock_is_free_once_the_holder_exits(
@@ -67,7 +71,7 @@ def test_the_lock_is_free_once_the_holder_exits(
     assert holder.stdin is not None
     holder.stdin.close()
     assert holder.wait(timeout=10) == 0
-    with acquire(tmp_path / "state") as lock:
+    with acquire(tmp_path / "models.config", "apply") as lock:
         assert lock.held
 
 
@@ -76,16 +80,17 @@ def test_a_killed_holder_leaves_no_stale_lock(
 ) -> None:
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=10)
-    assert (tmp_path / "state" / LOCK_FILE_NAME).read_text() == f"{holder.pid}\n"
-    with acquire(tmp_path / "state") as lock:
-        assert lock.path.read_text() == f"{os.getpid()}\n"
+    assert (tmp_path / ".models.config.lock").read_text() == f"{holder.pid} daemon\n"
+    with acquire(tmp_path / "models.config", "daemon") as lock:
+        assert lock.path.read_text() == f"{os.getpid()} daemon\n"
 
 
 def test_released_lock_can_be_taken_again_in_the_same_process(tmp_path: Path) -> None:
-    first = acquire(tmp_path)
+    config = tmp_path / "models.config"
+    first = acquire(config, "apply")
     with pytest.raises(AlreadyRunningError):
-        acquire(tmp_path)
+        acquire(config, "apply")
     first.release()
     assert not first.held
-    with acquire(tmp_path) as second:
+    with acquire(config, "apply") as second:
         assert second.held

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from daemon.daemon_harness import wait_until
 
+from reconciler.lock import acquire
 from reconciler.testing import SimulatorProcess, traffic
 from reconciler.testing.simulator import free_port
 from reconciler.testing.traffic import request
@@ -339,6 +340,28 @@ def test_a_second_ctrl_c_stops_at_once(lab: Path, start_sim: StartSim) -> None:
     out, err = apply.communicate(timeout=10)  # not the 30 s load
     assert apply.returncode == 130, f"{out}\n{err}"
     assert "Traceback" not in err
+
+
+def test_apply_and_rollback_are_refused_while_another_writer_holds_the_config(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    cli = cli_for(lab, sim)
+    write_desired(lab, "[1, 2, 3]", LAB_LABELS | {"canary": 2})
+    assert cli("apply", "--reload", "grpc").returncode == 0  # history record 1
+    write_desired(lab, "[1, 2, 3]", LAB_LABELS | {"stable": 3})
+    before, pushes = config_text(lab), reload_requests(sim)
+    with acquire(lab / "models" / "models.config", "daemon"):  # as a running daemon does
+        for command in (["apply", "--reload", "grpc"], ["rollback", "--reload", "grpc"]):
+            result = cli(*command)
+            assert result.returncode == 1, output(result)
+            assert f"another tfs-reconciler (daemon, pid {os.getpid()}) is changing" in (
+                result.stderr
+            ), output(result)
+    assert config_text(lab) == before
+    assert reload_requests(sim) == pushes
+    assert cli("apply", "--reload", "grpc").returncode == 0
+    assert label_version(sim.rest_url, "stable") == 3
 
 
 def test_a_new_label_on_a_new_version_is_set_only_once_it_is_available(

@@ -347,7 +347,7 @@ def test_sigterm_stops_cleanly_and_releases_the_lock(
     daemon = run_with(sim, start_daemon, "--git")
     daemon.wait_for_event("reconciled")
     lock = repo.models / ".models.config.lock"
-    assert lock.read_text().strip() == str(daemon.pid)
+    assert lock.read_text() == f"{daemon.pid} daemon\n"
 
     daemon.kill(signal.SIGTERM)
     assert daemon.wait(10) == 0, daemon.text

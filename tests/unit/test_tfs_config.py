@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -215,6 +216,13 @@ _configs = st.lists(_models, max_size=4, unique_by=lambda m: m.name).map(
 @given(_configs)
 def test_any_config_round_trips_through_its_rendering(config: ServingConfig) -> None:
     assert parse_config(render_config(config)) == config
+
+
+@settings(max_examples=300, deadline=None)
+@given(_configs)
+def test_rendering_is_byte_for_byte_protobufs_text_format(config: ServingConfig) -> None:
+    expected = HEADER + text_format.MessageToString(to_proto(config), as_utf8=True)
+    assert render_config(config) == expected
 
 
 @settings(max_examples=100, deadline=None)

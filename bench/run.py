@@ -4,8 +4,9 @@
     python -m bench --quick    # smaller sizes and fewer samples, under a minute
     python -m bench --only scale latency   # some parts only
 
-Figures are printed as they come and written, with the machine and the command, to
-bench/results.md (or --output). Everything runs on loopback, in temporary folders.
+Figures are printed as they come. A full run also writes them, with the machine and the
+command, to bench/results.md; a --quick or --only run writes only where --output says, so it
+never replaces the full record. Everything runs on loopback, in temporary folders.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller and fewer: under a minute")
     parser.add_argument("--only", nargs="+", choices=list(PARTS), help="run only these parts")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown results")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"Markdown results (default: {DEFAULT_OUTPUT.name} for a full run, none otherwise)",
+    )
     args = parser.parse_args(argv)
     from reconciler import logs
 
@@ -55,8 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         section.add(f"_({time.perf_counter() - part_started:.0f} s)_")
         sections.append(section)
     elapsed = time.perf_counter() - started
-    write_results(args.output, command.strip(), sections, elapsed, load_before)
-    print(f"\nWrote {args.output} ({elapsed:.0f} s).")
+    output = args.output
+    if output is None and not args.quick and not args.only:
+        output = DEFAULT_OUTPUT
+    if output is not None:
+        write_results(output, command.strip(), sections, elapsed, load_before)
+        print(f"\nWrote {output} ({elapsed:.0f} s).")
+    else:
+        print(f"\nDone in {elapsed:.0f} s (a partial run: nothing written; see --output).")
     missed = [v for s in sections for v in s.verdicts if v[2] is False]
     return 0 if not missed else 3
 

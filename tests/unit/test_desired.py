@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from reconciler.desired import (
     MAX_FILE_BYTES,
     DesiredState,
+    _inline_refs,
+    _validator,
     load_desired,
     parse_documents,
     read_documents,
+    schema,
 )
 from reconciler.policy import AllVersions, Latest, Specific
 from reconciler.problems import InputError, Location
@@ -542,3 +547,41 @@ _YAML_PIECES = st.sampled_from(
 @given(st.lists(_YAML_PIECES, max_size=40).map("".join))
 def test_no_yaml_like_text_crashes_validation(text: str) -> None:
     _parses_or_reports(text.encode("utf-8", "surrogatepass"))
+
+
+_scalars = st.one_of(
+    st.integers(-3, 5), st.text(max_size=4), st.booleans(), st.none(), st.floats(0, 3)
+)
+_versions = st.one_of(
+    st.lists(_scalars, max_size=3),
+    st.dictionaries(st.sampled_from(["latest", "x"]), _scalars, max_size=2),
+    st.sampled_from(["all", "some"]),
+    _scalars,
+)
+_model_specs = st.dictionaries(
+    st.sampled_from(["versions", "labels", "base_path", "platform", "verify", "extra"]),
+    st.one_of(_versions, st.dictionaries(st.text(max_size=6), _scalars, max_size=2)),
+    max_size=4,
+)
+_documents = st.fixed_dictionaries(
+    {"apiVersion": st.sampled_from(["tfs-reconciler/v1", "v0"])},
+    optional={
+        "models": st.dictionaries(st.text(max_size=8), _model_specs, max_size=3),
+        "prune": _scalars,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_documents)
+def test_the_schema_with_references_inlined_finds_the_same_errors(document: object) -> None:
+    inlined = _validator()
+    plain = type(inlined)(schema())
+
+    def found(validator: Draft202012Validator) -> list[tuple[str, str]]:
+        errors = validator.iter_errors(document)
+        return sorted((str(list(e.absolute_path)), e.message) for e in errors)
+
+    assert found(inlined) == found(plain)
+    without_defs = {k: v for k, v in _inline_refs(schema()).items() if k != "$defs"}
+    assert "$ref" not in json.dumps(without_defs)

@@ -40,7 +40,7 @@ def read_history(state_dir: Path) -> list[Record]:
             data["steps"] = tuple(data.get("steps", ()))
             records.append(Record(**data))
         except (ValueError, TypeError):
-            continue  # a torn last line from a crash is skipped, not fatal
+            continue  # a line torn by a crash is skipped, not fatal
     return records
 
 
@@ -50,10 +50,17 @@ def append_record(state_dir: Path, record: Record) -> Record:
     numbered = Record(**{**asdict(record), "id": (existing[-1].id + 1) if existing else 1})
     state_dir.mkdir(parents=True, exist_ok=True)
     line = json.dumps(asdict(numbered), sort_keys=True) + "\n"
-    fd = os.open(state_dir / HISTORY_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(state_dir / HISTORY_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line.encode("utf-8"))
+        os.write(fd, (_separator(fd) + line).encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
     return numbered
+
+
+def _separator(fd: int) -> str:
+    """A line break when the file ends in a line torn by a crash, so that the record written
+    next is a line of its own rather than the torn line's corrupt end."""
+    size = os.fstat(fd).st_size
+    return "\n" if size and os.pread(fd, 1, size - 1) != b"\n" else ""

@@ -203,7 +203,7 @@ def _parse_one(
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
         problems.append(Problem(Location(file, line, column), "", "not UTF-8 text"))
         return None
-    data, marks, found = yaml_nodes.load(text, file)
+    data, marks, found = yaml_nodes.load(text, file, _advice)
     problems.extend(found)
     if data is None and found:
         return None
@@ -236,6 +236,22 @@ def _parse_one(
     if "prune" in data and "prune" not in spoiled:
         prune = (bool(data["prune"]), marks.of_value(("prune",)))
     return models, prune
+
+
+def _advice(path: yaml_nodes.Path, kind: yaml_nodes.Kind) -> str:
+    """What to write instead of a number or boolean YAML 1.1 reads otherwise, by field."""
+    match path:
+        case ("models", _, "versions", int()) | ("models", _, "labels", _):
+            return "write the version in plain decimal"
+        case ("models", _, "versions", "latest"):
+            return "write the count in plain decimal"
+        case ("prune",):
+            return "write true or false"
+        case ("apiVersion",) | ("models", _, "base_path" | "platform"):
+            return "quote it"
+        case ("models", _, "verify", "request"):
+            return "quote it"
+    return yaml_nodes.plain_advice(path, kind)
 
 
 def _prefixes(fields: Iterable[str]) -> set[str]:
@@ -287,6 +303,9 @@ def _model(
     if len(problems) > before or base_path is None:
         return None
     fields = [("versions", marks.of_value((*here, "versions")))]
+    fields += [
+        (key, marks.of_value((*here, key))) for key in ("base_path", "platform") if key in spec
+    ]
     fields += [(f"labels.{lb}", marks.of_value((*here, "labels", lb))) for lb in labels]
     if "verify" in spec:
         fields.append(("verify.request", marks.of_value((*here, "verify", "request"))))

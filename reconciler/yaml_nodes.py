@@ -7,8 +7,10 @@ and alias expansion is bounded (no "billion laughs").
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -18,6 +20,20 @@ Path = tuple[str | int, ...]
 
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+
+Kind = Literal["integer", "boolean"]
+Advice = Callable[[Path, Kind], str]
+"""What to write instead of an ambiguous spelling, given the value's field."""
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_STR_TAG = "tag:yaml.org,2002:str"
+_PLAIN_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+# YAML 1.1's booleans. PyYAML reads y and n as strings; other YAML 1.1 readers do not.
+_TRUE_WORDS = frozenset({"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"})
+_FALSE_WORDS = frozenset(
+    {"n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
+)
 
 
 @dataclass
@@ -48,8 +64,16 @@ class _TooLarge(Exception):
     pass
 
 
-def load(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
-    """Parse one YAML document into (data, marks, problems); data is None when unreadable."""
+def plain_advice(_path: Path, kind: Kind) -> str:
+    return "write true or false" if kind == "boolean" else "write the number in plain decimal"
+
+
+def load(text: str, file: str, advice: Advice = plain_advice) -> tuple[Any, Marks, list[Problem]]:
+    """Parse one YAML document into (data, marks, problems); data is None when unreadable.
+
+    A number or boolean that YAML 1.1 reads otherwise than a person would (010 is 8, on is
+    true) is a problem, ending in `advice` for its field.
+    """
     marks = Marks(file)
     try:
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
@@ -83,7 +107,7 @@ def load(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
         second = nodes[1].start_mark
         where = Location(file, second.line + 1, second.column + 1)
         return None, marks, [Problem(where, "", "one document per file, found several ('---')")]
-    builder = _Builder(marks)
+    builder = _Builder(marks, advice)
     try:
         data = builder.build(nodes[0], ())
     except _TooLarge as error:
@@ -103,9 +127,63 @@ def _explain(error: yaml.MarkedYAMLError) -> str:
     return f"{error.context}: {problem}"
 
 
+def _yaml11_boolean(node: yaml.ScalarNode) -> bool | None:
+    """The boolean YAML 1.1 reads `node` as, None when it reads none; quoted words and
+    explicit strings are text."""
+    if node.tag == _STR_TAG and node.style:
+        return None
+    if node.tag not in (_BOOL_TAG, _STR_TAG):
+        return None
+    return True if node.value in _TRUE_WORDS else False if node.value in _FALSE_WORDS else None
+
+
+def _is_plain_decimal(node: yaml.ScalarNode) -> bool:
+    """Whether an integer is written as every YAML version and every person reads it."""
+    return node.tag != _INT_TAG or _PLAIN_DECIMAL.fullmatch(node.value) is not None
+
+
+def _int_notation(text: str) -> str:
+    """How YAML 1.1 reads an integer written other than in plain decimal."""
+    digits = text.lstrip("+-").replace("_", "")
+    if ":" in digits:
+        return "sexagesimal, base 60"
+    if digits.startswith("0x"):
+        return "hexadecimal"
+    if digits.startswith("0b"):
+        return "binary"
+    if digits.startswith("0") and len(digits) > 1:
+        return "octal"
+    return "'_' ignored"
+
+
+def _yaml11_reading(node: yaml.ScalarNode, value: Any) -> tuple[Kind, str] | None:
+    """(kind, how YAML 1.1 reads it) for a number or boolean spelt so that a person, or a
+    YAML 1.2 reader, takes it otherwise (010, 1:20, yes, On); None for a plain spelling."""
+    if not _is_plain_decimal(node):
+        return "integer", f"{value} ({_int_notation(node.value)})"
+    boolean = _yaml11_boolean(node)
+    if boolean is not None and node.value not in ("true", "false"):
+        return "boolean", str(boolean).lower()
+    return None
+
+
+def _key_problem(node: yaml.ScalarNode) -> str | None:
+    """Why a key YAML reads as a boolean or as a number not in plain decimal is no name: this
+    module keeps keys as written, other YAML readers do not."""
+    boolean = _yaml11_boolean(node)
+    if boolean is not None:
+        meaning = f"a boolean ({str(boolean).lower()})"
+    elif not _is_plain_decimal(node):
+        meaning = f"a number ({_int_notation(node.value)})"
+    else:
+        return None
+    return f"key {node.value} is read as {meaning} by YAML 1.1; quote it: '{node.value}'"
+
+
 class _Builder:
-    def __init__(self, marks: Marks) -> None:
+    def __init__(self, marks: Marks, advice: Advice) -> None:
         self.marks = marks
+        self.advice = advice
         self.problems: list[Problem] = []
         self.budget = MAX_NODES
         self.constructor = yaml.SafeLoader("")
@@ -122,10 +200,13 @@ class _Builder:
         self.marks.values.setdefault(path, self._where(node))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
         try:
-            return self.constructor.construct_object(node, deep=True)
+            value = self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as error:
             self.problems.append(Problem(self._where(node), dotted(path), f"bad value: {error}"))
             return None
@@ -141,6 +222,18 @@ class _Builder:
                 )
             )
             return None
+        reading = _yaml11_reading(node, value)
+        if reading is not None:
+            kind, meaning = reading
+            self.problems.append(
+                Problem(
+                    self._where(node),
+                    dotted(path),
+                    f"{node.value} is ambiguous: YAML 1.1 reads it as {meaning};"
+                    f" {self.advice(path, kind)}",
+                )
+            )
+        return value
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -164,6 +257,9 @@ class _Builder:
                 )
                 continue
             first_seen[key] = where
+            unnamed = _key_problem(key_node)
+            if unnamed is not None:
+                self.problems.append(Problem(where, dotted((*path, key)), unnamed))
             self.marks.keys[(*path, key)] = where
             result[key] = self.build(value_node, (*path, key))
         return result

@@ -248,6 +248,147 @@ def test_version_beyond_int64_is_rejected() -> None:
     ]
 
 
+# --- YAML 1.1 spellings: what the resolver reads is not what the user meant ---------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "reading"),
+    [
+        ("010", "8 (octal)"),
+        ("1:20", "80 (sexagesimal, base 60)"),
+        ("0x10", "16 (hexadecimal)"),
+        ("0b11", "3 (binary)"),
+        ("1_0", "10 ('_' ignored)"),
+        ("+010", "8 (octal)"),
+        ("00", "0 (octal)"),
+        ("!!int 010", "8 (octal)"),
+    ],
+    ids=["octal", "sexagesimal", "hex", "binary", "underscore", "signed", "zeros", "tagged"],
+)
+def test_version_not_in_plain_decimal_is_rejected(written: str, reading: str) -> None:
+    assert problems(model_doc(f"versions: [{written}]")) == [
+        f"f.yaml:4:16: models.m.versions[0]: {written.split()[-1]} is ambiguous:"
+        f" YAML 1.1 reads it as {reading}; write the version in plain decimal"
+    ]
+
+
+def test_latest_count_not_in_plain_decimal_is_rejected() -> None:
+    assert problems(model_doc("versions: {latest: 010}")) == [
+        "f.yaml:4:24: models.m.versions.latest: 010 is ambiguous: YAML 1.1 reads it as 8"
+        " (octal); write the count in plain decimal"
+    ]
+
+
+def test_label_version_not_in_plain_decimal_is_rejected() -> None:
+    assert problems(model_doc("versions: [8]\nlabels: {stable: 010}")) == [
+        "f.yaml:5:22: models.m.labels.stable: 010 is ambiguous: YAML 1.1 reads it as 8"
+        " (octal); write the version in plain decimal"
+    ]
+
+
+def test_several_versions_not_in_plain_decimal_are_each_rejected_once() -> None:
+    assert problems(model_doc("versions: [010, 1:20, 3]")) == [
+        "f.yaml:4:16: models.m.versions[0]: 010 is ambiguous: YAML 1.1 reads it as 8 (octal);"
+        " write the version in plain decimal",
+        "f.yaml:4:21: models.m.versions[1]: 1:20 is ambiguous: YAML 1.1 reads it as 80"
+        " (sexagesimal, base 60); write the version in plain decimal",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("written", "found"),
+    [
+        ("7", []),
+        ("+5", []),
+        ("0", ["0 is not a valid version: must be 1 or more"]),
+        ("-3", ["-3 is not a valid version: must be 1 or more"]),
+        ("'010'", ["'010' (a string) is not an integer"]),
+        ('"0x10"', ["'0x10' (a string) is not an integer"]),
+    ],
+)
+def test_plain_decimal_and_quoted_text_are_not_ambiguous(written: str, found: list[str]) -> None:
+    try:
+        parse(model_doc(f"versions: [1, {written}]"))
+        reported: list[str] = []
+    except InputError as error:
+        reported = [p.message for p in error.problems]
+    assert reported == found
+
+
+@pytest.mark.parametrize(
+    ("written", "reading"),
+    [("yes", "true"), ("No", "false"), ("ON", "true"), ("off", "false"), ("y", "true"),
+     ("n", "false"), ("True", "true"), ("FALSE", "false")],
+)  # fmt: skip
+def test_boolean_other_than_true_or_false_is_rejected(written: str, reading: str) -> None:
+    assert problems(f"apiVersion: tfs-reconciler/v1\nprune: {written}\nmodels: {{}}\n") == [
+        f"f.yaml:2:8: prune: {written} is ambiguous: YAML 1.1 reads it as {reading};"
+        " write true or false"
+    ]
+
+
+def test_boolean_word_where_text_is_meant_is_told_to_be_quoted() -> None:
+    assert problems(model_doc("versions: [1]\nplatform: on")) == [
+        "f.yaml:5:15: models.m.platform: on is ambiguous: YAML 1.1 reads it as true; quote it"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "meaning"),
+    [("on", "a boolean (true)"), ("No", "a boolean (false)"), ("y", "a boolean (true)"),
+     ("true", "a boolean (true)"), ("010", "a number (octal)"), ("0x1f", "a number (hexadecimal)")],
+)  # fmt: skip
+def test_model_name_yaml_reads_as_a_boolean_or_number_must_be_quoted(
+    key: str, meaning: str
+) -> None:
+    text = f"apiVersion: tfs-reconciler/v1\nmodels:\n  {key}:\n    versions: [1]\n"
+    assert problems(text) == [
+        f"f.yaml:3:3: models.{key}: key {key} is read as {meaning} by YAML 1.1; quote it: '{key}'"
+    ]
+
+
+def test_label_name_yaml_reads_as_a_boolean_must_be_quoted() -> None:
+    assert problems(model_doc("versions: [1]\nlabels: {off: 1}")) == [
+        "f.yaml:5:14: models.m.labels.off: key off is read as a boolean (false) by YAML 1.1;"
+        " quote it: 'off'"
+    ]
+
+
+@pytest.mark.parametrize("key", ["'on'", '"010"', "'y'", "7"])
+def test_quoted_or_decimal_model_names_are_names(key: str) -> None:
+    text = f"apiVersion: tfs-reconciler/v1\nmodels:\n  {key}:\n    versions: [1]\n"
+    (model,) = parse(text).models
+    assert model.name == key.strip("'\"")
+
+
+_NOTATIONS = {
+    "octal": lambda n: "0" + format(n, "o"),
+    "hexadecimal": lambda n: "0x" + format(n, "x"),
+    "binary": lambda n: "0b" + format(n, "b"),
+    "sexagesimal, base 60": lambda n: f"{n // 60}:{n % 60:02d}",
+    "'_' ignored": lambda n: f"{n // 10}_{n % 10}",
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(60, 10**9), st.sampled_from(sorted(_NOTATIONS)))
+def test_any_version_yaml_reads_in_another_base_is_rejected_where_it_stands(
+    version: int, notation: str
+) -> None:
+    written = _NOTATIONS[notation](version)
+    assert problems(model_doc(f"versions: [1, {written}]")) == [
+        f"f.yaml:4:19: models.m.versions[1]: {written} is ambiguous: YAML 1.1 reads it as"
+        f" {version} ({notation}); write the version in plain decimal"
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 2**63 - 1))
+def test_any_version_in_plain_decimal_is_read_as_written(version: int) -> None:
+    (model,) = parse(model_doc(f"versions: [{version}]")).models
+    assert model.policy == Specific((version,))
+
+
 # --- labels --------------------------------------------------------------------------------------
 
 

@@ -153,8 +153,6 @@ def in_process(count: int) -> Samples:
         reloader = choose_reloader(
             ReloadMode.GRPC,
             grpc_target=tfs.grpc_target,
-            models_dir=the_lab.models_dir,
-            serving_root="/models",
             docker=None,
             allow_restart=False,
         )

@@ -16,7 +16,12 @@ from typing import Protocol
 
 import structlog
 
-from reconciler.config_file import read_text, save_last_known_good, write_atomic
+from reconciler.config_file import (
+    LAST_KNOWN_GOOD,
+    read_text,
+    save_last_known_good,
+    write_atomic,
+)
 from reconciler.convergence import Progress, assess, end_failures, expectations, still_known
 from reconciler.desired import DesiredState
 from reconciler.docker_target import DockerError, DockerTarget
@@ -25,10 +30,9 @@ from reconciler.observe import (
     LiveStatus,
     StatusSource,
     TfsUnreachable,
-    host_path,
     read_live,
 )
-from reconciler.plan import Plan, live_basis, phases_between
+from reconciler.plan import Plan, labels_needing_a_load, live_basis, phases_between
 from reconciler.policy import served_versions
 from reconciler.tfs_config import ServingConfig, changed_models, render_config
 from reconciler.tfs_grpc import ReloadRejected, TfsGrpc
@@ -71,8 +75,6 @@ class Reloader(Protocol):
 @dataclass
 class GrpcReloader:
     client: TfsGrpc
-    models_dir: Path
-    serving_root: str
     deadline: float = 30.0  # the least a push may take (TFS waits for new models to load)
     mode: ReloadMode = ReloadMode.GRPC
     waits: bool = True
@@ -84,15 +86,6 @@ class GrpcReloader:
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
         """Push `config`; `timeout` (at least `deadline`) bounds the call: a push that adds a
         model returns only once the model loaded, which may take as long as the apply may."""
-        # TFS hangs on a new model whose base_path is missing, and queues every later reload
-        # behind it: never push such a config.
-        for model in config.models:
-            folder = host_path(model.base_path, self.serving_root, self.models_dir)
-            if folder is None or not folder.is_dir():
-                raise ReloadFailed(
-                    f"not pushing: {model.name} base_path {model.base_path} is not on disk"
-                    f" ({folder or 'outside the serving root'})"
-                )
         self.client.reload(config, timeout=max(self.deadline, timeout or 0.0))
 
 
@@ -192,6 +185,16 @@ class Converger:
         if not phases:
             return Outcome("noop", "nothing to do", config=read_text(self.config_path))
         if not self.reloader.phased:
+            early = labels_needing_a_load(plan, disk)
+            if early and self.reloader.mode is ReloadMode.NONE:
+                return Outcome(
+                    "failed",
+                    f"{'; '.join(early)} needs the version AVAILABLE first, and --reload none "
+                    "writes models.config once without waiting (TFS would refuse the label, or "
+                    "answer 404 by it while the version loads). Use --reload grpc or poll, which "
+                    "apply it in phases, or load the version in one apply and move the label in "
+                    f"the next; nothing was changed ({self.config_path} is as it was)",
+                )
             phases = (plan.target,)
         previous_text = read_text(self.config_path)
         previous = plan.current
@@ -215,6 +218,7 @@ class Converger:
             )
         try:
             self.reloader.check()
+            _check_new_models_on_disk(previous, phases, disk)
         except (ReloadFailed, DockerError, TfsUnreachable) as error:
             return Outcome(
                 "failed",
@@ -251,14 +255,6 @@ class Converger:
                         # One config loads the version and moves its label (a restart): the
                         # version can only be verified now; a failure rolls back.
                         self._verify_before(phase, applied, previous, disk, desired)
-                elif self.verifier is not None and self._to_verify(
-                    phase, applied, previous, disk, desired
-                ):
-                    log.warning(
-                        "verify_skipped",
-                        reason=f"--reload {self.reloader.mode.value} does not load versions",
-                        commit=self.commit,
-                    )
             except (
                 ReloadRejected,
                 ReloadFailed,
@@ -266,6 +262,7 @@ class Converger:
                 DockerError,
                 ConvergeFailed,
                 VerifyFailed,
+                OSError,  # writing models.config (a full disk, a read-only folder)
             ) as error:
                 return self._roll_back(error, phase, previous, previous_text, disk, started)
             log.info(
@@ -419,10 +416,12 @@ class Converger:
                 phases = (*phases, target)
         deadline = self.clock() + self.timeout
         step_from = attempted
+        written = 0
         try:
             for number, phase in enumerate(phases, start=1):
                 last = number == len(phases)
                 write_atomic(self.config_path, text if last else render_config(phase))
+                written = number
                 log.warning("rollback_phase_written", phase=number, commit=self.commit)
                 try:
                     self._reload(phase, deadline)
@@ -445,10 +444,26 @@ class Converger:
                         require_gone=False,
                     )
                 step_from = phase
-        except (ReloadRejected, ReloadFailed, TfsUnreachable, DockerError, ConvergeFailed) as again:
+        except (
+            ReloadRejected,
+            ReloadFailed,
+            TfsUnreachable,
+            DockerError,
+            ConvergeFailed,
+            OSError,
+        ) as again:
+            if written == len(phases):
+                holds = "holds the last-known-good config"
+            elif written:
+                holds = f"holds step {written} of {len(phases)} back to the last-known-good config"
+            else:
+                holds = "is unchanged since the failure"
+            saved = ""
+            if previous_text is not None:
+                saved = f"; the last-known-good config is in {self.state_dir / LAST_KNOWN_GOOD}"
             message = (
                 f"{error}. Rolling back to the last-known-good config failed too: {again}."
-                f" {self.config_path} holds the last-known-good config."
+                f" {self.config_path} {holds}{saved}."
             )
             log.error("rollback_failed", error=str(again), commit=self.commit)
             return Outcome(
@@ -477,6 +492,28 @@ def _names_and_labels(
     return tuple(sorted(touched)), labels
 
 
+def _check_new_models_on_disk(
+    previous: ServingConfig | None, phases: tuple[ServingConfig, ...], disk: DiskState
+) -> None:
+    """Raise ReloadFailed when a phase adds a model (or moves one to another base_path) whose
+    folder is missing: TFS hangs on such a reload until its deadline and queues every later
+    reload behind it. Models TFS already serves from a folder since deleted are no such risk."""
+    before = previous or ServingConfig()
+    for phase in phases:
+        for model in phase.models:
+            known = before.model(model.name)
+            if known is not None and known.same_base_path(model.base_path):
+                continue
+            folder = disk.model(model.name)
+            if folder is None or not folder.exists:
+                where = folder.path if folder is not None else "outside the models folder"
+                raise ReloadFailed(
+                    f"not applying: {model.name} base_path {model.base_path} is not on disk"
+                    f" ({where}), and TFS hangs on a new model whose folder is missing"
+                )
+        before = phase
+
+
 def describe_serving(config: ServingConfig, disk: DiskState) -> str:
     parts = []
     for model in config.models:
@@ -492,8 +529,6 @@ def choose_reloader(
     mode: ReloadMode,
     *,
     grpc_target: str,
-    models_dir: Path,
-    serving_root: str,
     docker: DockerTarget | None,
     allow_restart: bool,
 ) -> Reloader:
@@ -510,10 +545,8 @@ def choose_reloader(
             raise DockerError("--reload restart needs --container NAME or --container-label K=V")
         return RestartReloader(docker)
     client = TfsGrpc(grpc_target)
-    if mode is ReloadMode.GRPC:
-        return GrpcReloader(client, models_dir, serving_root)
-    if client.answers(timeout=1.0):
-        return GrpcReloader(client, models_dir, serving_root)
+    if mode is ReloadMode.GRPC or client.answers(timeout=1.0):
+        return GrpcReloader(client)
     client.close()
     if allow_restart and docker is not None:
         return RestartReloader(docker)

@@ -453,8 +453,6 @@ def _reloader(args: argparse.Namespace, settings: Settings) -> Reloader:
     return choose_reloader(
         ReloadMode(args.reload),
         grpc_target=settings.grpc_target,
-        models_dir=settings.models_dir,
-        serving_root=settings.serving_root,
         docker=_docker(args),
         allow_restart=args.allow_restart,
     )

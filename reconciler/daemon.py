@@ -466,8 +466,6 @@ class Daemon:
         self._reloader = choose_reloader(
             self.options.reload,
             grpc_target=settings.grpc_target,
-            models_dir=settings.models_dir,
-            serving_root=settings.serving_root,
             docker=docker,
             allow_restart=self.options.allow_restart,
         )

@@ -147,7 +147,12 @@ def plan_config(
     """
     current = observed.config or ServingConfig()
     drift = tuple(_drift(current, observed)) if observed.live is not None else ()
-    problems = tuple(_config_problems(target, observed.disk, source))
+    problems = list(_config_problems(target, observed.disk, source))
+    for model in target.models:
+        existing = current.model(model.name)
+        if existing is not None:
+            moved = _move_problem(existing, model.base_path, observed, Location(source), model.name)
+            problems.extend([moved] if moved is not None else [])
     phases: tuple[ServingConfig, ...] = ()
     if not problems and (observed.config != target or drift):
         phases = _phases_to(target, observed)
@@ -156,7 +161,7 @@ def plan_config(
         target=target,
         phases=phases,
         steps=tuple(_steps(current, target, observed.disk)),
-        problems=problems,
+        problems=tuple(sorted(problems)),
         drift=drift,
     )
 
@@ -306,6 +311,11 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                     )
                 )
         existing = current.model(model.name)
+        if existing is not None:
+            moved = _move_problem(
+                existing, model.base_path, observed, model.locate("base_path"), field
+            )
+            problems.extend([moved] if moved is not None else [])
         if existing is not None and existing.platform and existing.platform != model.platform:
             problems.append(
                 Problem(
@@ -316,6 +326,38 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                 )
             )
     return problems
+
+
+def _move_problem(
+    served: ConfigModel, base_path: str, observed: Observed, where: Location, field: str
+) -> Problem | None:
+    """A base_path change TFS cannot make without dropping versions: it serves a model from
+    one folder, so the versions served now (live, else as the config says) that are not in
+    the new folder (the one the disk scan read for this model) would stop at once."""
+    if served.same_base_path(base_path):
+        return None
+    live = observed.live.model(served.name) if observed.live is not None else None
+    if live is not None and live.found:
+        now: tuple[int, ...] = live.available
+    elif isinstance(served.policy, Specific):
+        now = served.policy.versions
+    else:
+        return None  # which versions a latest/all policy serves from the old folder is unknown
+    folder = observed.disk.model(served.name)
+    if folder is None:
+        return None
+    left = [n for n in sorted(now) if (v := folder.version(n)) is None or not v.loadable]
+    if not left:
+        return None
+    return Problem(
+        where,
+        f"{field}.base_path",
+        f"base_path {served.base_path} -> {base_path}: version(s) {', '.join(map(str, left))}, "
+        f"served now, are not in {folder.path}, and TFS serves a model from one folder, so "
+        "it would drop them (and the labels on them) at once. Copy them into "
+        f"{folder.path} first, so they serve while the new ones load, or serve the new folder "
+        "under another model name",
+    )
 
 
 def _steps(current: ServingConfig, target: ServingConfig, disk: DiskState) -> list[Step]:
@@ -413,6 +455,21 @@ def phases_between(
     return tuple(phases)
 
 
+def labels_needing_a_load(the_plan: Plan, disk: DiskState) -> tuple[str, ...]:
+    """The labels the plan sets on a version the current config does not serve: applied in
+    one config, each points at a version TFS has not loaded yet."""
+    current = the_plan.current or ServingConfig()
+    found = []
+    for model in the_plan.target.models:
+        before = current.model(model.name)
+        served = set(_served(before, disk))
+        old = before.label_map if before is not None else {}
+        for label, number in model.labels:
+            if old.get(label) != number and number not in served:
+                found.append(f"{model.name}: label {label} -> {number}")
+    return tuple(found)
+
+
 def _drift(current: ServingConfig, observed: Observed) -> list[Drift]:
     live = observed.live
     if live is None or not live.reachable:
@@ -425,7 +482,13 @@ def _drift(current: ServingConfig, observed: Observed) -> list[Drift]:
         if not status.found:
             found.append(Drift(model.name, "TFS does not serve this model"))
             continue
-        expected = set(_served(model, observed.disk))
+        folder = observed.disk.model(model.name)
+        if (folder is None or not folder.exists) and not isinstance(model.policy, Specific):
+            # Its folder is gone: which versions latest/all would serve is unknowable, and
+            # TFS keeps serving what it loaded. Only its labels can be checked.
+            expected = set(status.available)
+        else:
+            expected = set(_served(model, observed.disk))
         for number in sorted(expected):
             entry = status.latest(number)
             if entry is None:

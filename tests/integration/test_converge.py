@@ -518,18 +518,70 @@ def test_a_version_that_answers_well_passes_verification(lab: Path, start_sim: S
     assert label_version(sim.rest_url, "stable") == 4
 
 
-def test_reload_none_writes_without_verifying_what_is_not_loaded(
+def test_reload_none_refuses_a_label_on_a_version_tfs_has_not_loaded(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim(poll_seconds=0.2)  # TFS reads the file on its own
+    add_version(lab, 4)
+    before = config_text(lab)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
+    result = cli_for(lab, sim)("apply")  # --reload none, apply's default
+    assert result.returncode == 1, output(result)
+    assert "animals: label stable -> 4 needs the version AVAILABLE first" in result.stderr
+    assert config_text(lab) == before
+
+    # The way it names: load 4 in one apply, move the label in the next.
+    write_desired(lab, "[1, 2, 3, 4]", LAB_LABELS)
+    assert cli_for(lab, sim)("apply").returncode == 0
+    wait_until(lambda: states(sim.rest_url).get(4) == "AVAILABLE", 10)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
+    assert cli_for(lab, sim)("apply").returncode == 0
+    wait_until(lambda: label_version(sim.rest_url, "stable") == 4, 10)
+    assert "config_file_not_applied" not in sim.log
+
+
+def test_a_base_path_change_that_would_drop_the_served_versions_is_refused(
     lab: Path, start_sim: StartSim
 ) -> None:
     sim = start_sim()
-    shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
-    add_version(lab, 4)
-    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3}, VERIFY)
-    result = cli_for(lab, sim)("apply", "--reload", "none")
+    shutil.copytree(lab / "models" / MODEL / "3", lab / "models" / "zoo" / "4")
+    before = config_text(lab)
+    write_desired(lab, "[4]", {"stable": 4}, "    base_path: /models/zoo\n")
+    result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "10")
+    assert result.returncode == 1, output(result)
+    assert "models.animals.base_path: base_path /models/animals/ -> /models/zoo:" in (result.stderr)
+    assert "version(s) 1, 2, 3, served now, are not in" in result.stderr
+    assert config_text(lab) == before and reload_requests(sim) == 0
+
+    # Once the served versions are in the new folder too, the move is made without a gap.
+    for number in (1, 2, 3):
+        shutil.copytree(lab / "models" / MODEL / str(number), lab / "models" / "zoo" / str(number))
+    with label_stream(sim.rest_url, "stable") as stable:
+        moved = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
+    assert moved.returncode == 0, output(moved)
+    assert stable.failures == []
+    assert label_version(sim.rest_url, "stable") == 4
+
+
+def test_a_model_left_alone_whose_folder_was_deleted_does_not_block_other_changes(
+    lab: Path, start_sim: StartSim
+) -> None:
+    shutil.copytree(lab / "models" / MODEL, lab / "models" / "old")
+    config = lab / "models" / "models.config"
+    config.write_text(
+        config.read_text().replace(
+            "model_config_list {",
+            "model_config_list {\n  config { name: 'old' base_path: '/models/old' }",
+        )
+    )
+    sim = start_sim()
+    assert states(sim.rest_url)  # TFS serves both models
+    shutil.rmtree(lab / "models" / "old")  # prune is false: 'old' is not ours to remove
+    write_desired(lab, "[1, 2, 3]", LAB_LABELS | {"stable": 3})
+    result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
     assert result.returncode == 0, output(result)
-    assert "value: 4" in config_text(lab).decode()
-    assert "verify_skipped" in result.stderr
-    assert "via=version:4" not in sim.log
+    assert label_version(sim.rest_url, "stable") == 3
+    assert 'name: "old"' in config_text(lab).decode()
 
 
 def test_no_verify_skips_the_request(lab: Path, start_sim: StartSim) -> None:
@@ -751,7 +803,7 @@ def test_adding_a_model_that_loads_longer_than_the_push_deadline_converges(
         timeout=20,
     )
     with TfsGrpc(sim.grpc_target) as client:
-        reloader = GrpcReloader(client, lab / "models", "/models", deadline=1.0)
+        reloader = GrpcReloader(client, deadline=1.0)
         _, outcome, _ = reconcile(
             load_desired(lab / "desired_state"),
             settings=settings,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import reconciler.apply as apply_module
+from reconciler import config_file
 from reconciler.apply import (
     Converger,
     NoReload,
@@ -380,12 +382,30 @@ def test_a_reload_failure_on_the_first_phase_rolls_back_while_tfs_serves_the_old
     assert bed.config_path.read_bytes() == original
 
 
-def test_no_reload_only_writes_the_final_config(bed: Bed) -> None:
+def test_no_reload_writes_the_final_config_at_once(bed: Bed) -> None:
     bed.add_version(4)
-    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}), NoReload())
-    assert outcome.result == "written"
-    assert "value: 4" in bed.config_path.read_text()
+    _, outcome = bed.converge(bed.desire("[2, 3, 4]", {"stable": 3, "canary": 3}), NoReload())
+    assert outcome.result == "written", outcome.message
+    assert "versions: 4" in bed.config_path.read_text()
+    assert "versions: 1" not in bed.config_path.read_text()
     assert bed.tfs.labels == LAB_LABELS  # nobody told TFS
+
+
+def test_no_reload_refuses_a_label_on_a_version_the_config_does_not_serve_yet(bed: Bed) -> None:
+    original = bed.config_path.read_bytes()
+    bed.add_version(4)
+    desired = bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4})
+    _, outcome = bed.converge(desired, NoReload())
+    assert outcome.result == "failed"
+    assert outcome.message.startswith(
+        "animals: label canary -> 4 needs the version AVAILABLE first, and --reload none"
+    )
+    assert bed.config_path.read_bytes() == original
+    # The way out it names: load the version in one apply, move the label in the next.
+    _, first = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS), NoReload())
+    _, second = bed.converge(desired, NoReload())
+    assert (first.result, second.result) == ("written", "written"), second.message
+    assert "value: 4" in bed.config_path.read_text()
 
 
 def test_an_unphased_reloader_gets_only_the_target(bed: Bed) -> None:
@@ -408,18 +428,6 @@ def test_describe_serving_names_versions_and_labels(bed: Bed) -> None:
 
 
 VERIFY = "    verify:\n      request: dog.json\n"
-
-
-def test_with_no_reload_verification_is_skipped_not_failed(bed: Bed) -> None:
-    """--reload none loads nothing, so there is nothing to verify yet (and nothing to roll back)."""
-    (bed.lab / "desired_state" / "dog.json").write_text('{"instances": [1]}')
-    bed.add_version(4)
-    asked: list[int] = []
-    desired = bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}, VERIFY)
-    _, outcome = bed.converge(desired, NoReload(), verifier=lambda m, v, f: asked.append(v))
-    assert outcome.result == "written", outcome.message
-    assert asked == []
-    assert "value: 4" in bed.config_path.read_text()
 
 
 def restart_like(bed: Bed) -> None:
@@ -460,3 +468,45 @@ def test_with_a_restart_a_failed_verification_restarts_back(bed: Bed) -> None:
     assert len(bed.reloader.pushed) == 2
     assert bed.config_path.read_bytes() == original
     assert bed.tfs.labels == LAB_LABELS
+
+
+def test_a_write_that_fails_mid_apply_rolls_back(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = bed.config_path.read_bytes()
+    bed.add_version(4)
+    real_write = config_file.write_atomic
+    writes: list[str] = []
+
+    def write_twice_then_fail(path: Path, text: str) -> None:
+        writes.append(text)
+        if len(writes) == 2:  # phase 2 of the apply (phase 1 is written and live)
+            raise OSError(28, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(apply_module, "write_atomic", write_twice_then_fail)
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}))
+    assert outcome.result == "rolled_back", outcome.message
+    assert "No space left on device" in outcome.message
+    assert bed.config_path.read_bytes() == original
+    assert bed.tfs.labels == LAB_LABELS and bed.tfs.state(4) == "END"
+
+
+def test_a_rollback_that_cannot_write_says_what_the_file_holds(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bed.add_version(4)
+    real_write = config_file.write_atomic
+    writes: list[str] = []
+
+    def write_once(path: Path, text: str) -> None:
+        writes.append(text)
+        if len(writes) > 1:
+            raise OSError(30, "Read-only file system")
+        real_write(path, text)
+
+    monkeypatch.setattr(apply_module, "write_atomic", write_once)
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}))
+    assert outcome.result == "failed"
+    assert "Rolling back to the last-known-good config failed too: [Errno 30]" in outcome.message
+    assert f"{bed.config_path} is unchanged since the failure" in outcome.message
+    assert "last-known-good config is in " in outcome.message
+    assert bed.config_path.read_text() == writes[0]  # phase 1, as the message says

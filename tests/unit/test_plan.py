@@ -564,3 +564,33 @@ def test_phases_are_safe_from_what_tfs_really_serves(
             if before is not None:
                 assert set(before.label_map.values()) <= _served_in(phase, model.name, seen)
         previous = phase
+
+
+# --- a base_path change ---------------------------------------------------------------------------
+
+MOVED = "    versions: [4]\n    base_path: /models/zoo\n    labels: {stable: 4}\n"
+
+
+def test_a_base_path_change_that_would_drop_the_versions_served_now_is_refused() -> None:
+    # The disk scan reads the new folder (/host/animals here stands for /models/zoo).
+    result = plan(animals(MOVED), observed(on_disk={"animals": [4]}))
+    assert result.blocked and result.phases == ()
+    (problem,) = problems(result)
+    assert problem.startswith(
+        "desired.yaml:6:16: models.animals.base_path: base_path /models/animals/ -> /models/zoo:"
+        " version(s) 1, 2, 3, served now, are not in /host/animals, and TFS serves a model"
+    )
+
+
+def test_what_tfs_serves_decides_which_versions_a_base_path_change_would_drop() -> None:
+    serving_two = live((2, "AVAILABLE"), (3, "AVAILABLE"))
+    result = plan(animals(MOVED), observed(on_disk={"animals": [4]}, live=serving_two))
+    assert "version(s) 2, 3, served now" in problems(result)[0]
+
+
+def test_a_base_path_change_is_planned_once_the_served_versions_are_in_the_new_folder() -> None:
+    result = plan(animals(MOVED), observed(on_disk={"animals": [1, 2, 3, 4]}))
+    assert not result.blocked, problems(result)
+    assert "~ animals: base_path /models/animals/ -> /models/zoo" in steps(result)
+    first = result.phases[0].models[0]
+    assert first.base_path == "/models/zoo" and dict(first.labels)["stable"] == 2

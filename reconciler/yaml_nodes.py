@@ -28,6 +28,7 @@ Advice = Callable[[Path, Kind], str]
 _INT_TAG = "tag:yaml.org,2002:int"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _STR_TAG = "tag:yaml.org,2002:str"
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML's, which its marks count
 _PLAIN_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 # YAML 1.1's booleans. PyYAML reads y and n as strings; other YAML 1.1 readers do not.
 _TRUE_WORDS = frozenset({"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"})
@@ -80,7 +81,8 @@ def load(text: str, file: str, advice: Advice = plain_advice) -> tuple[Any, Mark
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
-        return None, marks, [Problem(where, "", f"invalid YAML: {_explain(error)}")]
+        hint = _tab_hint(text, error.problem_mark)
+        return None, marks, [Problem(where, "", f"invalid YAML: {_explain(error)}{hint}")]
     except yaml.reader.ReaderError as error:  # its str() spans two lines, with an offset
         before = text[: error.position]
         where = Location(file, before.count("\n") + 1, len(before) - before.rfind("\n"))
@@ -113,6 +115,17 @@ def load(text: str, file: str, advice: Advice = plain_advice) -> tuple[Any, Mark
     except _TooLarge as error:
         return None, marks, [Problem(Location(file), "", str(error))]
     return data, marks, builder.problems
+
+
+def _tab_hint(text: str, mark: yaml.Mark | None) -> str:
+    """A hint when the scanner stopped at a tab: libyaml only says it "cannot start any
+    token"."""
+    if mark is None:
+        return ""
+    lines = _LINE_BREAK.split(text)
+    if mark.line >= len(lines) or lines[mark.line][mark.column : mark.column + 1] != "\t":
+        return ""
+    return " (a tab: YAML indents with spaces only)"
 
 
 def _explain(error: yaml.MarkedYAMLError) -> str:

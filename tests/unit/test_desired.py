@@ -527,6 +527,28 @@ def test_control_character_is_rejected_on_one_line_with_its_position() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("apiVersion: tfs-reconciler/v1\nmodels:\n\tm: {versions: [1]}\n", "3:1"),
+        ("apiVersion: tfs-reconciler/v1\nmodels:\n  m:\n   \tversions: [1]\n", "4:4"),
+        ("apiVersion: tfs-reconciler/v1\r\nmodels:\r\n\tm: {versions: [1]}\r\n", "3:1"),
+    ],
+    ids=["line-start", "after-spaces", "crlf"],
+)
+def test_tab_in_indentation_is_named(text: str, where: str) -> None:
+    assert problems(text) == [
+        f"f.yaml:{where}: invalid YAML: while scanning for the next token (line {where[0]}),"
+        " found character that cannot start any token (a tab: YAML indents with spaces only)"
+    ]
+
+
+def test_yaml_error_elsewhere_than_a_tab_has_no_tab_hint() -> None:
+    (message,) = problems("apiVersion: tfs-reconciler/v1\nmodels: {\tm: @x}\n")
+    assert message.startswith("f.yaml:2:14: invalid YAML:")
+    assert "tab" not in message
+
+
 def test_duplicate_anchor_names_both_occurrences() -> None:
     assert problems("a: &x 1\nb: &x 2\n") == [
         "f.yaml:2:4: invalid YAML: found duplicate anchor; first occurrence (line 1),"

@@ -12,7 +12,9 @@ LAST_KNOWN_GOOD = "last-known-good.config"
 
 
 def default_state_dir(config_path: Path) -> Path:
-    return config_path.parent / ".tfs-reconciler"
+    """Beside the file models.config really is (a symlink's target), so every path that
+    names it shares one history."""
+    return Path(os.path.realpath(config_path)).parent / ".tfs-reconciler"
 
 
 def read_text(path: Path) -> str | None:

@@ -35,7 +35,9 @@ class AlreadyRunningError(RuntimeError):
 
 
 def lock_path(config: Path) -> Path:
-    return config.parent / f".{config.name}.lock"
+    """Beside the file models.config really is, so a symlink to it takes the same lock."""
+    real = Path(os.path.realpath(config))
+    return real.parent / f".{real.name}.lock"
 
 
 @dataclass

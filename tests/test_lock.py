@@ -94,3 +94,14 @@ def test_released_lock_can_be_taken_again_in_the_same_process(tmp_path: Path) ->
     assert not first.held
     with acquire(config, "apply") as second:
         assert second.held
+
+
+def test_a_symlink_to_the_config_takes_the_same_lock(tmp_path: Path) -> None:
+    real = tmp_path / "models" / "models.config"
+    real.parent.mkdir()
+    real.write_text("")
+    link = tmp_path / "link.config"
+    link.symlink_to(real)
+    with acquire(real, "daemon"), pytest.raises(AlreadyRunningError):
+        acquire(link, "apply")
+    assert lock_path(link) == real.parent / ".models.config.lock"

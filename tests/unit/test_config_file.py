@@ -104,6 +104,14 @@ def test_state_folder_defaults_beside_the_config(tmp_path: Path) -> None:
     assert default_state_dir(tmp_path / "models.config") == tmp_path / ".tfs-reconciler"
 
 
+def test_state_folder_of_a_symlinked_config_is_beside_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "models" / "models.config"
+    real.parent.mkdir()
+    real.write_text("")
+    (tmp_path / "link.config").symlink_to(real)
+    assert default_state_dir(tmp_path / "link.config") == real.parent / ".tfs-reconciler"
+
+
 def test_reading_a_missing_file_is_none(tmp_path: Path) -> None:
     assert read_text(tmp_path / "nope") is None
 

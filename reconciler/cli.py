@@ -474,11 +474,17 @@ def _interruptible() -> GracefulInterrupt:
     return GracefulInterrupt("finishing the phase in flight, then stopping")
 
 
-def _report(outcome: Outcome, steps: Sequence[object]) -> int:
+def _report(outcome: Outcome, steps: Sequence[object], asked_tfs: bool) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
     if outcome.result == "noop":
-        print("No changes: TFS and models.config already match the desired state.")
+        if asked_tfs:
+            print("No changes: TFS and models.config already match the desired state.")
+        else:
+            print(
+                "No changes: models.config already matches the desired state "
+                "(TFS was not asked: --reload none; `diff` compares with what it serves)."
+            )
         return EXIT_OK
     if outcome.ok:
         for step in steps:
@@ -516,7 +522,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         for problem in the_plan.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_ERROR
-    return _report(outcome, the_plan.steps)
+    return _report(outcome, the_plan.steps, reloader.waits)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -578,4 +584,4 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             interrupted=lambda: interrupt.requested,
         )
     print(f"Rolling back to record {chosen.id} ({chosen.time}).")
-    return _report(outcome, the_plan.steps)
+    return _report(outcome, the_plan.steps, reloader.waits)

@@ -192,6 +192,9 @@ def test_moving_stable_to_3_plans_applies_and_then_is_in_sync(lab: Path) -> None
     second = run(lab, "apply")
     assert second.returncode == 0
     assert config(lab).stat().st_mtime_ns == written
+    assert second.stdout.startswith(
+        "No changes: models.config already matches the desired state (TFS was not asked"
+    )
 
 
 def test_apply_keeps_the_previous_config_as_last_known_good(lab: Path) -> None:

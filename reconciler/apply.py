@@ -170,6 +170,7 @@ class Converger:
     on_progress: ProgressHook | None = None
     commit: str | None = None
     interrupted: Callable[[], bool] | None = None  # true: stop before the next phase
+    target_text: str | None = None  # the plan's target as written before (a rollback's)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -238,7 +239,8 @@ class Converger:
                     # A label moves in a phase of its own, after its version loaded: verify
                     # the version before the label moves.
                     self._verify_before(phase, applied, previous, disk, desired)
-                text = render_config(phase)
+                last = number == len(phases)
+                text = self.target_text if last and self.target_text else render_config(phase)
                 write_atomic(self.config_path, text)
                 log.info(
                     "phase_written",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,44 @@ class Record:
     previous: str | None = None  # the models.config text before the apply
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    action: str = "apply"  # or "rollback to ..."
+
+
+@dataclass(frozen=True)
+class RollbackTarget:
+    config: str  # the models.config text to converge to
+    commit: str | None  # the commit that asked for that config, when known
+    dirty: bool | None
+    describe: str  # for people: "record 3's config", "the config record 4 replaced"
+
+
+def rollback_target(records: Sequence[Record], record_id: int | None) -> RollbackTarget:
+    """Record `record_id`'s resulting config; without an id, the config the last recorded
+    change replaced (an undo: a second rollback undoes the first). LookupError says why
+    there is none."""
+    if record_id is not None:
+        chosen = next((r for r in records if r.id == record_id and r.config is not None), None)
+        if chosen is None or chosen.config is None:
+            raise LookupError(f"no record {record_id} with a config")
+        return RollbackTarget(
+            chosen.config, chosen.commit, chosen.dirty, f"record {record_id}'s config"
+        )
+    changed = [i for i, r in enumerate(records) if r.config is not None and r.config != r.previous]
+    if not changed:
+        raise LookupError("no recorded change to roll back")
+    last = records[changed[-1]]
+    if last.previous is None:
+        raise LookupError(
+            f"record {last.id} created models.config: there is no earlier config to roll back to"
+        )
+    earlier = reversed(records[: changed[-1]])
+    source = next((r for r in earlier if r.config == last.previous), None)
+    return RollbackTarget(
+        last.previous,
+        source.commit if source is not None else None,
+        source.dirty if source is not None else None,
+        f"the config record {last.id} replaced",
+    )
 
 
 def read_history(state_dir: Path) -> list[Record]:

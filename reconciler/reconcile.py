@@ -79,8 +79,13 @@ def execute(
     heal: bool = True,
     on_progress: ProgressHook | None = None,
     interrupted: Callable[[], bool] | None = None,
+    action: str = "apply",
+    target_text: str | None = None,
 ) -> tuple[Outcome, Record | None]:
-    """Converge on `the_plan` and record the outcome in the history (no record for a no-op)."""
+    """Converge on `the_plan` and record the outcome in the history (no record for a no-op);
+    `action` says what asked for it in the record ("apply", "rollback to ..."); `target_text`
+    is written for the plan's target instead of its canonical rendering (a rollback restores
+    the very bytes it recorded)."""
     converger = Converger(
         config_path=settings.config_path,
         state_dir=settings.state_path,
@@ -91,6 +96,7 @@ def execute(
         on_progress=on_progress,
         commit=revision.commit,
         interrupted=interrupted,
+        target_text=target_text,
     )
     before = read_text(settings.config_path)
     outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
@@ -121,6 +127,7 @@ def execute(
             config=outcome.config,
             previous=before,
             seconds=round(outcome.seconds, 3),
+            action=action,
         ),
     )
     return outcome, record

@@ -1,10 +1,19 @@
-"""The apply history file: appends survive a line torn by a crash."""
+"""The apply history file (appends survive a line torn by a crash) and what a rollback
+goes back to."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.history import HISTORY_FILE, Record, append_record, read_history
+import pytest
+
+from reconciler.history import (
+    HISTORY_FILE,
+    Record,
+    append_record,
+    read_history,
+    rollback_target,
+)
 
 
 def record(message: str) -> Record:
@@ -41,3 +50,55 @@ def test_append_to_a_file_holding_only_a_torn_line(tmp_path: Path) -> None:
 def test_append_creates_the_state_folder(tmp_path: Path) -> None:
     append_record(tmp_path / "state", record("first"))
     assert [r.message for r in read_history(tmp_path / "state")] == ["first"]
+
+
+def change(id: int, config: str | None, previous: str | None, outcome: str = "applied") -> Record:
+    return Record(
+        id=id,
+        time="t",
+        outcome=outcome,
+        message="",
+        reload="grpc",
+        commit=f"c{id}",
+        config=config,
+        previous=previous,
+    )
+
+
+def test_rollback_undoes_the_last_change_with_the_commit_that_asked_for_the_config() -> None:
+    records = [change(1, "A", "0"), change(2, "B", "A"), change(3, "B", "B", "rolled_back")]
+    goal = rollback_target(records, None)
+    assert (goal.config, goal.commit, goal.describe) == ("A", "c1", "the config record 2 replaced")
+
+
+def test_a_second_rollback_undoes_the_first() -> None:
+    records = [change(1, "A", "0"), change(2, "B", "A"), change(3, "A", "B")]
+    assert rollback_target(records, None).config == "B"
+
+
+def test_an_interrupted_first_apply_rolls_back_to_the_config_before_it() -> None:
+    goal = rollback_target([change(1, "phase 1", "hand-written", "interrupted")], None)
+    assert (goal.config, goal.commit) == ("hand-written", None)
+
+
+def test_rollback_to_a_numbered_record_takes_its_config() -> None:
+    records = [change(1, "A", "0"), change(2, "B", "A")]
+    goal = rollback_target(records, 1)
+    assert (goal.config, goal.commit, goal.describe) == ("A", "c1", "record 1's config")
+
+
+@pytest.mark.parametrize(
+    ("records", "record_id", "why"),
+    [
+        ([], None, "no recorded change to roll back"),
+        ([change(1, "A", "A", "rolled_back")], None, "no recorded change to roll back"),
+        ([change(1, "A", None)], None, "record 1 created models.config: there is no earlier"),
+        ([change(1, "A", "0")], 7, "no record 7 with a config"),
+        ([change(1, None, "0", "failed")], 1, "no record 1 with a config"),
+    ],
+)
+def test_why_there_is_nothing_to_roll_back_to(
+    records: list[Record], record_id: int | None, why: str
+) -> None:
+    with pytest.raises(LookupError, match=why):
+        rollback_target(records, record_id)

@@ -510,3 +510,17 @@ def test_a_rollback_that_cannot_write_says_what_the_file_holds(
     assert f"{bed.config_path} is unchanged since the failure" in outcome.message
     assert "last-known-good config is in " in outcome.message
     assert bed.config_path.read_text() == writes[0]  # phase 1, as the message says
+
+
+def test_a_retried_version_that_fails_as_fast_as_before_fails_the_change(bed: Bed) -> None:
+    bed.add_version(4)
+    bed.tfs.broken.add(4)
+    bed.tfs.load = 0.0  # it fails at once: TFS is never seen loading it
+    desired = bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4})
+    _, first = bed.converge(desired)
+    assert first.result == "rolled_back", first.message
+    started = bed.clock()
+    _, again = bed.converge(desired, timeout=120.0)
+    assert again.result == "rolled_back", again.message
+    assert "animals version 4 failed to load: DATA_LOSS: version 4 is broken" in again.message
+    assert bed.clock() - started < 10  # within the grace, not the 120 s timeout

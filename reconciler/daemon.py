@@ -7,6 +7,7 @@ event costs nothing. A resync timer catches drift that makes no event here.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ import structlog
 
 from reconciler import sd_notify
 from reconciler.apply import Outcome, Reloader, ReloadMode, choose_reloader
+from reconciler.config_file import write_atomic
 from reconciler.convergence import Progress
 from reconciler.desired import (
     DesiredState,
@@ -40,7 +42,7 @@ from reconciler.reconcile import Revision, execute, observe_for, revision_of
 from reconciler.settings import Settings
 from reconciler.signals import SignalThread
 from reconciler.status import status_document
-from reconciler.tfs_config import ServingConfig, changed_models
+from reconciler.tfs_config import ServingConfig, changed_models, parse_config, render_config
 from reconciler.tfs_rest import TfsRest
 from reconciler.watch import DEFAULT_IGNORE_NAMES, FILES_CHANGED, Trigger
 
@@ -117,7 +119,11 @@ class Daemon:
         # Beside the config, not in the state folder: one writer per models.config, whatever
         # --state-dir each is given.
         with acquire(config, "daemon"), self._signal_thread():
-            self._memory.last_record = _last(read_history(settings.state_path))
+            records = read_history(settings.state_path)
+            self._memory.last_record = _last(records)
+            # What the last apply left in models.config: from the first pass on, a file that
+            # differs while the desired state still asks for that is drift, also after a restart.
+            self._memory.synced_target = _last_applied(records)
             endpoint = HttpEndpoint(
                 parse_address(self.options.metrics_addr),
                 self._metrics.registry,
@@ -230,15 +236,13 @@ class Daemon:
             self._error(f"{error}")
             self._after_first(endpoint)
             return
-        if scope == "all":
-            observed = observe_for(settings, desired, rest)
-        else:
-            observed = observe_for(settings, desired, None)
-            asked = set(plan(desired, observed).touched)
-            if scope == "resync":
-                asked |= self._resync_turn(desired, observed)
-            if asked:
-                observed = observe_for(settings, desired, rest, live_models=frozenset(asked))
+        try:
+            observed = self._observe(desired, rest, scope)
+        except InputError as error:  # models.config does not parse: a hand edit gone wrong
+            if not self._restore_config(error, revision):
+                self._after_first(endpoint)
+                return
+            observed = self._observe(desired, rest, "all")
         the_plan = plan(desired, observed)
         with memory.lock:
             shown = observed
@@ -299,6 +303,7 @@ class Daemon:
             verify=self.options.verify,
             heal=self.options.self_heal,
             on_progress=self._keep_alive(endpoint),
+            interrupted=self._stop.is_set,
         )
         if outcome.ok and (the_plan.phases or not the_plan.changes_config):
             memory.synced_target = the_plan.target  # what models.config now says
@@ -308,6 +313,39 @@ class Daemon:
                 before = memory.observed.live if memory.observed is not None else None
                 memory.observed = replace(after, live=_merge(before, after.live))
         self._finish(outcome, record, revision, attempt, started, endpoint, left_alone)
+
+    def _observe(self, desired: DesiredState, rest: TfsRest, scope: Scope) -> Observed:
+        settings = self.options.settings
+        if scope == "all":
+            return observe_for(settings, desired, rest)
+        observed = observe_for(settings, desired, None)
+        asked = set(plan(desired, observed).touched)
+        if scope == "resync":
+            asked |= self._resync_turn(desired, observed)
+        if asked:
+            observed = observe_for(settings, desired, rest, live_models=frozenset(asked))
+        return observed
+
+    def _restore_config(self, error: InputError, revision: Revision) -> bool:
+        """models.config does not parse, so TFS refuses it and keeps serving what it had. With
+        self-heal, put back what the last apply left there (the config TFS serves); True when
+        done. Otherwise (or when there is nothing to put back) report it and retry later."""
+        problems = "; ".join(str(p) for p in error.problems)
+        log.error("config_invalid", problem=problems, commit=revision.commit)
+        self._metrics.record_drift(["models.config"])
+        synced = self._memory.synced_target
+        if not self.options.self_heal or synced is None:
+            why = "self-heal is off" if synced is not None else "no earlier apply to restore"
+            self._error(f"{problems} (left as it is: {why})")
+            return False
+        path = self.options.settings.config_path
+        try:
+            write_atomic(path, render_config(synced))
+        except OSError as failed:
+            self._error(f"{problems}; restoring it failed: {failed}")
+            return False
+        log.warning("config_restored", path=str(path), commit=revision.commit)
+        return True
 
     def _resync_turn(self, desired: DesiredState, observed: Observed) -> set[str]:
         names = {m.name for m in desired.models}
@@ -375,6 +413,9 @@ class Daemon:
             if not memory.first_done:
                 memory.first_done = True
                 sd_notify.ready(state)
+            return
+        if outcome.result == "interrupted":  # stopping: the next start picks it up from here
+            log.info("stopped_between_phases", message=outcome.message, commit=revision.commit)
             return
         memory.failed_target = attempt
         self._error(
@@ -534,6 +575,7 @@ class Daemon:
                 last_error="; ".join(e for e in (memory.last_error, memory.fetch_error) if e)
                 or None,
                 source="daemon",
+                config=os.path.realpath(self.options.settings.config_path),
             )
 
 
@@ -558,3 +600,14 @@ def _merge(before: LiveStatus | None, now: LiveStatus | None) -> LiveStatus | No
 
 def _last(records: list[Record]) -> Record | None:
     return records[-1] if records else None
+
+
+def _last_applied(records: list[Record]) -> ServingConfig | None:
+    """The config the last successful apply left in models.config, if it still parses."""
+    for record in reversed(records):
+        if record.outcome in ("applied", "written") and record.config is not None:
+            try:
+                return parse_config(record.config, f"history record {record.id}")
+            except InputError:
+                return None
+    return None

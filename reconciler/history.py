@@ -69,13 +69,13 @@ def rollback_target(records: Sequence[Record], record_id: int | None) -> Rollbac
 def read_history(state_dir: Path) -> list[Record]:
     path = state_dir / HISTORY_FILE
     try:
-        lines = path.read_text("utf-8").splitlines()
+        lines = path.read_bytes().splitlines()
     except FileNotFoundError:
         return []
     records = []
     for line in lines:
         try:
-            data = json.loads(line)
+            data = json.loads(line.decode("utf-8"))
             data["steps"] = tuple(data.get("steps", ()))
             records.append(Record(**data))
         except (ValueError, TypeError):

@@ -19,8 +19,10 @@ def status_document(
     last: Record | None,
     last_error: str | None,
     source: str,
+    config: str | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready document; `source` says who computed it ("daemon" or "cli")."""
+    """A JSON-ready document; `source` says who computed it ("daemon" or "cli"), `config`
+    which models.config it is about (its real path)."""
     models: dict[str, Any] = {}
     for model in desired.models if desired is not None else ():
         folder = observed.disk.model(model.name) if observed is not None else None
@@ -48,6 +50,7 @@ def status_document(
     live_status = observed.live if observed is not None else None
     return {
         "source": source,
+        "config": config,
         # The last pass failed (an invalid commit, TFS unreachable): what was last seen in sync
         # is not what is asked for now.
         "in_sync": bool(the_plan and the_plan.in_sync and not last_error),
@@ -75,6 +78,8 @@ def status_text(document: dict[str, Any]) -> str:
     lines = []
     state = "in sync" if document.get("in_sync") else "NOT in sync"
     lines.append(f"tfs-reconciler status ({document.get('source')}): {state}")
+    if document.get("config"):
+        lines.append(f"  models.config: {document['config']}")
     tfs = document.get("tfs", {})
     if tfs.get("reachable") is False:
         lines.append(f"  TFS: unreachable ({tfs.get('error')})")

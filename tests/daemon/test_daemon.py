@@ -361,7 +361,7 @@ def test_sigterm_stops_cleanly_and_releases_the_lock(
     assert second.process.poll() is None
 
 
-def test_sigterm_during_an_apply_finishes_the_step_and_exits_0(
+def test_sigterm_during_an_apply_finishes_the_phase_in_flight_and_exits_0(
     repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, notify: NotifySocket
 ) -> None:
     add_version(repo.models, 4)
@@ -374,14 +374,75 @@ def test_sigterm_during_an_apply_finishes_the_step_and_exits_0(
     time.sleep(0.3)
     daemon.kill(signal.SIGTERM)
     assert daemon.wait(20) == 0, daemon.text
-    # The apply in flight (load 4, then move canary) finished before the daemon exited.
+    # Phase 1 (load 4) finished after the signal; phase 2 (move canary) never started, so a
+    # stop never waits longer than one phase (systemd's TimeoutStopSec is 60 s).
     names = [e["event"] for e in daemon.events()]
     assert names.index("signal") < names.index("phase_converged")
-    applied = daemon.events("reconciled")[-1]
-    assert (applied["commit"], applied["outcome"]) == (commit, "applied"), daemon.text
-    assert label_version(sim.rest_url, "canary") == 4
+    assert names.count("phase_written") == 1 and "interrupted" in names, daemon.text
+    assert "reconcile_failed" not in names
+    assert version_states(sim.rest_url).get(4) == "AVAILABLE"
+    assert label_version(sim.rest_url, "canary") == 3
     assert temp_files(repo) == []
     notify.wait_for("STOPPING", "1", timeout=2)
+
+    again = run_with(sim, start_daemon, "--git")
+    applied = again.wait_for_event("reconciled", lambda e: e["outcome"] == "applied")
+    assert applied["commit"] == commit
+    assert label_version(sim.rest_url, "canary") == 4
+
+
+def test_a_models_config_that_does_not_parse_is_put_back_and_the_daemon_runs_on(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    original = served_config(repo)
+    with repo.config.open("a") as config:
+        config.write("garbage {{{\n")  # TFS refuses it and keeps serving what it had
+    daemon.wait_for_event("config_restored", timeout=5)
+    invalid = daemon.events("config_invalid")[0]
+    assert "not a valid ModelServerConfig" in invalid["problem"], invalid
+    assert served_config(repo) == original
+    assert daemon.process.poll() is None
+    assert label_version(sim.rest_url, "stable") == 2
+
+
+def test_without_self_heal_a_models_config_that_does_not_parse_is_reported_not_fatal(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git", "--no-self-heal")
+    daemon.wait_for_event("reconciled")
+    with repo.config.open("a") as config:
+        config.write("garbage {{{\n")
+    broken = repo.config.read_bytes()
+    failed = daemon.wait_for_event("reconcile_failed", timeout=5)
+    assert "left as it is: self-heal is off" in failed["error"], failed
+    time.sleep(1.5)  # a few resyncs: still up, file untouched
+    assert daemon.process.poll() is None
+    assert repo.config.read_bytes() == broken
+
+
+def test_without_self_heal_a_hand_edit_is_left_alone_across_a_restart(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    sim = start_sim(poll_seconds=0.2)
+    daemon = run_with(sim, start_daemon, "--git", "--no-self-heal")
+    daemon.wait_for_event("reconciled")
+    repo.write(desired_text("[1, 2, 3]", PROMOTED))
+    repo.commit("promote")
+    daemon.wait_for_event("reconciled", lambda e: e["outcome"] == "applied")
+    daemon.kill(signal.SIGTERM)
+    assert daemon.wait(10) == 0
+    edited = repo.config.read_text().replace("value: 3", "value: 1", 1).encode()
+    repo.config.write_bytes(edited)
+
+    again = run_with(sim, start_daemon, "--git", "--no-self-heal")
+    again.wait_for_event("drift", timeout=5)
+    time.sleep(1.0)
+    assert repo.config.read_bytes() == edited
+    assert "changed" not in [e["event"] for e in again.events()]
 
 
 def test_a_burst_of_signals_while_it_logs_still_stops_it_cleanly(

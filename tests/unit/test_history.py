@@ -102,3 +102,11 @@ def test_why_there_is_nothing_to_roll_back_to(
 ) -> None:
     with pytest.raises(LookupError, match=why):
         rollback_target(records, record_id)
+
+
+def test_a_line_that_is_not_utf8_is_skipped_like_a_torn_one(tmp_path: Path) -> None:
+    append_record(tmp_path, record("first"))
+    with (tmp_path / HISTORY_FILE).open("ab") as history:
+        history.write(b'{"id": 2, "message": "\xff\xfe"}\n')
+    append_record(tmp_path, record("third"))
+    assert [r.message for r in read_history(tmp_path)] == ["first", "third"]

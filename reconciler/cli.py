@@ -6,10 +6,11 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -45,8 +46,101 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 ENV_PREFIX = "TFS_RECONCILER_"
 
 
-def _env(name: str, default: str | None) -> str | None:
-    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+@dataclass(frozen=True)
+class FromEnv:
+    """An option's default read from TFS_RECONCILER_<NAME>. argparse checks neither the type
+    nor the choices of a default, so _Parser checks it like the command line's value once
+    parsing shows the command line did not give the option."""
+
+    variable: str
+    text: str
+
+    def __str__(self) -> str:  # as --help shows the default
+        return self.text
+
+
+def _env(name: str, default: str | bool | None) -> str | bool | FromEnv | None:
+    variable = ENV_PREFIX + name.upper().replace("-", "_")
+    text = os.environ.get(variable)
+    return default if text is None else FromEnv(variable, text)
+
+
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+def _from_env(action: argparse.Action, value: FromEnv) -> Any:
+    """`value` converted and checked as argparse treats the option's command-line value;
+    UsageError names the variable."""
+    if action.nargs == 0:  # a flag: no value on the command line, a word in the environment
+        word = value.text.strip().lower()
+        if word not in _TRUE_WORDS + _FALSE_WORDS:
+            raise UsageError(
+                f"{value.variable}={value.text!r}: expected one of"
+                f" {', '.join(_TRUE_WORDS)} or {', '.join(w for w in _FALSE_WORDS if w)}"
+            )
+        return word in _TRUE_WORDS
+    try:
+        converted = action.type(value.text) if callable(action.type) else value.text
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"{value.variable}: {error}") from None
+    except (TypeError, ValueError):
+        raise UsageError(f"{value.variable}={value.text!r}: invalid value") from None
+    if action.choices is not None and converted not in action.choices:
+        raise UsageError(
+            f"{value.variable}={value.text!r}: invalid choice"
+            f" (choose from {', '.join(map(str, action.choices))})"
+        )
+    return converted
+
+
+def _number(text: str, kind: Callable[[str], float]) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    """A time span that must pass: above 0 and finite (nan makes a deadline that never
+    comes, and a negative one has passed already)."""
+    value = _number(text, float)
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds above 0, not {text!r}"
+        )
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    value = _number(text, float)
+    if not (0 <= value < math.inf):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds, 0 or more, not {text!r}"
+        )
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text!r}")
+    return value
+
+
+def _log_level(text: str) -> str:
+    name = text.strip().lower()
+    if name not in logs.LEVELS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(logs.LEVELS)}, not {text!r}")
+    return name
+
+
+def _rest_url(text: str) -> str:
+    try:
+        TfsRest(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _shared_options(parser: argparse.ArgumentParser) -> None:
@@ -54,16 +148,21 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
         "where things are (each also from the environment, e.g. TFS_RECONCILER_MODELS_DIR)"
     )
 
-    def option(name: str, default: str | None, help_text: str) -> None:
+    def option(
+        name: str,
+        default: str | None,
+        help_text: str,
+        kind: Callable[[str], str] = str,
+    ) -> None:
         value = _env(name, default)
         shown = f" (default: {value})" if value is not None else ""
-        group.add_argument(f"--{name}", default=value, help=help_text + shown)
+        group.add_argument(f"--{name}", type=kind, default=value, help=help_text + shown)
 
     option("desired", "desired_state", "desired-state file or folder (every *.yaml / *.yml)")
     option("models-dir", "models", "host folder holding the model folders (TFS's /models)")
     option("config", None, "models.config to manage (default: <models-dir>/models.config)")
     option("serving-root", "/models", "where TFS sees --models-dir (the container mount)")
-    option("rest-url", "http://localhost:8501", "TFS REST API")
+    option("rest-url", "http://localhost:8501", "TFS REST API", _rest_url)
     option("grpc-target", "localhost:8500", "TFS gRPC API (host:port)")
     option(
         "state-dir",
@@ -77,10 +176,6 @@ class UsageError(Exception):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    try:
-        TfsRest(args.rest_url)
-    except ValueError as error:
-        raise UsageError(f"--rest-url: {error}") from None
     return Settings(
         desired=Path(args.desired),
         models_dir=Path(args.models_dir),
@@ -99,6 +194,17 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        parsed, rest = super().parse_known_args(*args, **kwargs)
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            if isinstance(value, FromEnv):
+                try:
+                    setattr(parsed, action.dest, _from_env(action, value))
+                except UsageError as error:
+                    self.error(str(error))
+        return parsed, rest
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -109,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--log-level",
+        type=_log_level,
         default=_env("log-level", "info"),
         help="debug, info, warning or error (default: %(default)s); logs go to stderr, "
         "as JSON lines when stderr is not a terminal",
@@ -266,7 +373,7 @@ def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none"
     )
     group.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=_env("timeout", "120"),
         help="seconds to wait for TFS to converge before rolling back (default: %(default)s)",
     )
@@ -281,7 +388,7 @@ def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none"
     group.add_argument(
         "--allow-restart",
         action="store_true",
-        default=_flag("allow-restart", False),
+        default=_env("allow-restart", False),
         help="let --reload auto restart the container when gRPC does not answer",
     )
     group.add_argument(
@@ -289,23 +396,18 @@ def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none"
     )
 
 
-def _flag(name: str, default: bool) -> bool:
-    value = _env(name, None)
-    return default if value is None else value.lower() in ("1", "true", "yes", "on")
-
-
 def _daemon_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the daemon")
     group.add_argument(
         "--resync",
-        type=float,
+        type=_seconds,
         default=_env("resync", "30"),
         help="seconds between re-checks that catch drift no file event announces "
         "(default: %(default)s)",
     )
     group.add_argument(
         "--resync-models",
-        type=int,
+        type=_count,
         default=_env("resync-models", "100"),
         help="how many models' live state each resync reads, taking turns, so that a resync "
         "costs the same with a thousand models as with a hundred (default: %(default)s)",
@@ -313,14 +415,14 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--self-heal",
         action=argparse.BooleanOptionalAction,
-        default=_flag("self-heal", True),
+        default=_env("self-heal", True),
         help="repair drift (a hand-edited models.config, a TFS serving another config); "
         "--no-self-heal only reports it (default: on)",
     )
     group.add_argument(
         "--git",
         action=argparse.BooleanOptionalAction,
-        default=_flag("git", False),
+        default=_env("git", False),
         help="apply the committed desired state of a branch, never uncommitted edits",
     )
     group.add_argument(
@@ -333,7 +435,7 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--git-interval",
-        type=float,
+        type=_seconds,
         default=_env("git-interval", "60"),
         help="seconds between fetches of --git-remote (default: %(default)s)",
     )
@@ -344,7 +446,7 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--debounce",
-        type=float,
+        type=_seconds_or_zero,
         default=_env("debounce", "0.05"),
         help="seconds of quiet that end a burst of file events (default: %(default)s)",
     )

@@ -103,6 +103,16 @@ BAD_INPUTS = {
         "animals.yaml: document expands to more than 100000 values (aliases?)",
     ),
     "oversized": (b"#" * (1024 * 1024 + 10), "animals.yaml: file is larger than the limit"),
+    "octal version": (
+        b"apiVersion: tfs-reconciler/v1\nmodels:\n  animals: {versions: [010]}\n",
+        "animals.yaml:3:24: models.animals.versions[0]: 010 is ambiguous: YAML 1.1 reads it as"
+        " 8 (octal); write the version in plain decimal",
+    ),
+    "tab indentation": (
+        b"apiVersion: tfs-reconciler/v1\nmodels:\n\tanimals: {versions: [1]}\n",
+        "animals.yaml:3:1: invalid YAML: while scanning for the next token (line 3), found"
+        " character that cannot start any token (a tab: YAML indents with spaces only)",
+    ),
 }
 
 
@@ -252,6 +262,91 @@ def test_options_come_from_the_environment(lab: Path, tmp_path: Path) -> None:
     result = run(lab, "diff", TFS_RECONCILER_DESIRED=str(elsewhere))
     assert result.returncode == 2
     assert "~ animals: label stable 2 -> 3" in result.stdout
+
+
+def usage_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The error line of a usage error, which must exit 1 (2 means changes pending)."""
+    no_traceback(result)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("tfs-reconciler") and ": error: " in last, result.stderr
+    return last
+
+
+def test_reload_choice_from_the_environment_is_checked(lab: Path) -> None:
+    before = config(lab).read_bytes()
+    line = usage_error(run(lab, "apply", TFS_RECONCILER_RELOAD="bogus"))
+    assert line.endswith(
+        "error: TFS_RECONCILER_RELOAD='bogus': invalid choice"
+        " (choose from auto, grpc, poll, restart, none)"
+    )
+    assert config(lab).read_bytes() == before
+
+
+def test_the_command_line_overrides_a_bad_environment_value(lab: Path) -> None:
+    result = run(lab, "apply", "--reload", "none", TFS_RECONCILER_RELOAD="bogus")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--log-level", "bogus", "diff"], {}, "argument --log-level: must be one of debug,"),
+        (["diff"], {"TFS_RECONCILER_LOG_LEVEL": "bogus"}, "TFS_RECONCILER_LOG_LEVEL: must be"),
+        (["apply", "--timeout", "-5"], {}, "argument --timeout: must be a finite number of"
+         " seconds above 0, not '-5'"),
+        (["apply", "--timeout", "nan"], {}, "argument --timeout: must be a finite"),
+        (["apply", "--timeout", "inf"], {}, "argument --timeout: must be a finite"),
+        (["apply", "--timeout", "0"], {}, "argument --timeout: must be a finite"),
+        (["apply"], {"TFS_RECONCILER_TIMEOUT": "nan"}, "TFS_RECONCILER_TIMEOUT: must be a finite"),
+        (["rollback"], {"TFS_RECONCILER_TIMEOUT": "soon"}, "TFS_RECONCILER_TIMEOUT: not a number"),
+        (["run", "--resync", "-1"], {}, "argument --resync: must be a finite"),
+        (["run"], {"TFS_RECONCILER_RESYNC": "nan"}, "TFS_RECONCILER_RESYNC: must be a finite"),
+        (["run", "--git-interval", "nan"], {}, "argument --git-interval: must be a finite"),
+        (["run", "--debounce", "-0.1"], {}, "argument --debounce: must be a finite number of"
+         " seconds, 0 or more"),
+        (["run", "--resync-models", "0"], {}, "argument --resync-models: must be 1 or more"),
+        (["run"], {"TFS_RECONCILER_RESYNC_MODELS": "x"}, "TFS_RECONCILER_RESYNC_MODELS: not a"),
+        (["run"], {"TFS_RECONCILER_GIT": "maybe"}, "TFS_RECONCILER_GIT='maybe': expected one of"),
+        (["apply"], {"TFS_RECONCILER_ALLOW_RESTART": "si"}, "TFS_RECONCILER_ALLOW_RESTART='si'"),
+        (["diff", "--rest-url", "ftp://x"], {}, "argument --rest-url: not an http(s) URL"),
+        (["diff"], {"TFS_RECONCILER_REST_URL": "ftp://x"}, "TFS_RECONCILER_REST_URL: not an"),
+    ],
+)  # fmt: skip
+def test_unusable_option_values_are_usage_errors(
+    lab: Path, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    assert expected in usage_error(run(lab, *args, **env))
+
+
+def test_log_level_is_read_in_any_case(lab: Path) -> None:
+    assert run(lab, "--log-level", "WARNING", "diff").returncode == 0
+    assert run(lab, "diff", TFS_RECONCILER_LOG_LEVEL="Debug").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["apply", "--timeout", "0.01"],
+        ["run", "--resync", "0.01", "--git-interval", "0.5", "--debounce", "0", "--help"],
+    ],
+)
+def test_small_positive_times_are_accepted(lab: Path, args: list[str]) -> None:
+    result = run(lab, *args)
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr
+
+
+def test_history_survives_a_line_torn_by_a_crash(lab: Path) -> None:
+    state = lab / "models" / ".tfs-reconciler"
+    state.mkdir(exist_ok=True)
+    with (state / "history.jsonl").open("a") as history:
+        history.write('{"id": 1, "time": "x", "outco')
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    assert run(lab, "apply").returncode == 0
+    listed = run(lab, "history")
+    assert listed.returncode == 0
+    assert "label stable 2 -> 3" in listed.stdout, listed.stdout
 
 
 # --- no input crashes the command ----------------------------------------------------------------

@@ -119,7 +119,7 @@ class Plan:
 def plan(desired: DesiredState, observed: Observed) -> Plan:
     current = observed.config or ServingConfig()
     problems = list(_problems(desired, observed, current))
-    target = _target(desired, current)
+    target = _target(desired, current, observed.disk)
     steps = tuple(_steps(current, target, observed.disk))
     drift = tuple(_drift(current, observed)) if observed.live is not None else ()
     phases: tuple[ServingConfig, ...] = ()
@@ -217,27 +217,35 @@ def _phases_to(target: ServingConfig, observed: Observed) -> tuple[ServingConfig
     return phases
 
 
-def _target(desired: DesiredState, current: ServingConfig) -> ServingConfig:
+def _target(desired: DesiredState, current: ServingConfig, disk: DiskState) -> ServingConfig:
     models: list[ConfigModel] = []
     for model in current.models:
         wanted = desired.model(model.name)
         if wanted is not None:
-            models.append(_target_model(wanted, model))
+            models.append(_target_model(wanted, model, disk))
         elif not desired.prune:
             models.append(model)
     for wanted in desired.models:
         if current.model(wanted.name) is None:
-            models.append(_target_model(wanted, None))
+            models.append(_target_model(wanted, None, disk))
     return ServingConfig(models=tuple(models))
 
 
-def _target_model(wanted: DesiredModel, current: ConfigModel | None) -> ConfigModel:
+def _target_model(
+    wanted: DesiredModel, current: ConfigModel | None, disk: DiskState
+) -> ConfigModel:
     keep_path = current is not None and current.same_base_path(wanted.base_path)
+    policy = wanted.policy
+    if wanted.labels and not isinstance(policy, Specific):
+        # Pinned: under latest/all, TFS itself would serve a new folder and drop the oldest
+        # version, labelled or not (or a folder still being copied). Spelled out, versions
+        # change only through a plan, in safe phases; the daemon follows new folders.
+        policy = Specific(served_versions(policy, _on_disk(disk, wanted.name)))
     return ConfigModel(
         name=wanted.name,
         base_path=current.base_path if current is not None and keep_path else wanted.base_path,
         platform=wanted.platform,
-        policy=wanted.policy,
+        policy=policy,
         labels=wanted.labels,
         unmanaged=current.unmanaged if current is not None else b"",
     )

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from reconciler.testing import SimulatorProcess
+from reconciler.testing.traffic import PredictStream
 from reconciler.tfs_config import ServingConfig, parse_config
 from reconciler.tfs_grpc import TfsGrpc
 
@@ -48,6 +49,7 @@ pytestmark = pytest.mark.integration
 
 LAB_LABELS = {"deprecated": 1, "stable": 2, "canary": 3}
 PROMOTED = {"deprecated": 1, "stable": 3, "canary": 3}
+DOG_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dog_example.json"
 
 
 def run_with(sim: SimulatorProcess, start_daemon: StartDaemon, *args: str) -> DaemonProcess:
@@ -304,6 +306,27 @@ def test_a_version_folder_appearing_under_latest_is_loaded(
     print(f"\nnew version folder to AVAILABLE (resync 30 s, so the watcher): "
           f"{time.monotonic() - appeared:.3f} s")  # fmt: skip
     wait_until(lambda: version_states(sim.rest_url).get(2) == "END", 5, what="2 unloaded")
+    assert label_version(sim.rest_url, "stable") == 3
+
+
+def test_under_latest_a_new_folder_never_drops_a_labelled_version(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    """TFS alone would load 5 and unload 3 (latest 2), and `stable` would answer 404."""
+    repo.write(desired_text("{latest: 2}", {"stable": 3}))
+    sim = start_sim(file_system_poll_seconds=0.2)
+    daemon = run_with(sim, start_daemon, "--resync", "30")
+    daemon.wait_for_event("reconciled", lambda e: e["outcome"] != "noop")
+    wait_until(lambda: version_states(sim.rest_url).get(1) == "END", 5)
+    dog = DOG_EXAMPLE.read_bytes()
+    with PredictStream(sim.rest_url, "animals", dog, label="stable") as stable:
+        add_version(repo.models, 4)  # latest 2 is now 3, 4: the label's version stays
+        wait_until(lambda: version_states(sim.rest_url).get(4) == "AVAILABLE", 5)
+        add_version(repo.models, 5)  # now 4, 5: stable 3 would not be served
+        daemon.wait_for_event("blocked", timeout=5)
+        time.sleep(1.0)  # several of TFS's file-system polls
+    assert stable.failures == []
+    assert version_states(sim.rest_url).get(5) is None  # not loaded behind the label's back
     assert label_version(sim.rest_url, "stable") == 3
 
 

@@ -172,7 +172,6 @@ SCENARIOS = {
         animals("    versions: {latest: 2}\n    labels: {stable: 2, canary: 3}\n"),
         observed(),
         steps=[
-            "~ animals: versions [1, 2, 3] -> {latest: 2}",
             "- animals: remove label deprecated (was 1)",
             "- animals: unload version 1",
         ],
@@ -183,7 +182,6 @@ SCENARIOS = {
         observed(on_disk={"animals": [1, 2, 3, 4]}),
         steps=[
             "+ animals: load version 4",
-            "~ animals: versions [1, 2, 3] -> {latest: 3}",
             "~ animals: label stable 2 -> 3",
             "- animals: remove label canary (was 3)",
             "- animals: remove label deprecated (was 1)",
@@ -195,7 +193,6 @@ SCENARIOS = {
         animals("    versions: {latest: 1}\n    labels: {stable: 2}\n"),
         observed(),
         steps=[
-            "~ animals: versions [1, 2, 3] -> {latest: 1}",
             "- animals: remove label canary (was 3)",
             "- animals: remove label deprecated (was 1)",
             "- animals: unload version 1",
@@ -212,7 +209,6 @@ SCENARIOS = {
         observed(on_disk={"animals": [1, 2, 3, 4]}),
         steps=[
             "+ animals: load version 4",
-            "~ animals: versions [1, 2, 3] -> all",
             "~ animals: label canary 3 -> 4",
         ],
         phases=2,
@@ -594,3 +590,19 @@ def test_a_base_path_change_is_planned_once_the_served_versions_are_in_the_new_f
     assert "~ animals: base_path /models/animals/ -> /models/zoo" in steps(result)
     first = result.phases[0].models[0]
     assert first.base_path == "/models/zoo" and dict(first.labels)["stable"] == 2
+
+
+def test_a_labelled_model_under_latest_or_all_is_pinned_to_the_versions_on_disk() -> None:
+    """TFS would serve a new folder under latest on its own and drop the oldest version,
+    labelled or not; pinned, versions change only through a plan, in safe phases."""
+    result = plan(
+        animals("    versions: {latest: 2}\n    labels: {stable: 3}\n"),
+        observed(on_disk={"animals": [1, 2, 3]}),
+    )
+    (model,) = result.target.models
+    assert model.policy == Specific((2, 3))
+
+
+def test_an_unlabelled_model_under_latest_keeps_the_policy_for_tfs_to_follow() -> None:
+    result = plan(animals("    versions: {latest: 2}\n"), observed(on_disk={"animals": [1, 2, 3]}))
+    assert result.target.models[0].policy == Latest(2)

@@ -27,7 +27,7 @@ from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.desired import DesiredState, load_desired
 from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.git_source import GitError
-from reconciler.history import read_history
+from reconciler.history import read_history, rollback_target
 from reconciler.http_endpoint import StatusUnavailableError, read_status
 from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.observe import Observed
@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         _print_problems(error)
         return EXIT_ERROR
-    except (UsageError, OSError, AlreadyRunningError) as error:
+    except (UsageError, OSError, AlreadyRunningError, DockerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -521,10 +521,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ours = os.path.realpath(settings.config_path)
     try:
         document = read_status(args.metrics_addr, timeout=2.0)
     except StatusUnavailableError:
-        document = _local_status(_settings(args))
+        document = _local_status(settings)
+    else:
+        if document.get("config") not in (None, ours):  # that daemon manages another one
+            document = _local_status(settings)
     if args.output == "json":
         print(json.dumps(document, indent=2))
     else:
@@ -538,10 +543,19 @@ def _local_status(settings: Settings) -> dict[str, Any]:
     try:
         desired = load_desired(settings.desired, settings.serving_root)
     except InputError as error:
-        return status_document(None, None, None, last=last, last_error=str(error), source="cli")
+        config = os.path.realpath(settings.config_path)
+        return status_document(
+            None, None, None, last=last, last_error=str(error), source="cli", config=config
+        )
     observed = observe_for(settings, desired, TfsRest(settings.rest_url, settings.request_timeout))
     return status_document(
-        desired, observed, plan(desired, observed), last=last, last_error=None, source="cli"
+        desired,
+        observed,
+        plan(desired, observed),
+        last=last,
+        last_error=None,
+        source="cli",
+        config=os.path.realpath(settings.config_path),
     )
 
 
@@ -576,15 +590,20 @@ def _interruptible() -> GracefulInterrupt:
     return GracefulInterrupt("finishing the phase in flight, then stopping")
 
 
-def _report(outcome: Outcome, steps: Sequence[object], asked_tfs: bool) -> int:
+def _report(
+    outcome: Outcome,
+    steps: Sequence[object],
+    asked_tfs: bool,
+    wanted: str = "the desired state",
+) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
     if outcome.result == "noop":
         if asked_tfs:
-            print("No changes: TFS and models.config already match the desired state.")
+            print(f"No changes: TFS and models.config already match {wanted}.")
         else:
             print(
-                "No changes: models.config already matches the desired state "
+                f"No changes: models.config already matches {wanted} "
                 "(TFS was not asked: --reload none; `diff` compares with what it serves)."
             )
         return EXIT_OK
@@ -638,6 +657,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for record in records:
         commit = (record.commit or "-")[:12] + ("+dirty" if record.dirty else "")
         print(f"{record.id:>4}  {record.time}  {record.outcome:<11} {record.reload:<7} {commit}")
+        if record.action != "apply":
+            print(f"        ({record.action})")
         for step in record.steps:
             print(f"        {step}")
         if not record.outcome.startswith("applied") and record.outcome != "written":
@@ -647,32 +668,20 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _with_settings(args)
-    records = [r for r in read_history(settings.state_path) if r.config is not None]
-    good = [r for r in records if r.outcome in ("applied", "written")]
-    text: str | None = None
-    if args.record is not None:
-        chosen = next((r for r in records if r.id == args.record), None)
-        if chosen is None:
-            print(
-                f"error: no record {args.record} with a config in {settings.state_path}",
-                file=sys.stderr,
-            )
-            return EXIT_ERROR
-    elif len(good) >= 2:
-        chosen = good[-2]
-    elif good and good[-1].previous is not None:
-        chosen = good[-1]  # back to what models.config held before the first apply
-        text = good[-1].previous
-    else:
-        print("error: no earlier applied config to roll back to", file=sys.stderr)
-        return EXIT_ERROR
-    target = parse_config(text or chosen.config or "", f"history record {chosen.id}")
     reloader = _reloader(args, settings)
     rest = TfsRest(settings.rest_url, settings.request_timeout)
     empty = DesiredState(models=())
+    # History is read under the lock: the holder may be appending to it.
     with acquire(settings.config_path, "rollback"), _interruptible() as interrupt:
+        try:
+            goal = rollback_target(read_history(settings.state_path), args.record)
+        except LookupError as error:
+            print(f"error: {error} (history: {settings.state_path})", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"Rolling back to {goal.describe}.")
+        target = parse_config(goal.config, goal.describe)
         observed = observe_for(settings, empty, rest if reloader.waits else None, target)
-        the_plan = plan_config(observed, target)
+        the_plan = plan_config(observed, target, goal.describe)
         outcome, _ = execute(
             the_plan,
             observed,
@@ -680,10 +689,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             settings=settings,
             reloader=reloader,
             rest=rest,
-            revision=Revision(chosen.commit, chosen.dirty),
+            revision=Revision(goal.commit, goal.dirty),
             verify=False,
             on_progress=_progress_printer(),
             interrupted=lambda: interrupt.requested,
+            action=f"rollback to {goal.describe}",
+            target_text=goal.config,
         )
-    print(f"Rolling back to record {chosen.id} ({chosen.time}).")
-    return _report(outcome, the_plan.steps, reloader.waits)
+    return _report(outcome, the_plan.steps, reloader.waits, goal.describe)

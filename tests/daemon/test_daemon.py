@@ -607,7 +607,22 @@ def test_status_works_without_a_daemon(repo: LabRepo, start_sim: StartSim) -> No
     sim = start_sim()
     document = status_json(repo, None, sim.rest_url)
     assert document["source"] == "cli"
+    assert document["config"] == os.path.realpath(repo.config)
     assert document["models"]["animals"]["live"]["labels"]["stable"] == 2
+
+
+def test_status_asks_the_daemon_only_when_it_manages_the_same_models_config(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    assert status_json(repo, daemon, sim.rest_url)["source"] == "daemon"
+    other = LabRepo(tmp_path / "other")
+    shutil.copytree(repo.root, other.root, ignore=shutil.ignore_patterns(".*.lock"))
+    document = status_json(other, daemon, sim.rest_url)  # the daemon's address, not its config
+    assert document["source"] == "cli", document
+    assert document["config"] == os.path.realpath(other.config)
 
 
 # --- following a remote ------------------------------------------------------------------

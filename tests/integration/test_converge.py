@@ -659,8 +659,16 @@ def test_history_records_applies_and_rollback_converges_back(
     assert label_version(sim.rest_url, "canary") == 3
     assert states(sim.rest_url) == {1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE", 4: "END"}
     assert "FAILED_PRECONDITION" not in sim.log
+    assert back.stdout.startswith("Rolling back to the config record 2 replaced.\n")
     records = json.loads(cli("history", "--output", "json").stdout)
     assert len(records) == 3 and records[-1]["outcome"] == "applied"
+    assert records[-1]["action"] == "rollback to the config record 2 replaced"
+    assert "(rollback to the config record 2 replaced)" in cli("history").stdout
+
+    # Rolling back again undoes the rollback, like `kubectl rollout undo`.
+    again = cli("rollback", "--reload", "grpc")
+    assert again.returncode == 0, output(again)
+    assert label_version(sim.rest_url, "canary") == 4
 
 
 def test_rollback_after_a_single_apply_returns_to_the_config_before_it(
@@ -686,8 +694,25 @@ def test_rollback_with_no_history_says_so_and_changes_nothing(
     before = config_text(lab)
     back = cli("rollback", "--reload", "grpc")
     assert back.returncode == 1, output(back)
-    assert "error: no earlier applied config to roll back to" in back.stderr
+    assert "error: no recorded change to roll back (history: " in back.stderr
     assert config_text(lab) == before
+
+
+def test_an_interrupted_first_apply_can_be_rolled_back(lab: Path, start_sim: StartSim) -> None:
+    sim = start_sim(extra_args=["--sim_load_seconds_for=animals:4=1.5"])
+    cli = cli_for(lab, sim)
+    before = config_text(lab)
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4})
+    apply = cli.start("apply", "--reload", "grpc", "--timeout", "20")
+    wait_until(lambda: "reload_request" in sim.log, 10)
+    apply.send_signal(signal.SIGINT)
+    apply.communicate(timeout=30)
+    assert apply.returncode == 130
+    back = cli("rollback", "--reload", "grpc")
+    assert back.returncode == 0, output(back)
+    assert config_text(lab) == before
+    assert states(sim.rest_url)[4] == "END"
 
 
 def test_rollback_to_a_numbered_record(lab: Path, start_sim: StartSim) -> None:

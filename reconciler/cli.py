@@ -457,8 +457,9 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_env_file(path: str) -> None:
-    """Read TFS_RECONCILER_* settings from a systemd-style environment file into os.environ."""
+def read_env_file(path: str) -> dict[str, str]:
+    """The TFS_RECONCILER_* settings of a systemd-style environment file."""
+    found = {}
     for raw in Path(path).read_text("utf-8").splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
@@ -466,7 +467,16 @@ def load_env_file(path: str) -> None:
         key, _, value = line.partition("=")
         key, value = key.strip(), value.strip().strip("'\"")
         if key.startswith(ENV_PREFIX):
-            os.environ[key] = value
+            found[key] = value
+    return found
+
+
+def _set_settings_environment(wanted: dict[str, str]) -> None:
+    """Make `wanted` the TFS_RECONCILER_* variables: a line removed from the env file stops
+    applying at the next SIGHUP, rather than lingering in os.environ."""
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX) and k not in wanted]:
+        del os.environ[key]
+    os.environ.update(wanted)
 
 
 def _to_daemon_options(args: argparse.Namespace) -> DaemonOptions:
@@ -491,12 +501,14 @@ def _to_daemon_options(args: argparse.Namespace) -> DaemonOptions:
 
 def cmd_run(args: argparse.Namespace) -> int:
     argv = list(args.argv)
+    # The service's own environment; the env file is laid over it afresh on each read.
+    started_with = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
 
     def reread() -> DaemonOptions:
         """The options again (on SIGHUP); ValueError when they cannot be used, so that the
         daemon keeps its old ones instead of exiting with argparse's usage error."""
         if args.env_file:
-            load_env_file(args.env_file)
+            _set_settings_environment({**started_with, **read_env_file(args.env_file)})
         errors = io.StringIO()
         try:
             with contextlib.redirect_stderr(errors):

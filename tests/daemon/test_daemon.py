@@ -493,6 +493,32 @@ def test_a_burst_of_signals_while_it_logs_still_stops_it_cleanly(
     assert "Traceback" not in daemon.text
 
 
+def test_sighup_drops_what_was_removed_from_the_env_file_and_recovers_from_a_bad_value(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    sim = start_sim()
+    env_file = tmp_path / "tfs-reconciler.env"
+    env_file.write_text("TFS_RECONCILER_RESYNC=0.3\n")
+    daemon = run_with(sim, start_daemon, "--git", "--env-file", str(env_file))
+    daemon.wait_for_event("reconciled")
+    daemon.wait_for_event("reconciled", after=daemon.count())  # resyncs every 0.3 s
+
+    env_file.write_text("TFS_RECONCILER_RESYNC=abc\n")
+    mark = daemon.count()
+    daemon.kill(signal.SIGHUP)
+    failed = daemon.wait_for_event("settings_reload_failed", after=mark, timeout=5)
+    assert "TFS_RECONCILER_RESYNC" in failed["error"], failed
+
+    env_file.write_text("# back to the defaults (resync 30 s)\n")
+    mark = daemon.count()
+    daemon.kill(signal.SIGHUP)
+    daemon.wait_for_event("settings_reloaded", after=mark, timeout=5)
+    daemon.wait_for_event("reconciled", after=mark, timeout=5)  # the pass after a reload
+    mark = daemon.count()
+    time.sleep(1.5)
+    assert [e for e in daemon.events()[mark:] if e["event"] == "reconciled"] == []
+
+
 def test_a_second_daemon_on_the_same_config_exits_1_naming_the_first(
     repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
 ) -> None:

@@ -7,7 +7,9 @@ event costs nothing. A resync timer catches drift that makes no event here.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import posixpath
 import signal
 import threading
 import time
@@ -28,7 +30,7 @@ from reconciler.desired import (
     read_documents,
 )
 from reconciler.docker_target import DockerError, DockerTarget
-from reconciler.git_source import GitError, GitSource, open_local
+from reconciler.git_source import GitError, GitSource, Snapshot, open_local
 from reconciler.history import Record, read_history
 from reconciler.http_endpoint import HttpEndpoint, parse_address
 from reconciler.lock import acquire
@@ -37,7 +39,7 @@ from reconciler.metrics import Outcome as MetricOutcome
 from reconciler.observe import LiveStatus, Observed
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
-from reconciler.problems import InputError
+from reconciler.problems import InputError, Problem
 from reconciler.reconcile import Revision, execute, observe_for, revision_of
 from reconciler.settings import Settings
 from reconciler.signals import SignalThread
@@ -464,17 +466,43 @@ class Daemon:
         documents = [(p, b) for p, b in snapshot.files if p.endswith((".yaml", ".yml"))]
         if not documents:
             raise GitError(f"commit {snapshot.commit[:12]} has no *.yaml under {snapshot.path}")
-        state = self._parse(key, documents)
-        if self._source.work_tree is not None:
-            root = self._source.work_tree
-            models = tuple(
-                replace(m, verify_request=str(root / m.verify_request)) if m.verify_request else m
-                for m in state.models
-            )
-            state = replace(state, models=models)
-            self._parsed = (key, state)
+        state = self._committed_verify_requests(self._parse(key, documents), snapshot)
+        self._parsed = (key, state)
         check_verify_requests(state)
         return state, Revision(snapshot.commit, False)
+
+    def _committed_verify_requests(self, state: DesiredState, snapshot: Snapshot) -> DesiredState:
+        """Point each verify request at the bytes committed with the desired state, not at the
+        work tree (where an uncommitted edit would count, and a --git-remote mirror has none):
+        written once, by content hash, under the state folder."""
+        files = dict(snapshot.files)
+        folder = self.options.settings.state_path / "verify-requests"
+        models = []
+        for model in state.models:
+            if model.verify_request is None:
+                models.append(model)
+                continue
+            body = files.get(posixpath.normpath(model.verify_request))
+            if body is None:
+                where = snapshot.path or "the repository"
+                raise InputError(
+                    [
+                        Problem(
+                            model.locate("verify.request"),
+                            f"models.{model.name}.verify.request",
+                            f"{model.verify_request} is not committed under {where} in "
+                            f"{snapshot.commit[:12]}",
+                        )
+                    ]
+                )
+            target = folder / f"{hashlib.sha256(body).hexdigest()[:32]}.json"
+            if not target.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                partial = target.with_suffix(".tmp")
+                partial.write_bytes(body)
+                os.replace(partial, target)
+            models.append(replace(model, verify_request=str(target)))
+        return replace(state, models=tuple(models))
 
     def _parse(self, key: object, documents: list[tuple[str, bytes]]) -> DesiredState:
         """Validate `documents`, or reuse the state parsed from the very same input: parsing

@@ -309,6 +309,26 @@ def test_a_version_folder_appearing_under_latest_is_loaded(
     assert label_version(sim.rest_url, "stable") == 3
 
 
+def test_with_git_the_verify_request_is_the_committed_one(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    verify = "    verify:\n      request: dog_example.json\n"
+    shutil.copy(DOG_EXAMPLE, repo.desired / "dog_example.json")
+    repo.write(desired_text("[1, 2, 3]", {"deprecated": 1, "stable": 2, "canary": 3}) + verify)
+    repo.commit("verify with the dog")
+    add_version(repo.models, 4)
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    (repo.desired / "dog_example.json").write_text("{}")  # an edit nobody committed
+    repo.write(desired_text("[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4}) + verify)
+    commit = repo.commit("canary -> 4", "desired_state/animals.yaml")
+    applied = daemon.wait_for_event("reconciled", commit_is(commit), timeout=10)
+    assert applied["outcome"] == "applied", daemon.text
+    assert "via=version:4" in sim.log  # verified, with the committed body
+    assert label_version(sim.rest_url, "canary") == 4
+
+
 def test_under_latest_a_new_folder_never_drops_a_labelled_version(
     repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
 ) -> None:

@@ -7,6 +7,7 @@ event costs nothing. A resync timer catches drift that makes no event here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -139,6 +140,8 @@ class Daemon:
                     metrics=str(endpoint.address),
                     reload=self.options.reload.value,
                     git=self.options.git,
+                    branch=self.options.git_branch,
+                    remote=self.options.git_remote,
                     desired=str(settings.desired),
                 )
                 try:
@@ -273,13 +276,20 @@ class Daemon:
         attempt = (the_plan.target, observed.disk, live is None or live.reachable)
         if live is not None and not live.reachable and not the_plan.changes_config:
             # Nothing to write, but nothing seen either: not "in sync", not ready.
-            self._error(live.error or f"TFS at {settings.rest_url} does not answer")
+            self._error(
+                live.error or f"TFS at {settings.rest_url} does not answer",
+                commit=revision.commit,
+            )
             self._after_first(endpoint)
             return
         if the_plan.blocked:
             for problem in the_plan.problems:
                 log.error("blocked", problem=str(problem), commit=revision.commit)
-            self._error("; ".join(str(p) for p in the_plan.problems), outcome="invalid")
+            self._error(
+                "; ".join(str(p) for p in the_plan.problems),
+                outcome="invalid",
+                commit=revision.commit,
+            )
             self._after_first(endpoint)
             return
         left_alone: list[str] = []
@@ -338,13 +348,13 @@ class Daemon:
         synced = self._memory.synced_target
         if not self.options.self_heal or synced is None:
             why = "self-heal is off" if synced is not None else "no earlier apply to restore"
-            self._error(f"{problems} (left as it is: {why})")
+            self._error(f"{problems} (left as it is: {why})", commit=revision.commit)
             return False
         path = self.options.settings.config_path
         try:
             write_atomic(path, render_config(synced))
         except OSError as failed:
-            self._error(f"{problems}; restoring it failed: {failed}")
+            self._error(f"{problems}; restoring it failed: {failed}", commit=revision.commit)
             return False
         log.warning("config_restored", path=str(path), commit=revision.commit)
         return True
@@ -421,7 +431,10 @@ class Daemon:
             return
         memory.failed_target = attempt
         self._error(
-            outcome.message, outcome="rolled_back" if outcome.result == "rolled_back" else "error"
+            outcome.message,
+            outcome="rolled_back" if outcome.result == "rolled_back" else "error",
+            commit=revision.commit,
+            failed_apply=True,
         )
         self._after_first(endpoint)
 
@@ -433,20 +446,39 @@ class Daemon:
             sd_notify.ready(f"started; last error: {self._memory.last_error}")
 
     def _invalid(self, error: Exception) -> None:
+        commit = None
+        if self._source is not None:  # which commit was invalid
+            with contextlib.suppress(GitError):
+                commit = self._source.resolve()
         problems = getattr(error, "problems", None)
         for problem in problems or (error,):
-            log.error("invalid_desired_state", problem=str(problem))
-        self._error(str(error), outcome="invalid")
+            log.error("invalid_desired_state", problem=str(problem), commit=commit)
+        self._error(str(error), outcome="invalid", commit=commit)
 
-    def _error(self, message: str, outcome: MetricOutcome = "error") -> None:
+    def _error(
+        self,
+        message: str,
+        outcome: MetricOutcome = "error",
+        commit: str | None = None,
+        failed_apply: bool = False,
+    ) -> None:
+        """Record a failed pass. The next pass comes after the backoff, or at the next resync
+        if sooner; only a failed apply waits out its whole backoff before it is tried again."""
         memory = self._memory
         memory.last_error = message
         memory.failures += 1
         delay = min(MAX_BACKOFF, self.options.retry_base * 2 ** (memory.failures - 1))
         memory.retry_at = self._clock() + delay
+        retry_in = delay if failed_apply else min(delay, self.options.resync)
         self._metrics.record_reconcile(outcome, finished_at=time.time())
-        log.error("reconcile_failed", outcome=outcome, error=message, retry_in=round(delay, 1))
-        sd_notify.status(f"error ({outcome}), retrying in {delay:.0f} s: {message[:200]}")
+        log.error(
+            "reconcile_failed",
+            outcome=outcome,
+            error=message,
+            commit=commit,
+            retry_in=round(retry_in, 1),
+        )
+        sd_notify.status(f"error ({outcome}), retrying in {retry_in:.0f} s: {message[:200]}")
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -589,7 +621,13 @@ class Daemon:
         if self._trigger is not None:
             self._trigger.stop()
         self._trigger = trigger
-        log.info("settings_reloaded", reload=self.options.reload.value, git=self.options.git)
+        log.info(
+            "settings_reloaded",
+            reload=self.options.reload.value,
+            git=self.options.git,
+            branch=self.options.git_branch,
+            remote=self.options.git_remote,
+        )
         sd_notify.ready("settings reloaded")
 
     def status(self) -> dict[str, Any]:

@@ -185,8 +185,9 @@ def test_an_invalid_commit_is_reported_with_file_and_line_and_the_old_state_keep
 
     event = daemon.wait_for_event("invalid_desired_state", timeout=5)
     assert re.search(r"desired_state/animals\.yaml:\d+", event["problem"]), event
+    assert event["commit"] == bad  # which commit was invalid
     failed = daemon.wait_for_event("reconcile_failed", lambda e: e["outcome"] == "invalid")
-    assert "animals.yaml:" in failed["error"]
+    assert "animals.yaml:" in failed["error"] and failed["commit"] == bad
     document = status_json(repo, daemon, sim.rest_url)
     assert re.search(r"desired_state/animals\.yaml:\d+", document["last_error"] or ""), document
     assert document["in_sync"] is False  # what is asked for now is not served
@@ -367,8 +368,12 @@ def test_with_tfs_unreachable_the_daemon_stays_up_and_converges_once_it_answers(
         assert document["last_error"], document
         assert document["tfs"]["reachable"] is False
         notify.wait_for("READY", "1")  # systemd hears READY; /readyz says not ready
-        time.sleep(1.0)
+        time.sleep(2.5)
         assert daemon.process.poll() is None
+        # TFS is asked again at every resync (1 s here), whatever the backoff has grown to,
+        # and the figure logged (and in systemd's STATUS) says so.
+        failures = daemon.events("reconcile_failed")
+        assert len(failures) >= 3 and all(e["retry_in"] <= 1.0 for e in failures), failures
 
         sim.start()
         started = time.monotonic()

@@ -560,6 +560,8 @@ def choose_reloader(
     if mode is ReloadMode.GRPC or client.answers(timeout=1.0):
         return GrpcReloader(client)
     client.close()
+    chosen: Reloader = PollReloader()
     if allow_restart and docker is not None:
-        return RestartReloader(docker)
-    return PollReloader()
+        chosen = RestartReloader(docker)
+    log.warning("reload_auto", grpc_target=grpc_target, grpc="no answer", using=chosen.mode.value)
+    return chosen

@@ -33,13 +33,16 @@ def write_atomic(path: Path, text: str) -> bool:
     path = Path(os.path.realpath(path))
     data = text.encode("utf-8")
     try:
-        if path.read_bytes() == data:
-            return False
-        mode: int | None = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            if path.read_bytes() == data:
+                return False
+            mode: int | None = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            mode = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:  # name the file being written, not the temporary one
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from error
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -609,6 +609,8 @@ def test_tfs_unreachable_over_grpc_is_a_clear_error_and_the_config_stays(lab: Pa
         assert "error: TFS does not answer" in result.stderr, output(result)
         assert rest_url in result.stderr
         assert (config.stat().st_mtime_ns, config.read_bytes()) == before
+        if reload == "auto":  # it says which way it fell back to
+            assert '"event": "reload_auto"' in result.stderr and '"using": "poll"' in result.stderr
 
 
 def test_grpc_port_closed_while_rest_answers_restores_the_config(

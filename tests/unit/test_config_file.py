@@ -126,3 +126,10 @@ def test_a_symlinked_config_stays_a_link_and_its_target_is_replaced(tmp_path: Pa
     assert link.is_symlink()
     assert target.read_text() == "new\n"
     assert not list(tmp_path.glob(".*.tmp")) and not list(target.parent.glob(".*.tmp"))
+
+
+def test_a_folder_that_cannot_take_the_file_is_named_in_the_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(OSError, match=f"cannot write {blocker}/models.config: "):
+        write_atomic(blocker / "models.config", "x")

@@ -431,7 +431,8 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--git-remote",
         default=_env("git-remote", None),
-        help="fetch this remote and follow its branch, as Flux does (implies --git)",
+        help="fetch this remote into the clone holding --desired and follow its branch, as "
+        "Flux does (implies --git)",
     )
     group.add_argument(
         "--git-interval",

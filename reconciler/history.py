@@ -85,17 +85,39 @@ def read_history(state_dir: Path) -> list[Record]:
 
 def append_record(state_dir: Path, record: Record) -> Record:
     """Append `record` with the next id; one write of one line, fsynced."""
-    existing = read_history(state_dir)
-    numbered = Record(**{**asdict(record), "id": (existing[-1].id + 1) if existing else 1})
     state_dir.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(asdict(numbered), sort_keys=True) + "\n"
     fd = os.open(state_dir / HISTORY_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        numbered = Record(**{**asdict(record), "id": _last_id(fd) + 1})
+        line = json.dumps(asdict(numbered), sort_keys=True) + "\n"
         os.write(fd, (_separator(fd) + line).encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
     return numbered
+
+
+def _last_id(fd: int) -> int:
+    """The id of the last record that parses (0 for none), reading the file from its end: a
+    record holds two whole configs, so the file grows large and a full read per append would
+    make each apply slower than the last."""
+    size = os.fstat(fd).st_size
+    window = 64 * 1024
+    while True:
+        start = max(0, size - window)
+        lines = os.pread(fd, size - start, start).split(b"\n")
+        if start > 0:
+            lines = lines[1:]  # cut in the middle of a line
+        for line in reversed(lines):
+            try:
+                data = json.loads(line.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("id"), int):
+                return int(data["id"])
+        if start == 0:
+            return 0
+        window *= 4
 
 
 def _separator(fd: int) -> str:

@@ -110,3 +110,13 @@ def test_a_line_that_is_not_utf8_is_skipped_like_a_torn_one(tmp_path: Path) -> N
         history.write(b'{"id": 2, "message": "\xff\xfe"}\n')
     append_record(tmp_path, record("third"))
     assert [r.message for r in read_history(tmp_path)] == ["first", "third"]
+
+
+def test_numbering_reads_back_past_records_larger_than_its_first_window(tmp_path: Path) -> None:
+    big = "x" * 200_000  # a record holds two whole configs: at scale, hundreds of KiB
+    for _ in range(3):
+        append_record(tmp_path, record(big))
+    with (tmp_path / HISTORY_FILE).open("a") as history:
+        history.write('{"id": 9, "time": "x", "outco')  # and a torn line after them
+    append_record(tmp_path, record("last"))
+    assert [r.id for r in read_history(tmp_path)] == [1, 2, 3, 4]

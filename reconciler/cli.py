@@ -22,6 +22,7 @@ from reconciler.apply import (
     ReloadMode,
     choose_reloader,
 )
+from reconciler.config_file import read_text
 from reconciler.convergence import Progress
 from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.desired import DesiredState, load_desired
@@ -38,7 +39,7 @@ from reconciler.render import plan_json, plan_text
 from reconciler.settings import Settings
 from reconciler.signals import GracefulInterrupt
 from reconciler.status import status_document, status_text
-from reconciler.tfs_config import parse_config
+from reconciler.tfs_config import parse_config, render_config
 from reconciler.tfs_rest import TfsRest
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -351,7 +352,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if observed.live is not None and not observed.live.reachable:
             note = f"Live: unknown ({observed.live.error})"
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        sys.stdout.write(plan_text(result, config_path, colour=colour, live_note=note))
+        text = read_text(settings.config_path)
+        relayout = (
+            result.changes_config
+            and result.current is not None
+            and text != render_config(result.current)
+        )
+        sys.stdout.write(
+            plan_text(result, config_path, colour=colour, live_note=note, relayout=relayout)
+        )
     return _exit_code(result)
 
 

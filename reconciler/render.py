@@ -27,7 +27,15 @@ def config_diff(plan: Plan, path: str) -> list[str]:
     return list(difflib.unified_diff(old, new, f"{path} (current)", f"{path} (planned)"))
 
 
-def plan_text(plan: Plan, config_path: str, *, colour: bool = False, live_note: str = "") -> str:
+def plan_text(
+    plan: Plan,
+    config_path: str,
+    *,
+    colour: bool = False,
+    live_note: str = "",
+    relayout: bool = False,
+) -> str:
+    """`relayout`: the file is not in canonical form, so writing it loses its layout."""
     lines: list[str] = []
     if plan.problems:
         lines.append("Cannot plan: fix these first.")
@@ -52,6 +60,11 @@ def plan_text(plan: Plan, config_path: str, *, colour: bool = False, live_note: 
         lines.append(
             f"  (unmanaged: {name} is in models.config but in no desired-state file;"
             " set prune: true to remove it)"
+        )
+    if relayout:
+        lines.append(
+            "  (models.config is written in canonical form: its comments and layout are not"
+            " kept; the file it replaces is saved as last-known-good)"
         )
     diff = config_diff(plan, config_path)
     if diff:

@@ -408,3 +408,13 @@ def test_models_config_tfs_cannot_take_is_left_byte_equal(
     assert applied.returncode == 1
     assert expected in applied.stderr
     assert config(lab).read_bytes() == before
+
+
+def test_diff_says_when_writing_loses_the_files_comments_and_layout(lab: Path) -> None:
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    note = "models.config is written in canonical form: its comments and layout are not kept"
+    assert note in run(lab, "diff").stdout  # the lab's hand-written file
+    assert run(lab, "apply").returncode == 0
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 3", "stable: 2"))
+    planned = run(lab, "diff")
+    assert planned.returncode == 2 and note not in planned.stdout  # already canonical

@@ -178,8 +178,17 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "tfs-reconciler"
+    _head = False
+
+    def do_HEAD(self) -> None:  # load balancers and uptime checkers probe with HEAD
+        self._head = True
+        self._answer()
 
     def do_GET(self) -> None:
+        self._head = False
+        self._answer()
+
+    def _answer(self) -> None:
         endpoint = cast(_Server, self.server).endpoint
         path = urlsplit(self.path).path
         if path == "/healthz":
@@ -212,7 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if not self._head:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http_request", client=self.client_address[0], request=format % args)

@@ -98,6 +98,8 @@ def status_text(document: dict[str, Any]) -> str:
             lines.append(f"    live:    {versions or 'none'}; labels {live_labels or '-'}")
         for difference in entry.get("differences", []):
             lines.append(f"    differs: {difference}")
+    for name in document.get("unmanaged", []):
+        lines.append(f"  {name}: in models.config, in no desired-state file (unmanaged)")
     for problem in document.get("problems", []):
         lines.append(f"  problem: {problem}")
     last = document.get("last_apply")

@@ -65,6 +65,16 @@ def test_healthz_answers_while_the_process_is_alive(endpoint: HttpEndpoint) -> N
     assert json.loads(body)["alive"] is True
 
 
+def test_head_answers_like_get_without_a_body(endpoint: HttpEndpoint) -> None:
+    request = urllib.request.Request(f"{endpoint.address.url}/healthz", method="HEAD")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+        assert int(response.headers["Content-Length"]) > 0
+        assert response.read() == b""
+    # the connection is still usable: the next GET gets its whole answer
+    assert get(endpoint, "/healthz")[0] == 200
+
+
 def test_healthz_fails_when_the_loop_stops_beating(metrics: Metrics) -> None:
     clock = FakeClock()
     with HttpEndpoint(

@@ -62,6 +62,17 @@ class ConvergeFailed(Exception):
     """TFS did not reach the wanted state: a load failed, or the time ran out."""
 
 
+# What can go wrong in a step (write, reload, wait), for an apply and for its rollback alike.
+_STEP_FAILURES = (
+    ReloadRejected,
+    ReloadFailed,
+    TfsUnreachable,
+    DockerError,
+    ConvergeFailed,
+    OSError,  # writing models.config (a full disk, a read-only folder)
+)
+
+
 class Reloader(Protocol):
     """How TFS takes a config."""
 
@@ -262,15 +273,7 @@ class Converger:
                         # One config loads the version and moves its label (a restart): the
                         # version can only be verified now; a failure rolls back.
                         self._verify_before(phase, applied, previous, disk, desired)
-            except (
-                ReloadRejected,
-                ReloadFailed,
-                TfsUnreachable,
-                DockerError,
-                ConvergeFailed,
-                VerifyFailed,
-                OSError,  # writing models.config (a full disk, a read-only folder)
-            ) as error:
+            except (*_STEP_FAILURES, VerifyFailed) as error:
                 return self._roll_back(error, phase, previous, previous_text, disk, started)
             log.info(
                 "phase_converged",
@@ -456,14 +459,7 @@ class Converger:
                         require_gone=False,
                     )
                 step_from = phase
-        except (
-            ReloadRejected,
-            ReloadFailed,
-            TfsUnreachable,
-            DockerError,
-            ConvergeFailed,
-            OSError,
-        ) as again:
+        except _STEP_FAILURES as again:
             if written == len(phases):
                 holds = "holds the last-known-good config"
             elif written:

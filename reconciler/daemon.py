@@ -498,7 +498,9 @@ class Daemon:
         documents = [(p, b) for p, b in snapshot.files if p.endswith((".yaml", ".yml"))]
         if not documents:
             raise GitError(f"commit {snapshot.commit[:12]} has no *.yaml under {snapshot.path}")
-        state = self._committed_verify_requests(self._parse(key, documents), snapshot)
+        parsed = self._parse(key, documents)
+        self._parsed = None  # kept only once its verify requests are the committed ones
+        state = self._committed_verify_requests(parsed, snapshot)
         self._parsed = (key, state)
         check_verify_requests(state)
         return state, Revision(snapshot.commit, False)
@@ -610,6 +612,7 @@ class Daemon:
         try:
             if self._reread is not None:
                 self.options = self._reread()
+                _check_fixed_settings(options, self.options)
             self._source = None
             trigger = self._make_trigger().start()
         except (ValueError, OSError, GitError) as error:
@@ -643,6 +646,23 @@ class Daemon:
                 source="daemon",
                 config=os.path.realpath(self.options.settings.config_path),
             )
+
+
+def _check_fixed_settings(before: DaemonOptions, after: DaemonOptions) -> None:
+    """ValueError when a reload would change what only a restart can: the models.config the
+    daemon holds the lock of (and keeps its history beside), and the endpoint it listens on."""
+
+    def fixed(o: DaemonOptions) -> dict[str, str]:
+        return {
+            "models.config": os.path.realpath(o.settings.config_path),
+            "state folder": os.path.realpath(o.settings.state_path),
+            "metrics address": o.metrics_addr,
+        }
+
+    old, new = fixed(before), fixed(after)
+    changed = [name for name in old if old[name] != new[name]]
+    if changed:
+        raise ValueError(f"the {' and '.join(changed)} can only change with a restart")
 
 
 def resync_turn(names: set[str], cursor: int, count: int) -> tuple[set[str], int]:

@@ -330,6 +330,25 @@ def test_with_git_the_verify_request_is_the_committed_one(
     assert label_version(sim.rest_url, "canary") == 4
 
 
+def test_with_git_a_verify_request_that_is_not_committed_is_refused_on_every_pass(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
+) -> None:
+    add_version(repo.models, 4)
+    sim = start_sim()
+    daemon = run_with(sim, start_daemon, "--git")
+    daemon.wait_for_event("reconciled")
+    shutil.copy(DOG_EXAMPLE, repo.desired / "dog_example.json")  # in the work tree only
+    verify = "    verify:\n      request: dog_example.json\n"
+    repo.write(desired_text("[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4}) + verify)
+    repo.commit("canary -> 4", "desired_state/animals.yaml")
+    first = daemon.wait_for_event("invalid_desired_state", timeout=5)
+    assert "dog_example.json is not committed under desired_state" in first["problem"], first
+    mark = daemon.count()
+    again = daemon.wait_for_event("invalid_desired_state", after=mark, timeout=5)  # next resync
+    assert again["problem"] == first["problem"]
+    assert label_version(sim.rest_url, "canary") == 3
+
+
 def test_under_latest_a_new_folder_never_drops_a_labelled_version(
     repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon
 ) -> None:
@@ -542,6 +561,25 @@ def test_sighup_drops_what_was_removed_from_the_env_file_and_recovers_from_a_bad
     mark = daemon.count()
     time.sleep(1.5)
     assert [e for e in daemon.events()[mark:] if e["event"] == "reconciled"] == []
+
+
+def test_sighup_cannot_move_the_daemon_to_another_models_config(
+    repo: LabRepo, start_sim: StartSim, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    sim = start_sim()
+    env_file = tmp_path / "tfs-reconciler.env"
+    env_file.write_text("TFS_RECONCILER_RESYNC=30\n")
+    daemon = run_with(sim, start_daemon, "--git", "--env-file", str(env_file))
+    daemon.wait_for_event("reconciled")
+    other = tmp_path / "other-models"
+    shutil.copytree(repo.models, other, ignore=shutil.ignore_patterns(".*.lock"))
+    env_file.write_text(f"TFS_RECONCILER_RESYNC=30\nTFS_RECONCILER_CONFIG={other}/models.config\n")
+    daemon.kill(signal.SIGHUP)
+    failed = daemon.wait_for_event("settings_reload_failed", timeout=5)
+    assert failed["error"] == "the models.config and state folder can only change with a restart"
+    # It still holds the lock of the one it manages, and nothing took the other one.
+    assert (repo.models / ".models.config.lock").read_text() == f"{daemon.pid} daemon\n"
+    assert not (other / ".models.config.lock").exists()
 
 
 def test_a_second_daemon_on_the_same_config_exits_1_naming_the_first(

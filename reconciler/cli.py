@@ -144,6 +144,17 @@ def _rest_url(text: str) -> str:
     return text
 
 
+def _grpc_target(text: str) -> str:
+    """host:port (a name, an IPv4 address or a [bracketed] IPv6 one), or a gRPC URI such as
+    dns:///host:port or unix:/path, which gRPC checks itself."""
+    if ":/" in text:
+        return text
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"not host:port: {text!r}")
+    return text
+
+
 def _shared_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "where things are (each also from the environment, e.g. TFS_RECONCILER_MODELS_DIR)"
@@ -164,7 +175,7 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
     option("config", None, "models.config to manage (default: <models-dir>/models.config)")
     option("serving-root", "/models", "where TFS sees --models-dir (the container mount)")
     option("rest-url", "http://localhost:8501", "TFS REST API", _rest_url)
-    option("grpc-target", "localhost:8500", "TFS gRPC API (host:port)")
+    option("grpc-target", "localhost:8500", "TFS gRPC API (host:port)", _grpc_target)
     option(
         "state-dir",
         None,
@@ -298,6 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        print(
+            "\ninterrupted: what was written is recorded in `history`; apply again to finish,"
+            " or roll back",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 
@@ -401,7 +417,10 @@ def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none"
         help="let --reload auto restart the container when gRPC does not answer",
     )
     group.add_argument(
-        "--no-verify", action="store_true", help="skip the desired state's verify requests"
+        "--no-verify",
+        action="store_true",
+        default=_env("no-verify", False),
+        help="skip the desired state's verify requests",
     )
 
 

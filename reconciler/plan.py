@@ -363,8 +363,9 @@ def _move_problem(
         f"base_path {served.base_path} -> {base_path}: version(s) {', '.join(map(str, left))}, "
         f"served now, are not in {folder.path}, and TFS serves a model from one folder, so "
         "it would drop them (and the labels on them) at once. Copy them into "
-        f"{folder.path} first, so they serve while the new ones load, or serve the new folder "
-        "under another model name",
+        f"{folder.path} first, so they serve while the new ones load; or, if they are to go, "
+        "unload them (moving their labels) in a change of its own first; or serve the new "
+        "folder under another model name",
     )
 
 

@@ -99,7 +99,25 @@ def execute(
         target_text=target_text,
     )
     before = read_text(settings.config_path)
-    outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
+    try:
+        outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, but keep the history true
+        now = read_text(settings.config_path)
+        if now != before:
+            _record(
+                settings,
+                Outcome(
+                    "interrupted",
+                    "stopped at once by a second interrupt, in the middle of a phase",
+                    config=now,
+                ),
+                the_plan,
+                reloader,
+                revision,
+                before,
+                action,
+            )
+        raise
     if outcome.result == "noop":
         return outcome, None
     for step in the_plan.steps if outcome.ok else ():
@@ -113,7 +131,19 @@ def execute(
             new=step.new,
             commit=revision.commit,
         )
-    record = append_record(
+    return outcome, _record(settings, outcome, the_plan, reloader, revision, before, action)
+
+
+def _record(
+    settings: Settings,
+    outcome: Outcome,
+    the_plan: Plan,
+    reloader: Reloader,
+    revision: Revision,
+    before: str | None,
+    action: str,
+) -> Record:
+    return append_record(
         settings.state_path,
         Record(
             id=0,
@@ -130,7 +160,6 @@ def execute(
             action=action,
         ),
     )
-    return outcome, record
 
 
 def reconcile(

@@ -339,7 +339,11 @@ def test_a_second_ctrl_c_stops_at_once(lab: Path, start_sim: StartSim) -> None:
     apply.send_signal(signal.SIGINT)
     out, err = apply.communicate(timeout=10)  # not the 30 s load
     assert apply.returncode == 130, f"{out}\n{err}"
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "interrupted: what was written is recorded" in err
+    # What it wrote is in the history, so a rollback undoes it (and nothing before it).
+    (record,) = json.loads(cli("history", "--output", "json").stdout)
+    assert record["outcome"] == "interrupted" and record["config"] == config_text(lab).decode()
+    assert record["message"].startswith("stopped at once by a second interrupt")
 
 
 def test_apply_and_rollback_are_refused_while_another_writer_holds_the_config(

@@ -140,6 +140,10 @@ def _explain(error: yaml.MarkedYAMLError) -> str:
     return f"{error.context}: {problem}"
 
 
+# Booleans in YAML 1.1 and 1.2 alike: as values they mean what they say to every reader.
+_BOOLEANS_EVERYWHERE = frozenset({"true", "True", "TRUE", "false", "False", "FALSE"})
+
+
 def _yaml11_boolean(node: yaml.ScalarNode) -> bool | None:
     """The boolean YAML 1.1 reads `node` as, None when it reads none; quoted words and
     explicit strings are text."""
@@ -175,7 +179,7 @@ def _yaml11_reading(node: yaml.ScalarNode, value: Any) -> tuple[Kind, str] | Non
     if not _is_plain_decimal(node):
         return "integer", f"{value} ({_int_notation(node.value)})"
     boolean = _yaml11_boolean(node)
-    if boolean is not None and node.value not in ("true", "false"):
+    if boolean is not None and node.value not in _BOOLEANS_EVERYWHERE:
         return "boolean", str(boolean).lower()
     return None
 

@@ -318,13 +318,19 @@ def test_plain_decimal_and_quoted_text_are_not_ambiguous(written: str, found: li
 @pytest.mark.parametrize(
     ("written", "reading"),
     [("yes", "true"), ("No", "false"), ("ON", "true"), ("off", "false"), ("y", "true"),
-     ("n", "false"), ("True", "true"), ("FALSE", "false")],
+     ("n", "false")],
 )  # fmt: skip
-def test_boolean_other_than_true_or_false_is_rejected(written: str, reading: str) -> None:
+def test_a_yaml_1_1_only_boolean_is_rejected(written: str, reading: str) -> None:
     assert problems(f"apiVersion: tfs-reconciler/v1\nprune: {written}\nmodels: {{}}\n") == [
         f"f.yaml:2:8: prune: {written} is ambiguous: YAML 1.1 reads it as {reading};"
         " write true or false"
     ]
+
+
+@pytest.mark.parametrize("written", ["true", "True", "TRUE", "false", "False", "FALSE"])
+def test_a_boolean_in_yaml_1_1_and_1_2_alike_is_taken(written: str) -> None:
+    text = f"apiVersion: tfs-reconciler/v1\nprune: {written}\nmodels: {{}}\n"
+    assert parse(text).prune is (written.lower() == "true")
 
 
 def test_boolean_word_where_text_is_meant_is_told_to_be_quoted() -> None:

@@ -92,6 +92,7 @@ class _Memory:
     synced_target: ServingConfig | None = None  # what the last in-sync pass left in the file
     first_done: bool = False
     resync_cursor: int = 0
+    drift_seen: list[str] = field(default_factory=list)  # what the last pass found
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -262,14 +263,18 @@ class Daemon:
             if the_plan.changes_config and the_plan.target == memory.synced_target
             else ()
         )
-        if the_plan.drift or config_drift:
-            found = [f"! {name}: models.config was edited" for name in config_drift]
-            log.warning(
-                "drift", commit=revision.commit, drift=found + [str(d) for d in the_plan.drift]
-            )
-            self._metrics.record_drift(
-                sorted({d.model for d in the_plan.drift} | set(config_drift))
-            )
+        found = [f"! {name}: models.config was edited" for name in config_drift]
+        found += [str(d) for d in the_plan.drift]
+        if found:
+            # Left alone (--no-self-heal), the same drift is seen at every resync: warned
+            # about and counted when it appears or changes, not each time.
+            again = found == memory.drift_seen
+            (log.debug if again else log.warning)("drift", commit=revision.commit, drift=found)
+            if not again:
+                self._metrics.record_drift(
+                    sorted({d.model for d in the_plan.drift} | set(config_drift))
+                )
+        memory.drift_seen = found
         live = observed.live
         # What was tried: the same attempt is not retried before its backoff ends, but TFS
         # answering again (after an outage) is a change worth an immediate retry.

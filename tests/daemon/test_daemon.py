@@ -265,7 +265,8 @@ def test_without_self_heal_drift_is_reported_but_not_repaired(
     mark = daemon.count()
     daemon.wait_for_event("drift", after=mark, timeout=5)
     time.sleep(2.2)  # two more resyncs
-    assert len(daemon.events("drift")) >= 2
+    levels = [e["level"] for e in daemon.events("drift")]
+    assert len(levels) >= 3 and levels.count("warning") <= 2, levels  # said once, then debug
     states = [v for _, v in notify.lines("STATUS") if not v.startswith("reconciling")]
     assert states[-1].startswith("drift left alone (self-heal off) in animals at "), states
     assert repo.config.read_bytes() == edited

@@ -250,6 +250,7 @@ class Converger:
         for number, phase in enumerate(phases, start=1):
             if self.interrupted is not None and self.interrupted():
                 return self._stop_early(number - 1, len(phases), started)
+            phase_started = self.clock()
             try:
                 if self.reloader.phased and self.reloader.waits:
                     # A label moves in a phase of its own, after its version loaded: verify
@@ -280,7 +281,8 @@ class Converger:
                 phase=number,
                 of=len(phases),
                 commit=self.commit,
-                seconds=round(self.clock() - started, 3),
+                seconds=round(self.clock() - phase_started, 3),
+                since_start=round(self.clock() - started, 3),
             )
             applied = phase
         result = "applied" if self.reloader.waits else "written"

@@ -83,18 +83,42 @@ def read_history(state_dir: Path) -> list[Record]:
     return records
 
 
-def append_record(state_dir: Path, record: Record) -> Record:
-    """Append `record` with the next id; one write of one line, fsynced."""
+MAX_HISTORY_BYTES = 64 * 1024 * 1024
+
+
+def append_record(state_dir: Path, record: Record, max_bytes: int = MAX_HISTORY_BYTES) -> Record:
+    """Append `record` with the next id; one write of one line, fsynced. Past `max_bytes`
+    the oldest records are dropped, keeping about half: a record holds two whole configs,
+    and a daemon adds one per change, heal and retry."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / HISTORY_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    path = state_dir / HISTORY_FILE
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         numbered = Record(**{**asdict(record), "id": _last_id(fd) + 1})
         line = json.dumps(asdict(numbered), sort_keys=True) + "\n"
         os.write(fd, (_separator(fd) + line).encode("utf-8"))
         os.fsync(fd)
+        size = os.fstat(fd).st_size
     finally:
         os.close(fd)
+    if size > max_bytes:
+        _keep_newest(path, max_bytes // 2)
     return numbered
+
+
+def _keep_newest(path: Path, budget: int) -> None:
+    """Rewrite `path` (atomically) with the newest whole lines that fit in `budget` bytes,
+    and always the last one."""
+    kept: list[bytes] = []
+    total = 0
+    for line in reversed(path.read_bytes().splitlines(keepends=True)):
+        if kept and total + len(line) > budget:
+            break
+        kept.append(line)
+        total += len(line)
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_bytes(b"".join(reversed(kept)))
+    os.replace(partial, path)
 
 
 def _last_id(fd: int) -> int:

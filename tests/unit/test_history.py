@@ -120,3 +120,13 @@ def test_numbering_reads_back_past_records_larger_than_its_first_window(tmp_path
         history.write('{"id": 9, "time": "x", "outco')  # and a torn line after them
     append_record(tmp_path, record("last"))
     assert [r.id for r in read_history(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_past_its_size_limit_the_history_keeps_the_newest_records(tmp_path: Path) -> None:
+    for number in range(10):
+        append_record(tmp_path, record(f"{number}" + "x" * 1000), max_bytes=5_000)
+    kept = read_history(tmp_path)
+    assert 1 <= len(kept) <= 5 and (tmp_path / HISTORY_FILE).stat().st_size <= 5_000
+    assert kept[-1].id == 10 and kept[-1].message.startswith("9")
+    assert [r.id for r in kept] == list(range(11 - len(kept), 11))  # ids go on, in order
+    assert not list(tmp_path.glob(".*.tmp"))

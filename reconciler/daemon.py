@@ -560,6 +560,7 @@ class Daemon:
             log.debug("fetched", remote=self.options.git_remote, commit=commit)
         except GitError as error:
             log.error("fetch_failed", remote=self.options.git_remote, error=str(error))
+            self._metrics.fetch_failures.inc()
             self._memory.fetch_error = f"fetching {self.options.git_remote} failed: {error}"
         else:
             self._memory.fetch_error = None

@@ -37,6 +37,7 @@ class Metrics:
     desired_versions: Gauge
     live_versions: Gauge
     applied_commit: Gauge
+    fetch_failures: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -56,8 +57,8 @@ class Metrics:
             reconciles=reconciles,
             drift_detected=Counter(
                 "drift_detected",
-                "Reconcile passes that found a model's served state different from the "
-                "desired state.",
+                "Times a model's served state was found different from the desired state "
+                "(counted when the drift appears or changes, not at each pass that sees it).",
                 ["model"],
                 namespace=NAMESPACE,
                 registry=registry,
@@ -94,6 +95,12 @@ class Metrics:
                 "applied_commit_info",
                 "Always 1; the label commit is the git commit of the last applied desired state.",
                 ["commit"],
+                namespace=NAMESPACE,
+                registry=registry,
+            ),
+            fetch_failures=Counter(
+                "git_fetch_failures",
+                "Fetches of --git-remote that failed (the last fetched commit serves on).",
                 namespace=NAMESPACE,
                 registry=registry,
             ),

@@ -899,6 +899,8 @@ def test_a_remote_that_cannot_be_fetched_is_shown_in_status_and_the_last_state_s
 
     moved = bare.rename(tmp_path / "gone.git")
     daemon.wait_for_event("fetch_failed", timeout=5)
+    _, metrics = http_get(f"{daemon.metrics_url}/metrics")
+    assert re.search(r"tfs_reconciler_git_fetch_failures_total [1-9]", metrics.decode())
     document = status_json(repo, daemon, sim.rest_url)
     assert "remote.git" in (document["last_error"] or ""), document
     assert label_version(sim.rest_url, "stable") == 2

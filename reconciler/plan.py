@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from reconciler.desired import DesiredModel, DesiredState
-from reconciler.observe import DiskState, LiveStatus, Observed
+from reconciler.observe import DiskState, LiveStatus, ModelDir, Observed
 from reconciler.policy import Specific, describe, served_versions
 from reconciler.problems import Location, Problem
 from reconciler.tfs_config import ConfigModel, ServingConfig, changed_models
@@ -339,34 +339,44 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
 def _move_problem(
     served: ConfigModel, base_path: str, observed: Observed, where: Location, field: str
 ) -> Problem | None:
-    """A base_path change TFS cannot make without dropping versions: it serves a model from
-    one folder, so the versions served now (live, else as the config says) that are not in
-    the new folder (the one the disk scan read for this model) would stop at once."""
+    """A base_path change TFS cannot make without breaking a label: it serves a model from
+    one folder, so the versions served now that are not in the new folder (the one the disk
+    scan read for this model) stop at once, and a label on one of them would answer 404.
+    Unlabelled ones may go (the phases drop them first): no desired version is among them,
+    or the plan would already say it is not on disk."""
     if served.same_base_path(base_path):
         return None
     live = observed.live.model(served.name) if observed.live is not None else None
     if live is not None and live.found:
         now: tuple[int, ...] = live.available
+        labels = dict(live.labels)
     elif isinstance(served.policy, Specific):
-        now = served.policy.versions
+        now, labels = served.policy.versions, served.label_map
     else:
         return None  # which versions a latest/all policy serves from the old folder is unknown
     folder = observed.disk.model(served.name)
     if folder is None:
         return None
-    left = [n for n in sorted(now) if (v := folder.version(n)) is None or not v.loadable]
-    if not left:
+    left = {n for n in now if not _loadable(folder, n)}
+    stranded = sorted(label for label, number in labels.items() if number in left)
+    if not stranded:
         return None
+    versions = sorted({labels[label] for label in stranded})
     return Problem(
         where,
         f"{field}.base_path",
-        f"base_path {served.base_path} -> {base_path}: version(s) {', '.join(map(str, left))}, "
-        f"served now, are not in {folder.path}, and TFS serves a model from one folder, so "
-        "it would drop them (and the labels on them) at once. Copy them into "
-        f"{folder.path} first, so they serve while the new ones load; or, if they are to go, "
-        "unload them (moving their labels) in a change of its own first; or serve the new "
-        "folder under another model name",
+        f"base_path {served.base_path} -> {base_path}: label(s) {', '.join(stranded)} point at "
+        f"version(s) {', '.join(map(str, versions))}, which are not in {folder.path}; TFS "
+        "serves a model from one folder, so it would drop them at once and the labels would "
+        f"answer 404. Copy them into {folder.path} first, so they serve while the new ones "
+        "load; or move those labels in a change of its own first; or serve the new folder "
+        "under another model name",
     )
+
+
+def _loadable(folder: ModelDir, number: int) -> bool:
+    version = folder.version(number)
+    return version is not None and version.loadable
 
 
 def _steps(current: ServingConfig, target: ServingConfig, disk: DiskState) -> list[Step]:
@@ -446,6 +456,11 @@ def phases_between(
             relabel.append(model)
             continue
         now, then = _served(before, disk), _served(model, disk)
+        if not before.same_base_path(model.base_path):
+            # Served from the new folder from the first phase on: what is not in it goes at
+            # once (the plan refuses this when a label points at such a version).
+            folder = disk.model(model.name)
+            now = tuple(n for n in now if folder is not None and _loadable(folder, n))
         union = tuple(sorted(set(now) | set(then)))
         bridging = model if set(union) == set(then) else replace(model, policy=Specific(union))
         kept = {label: v for label, v in before.labels if v in now}

@@ -551,8 +551,8 @@ def test_a_base_path_change_that_would_drop_the_served_versions_is_refused(
     write_desired(lab, "[4]", {"stable": 4}, "    base_path: /models/zoo\n")
     result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "10")
     assert result.returncode == 1, output(result)
-    assert "models.animals.base_path: base_path /models/animals/ -> /models/zoo:" in (result.stderr)
-    assert "version(s) 1, 2, 3, served now, are not in" in result.stderr
+    assert "models.animals.base_path: base_path /models/animals/ -> /models/zoo:" in result.stderr
+    assert "label(s) canary, deprecated, stable point at version(s) 1, 2, 3" in result.stderr
     assert config_text(lab) == before and reload_requests(sim) == 0
 
     # Once the served versions are in the new folder too, the move is made without a gap.
@@ -563,6 +563,24 @@ def test_a_base_path_change_that_would_drop_the_served_versions_is_refused(
     assert moved.returncode == 0, output(moved)
     assert stable.failures == []
     assert label_version(sim.rest_url, "stable") == 4
+
+
+def test_a_base_path_move_drops_unlabelled_versions_left_behind_in_one_change(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    cli = cli_for(lab, sim)
+    write_desired(lab, "[2, 3]", {"stable": 3})
+    assert cli("apply", "--reload", "grpc", "--timeout", "20").returncode == 0
+    for number in (3, 4):  # the new folder: 3 (labelled) and a new 4; not 2
+        shutil.copytree(lab / "models" / MODEL / "3", lab / "models" / "zoo" / str(number))
+    write_desired(lab, "[3, 4]", {"stable": 3, "canary": 4}, "    base_path: /models/zoo\n")
+    with label_stream(sim.rest_url, "stable") as stable:
+        moved = cli("apply", "--reload", "grpc", "--timeout", "20")
+    assert moved.returncode == 0, output(moved)
+    assert stable.failures == []
+    assert label_version(sim.rest_url, "canary") == 4
+    assert states(sim.rest_url)[2] == "END"
 
 
 def test_a_model_left_alone_whose_folder_was_deleted_does_not_block_other_changes(

@@ -567,29 +567,47 @@ def test_phases_are_safe_from_what_tfs_really_serves(
 MOVED = "    versions: [4]\n    base_path: /models/zoo\n    labels: {stable: 4}\n"
 
 
-def test_a_base_path_change_that_would_drop_the_versions_served_now_is_refused() -> None:
+def test_a_base_path_change_that_would_strand_labels_is_refused() -> None:
     # The disk scan reads the new folder (/host/animals here stands for /models/zoo).
     result = plan(animals(MOVED), observed(on_disk={"animals": [4]}))
     assert result.blocked and result.phases == ()
     (problem,) = problems(result)
     assert problem.startswith(
         "desired.yaml:6:16: models.animals.base_path: base_path /models/animals/ -> /models/zoo:"
-        " version(s) 1, 2, 3, served now, are not in /host/animals, and TFS serves a model"
+        " label(s) canary, deprecated, stable point at version(s) 1, 2, 3, which are not in"
+        " /host/animals; TFS serves a model from one folder"
     )
 
 
-def test_what_tfs_serves_decides_which_versions_a_base_path_change_would_drop() -> None:
-    serving_two = live((2, "AVAILABLE"), (3, "AVAILABLE"))
-    result = plan(animals(MOVED), observed(on_disk={"animals": [4]}, live=serving_two))
-    assert "version(s) 2, 3, served now" in problems(result)[0]
+def test_what_tfs_serves_decides_which_labels_a_base_path_change_would_strand() -> None:
+    serving = live((2, "AVAILABLE"), (3, "AVAILABLE"), labels={"stable": 3})
+    result = plan(animals(MOVED), observed(on_disk={"animals": [4]}, live=serving))
+    assert "label(s) stable point at version(s) 3, which" in problems(result)[0]
 
 
-def test_a_base_path_change_is_planned_once_the_served_versions_are_in_the_new_folder() -> None:
-    result = plan(animals(MOVED), observed(on_disk={"animals": [1, 2, 3, 4]}))
+def test_a_base_path_change_drops_unlabelled_versions_left_behind_first() -> None:
+    """2 is not in the new folder and no label points at it: it goes with the move, while
+    3 keeps serving `stable` and 4 loads before `canary` points at it."""
+    current = """\
+model_config_list {
+  config {
+    name: 'animals'
+    base_path: '/models/animals/'
+    model_platform: 'tensorflow'
+    model_version_policy { specific { versions: 2 versions: 3 } }
+    version_labels { key: 'stable' value: 3 }
+  }
+}
+"""
+    wanted = (
+        "    versions: [3, 4]\n    base_path: /models/zoo\n    labels: {stable: 3, canary: 4}\n"
+    )
+    result = plan(animals(wanted), observed(current, on_disk={"animals": [3, 4]}))
     assert not result.blocked, problems(result)
-    assert "~ animals: base_path /models/animals/ -> /models/zoo" in steps(result)
-    first = result.phases[0].models[0]
-    assert first.base_path == "/models/zoo" and dict(first.labels)["stable"] == 2
+    load, relabel = result.phases
+    assert load.models[0].base_path == "/models/zoo"
+    assert (load.models[0].policy, load.models[0].label_map) == (Specific((3, 4)), {"stable": 3})
+    assert relabel.models[0].label_map == {"stable": 3, "canary": 4}
 
 
 def test_a_labelled_model_under_latest_or_all_is_pinned_to_the_versions_on_disk() -> None:

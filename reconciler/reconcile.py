@@ -130,6 +130,7 @@ def execute(
             old=step.old,
             new=step.new,
             commit=revision.commit,
+            seconds=round(outcome.seconds, 3),  # the apply that made it (phase by phase)
         )
     return outcome, _record(settings, outcome, the_plan, reloader, revision, before, action)
 

@@ -132,6 +132,14 @@ def test_a_commit_moving_stable_is_live_within_a_second(
           f"{', '.join(f'{t:.3f}' for t in times)} s")  # fmt: skip
     assert max(times) < 3, times
 
+    # One event per step: action, model, version, label, commit and the apply's duration.
+    step = daemon.events("changed")[-1]
+    assert (step["action"], step["model"], step["label"], step["commit"]) == (
+        "move_label",
+        "animals",
+        "stable",
+        commit,
+    ) and step["seconds"] >= 0, step
     # Every apply records its commit: logs (above), status, history, metrics.
     assert any(f"STATUS=reconciling {commit}" in m for _, m in notify.messages)
     assert notify.lines("STATUS")[-1][1] == f"in sync at {commit}"

@@ -80,9 +80,10 @@ class Reloader(Protocol):
     waits: bool  # wait for TFS to converge after each config
     phased: bool  # each phase is its own reload (False: only the final config)
 
-    def check(self) -> None:
+    def check(self, target: ServingConfig) -> None:
         """Before anything is written: raise ReloadFailed, DockerError or TfsUnreachable
-        when the reload cannot happen (e.g. the Docker engine or the container is missing)."""
+        when TFS cannot take `target` this way (e.g. the Docker engine or the container is
+        missing)."""
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
         """Make TFS take `config`, within `timeout` seconds where the reload can wait."""
@@ -96,7 +97,7 @@ class GrpcReloader:
     waits: bool = True
     phased: bool = True
 
-    def check(self) -> None:
+    def check(self, target: ServingConfig) -> None:
         return None
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
@@ -113,7 +114,7 @@ class PollReloader:
     waits: bool = True
     phased: bool = True
 
-    def check(self) -> None:
+    def check(self, target: ServingConfig) -> None:
         return None
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
@@ -129,17 +130,22 @@ class RestartReloader:
     waits: bool = True
     phased: bool = False
 
-    def check(self) -> None:
-        """Raise DockerError now if the engine or the container cannot be reached."""
+    def check(self, target: ServingConfig) -> None:
+        """Raise DockerError now if the engine or the container cannot be reached, and
+        ReloadFailed if TFS would not start with `target` (before it is written)."""
         self.target.args()
+        self._refuse_labels_tfs_cannot_start_with(target)
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
+        self._refuse_labels_tfs_cannot_start_with(config)  # a rollback's config too
+        self.target.restart()
+
+    def _refuse_labels_tfs_cannot_start_with(self, config: ServingConfig) -> None:
         if any(m.labels for m in config.models) and not self.target.allows_labels_for_unavailable():
             raise ReloadFailed(
                 "not restarting: the config has labels and TFS runs without "
                 "--allow_version_labels_for_unavailable_models=true, so it would fail to start"
             )
-        self.target.restart()
 
 
 @dataclass
@@ -150,7 +156,7 @@ class NoReload:
     waits: bool = False
     phased: bool = False
 
-    def check(self) -> None:
+    def check(self, target: ServingConfig) -> None:
         return None
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
@@ -234,7 +240,7 @@ class Converger:
                 previous_text,
             )
         try:
-            self.reloader.check()
+            self.reloader.check(plan.target)
             _check_new_models_on_disk(previous, phases, disk)
         except (ReloadFailed, DockerError, TfsUnreachable) as error:
             return Outcome(

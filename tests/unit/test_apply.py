@@ -21,6 +21,7 @@ from reconciler.apply import (
     Outcome,
     ReloadFailed,
     ReloadMode,
+    RestartReloader,
     describe_serving,
 )
 from reconciler.desired import DesiredState, load_desired
@@ -148,7 +149,7 @@ class FakeReloader:
 
     check_error: Exception | None = None
 
-    def check(self) -> None:
+    def check(self, target: ServingConfig) -> None:
         if self.check_error is not None:
             raise self.check_error
 
@@ -524,3 +525,32 @@ def test_a_retried_version_that_fails_as_fast_as_before_fails_the_change(bed: Be
     assert again.result == "rolled_back", again.message
     assert "animals version 4 failed to load: DATA_LOSS: version 4 is broken" in again.message
     assert bed.clock() - started < 10  # within the grace, not the 120 s timeout
+
+
+class FakeContainer:
+    """The DockerTarget a RestartReloader drives: TFS runs without the labels flag."""
+
+    def __init__(self) -> None:
+        self.restarts = 0
+
+    def args(self) -> list[str]:
+        return ["--model_config_file=/models/models.config"]
+
+    def allows_labels_for_unavailable(self) -> bool:
+        return False
+
+    def restart(self) -> None:
+        self.restarts += 1
+
+
+def test_a_restart_tfs_could_not_start_from_is_refused_before_anything_is_written(
+    bed: Bed,
+) -> None:
+    original = bed.config_path.read_bytes()
+    container = FakeContainer()
+    reloader = RestartReloader(container)  # type: ignore[arg-type]
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}), reloader)
+    assert outcome.result == "failed"
+    assert outcome.message.startswith("not restarting: the config has labels and TFS runs")
+    assert "nothing was changed" in outcome.message
+    assert bed.config_path.read_bytes() == original and container.restarts == 0

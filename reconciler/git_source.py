@@ -313,7 +313,10 @@ def _run(
     }
     try:
         out = subprocess.run(
-            ["git", *args],
+            # The repository is the one the service is configured to follow, typically owned
+            # by a deploy user, not the service's: git's "dubious ownership" check would
+            # refuse it (and the daemon would not start).
+            ["git", "-c", "safe.directory=*", *args],
             cwd=cwd,
             input=stdin,
             capture_output=True,

@@ -313,3 +313,14 @@ def test_sources_are_values(repo: Path) -> None:
     assert source == open_local(repo / "desired_state")
     with pytest.raises(AttributeError):
         source.ref = "refs/heads/other"  # type: ignore[misc]
+
+
+def test_a_repository_owned_by_another_user_is_read(repo: Path) -> None:
+    """The service's user reads a deploy user's clone: git's ownership check must not stop
+    it (tested by owning the clone as nobody while this process is root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the clone to another user")
+    for path in [repo, *repo.rglob("*")]:
+        os.lchown(path, 65534, 65534)
+    source = open_local(repo / "desired_state")
+    assert source.snapshot().files[0][0] == "desired_state/animals.yaml"

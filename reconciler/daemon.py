@@ -682,8 +682,9 @@ def resync_turn(names: set[str], cursor: int, count: int) -> tuple[set[str], int
 
 
 def _merge(before: LiveStatus | None, now: LiveStatus | None) -> LiveStatus | None:
-    """`now`, completed with the models only `before` read (for the status document)."""
-    if before is None or now is None:
+    """`now`, completed with the models only `before` read (for the status document); when
+    TFS did not answer now, what it said before is stale and is not shown."""
+    if before is None or now is None or not now.reachable:
         return now or before
     read = {m.name for m in now.models}
     kept = tuple(m for m in before.models if m.name not in read)

@@ -1,8 +1,10 @@
-"""A resync reads a bounded number of models' live state, taking turns."""
+"""A resync reads a bounded number of models' live state, taking turns; what it read before
+fills in the status document, unless TFS no longer answers."""
 
 from __future__ import annotations
 
-from reconciler.daemon import resync_turn
+from reconciler.daemon import _merge, resync_turn
+from reconciler.observe import LiveModel, LiveStatus, LiveVersion
 
 
 def test_few_models_are_all_read_every_resync() -> None:
@@ -24,3 +26,11 @@ def test_many_models_are_read_in_turns_that_cover_them_all() -> None:
 def test_a_shrinking_model_list_keeps_the_cursor_in_range() -> None:
     turn, cursor = resync_turn({"a", "b", "c", "d"}, 99, 3)
     assert len(turn) == 3 and 0 <= cursor < 4
+
+
+def test_status_shows_no_stale_live_state_once_tfs_stops_answering() -> None:
+    seen = LiveStatus(True, (LiveModel("animals", True, (LiveVersion(2, "AVAILABLE"),)),))
+    gone = LiveStatus(False, error="connection refused")
+    assert _merge(seen, gone) == gone
+    merged = _merge(seen, LiveStatus(True, (LiveModel("birds", True),)))
+    assert merged is not None and [m.name for m in merged.models] == ["animals", "birds"]

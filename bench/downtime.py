@@ -224,7 +224,7 @@ def run(section: Section, quick: bool) -> dict[str, Result]:
         print(f"  {r.way}: {r.promotions} promotions, {r.requests} requests, "
               f"{sum(r.failures.values())} failed ({time.perf_counter() - started:.0f} s)",
               flush=True)  # fmt: skip
-    restarts = 0 if quick else 5
+    restarts = 0 if quick else n  # the same 100 promotions as the other ways
     if restarts:
         try:
             results["restart"] = with_restart(restarts)

@@ -563,13 +563,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    ours = os.path.realpath(settings.config_path)
     try:
         document = read_status(args.metrics_addr, timeout=2.0)
     except StatusUnavailableError:
         document = _local_status(settings)
     else:
-        if document.get("config") not in (None, ours):  # that daemon manages another one
+        # That daemon manages another models.config: its answer is not about ours.
+        if document.get("config") not in (None, settings.real_config_path):
             document = _local_status(settings)
     if args.output == "json":
         print(json.dumps(document, indent=2))
@@ -584,9 +584,14 @@ def _local_status(settings: Settings) -> dict[str, Any]:
     try:
         desired = load_desired(settings.desired, settings.serving_root)
     except InputError as error:
-        config = os.path.realpath(settings.config_path)
         return status_document(
-            None, None, None, last=last, last_error=str(error), source="cli", config=config
+            None,
+            None,
+            None,
+            last=last,
+            last_error=str(error),
+            source="cli",
+            config=settings.real_config_path,
         )
     observed = observe_for(settings, desired, TfsRest(settings.rest_url, settings.request_timeout))
     return status_document(
@@ -596,7 +601,7 @@ def _local_status(settings: Settings) -> dict[str, Any]:
         last=last,
         last_error=None,
         source="cli",
-        config=os.path.realpath(settings.config_path),
+        config=settings.real_config_path,
     )
 
 

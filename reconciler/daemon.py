@@ -650,7 +650,7 @@ class Daemon:
                 last_error="; ".join(e for e in (memory.last_error, memory.fetch_error) if e)
                 or None,
                 source="daemon",
-                config=os.path.realpath(self.options.settings.config_path),
+                config=self.options.settings.real_config_path,
             )
 
 
@@ -660,7 +660,7 @@ def _check_fixed_settings(before: DaemonOptions, after: DaemonOptions) -> None:
 
     def fixed(o: DaemonOptions) -> dict[str, str]:
         return {
-            "models.config": os.path.realpath(o.settings.config_path),
+            "models.config": o.settings.real_config_path,
             "state folder": os.path.realpath(o.settings.state_path),
             "metrics address": o.metrics_addr,
         }

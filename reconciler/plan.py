@@ -179,8 +179,7 @@ def _config_problems(target: ServingConfig, disk: DiskState, source: str) -> lis
             )
             continue
         for number in _served(model, disk):
-            version = folder.version(number)
-            if version is None or not version.loadable:
+            if not _loadable(folder, number):
                 problems.append(
                     Problem(
                         Location(source),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,12 @@ class Settings:
     @property
     def config_path(self) -> Path:
         return self.config if self.config is not None else self.models_dir / "models.config"
+
+    @property
+    def real_config_path(self) -> str:
+        """The file models.config really is (a symlink resolved): what the status document
+        names, and what tells two settings for the same file apart from two files."""
+        return os.path.realpath(self.config_path)
 
     @property
     def state_path(self) -> Path:

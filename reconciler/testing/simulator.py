@@ -50,6 +50,10 @@ class SimulatorExited(SimulatorError):
         self.returncode = returncode
 
 
+PORT_ATTEMPTS = 5
+PORT_IN_USE = "Address already in use"
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -152,7 +156,28 @@ class SimulatorProcess:
     # --- life -------------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Start the process and wait until its REST API answers."""
+        """Start the process and wait until its REST API answers.
+
+        A port found free can be taken by another process before the simulator binds it; such
+        a start is tried again on new ports, a few times.
+        """
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start_once()
+            except SimulatorExited as exited:
+                if PORT_IN_USE not in exited.log or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self._process, self._log_file, self._log_text = None, None, None
+                self._take_new_ports()
+        raise AssertionError("unreachable")
+
+    def _take_new_ports(self) -> None:
+        old_grpc, old_rest = f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}"
+        self.rest_port, self.grpc_port = free_port(), free_port()
+        new = {old_grpc: f"--port={self.grpc_port}", old_rest: f"--rest_api_port={self.rest_port}"}
+        self.args = [new.get(arg, arg) for arg in self.args]
+
+    def _start_once(self) -> Self:
         if self._process is not None:
             raise RuntimeError("SimulatorProcess already started")
         self._log_file = tempfile.NamedTemporaryFile(prefix="tfs-sim-", suffix=".log", delete=False)  # noqa: SIM115

@@ -565,8 +565,11 @@ def test_sighup_drops_what_was_removed_from_the_env_file_and_recovers_from_a_bad
     env_file.write_text("# back to the defaults (resync 30 s)\n")
     mark = daemon.count()
     daemon.kill(signal.SIGHUP)
-    daemon.wait_for_event("settings_reloaded", after=mark, timeout=5)
-    daemon.wait_for_event("reconciled", after=mark, timeout=5)  # the pass after a reload
+    reloaded = daemon.wait_for_event("settings_reloaded", after=mark, timeout=5)
+    # A resync already running when the signal came logs its `reconciled` before
+    # `settings_reloaded`: the pass after the reload is the first one after that event.
+    mark = daemon.events().index(reloaded) + 1
+    daemon.wait_for_event("reconciled", after=mark, timeout=5)
     mark = daemon.count()
     time.sleep(1.5)
     assert [e for e in daemon.events()[mark:] if e["event"] == "reconciled"] == []

@@ -12,10 +12,10 @@ from google.protobuf import any_pb2
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
 from reconciler.testing.tfs_sim.core import CoreOptions, Servable, ServerCore
-from reconciler.testing.tfs_sim.disk import PathMap, scan_versions
+from reconciler.testing.tfs_sim.disk import PathMap, VersionDir, poll_servable, simple_atoi
 from reconciler.testing.tfs_sim.errors import Code, TfsError
 from reconciler.testing.tfs_sim.flags import parse_flags
-from reconciler.testing.tfs_sim.lifecycle import LoadTiming, ModelLifecycle, State
+from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
 from reconciler.testing.tfs_sim.predict import predict
 from reconciler.testing.tfs_sim.savedmodel import (
@@ -28,7 +28,7 @@ EXAMPLE_MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 INFO = SavedModelInfo(path=Path("/x"), signatures={})
 
 
-# --- lifecycle -------------------------------------------------------------------------
+# --- the manager (lifecycle) -------------------------------------------------------------
 
 
 class FakeLoader:
@@ -36,84 +36,154 @@ class FakeLoader:
         self.failing = set(failing)
         self.calls: list[int] = []
 
-    def __call__(self, version: int) -> SavedModelInfo:
-        self.calls.append(version)
-        if version in self.failing:
-            raise TfsError(Code.NOT_FOUND, f"no SavedModel in {version}")
+    def __call__(self, _model: str, where: VersionDir) -> SavedModelInfo:
+        self.calls.append(where.version)
+        if where.version in self.failing:
+            raise TfsError(Code.NOT_FOUND, f"no SavedModel in {where.version}")
         return INFO
 
 
-def states(lifecycle: ModelLifecycle) -> dict[int, str]:
-    return {s.version: s.state.name for s in lifecycle.statuses()}
+def manager(loader: FakeLoader, timing: LoadTiming | None = None, load: float = 1.0) -> Manager:
+    return Manager(timing or LoadTiming(), loader, lambda _m, _v: load)
 
 
-def run(lifecycle: ModelLifecycle, loader: FakeLoader, *times: float, load: float = 1.0) -> None:
+def aspire(m: Manager, *versions: int, model: str = "m") -> None:
+    m.set_aspired(model, [VersionDir(v, f"/models/{model}/{v}", Path("/x")) for v in versions])
+
+
+def states(m: Manager, model: str = "m") -> dict[int, str]:
+    return {s.version: s.state.name for s in m.statuses(model)}
+
+
+def run(m: Manager, *times: float) -> None:
     for now in times:
-        lifecycle.step(now, loader, lambda _v: load)
+        m.step(now)
 
 
-def test_lifecycle_version_is_loading_for_its_load_time_then_available() -> None:
-    lifecycle, loader = ModelLifecycle("m", LoadTiming()), FakeLoader()
-    lifecycle.set_aspired([1])
-    assert states(lifecycle) == {1: "START"}
-    run(lifecycle, loader, 0.0)
-    assert states(lifecycle) == {1: "LOADING"}
-    run(lifecycle, loader, 0.99)
-    assert states(lifecycle) == {1: "LOADING"}
-    run(lifecycle, loader, 1.0)
-    assert states(lifecycle) == {1: "AVAILABLE"}
+def test_manager_version_is_loading_for_its_load_time_then_available() -> None:
+    m = manager(FakeLoader())
+    aspire(m, 1)
+    run(m, 0.0)
+    assert states(m) == {1: "LOADING"}
+    run(m, 0.99)
+    assert states(m) == {1: "LOADING"}
+    run(m, 1.0)
+    assert states(m) == {1: "AVAILABLE"}
 
 
-def test_lifecycle_new_version_loads_before_old_one_unloads() -> None:
-    lifecycle, loader = ModelLifecycle("m", LoadTiming()), FakeLoader()
-    lifecycle.set_aspired([1])
-    run(lifecycle, loader, 0.0, 1.0)
-    lifecycle.set_aspired([2])
-    run(lifecycle, loader, 2.0, 2.5)
-    assert states(lifecycle) == {2: "LOADING", 1: "AVAILABLE"}
-    run(lifecycle, loader, 3.0)
-    assert states(lifecycle) == {2: "AVAILABLE", 1: "UNLOADING"}
-    run(lifecycle, loader, 3.1)
-    assert states(lifecycle) == {2: "AVAILABLE", 1: "END"}
+def test_manager_new_version_loads_before_old_one_unloads() -> None:
+    m = manager(FakeLoader())
+    aspire(m, 1)
+    run(m, 0.0, 1.0)
+    aspire(m, 2)
+    run(m, 2.0, 2.5)
+    assert states(m) == {2: "LOADING", 1: "AVAILABLE"}
+    run(m, 3.0)
+    assert states(m) == {2: "AVAILABLE", 1: "UNLOADING"}
+    run(m, 3.1)
+    assert states(m) == {2: "AVAILABLE", 1: "END"}
 
 
-def test_lifecycle_failing_load_retries_then_ends_with_error_and_old_version_stays() -> None:
-    timing = LoadTiming(max_load_retries=2, retry_interval=10.0)
-    lifecycle, loader = ModelLifecycle("m", timing), FakeLoader(failing={2})
-    lifecycle.set_aspired([1])
-    run(lifecycle, loader, 0.0, 1.0)
-    lifecycle.set_aspired([2])
-    run(lifecycle, loader, 2.0, 3.0, 13.9)
-    assert states(lifecycle)[2] == "LOADING"
-    run(lifecycle, loader, 14.0, 25.0)
-    assert states(lifecycle) == {2: "END", 1: "AVAILABLE"}
+def test_manager_loads_one_at_a_time_highest_new_version_first() -> None:
+    """aspired_versions_manager.cc (num_load_threads 0: loads in the manager thread) and
+    availability_preserving_policy.cc GetNextAction (highest new aspired version first)."""
+    m = manager(FakeLoader())
+    aspire(m, 1, 2, 3)
+    aspire(m, 5, model="n")
+    run(m, 0.0)
+    assert m.loading() == [("m", 3)]
+    assert states(m) == {3: "LOADING", 2: "START", 1: "START"}
+    assert states(m, "n") == {5: "START"}
+    run(m, 1.0)
+    assert m.loading() == [("m", 2)]
+    run(m, 2.0, 3.0)
+    assert m.loading() == [("n", 5)]
+    run(m, 4.0)
+    assert states(m) == {3: "AVAILABLE", 2: "AVAILABLE", 1: "AVAILABLE"}
+    assert states(m, "n") == {5: "AVAILABLE"}
+
+
+def test_manager_with_load_threads_loads_in_parallel() -> None:
+    """--num_load_threads N > 0: up to N loads at once (ServerCore::Options num_load_threads)."""
+    m = manager(FakeLoader(), LoadTiming(load_threads=2))
+    aspire(m, 1, 2, 3)
+    run(m, 0.0)
+    assert m.loading() == [("m", 2), ("m", 3)]
+    run(m, 1.0)
+    assert m.loading() == [("m", 1)]
+
+
+def test_manager_failing_load_retries_then_ends_with_error_and_old_version_stays() -> None:
+    loader = FakeLoader(failing={2})
+    m = manager(loader, LoadTiming(max_load_retries=2, retry_interval=10.0))
+    aspire(m, 1)
+    run(m, 0.0, 1.0)
+    aspire(m, 2)
+    run(m, 2.0, 3.0, 13.9)
+    assert states(m)[2] == "LOADING"
+    run(m, 14.0, 25.0)
+    assert states(m) == {2: "END", 1: "AVAILABLE"}
     assert loader.calls.count(2) == 3  # one load and two retries
-    (status,) = [s for s in lifecycle.statuses() if s.version == 2]
+    (status,) = [s for s in m.statuses("m") if s.version == 2]
     assert status.error is not None and status.error.code == Code.NOT_FOUND
 
 
-def test_lifecycle_dropping_every_version_unloads_all_and_end_stays_listed() -> None:
-    lifecycle, loader = ModelLifecycle("m", LoadTiming()), FakeLoader()
-    lifecycle.set_aspired([1, 2])
-    run(lifecycle, loader, 0.0, 1.0)
-    lifecycle.set_aspired([])
-    run(lifecycle, loader, 2.0, 2.1)
-    assert states(lifecycle) == {2: "END", 1: "END"}
-    lifecycle.set_aspired([2])  # aspired again: starts over
-    assert states(lifecycle) == {2: "START", 1: "END"}
+def test_manager_dropping_every_version_unloads_all_and_end_stays_listed() -> None:
+    m = manager(FakeLoader())
+    aspire(m, 1, 2)
+    run(m, 0.0, 1.0, 2.0)
+    aspire(m)
+    run(m, 3.0, 3.1, 3.2)
+    assert states(m) == {2: "END", 1: "END"}
+    aspire(m, 2)  # aspired again: starts over
+    run(m, 3.3)
+    assert states(m)[2] in ("START", "LOADING")
 
 
-def test_lifecycle_failed_version_is_not_retried_while_still_aspired() -> None:
-    lifecycle, loader = ModelLifecycle("m", LoadTiming(max_load_retries=0)), FakeLoader({1})
-    lifecycle.set_aspired([1])
-    run(lifecycle, loader, 0.0, 1.0)
-    lifecycle.set_aspired([1])
-    run(lifecycle, loader, 2.0, 3.0)
-    assert states(lifecycle) == {1: "END"}
+def test_manager_failed_version_is_not_retried_while_still_aspired() -> None:
+    loader = FakeLoader({1})
+    m = manager(loader, LoadTiming(max_load_retries=0))
+    aspire(m, 1)
+    run(m, 0.0, 1.0)
+    aspire(m, 1)
+    run(m, 2.0, 3.0)
+    assert states(m) == {1: "END"}
     assert loader.calls == [1]
 
 
+def test_manager_version_dropped_before_its_load_stays_start() -> None:
+    """FlushServables/StopManagingServable drop a new, no longer aspired version without an
+    event (basic_manager.cc), so the monitor keeps its START."""
+    m = manager(FakeLoader())
+    aspire(m, 1, 2)
+    run(m, 0.0)
+    aspire(m, 2)
+    run(m, 1.0, 2.0)
+    assert states(m) == {2: "AVAILABLE", 1: "START"}
+
+
+def test_waiter_is_decided_by_the_first_version_to_reach_available_or_end() -> None:
+    """servable_state_monitor.cc HasAnyServableInStreamReachedState: the highest version
+    failing first decides, though lower versions load afterwards."""
+    m = manager(FakeLoader(failing={3}), LoadTiming(max_load_retries=0))
+    waiter = m.add_waiter(["m"], fresh=True)
+    aspire(m, 1, 2, 3)
+    run(m, 0.0, 1.0)
+    assert waiter.result is not None
+    assert [(model, version) for model, version, _ in waiter.failed()] == [("m", 3)]
+    assert not_available_message(waiter, "model") == (
+        "1 model(s) did not become available: {{{name: m version: 3} due to error: "
+        "NOT_FOUND: no SavedModel in 3}, }"
+    )
+    run(m, 2.0, 3.0)
+    assert states(m) == {3: "END", 2: "AVAILABLE", 1: "AVAILABLE"}
+
+
 # --- policies, paths, folders ------------------------------------------------------------
+
+
+def found(tmp: Path, policy: VersionPolicy) -> dict[int, str]:
+    return {v: d.config_path for v, d in poll_servable("m", "/models/m", tmp, policy).items()}
 
 
 @pytest.mark.parametrize(
@@ -123,10 +193,15 @@ def test_lifecycle_failed_version_is_not_retried_while_still_aspired() -> None:
         (VersionPolicy("latest", 2), {3, 7}),
         (VersionPolicy("all"), {1, 3, 7}),
         (VersionPolicy("specific", versions=frozenset({1, 5})), {1}),
+        (VersionPolicy("specific", versions=frozenset({1, 3})), {1, 3}),
     ],
 )
-def test_version_policy_chooses_from_disk(policy: VersionPolicy, expected: set[int]) -> None:
-    assert policy.choose({1, 3, 7}) == expected
+def test_version_policy_chooses_from_disk(
+    tmp_path: Path, policy: VersionPolicy, expected: set[int]
+) -> None:
+    for v in (1, 3, 7):
+        (tmp_path / str(v)).mkdir()
+    assert set(found(tmp_path, policy)) == expected
 
 
 def test_no_policy_means_latest_one() -> None:
@@ -143,12 +218,32 @@ def test_path_map_rewrites_the_longest_prefix_only_on_path_boundaries() -> None:
         PathMap.parse(["/models"])
 
 
-def test_scan_versions_keeps_integer_named_folders_only(tmp_path: Path) -> None:
-    for name in ("1", "10", "007", "latest", "-2", ".3.tmp", "4a"):
+def test_version_names_parse_as_simple_atoi(tmp_path: Path) -> None:
+    """file_system_storage_path_source.cc ParseVersionNumber (absl::SimpleAtoi): 0004 is
+    version 4 and loads from 0004; a sign is allowed; a plain file with a numeric name is a
+    version too; other names are ignored."""
+    for name in ("1", "0004", "latest", "-2", ".3.tmp", "4a", "+9"):
         (tmp_path / name).mkdir()
     (tmp_path / "5").write_text("file")
-    assert scan_versions(tmp_path) == {1, 10, 7}
-    assert scan_versions(tmp_path / "missing") is None
+    assert found(tmp_path, VersionPolicy("all")) == {
+        1: "/models/m/1",
+        4: "/models/m/0004",
+        -2: "/models/m/-2",
+        9: "/models/m/+9",
+        5: "/models/m/5",
+    }
+    assert found(tmp_path, VersionPolicy("latest", 1)) == {9: "/models/m/+9"}
+    assert simple_atoi(" 12 ") == 12 and simple_atoi("9" * 30) is None
+
+
+def test_missing_base_path_is_an_error(tmp_path: Path) -> None:
+    """PollFileSystemForServable: "Could not find base path ..." (INVALID_ARGUMENT)."""
+    with pytest.raises(TfsError) as error:
+        poll_servable("m", "/models/m", tmp_path / "missing", VersionPolicy("latest"))
+    assert error.value.message == (
+        "Could not find base path /models/m for servable m with error NOT_FOUND: /models/m; "
+        "No such file or directory"
+    )
 
 
 # --- flags ---------------------------------------------------------------------------
@@ -254,11 +349,16 @@ class Clock:
 
 
 def config(
-    *models: str, labels: dict[str, int] | None = None, specific: list[int] | None = None
+    *models: str,
+    labels: dict[str, int] | None = None,
+    specific: list[int] | None = None,
+    platform: str = "tensorflow",
 ) -> pb.ModelServerConfig:
     result = pb.ModelServerConfig()
     for name in models:
-        entry = result.model_config_list.config.add(name=name, base_path=f"/models/{name}")
+        entry = result.model_config_list.config.add(
+            name=name, base_path=f"/models/{name}", model_platform=platform
+        )
         if specific is not None:
             entry.model_version_policy.specific.versions.extend(specific)
         for label, version in (labels or {}).items():
@@ -266,23 +366,48 @@ def config(
     return result
 
 
+def add_version(models: Path, model: str, version: int | str) -> None:
+    (models / model / str(version)).mkdir(parents=True)
+    (models / model / str(version) / "saved_model.pb").write_bytes(
+        (EXAMPLE_MODELS / "animals" / "1" / "saved_model.pb").read_bytes()
+    )
+
+
 @pytest.fixture
 def models(tmp_path: Path) -> Path:
     for version in (1, 2, 3):
-        (tmp_path / "m" / str(version)).mkdir(parents=True)
-        (tmp_path / "m" / str(version) / "saved_model.pb").write_bytes(
-            (EXAMPLE_MODELS / "animals" / str(version) / "saved_model.pb").read_bytes()
-        )
+        add_version(tmp_path, "m", version)
     return tmp_path
 
 
-def core_for(models: Path, allow: bool = False, step: float = 0.0) -> tuple[ServerCore, Clock]:
+def core_for(
+    models: Path,
+    allow: bool = False,
+    step: float = 0.0,
+    poll: float = 1.0,
+    fail: Iterable[tuple[str, int]] = (),
+) -> tuple[ServerCore, Clock]:
     clock = Clock(step)
+    failing = set(fail)
     options = CoreOptions(
         allow_version_labels_for_unavailable_models=allow,
         path_map=PathMap.parse([f"/models={models}"]),
+        file_system_poll_wait_seconds=poll,
+        timing=LoadTiming(max_load_retries=0),
+        load_error=lambda m, v: TfsError(Code.UNKNOWN, "boom") if (m, v) in failing else None,
     )
     return ServerCore(options, clock), clock
+
+
+def tick(core: ServerCore, clock: Clock, seconds: float = 1.0) -> None:
+    """Let ``seconds`` pass (one file-system poll period by default) and settle."""
+    clock.now += seconds
+    for _ in range(5):
+        core.step()
+
+
+def versions(core: ServerCore, model: str = "m") -> dict[int, str]:
+    return {s.version: s.state.name for s in core.status(model)}
 
 
 def refused(core: ServerCore, new: pb.ModelServerConfig) -> TfsError:
@@ -292,7 +417,7 @@ def refused(core: ServerCore, new: pb.ModelServerConfig) -> TfsError:
 
 
 def test_core_refuses_label_on_unloaded_version_and_keeps_old_labels(models: Path) -> None:
-    core, _ = core_for(models)
+    core, clock = core_for(models)
     core.reload(config("m", specific=[1]))
     core.reload(config("m", specific=[1], labels={"stable": 1}))
     error = refused(core, config("m", specific=[1, 2], labels={"stable": 2}))
@@ -302,7 +427,8 @@ def test_core_refuses_label_on_unloaded_version_and_keeps_old_labels(models: Pat
         "for inference",
     )
     assert core.labels("m") == {"stable": 1}
-    assert [s.version for s in core.status("m")] == [1]  # version 2 was not added either
+    tick(core, clock)
+    assert versions(core) == {1: "AVAILABLE"}  # version 2 was not added either
 
 
 def test_core_allow_flag_admits_new_or_unchanged_labels_only(models: Path) -> None:
@@ -318,12 +444,96 @@ def test_core_checks_labels_before_the_unloads_of_the_same_config(models: Path) 
     core.reload(config("m", specific=[1, 2]))
     # stable -> 1 while the same config drops version 1: accepted, then it dangles.
     core.reload(config("m", specific=[2], labels={"stable": 1}))
-    clock.now += 1
-    core.step()
-    assert {s.version: s.state for s in core.status("m")} == {2: State.AVAILABLE, 1: State.END}
+    tick(core, clock)
+    assert versions(core) == {2: "AVAILABLE", 1: "END"}
     with pytest.raises(TfsError) as error:
         core.resolve("m", label="stable")
     assert error.value.code == Code.NOT_FOUND
+
+
+def test_core_reload_never_scans_the_disk_the_next_poll_does(models: Path) -> None:
+    """FileSystemStoragePathSource::UpdateConfig does not poll; the poll thread does."""
+    core, clock = core_for(models, poll=5.0)
+    core.reload(config("m", specific=[1]))
+    core.reload(config("m", specific=[1, 2]))
+    tick(core, clock, 4.0)
+    assert versions(core) == {1: "AVAILABLE"}
+    tick(core, clock, 1.0)
+    assert versions(core) == {2: "AVAILABLE", 1: "AVAILABLE"}
+
+
+def test_core_poll_zero_polls_once_at_start_and_never_again(models: Path) -> None:
+    """SetAspiredVersionsCallback: file_system_poll_wait_seconds 0 is a one-shot thread."""
+    core, clock = core_for(models, poll=0)
+    core.reload(config("m", specific=[1]))
+    core.reload(config("m", specific=[1, 2]))
+    add_version(models, "m", 4)
+    tick(core, clock, 100.0)
+    assert versions(core) == {1: "AVAILABLE"}
+
+
+def test_core_negative_poll_never_polls_and_start_up_waits(models: Path) -> None:
+    core, _ = core_for(models, poll=-1, step=1.0)
+    with pytest.raises(TfsError) as error:
+        core.reload(config("m"), wait_timeout=3.0)
+    assert error.value.code == Code.DEADLINE_EXCEEDED
+
+
+def test_core_one_missing_base_path_stops_discovery_for_every_model(models: Path) -> None:
+    """PollFileSystemForConfig returns at the first servable whose base path is missing."""
+    add_version(models, "n", 1)
+    core, clock = core_for(models)
+    core.reload(config("m", "n"))
+    for path in (models / "n" / "1").iterdir():
+        path.unlink()
+    (models / "n" / "1").rmdir()
+    (models / "n").rmdir()
+    add_version(models, "m", 4)
+    tick(core, clock)
+    assert versions(core) == {3: "AVAILABLE"}
+    assert versions(core, "n") == {1: "AVAILABLE"}
+    add_version(models, "n", 2)
+    tick(core, clock)
+    assert versions(core) == {4: "AVAILABLE", 3: "END"}
+    assert versions(core, "n") == {2: "AVAILABLE", 1: "END"}
+
+
+def test_core_new_model_waits_for_its_highest_version_and_fails_if_it_ends(models: Path) -> None:
+    """ServerCore::WaitUntilModelsAvailable: UNKNOWN "... did not become available" when the
+    highest version ends in END; the lower ones load and the config is in force."""
+    add_version(models, "n", 1)
+    add_version(models, "n", 2)
+    core, clock = core_for(models, step=0.25, fail=[("n", 2)])
+    core.reload(config("m"))
+    new = config("m", "n", specific=[1, 2])
+    new.model_config_list.config[0].ClearField("model_version_policy")
+    error = refused(core, new)
+    assert (error.code, error.message) == (
+        Code.UNKNOWN,
+        "1 model(s) did not become available: {{{name: n version: 2} due to error: "
+        "UNKNOWN: boom}, }",
+    )
+    tick(core, clock)
+    assert versions(core, "n") == {2: "END", 1: "AVAILABLE"}
+
+
+def test_core_failed_reload_has_already_moved_the_labels(models: Path) -> None:
+    """ServerCore::ReloadConfig replaces config_ and the label map before
+    AddModelsViaModelConfigList, where CreateStoragePathRoutes refuses the platform."""
+    add_version(models, "n", 1)
+    core, _ = core_for(models)
+    core.reload(config("m", specific=[1, 2]))
+    core.reload(config("m", specific=[1, 2], labels={"stable": 1}))
+    bad = config("m", specific=[1, 2], labels={"stable": 2})
+    bad.model_config_list.config.add(
+        name="n", base_path="/models/n", model_platform="tensorflow_lite"
+    )
+    error = refused(core, bad)
+    assert (error.code, error.message) == (
+        Code.INVALID_ARGUMENT,
+        "Model n requests unsupported platform tensorflow_lite",
+    )
+    assert core.labels("m") == {"stable": 2}
 
 
 @pytest.mark.parametrize(
@@ -336,31 +546,40 @@ def test_core_checks_labels_before_the_unloads_of_the_same_config(models: Path) 
             "Cannot transition to requested config. It is only legal to transition from one "
             "ModelConfigList to another.",
         ),
+        (
+            pb.ModelServerConfig(),
+            Code.FAILED_PRECONDITION,
+            "Cannot transition to requested config.",
+        ),
+        (
+            parse_config_text("model_config_list { config { name: 'm' base_path: 'rel/m' } }"),
+            Code.INVALID_ARGUMENT,
+            "Expected model m to have an absolute path or URI; got base_path()=rel/m",
+        ),
+        (
+            parse_config_text("model_config_list { config { name: 'm' base_path: '/models/m' } }"),
+            Code.INVALID_ARGUMENT,
+            "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            "ModelServerConfig::model_platform, model name is m",
+        ),
+        (
+            config("m", platform="tensorflow_lite"),
+            Code.INVALID_ARGUMENT,
+            "Illegal to change a model's platform. For model m platform was tensorflow and new "
+            "platform requested is tensorflow_lite",
+        ),
     ],
 )
-def test_core_rejects_invalid_configs(
+def test_core_rejects_invalid_configs_before_anything_changes(
     models: Path, bad: pb.ModelServerConfig, code: Code, message: str
 ) -> None:
+    """server_core.cc ReloadConfig: the transition check, ValidateModelConfigList, GetPlatform
+    and ValidateNoModelsChangePlatforms run before config_ is replaced."""
     core, _ = core_for(models)
-    core.reload(config("m"))
+    core.reload(config("m", labels={}))
     error = refused(core, bad)
     assert error.code == code and error.message.startswith(message)
     assert [s.state for s in core.status("m")] == [State.AVAILABLE]
-
-
-def test_core_refuses_a_platform_change(models: Path) -> None:
-    core, _ = core_for(models)
-    core.reload(config("m"))
-    changed = config("m")
-    changed.model_config_list.config[0].model_platform = "tensorflow_lite"
-    assert refused(core, changed).code == Code.INVALID_ARGUMENT
-
-
-def test_core_empty_config_changes_nothing(models: Path) -> None:
-    core, _ = core_for(models)
-    core.reload(config("m"))
-    core.reload(pb.ModelServerConfig())
-    assert [s.version for s in core.status("m")] == [3]
 
 
 def test_core_new_model_without_versions_waits_until_its_deadline(models: Path) -> None:

@@ -56,10 +56,19 @@ class TfsError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.detail = ""  # what TFS logs beside the status (e.g. protobuf's parse error)
 
     def __repr__(self) -> str:
         return f"TfsError({self.code.name}, {self.message!r})"
 
+    def __str__(self) -> str:
+        """As ``absl::Status::ToString``: ``CODE: message``."""
+        return f"{self.code.name}: {self.message}"
+
     @property
     def http_status(self) -> int:
         return HTTP_STATUS.get(self.code, 500)
+
+
+class Fatal(Exception):
+    """A ``LOG(FATAL)`` in TFS: the process aborts (after logging the message)."""

@@ -44,6 +44,29 @@ class LoadSecondsRule:
 
 
 @dataclass(frozen=True)
+class VersionRule:
+    """``--sim_load_fail_for=MODEL[:VERSION]``: the loads it matches fail."""
+
+    model: str
+    version: int | None
+
+    @classmethod
+    def parse(cls, spec: str) -> VersionRule:
+        model, _, version = spec.partition(":")
+        try:
+            if not model:
+                raise ValueError
+            return cls(model, int(version) if version else None)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--sim_load_fail_for wants MODEL[:VERSION], got {spec!r}"
+            ) from None
+
+    def matches(self, model: str, version: int) -> bool:
+        return self.model == model and self.version in (None, version)
+
+
+@dataclass(frozen=True)
 class Flags:
     port: int = 8500
     rest_api_port: int = 8501
@@ -55,8 +78,10 @@ class Flags:
     model_base_path: str = ""
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60_000_000
+    num_load_threads: int = 0
     sim_load_seconds: float = 0.0
     sim_load_seconds_for: tuple[LoadSecondsRule, ...] = ()
+    sim_load_fail_for: tuple[VersionRule, ...] = ()
     sim_path_map: tuple[str, ...] = ()
     ignored: tuple[str, ...] = field(default=())
 
@@ -68,6 +93,10 @@ class Flags:
             if matches and (best is None or rule.version is not None):
                 best = rule
         return best.seconds if best is not None else self.sim_load_seconds
+
+    def load_fails(self, model: str, version: int) -> bool:
+        """Whether ``--sim_load_fail_for`` makes this version's load fail."""
+        return any(rule.matches(model, version) for rule in self.sim_load_fail_for)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         type=float,
         default=1,
-        help="scan each base_path for version folders this often; <= 0 only on config changes",
+        help="scan every base_path for version folders this often; 0: once at start; "
+        "negative: never (TFS takes whole seconds; the simulator also takes fractions)",
     )
     tfs.add_argument(
         "--allow_version_labels_for_unavailable_models",
@@ -128,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=60_000_000,
         help="wait between load retries, in microseconds",
     )
+    tfs.add_argument(
+        "--num_load_threads",
+        type=int,
+        metavar="N",
+        default=0,
+        help="threads loading versions after start-up; 0 loads them one at a time in the "
+        "manager thread",
+    )
     sim = p.add_argument_group("simulator-only flags")
     sim.add_argument(
         "--sim_load_seconds",
@@ -142,7 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODEL[:VERSION]=SECONDS",
-        help="load time of one model or version (repeatable)",
+        help="load time of one model or version (repeatable); inf makes the load hang",
+    )
+    sim.add_argument(
+        "--sim_load_fail_for",
+        type=VersionRule.parse,
+        action="append",
+        default=[],
+        metavar="MODEL[:VERSION]",
+        help="loads of this model or version fail (after their load time and retries) (repeatable)",
     )
     sim.add_argument(
         "--sim_path_map",

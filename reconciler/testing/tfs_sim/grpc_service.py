@@ -19,6 +19,10 @@ from reconciler.testing.tfs_sim.errors import Code, TfsError
 from reconciler.testing.tfs_sim.logs import log_event
 
 log = logging.getLogger("tfs_sim.grpc")
+RELOAD_TYPE_ERROR = (
+    "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList "
+    "is currently supported"
+)
 
 
 def _grpc_code(code: Code) -> grpc.StatusCode:
@@ -41,6 +45,8 @@ class ModelService(pb_grpc.ModelServiceServicer):
         version = spec.version.value if spec.HasField("version") else None
         response = pb.GetModelStatusResponse()
         try:
+            if not request.HasField("model_spec"):  # get_model_status_impl.cc
+                raise TfsError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
             statuses = self._core.status(spec.name, version)
         except TfsError as e:
             context.set_code(_grpc_code(e.code))
@@ -59,6 +65,9 @@ class ModelService(pb_grpc.ModelServiceServicer):
         response = pb.ReloadConfigResponse()
         log_event(log, "reload_request", models=len(request.config.model_config_list.config))
         try:
+            # model_service_impl.cc: only a ModelConfigList reaches ServerCore::ReloadConfig.
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise TfsError(Code.INVALID_ARGUMENT, RELOAD_TYPE_ERROR)
             self._core.reload(request.config)
         except TfsError as e:
             log_event(log, "reload_refused", logging.WARNING, code=e.code.name, message=e.message)

@@ -1,27 +1,44 @@
-"""The version lifecycle of one model: START -> LOADING -> AVAILABLE -> UNLOADING -> END.
+"""The servable manager: versions' states and the order loads and unloads happen in.
 
-Pure logic, driven by :meth:`ModelLifecycle.step` with the current time, so tests use a fake
-clock. It follows TFS's AspiredVersionsManager with the AvailabilityPreservingPolicy:
+Pure logic, driven by :meth:`Manager.step` with the current time, so tests use a fake clock.
+It follows TFS's ``core/aspired_versions_manager.cc`` + ``core/basic_manager.cc`` with the
+``AvailabilityPreservingPolicy`` (``core/availability_preserving_policy.cc``) and the
+``ServableStateMonitor`` (``core/servable_state_monitor.cc``):
 
-- a version the source aspires to (chosen from disk by the version policy) and not yet known
-  goes START, then LOADING for its load time, then AVAILABLE if its SavedModel loads;
-- a failing load stays LOADING while it is retried ``max_load_retries`` times, each retry after
-  ``retry_interval`` plus the load time, then goes END with the load error;
-- a version no longer aspired is unloaded (UNLOADING, then END with OK) only when the model
-  has no aspired version at all, or one aspired version is AVAILABLE, or more than one
-  non-aspired version is AVAILABLE (then the lowest goes first): new versions load before old
-  ones unload, and a failing new version does not take the old one down;
-- END records stay (the status is a history); a version that is aspired again after being
-  unloaded starts over. An aspired version whose load failed is not retried until it is
-  dropped and aspired again (as TFS).
+- the source (:mod:`.core`, at each file-system poll) sets the versions a model aspires to
+  (:meth:`Manager.set_aspired`); a new one is managed in state START. A request that re-aspires
+  a version still being torn down waits until it is gone
+  (``HandlePendingAspiredVersionsRequests``);
+- the manager thread takes one action at a time (``InvokePolicyAndExecuteAction``): every
+  model's policy proposes one action, unloads go before loads (``CompareActions``); the policy
+  unloads the lowest non-aspired AVAILABLE version when the model has no aspired version, an
+  aspired one AVAILABLE, or more than one non-aspired AVAILABLE; otherwise it loads the
+  *highest* new aspired version;
+- with ``load_threads`` 0 (TFS's ``--num_load_threads`` default) a load runs in the manager
+  thread itself: nothing else happens until it ends, so k new versions take k load times.
+  With N > 0 up to N loads run at once. At start-up ServerCore uses
+  ``num_initial_load_threads`` (4 x CPUs) until the first models are in
+  (``ConnectSourcesWithFastInitialLoad``);
+- a failing load stays LOADING while retried ``max_load_retries`` times, each
+  ``retry_interval`` plus the load time later (cancelled once the version is no longer
+  aspired), then END with the error; an aspired version that failed is not retried
+  (``enable_reload_servables_with_error`` is false);
+- the monitor keeps every version's last state until restart (END included). A version that
+  stops being aspired before its load starts is dropped by ``FlushServables`` without an
+  event, so its status stays START;
+- a waiter (:meth:`Manager.add_waiter`) follows ``WaitUntilServablesReachState`` with
+  ``ServableRequest::Latest``: it ends at the first event after which some version of each
+  awaited model that had an event since the wait began is AVAILABLE or END, the highest such
+  version deciding.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from reconciler.testing.tfs_sim.disk import VersionDir
 from reconciler.testing.tfs_sim.errors import TfsError
 from reconciler.testing.tfs_sim.savedmodel import SavedModelInfo
 
@@ -37,13 +54,25 @@ class State(enum.IntEnum):
     END = 50
 
 
+class _Harness(enum.Enum):
+    """``LoaderHarness::State`` (the ones that matter here)."""
+
+    NEW = "new"
+    LOADING = "loading"
+    READY = "ready"
+    UNLOADING = "unloading"
+    DISABLED = "disabled"
+    ERROR = "error"
+
+
 @dataclass(frozen=True)
 class LoadTiming:
-    """How long loads take and how failing ones are retried."""
+    """How loads are scheduled and how failing ones are retried."""
 
     max_load_retries: int = 5
     retry_interval: float = 60.0
     unload_seconds: float = 0.0
+    load_threads: int = 0  # --num_load_threads: 0 = in the manager thread, one at a time
 
 
 @dataclass(frozen=True)
@@ -56,120 +85,258 @@ class VersionStatus:
 
 
 @dataclass
-class _Record:
+class _Managed:
     version: int
-    state: State
-    aspired: bool
-    due: float = 0.0  # when the current LOADING attempt or UNLOADING finishes
+    where: VersionDir
+    state: _Harness = _Harness.NEW
+    aspired: bool = True
+    due: float = 0.0  # when the current load attempt or unload finishes
     attempts: int = 0
     error: TfsError | None = None
     info: SavedModelInfo | None = None
 
 
-Loader = Callable[[int], SavedModelInfo]
-LoadSeconds = Callable[[int], float]
+@dataclass
+class _Event:
+    state: State
+    error: TfsError | None
+    seq: int
 
 
-class ModelLifecycle:
-    """The versions of one model and their states. Not thread-safe: the caller locks."""
+@dataclass
+class Waiter:
+    """A pending ``WaitUntilServablesReachState(Latest(model)...)``; ``result`` once decided:
+    the version that decided each model and its state (AVAILABLE, or END)."""
 
-    def __init__(self, name: str, timing: LoadTiming) -> None:
-        self.name = name
-        self.timing = timing
-        self._records: dict[int, _Record] = {}
+    models: frozenset[str]
+    since: int
+    result: dict[str, tuple[int, State, TfsError | None]] | None = None
 
-    def set_aspired(self, versions: Iterable[int]) -> None:
-        """Declare the versions the source wants served now (replaces the previous set)."""
-        wanted = set(versions)
-        for record in self._records.values():
-            if record.version not in wanted:
-                record.aspired = False
-        for version in wanted:
-            record_or_none = self._records.get(version)
-            if record_or_none is None or (
-                record_or_none.state == State.END and not record_or_none.aspired
-            ):
-                self._records[version] = _Record(version, State.START, aspired=True)
-            else:
-                record_or_none.aspired = True
-
-    def step(self, now: float, load: Loader, load_seconds: LoadSeconds) -> bool:
-        """Advance every version to where it should be at ``now``. True if anything changed."""
-        changed = False
-        for record in self._records.values():
-            changed |= self._advance_load(record, now, load, load_seconds)
-        while self._unload_one(now):
-            changed = True
-        return changed
-
-    def _advance_load(
-        self, record: _Record, now: float, load: Loader, load_seconds: LoadSeconds
-    ) -> bool:
-        if record.state == State.START:
-            if not record.aspired:
-                record.state = State.END
-            else:
-                record.state = State.LOADING
-                record.attempts = 1
-                record.due = now + load_seconds(record.version)
-            return True
-        if record.state == State.LOADING and now >= record.due:
-            try:
-                record.info = load(record.version)
-            except TfsError as e:
-                if record.aspired and record.attempts <= self.timing.max_load_retries:
-                    record.attempts += 1
-                    record.due = now + self.timing.retry_interval + load_seconds(record.version)
-                    return False
-                record.state, record.error = State.END, e
-                return True
-            record.state = State.AVAILABLE
-            return True
-        if record.state == State.UNLOADING and now >= record.due:
-            record.state, record.info = State.END, None
-            return True
-        return False
-
-    def _unload_one(self, now: float) -> bool:
-        aspired = [r for r in self._records.values() if r.aspired]
-        aspired_serving = any(r.state == State.AVAILABLE for r in aspired)
-        unaspired_serving = sorted(
-            (r for r in self._records.values() if not r.aspired and r.state == State.AVAILABLE),
-            key=lambda r: r.version,
+    def failed(self) -> list[tuple[str, int, TfsError | None]]:
+        assert self.result is not None
+        return sorted(
+            (model, version, error)
+            for model, (version, state, error) in self.result.items()
+            if state != State.AVAILABLE
         )
-        if unaspired_serving and (not aspired or aspired_serving or len(unaspired_serving) > 1):
-            record = unaspired_serving[0]
-            record.state = State.UNLOADING
-            record.due = now + self.timing.unload_seconds
-            return True
-        return False
 
-    def statuses(self) -> list[VersionStatus]:
-        """Every version ever seen (END ones included), highest first as TFS lists them."""
+
+Loader = Callable[[str, VersionDir], SavedModelInfo]
+LoadSeconds = Callable[[str, int], float]
+Observer = Callable[[str, int, State, TfsError | None], None]
+
+
+@dataclass
+class Manager:
+    """Every model's versions. Not thread-safe: the caller locks."""
+
+    timing: LoadTiming
+    load: Loader
+    load_seconds: LoadSeconds
+    observer: Observer = lambda _m, _v, _s, _e: None
+    initial_load_threads: int | None = None  # set during start-up (fast initial load)
+    _managed: dict[str, dict[int, _Managed]] = field(default_factory=dict)
+    _pending: dict[str, dict[int, VersionDir]] = field(default_factory=dict)
+    _monitor: dict[str, dict[int, _Event]] = field(default_factory=dict)
+    _seq: int = 0
+    _waiters: list[Waiter] = field(default_factory=list)
+
+    # --- source side ----------------------------------------------------------------------
+
+    def set_aspired(self, model: str, versions: Iterable[VersionDir]) -> None:
+        """The source's aspired-versions callback: ``versions`` replace what ``model`` aspires
+        to (queued; applied by the manager thread at its next step)."""
+        self._pending[model] = {v.version: v for v in versions}
+
+    def _process_pending(self) -> None:
+        for model in list(self._pending):
+            wanted = self._pending[model]
+            managed = self._managed.setdefault(model, {})
+            if any(v in managed and not managed[v].aspired for v in wanted):
+                continue  # a re-aspired version is still being torn down: later
+            del self._pending[model]
+            for record in managed.values():
+                if record.version not in wanted:
+                    record.aspired = False
+            for version, where in sorted(wanted.items()):
+                if version not in managed:
+                    managed[version] = _Managed(version, where)
+                    self._publish(model, version, State.START, None)
+
+    # --- the manager thread ---------------------------------------------------------------
+
+    def _threads(self) -> int:
+        threads = self.initial_load_threads or self.timing.load_threads
+        return max(threads, 0)
+
+    def step(self, now: float) -> None:
+        """Advance to ``now``: finish what is due, then take actions while a thread is free."""
+        self._finish_due(now)
+        if self._threads() == 0 and self._loading():
+            return  # the load runs in the manager thread: nothing else happens meanwhile
+        self._flush()
+        self._process_pending()
+        while True:
+            action = self._next_action()
+            if action is None:
+                return
+            kind, model, record = action
+            if kind == "unload":
+                record.state = _Harness.UNLOADING
+                record.due = now + self.timing.unload_seconds
+                self._publish(model, record.version, State.UNLOADING, None)
+                continue
+            if self._threads() > 0 and len(self._loading()) >= self._threads():
+                return
+            record.state = _Harness.LOADING
+            record.attempts = 1
+            record.due = now + self.load_seconds(model, record.version)
+            self._publish(model, record.version, State.LOADING, None)
+            self._finish_due(now)
+            if self._threads() == 0 and self._loading():
+                return
+
+    def _loading(self) -> list[_Managed]:
         return [
-            VersionStatus(r.version, r.state, r.error)
-            for r in sorted(self._records.values(), key=lambda r: r.version, reverse=True)
+            r
+            for versions in self._managed.values()
+            for r in versions.values()
+            if r.state == _Harness.LOADING
         ]
 
-    def state_of(self, version: int) -> State | None:
-        record = self._records.get(version)
-        return None if record is None else record.state
+    def _finish_due(self, now: float) -> None:
+        for model, versions in sorted(self._managed.items()):
+            for record in sorted(versions.values(), key=lambda r: -r.version):
+                if record.state == _Harness.LOADING and now >= record.due:
+                    self._finish_load(model, record, now)
+                elif record.state == _Harness.UNLOADING and now >= record.due:
+                    record.state, record.info = _Harness.DISABLED, None
+                    self._publish(model, record.version, State.END, None)
 
-    def available(self, version: int) -> SavedModelInfo | None:
+    def _finish_load(self, model: str, record: _Managed, now: float) -> None:
+        try:
+            record.info = self.load(model, record.where)
+        except TfsError as e:
+            if record.aspired and record.attempts <= self.timing.max_load_retries:
+                record.attempts += 1
+                retry = self.timing.retry_interval if self.timing.retry_interval > 0 else 0.0
+                record.due = now + retry + self.load_seconds(model, record.version)
+                return
+            record.state, record.error = _Harness.ERROR, e
+            self._publish(model, record.version, State.END, e)
+            return
+        record.state = _Harness.READY
+        self._publish(model, record.version, State.AVAILABLE, None)
+
+    def _flush(self) -> None:
+        """``FlushServables``: forget non-aspired versions that are new, unloaded or failed."""
+        done = (_Harness.NEW, _Harness.DISABLED, _Harness.ERROR)
+        for versions in self._managed.values():
+            for version in [v for v, r in versions.items() if r.state in done and not r.aspired]:
+                del versions[version]
+
+    def _next_action(self) -> tuple[str, str, _Managed] | None:
+        loads: list[tuple[str, str, _Managed]] = []
+        for model, versions in sorted(self._managed.items()):
+            action = _policy(list(versions.values()))
+            if action is not None and action[0] == "unload":
+                return (action[0], model, action[1])
+            if action is not None:
+                loads.append((action[0], model, action[1]))
+        return loads[0] if loads else None
+
+    # --- the monitor ----------------------------------------------------------------------
+
+    def _publish(self, model: str, version: int, state: State, error: TfsError | None) -> None:
+        self._seq += 1
+        self._monitor.setdefault(model, {})[version] = _Event(state, error, self._seq)
+        self.observer(model, version, state, error)
+        for waiter in self._waiters:
+            if waiter.result is None:
+                waiter.result = self._reached(waiter)
+        self._waiters = [w for w in self._waiters if w.result is None]
+
+    def add_waiter(self, models: Iterable[str], fresh: bool) -> Waiter:
+        """Wait for ``Latest(model)`` of each model to reach AVAILABLE or END; ``fresh`` counts
+        only events from now on (ServerCore's fresh monitor for a reload)."""
+        waiter = Waiter(frozenset(models), self._seq if fresh else 0)
+        waiter.result = self._reached(waiter)
+        if waiter.result is None:
+            self._waiters.append(waiter)
+        return waiter
+
+    def cancel_waiter(self, waiter: Waiter) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def _reached(self, waiter: Waiter) -> dict[str, tuple[int, State, TfsError | None]] | None:
+        reached: dict[str, tuple[int, State, TfsError | None]] = {}
+        for model in waiter.models:
+            events = self._monitor.get(model, {})
+            for version in sorted(events, reverse=True):
+                event = events[version]
+                if event.seq > waiter.since and event.state in (State.AVAILABLE, State.END):
+                    reached[model] = (version, event.state, event.error)
+                    break
+            else:
+                return None
+        return reached
+
+    # --- queries --------------------------------------------------------------------------
+
+    def statuses(self, model: str) -> list[VersionStatus]:
+        """Every version the monitor saw (END ones included), highest first as TFS lists them."""
+        events = self._monitor.get(model, {})
+        return [
+            VersionStatus(v, events[v].state, events[v].error) for v in sorted(events, reverse=True)
+        ]
+
+    def state_of(self, model: str, version: int) -> State | None:
+        event = self._monitor.get(model, {}).get(version)
+        return None if event is None else event.state
+
+    def available(self, model: str, version: int) -> SavedModelInfo | None:
         """The loaded SavedModel of ``version`` if it is AVAILABLE."""
-        record = self._records.get(version)
-        if record is None or record.state != State.AVAILABLE:
+        record = self._managed.get(model, {}).get(version)
+        if record is None or record.state != _Harness.READY:
             return None
         return record.info
 
-    def highest_available(self) -> int | None:
-        versions = [r.version for r in self._records.values() if r.state == State.AVAILABLE]
+    def highest_available(self, model: str) -> int | None:
+        versions = [
+            r.version for r in self._managed.get(model, {}).values() if r.state == _Harness.READY
+        ]
         return max(versions) if versions else None
 
-    def settled(self) -> tuple[bool, bool]:
-        """(a version is AVAILABLE, an aspired version failed to load): ends a new model's wait."""
-        records = self._records.values()
-        return (
-            any(r.state == State.AVAILABLE for r in records),
-            any(r.aspired and r.state == State.END and r.error is not None for r in records),
+    def loading(self) -> list[tuple[str, int]]:
+        """The versions loading now (for logs and tests)."""
+        return sorted(
+            (model, r.version)
+            for model, versions in self._managed.items()
+            for r in versions.values()
+            if r.state == _Harness.LOADING
         )
+
+
+def _policy(records: list[_Managed]) -> tuple[str, _Managed] | None:
+    """``AvailabilityPreservingPolicy::GetNextAction``."""
+    aspired = [r for r in records if r.aspired]
+    aspired_serving = any(r.state == _Harness.READY for r in aspired)
+    unaspired_serving = [r for r in records if not r.aspired and r.state == _Harness.READY]
+    if unaspired_serving and (not aspired or aspired_serving or len(unaspired_serving) > 1):
+        return ("unload", min(unaspired_serving, key=lambda r: r.version))
+    new = [r for r in aspired if r.state == _Harness.NEW]
+    if new:
+        return ("load", max(new, key=lambda r: r.version))
+    return None
+
+
+def not_available_message(waiter: Waiter, noun: str) -> str:
+    """``N model(s) did not become available: {{name: M version: V} due to error: ...}, }``
+    (``WaitUntilModelsAvailable``; "servable(s)" at start-up, ``load_servables_fast.cc``)."""
+    failed = waiter.failed()
+    parts = "".join(
+        f"{{{{name: {model} version: {version}}}{f' due to error: {error}' if error else ''}}}, "
+        for model, version, error in failed
+    )
+    return f"{len(failed)} {noun}(s) did not become available: {{{parts}}}"

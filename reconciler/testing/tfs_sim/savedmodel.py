@@ -267,11 +267,13 @@ def parse_saved_model(data: bytes, *, text: bool, filename: str) -> SavedModelIn
     )
 
 
-def load_saved_model(export_dir: Path) -> SavedModelInfo:
+def load_saved_model(export_dir: Path, shown_as: str = "") -> SavedModelInfo:
     """Check that ``export_dir`` holds a loadable SavedModel and read its signatures.
 
-    Raises TfsError with TensorFlow's code and message when the version would fail to load.
+    Raises TfsError with TensorFlow's code and message when the version would fail to load;
+    messages name the folder as ``shown_as`` (the path in TFS's config) when given.
     """
+    shown = shown_as or str(export_dir)
     for filename, text in (("saved_model.pb", False), ("saved_model.pbtxt", True)):
         path = export_dir / filename
         if path.is_file():
@@ -280,10 +282,11 @@ def load_saved_model(export_dir: Path) -> SavedModelInfo:
             except OSError as e:
                 kind = "text" if text else "binary"
                 raise TfsError(Code.DATA_LOSS, f"Can't parse {path} as {kind} proto") from e
-            return parse_saved_model(data, text=text, filename=str(path))
+            info = parse_saved_model(data, text=text, filename=f"{shown.rstrip('/')}/{filename}")
+            return SavedModelInfo(path=export_dir, signatures=info.signatures)
     raise TfsError(
         Code.NOT_FOUND,
         "Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
-        f"{export_dir}. Check that the directory exists and that you have the right "
+        f"{shown}. Check that the directory exists and that you have the right "
         "permissions for accessing it.",
     )

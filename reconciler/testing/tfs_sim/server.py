@@ -1,22 +1,28 @@
-"""The simulator process: flags -> ServerCore -> loops -> gRPC and REST servers, until a signal.
+"""The simulator process: flags -> ServerCore -> clock -> gRPC and REST servers, until a signal.
 
-Start-up follows tensorflow_model_server: the first config (``--model_config_file``, or
-``--model_name``/``--model_base_path``) is applied and every model waited for *before* the
-ports open, and a refused first config (e.g. a label on a version not loaded yet without
-``--allow_version_labels_for_unavailable_models``) ends the process with exit code 1.
+Start-up follows ``model_servers/main.cc`` and ``Server::BuildAndStart`` (server.cc): the
+first config (``--model_config_file``, or ``--model_name``/``--model_base_path``) is applied
+and every model waited for *before* the ports open. A start-up error prints
+``Failed to start server. Error: CODE: message`` on stdout and exits 255 (``return -1``): a
+config file that cannot be read or parsed (``Invalid protobuf file: 'PATH'``, with protobuf's
+own text-format error logged), a refused first config (e.g. a label on a version not loaded
+yet without ``--allow_version_labels_for_unavailable_models``), a model whose latest version
+fails to load (``N servable(s) did not become available``), a gRPC port that cannot be bound.
+A first config with ``custom_model_config`` aborts (``LoadCustomModelConfig``: LOG(FATAL)).
 SIGTERM and SIGINT stop it cleanly (exit code 0).
 
-Loops (daemon threads): ``clock`` moves versions along every 20 ms; ``file_system_poll``
-scans base paths every ``--file_system_poll_wait_seconds``; ``config_file_poll`` re-reads and
-re-applies the config file every ``--model_config_file_poll_wait_seconds`` (like TFS, on every
-poll, not only when the file changed: re-applying the config in force changes nothing, and a
-config pushed over gRPC is overridden by the file's at the next poll).
+Loops (daemon threads): ``clock`` moves versions along every 20 ms and runs the file-system
+poll every ``--file_system_poll_wait_seconds`` (see :mod:`.core`); ``config_file_poll``
+re-reads and re-applies the config file every ``--model_config_file_poll_wait_seconds``
+(``PollFilesystemAndReloadConfig``: on every poll, not only when the file changed; a config
+pushed over gRPC is overridden by the file's at the next poll).
 """
 
 from __future__ import annotations
 
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import threading
@@ -28,7 +34,7 @@ from reconciler.signals import SignalThread
 from reconciler.testing.tfs_sim import logs
 from reconciler.testing.tfs_sim.core import CoreOptions, ServerCore
 from reconciler.testing.tfs_sim.disk import PathMap
-from reconciler.testing.tfs_sim.errors import Code, TfsError
+from reconciler.testing.tfs_sim.errors import Code, Fatal, TfsError
 from reconciler.testing.tfs_sim.flags import Flags, parse_flags
 from reconciler.testing.tfs_sim.grpc_service import start_grpc_server
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming
@@ -40,25 +46,35 @@ log = logging.getLogger("tfs_sim.server")
 CLOCK_TICK_SECONDS = 0.02
 
 
-def read_config_file(path: str) -> pb.ModelServerConfig:
-    """Read and parse the config file; TfsError when unreadable or not a ModelServerConfig."""
+def read_config_file(path: str, shown_as: str = "") -> pb.ModelServerConfig:
+    """``ParseProtoTextFile<ModelServerConfig>``: TfsError when unreadable or unparsable
+    (protobuf's own parse error is logged, as TextFormat's error collector does)."""
+    shown = shown_as or path
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise TfsError(Code.INVALID_ARGUMENT, f"Could not read {path}: {e}") from e
-    return parse_config_text(text)
+        text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError as e:
+        raise TfsError(Code.NOT_FOUND, f"{shown}; No such file or directory") from e
+    except OSError as e:
+        raise TfsError(Code.FAILED_PRECONDITION, f"{shown}; {e.strerror or e}") from e
+    try:
+        return parse_config_text(text, shown)
+    except TfsError as e:
+        if e.detail:
+            log.error("[libprotobuf ERROR] %s", e.detail)
+        raise
 
 
 def first_config(flags: Flags, config_file: str) -> pb.ModelServerConfig:
-    """The config to start with: ``config_file`` (--model_config_file on the host), else the
-    single model of --model_name/--model_base_path."""
-    if config_file:
-        return read_config_file(config_file)
-    if not flags.model_base_path:
+    """The config to start with (``Server::BuildAndStart``): ``config_file``
+    (--model_config_file on the host), else the single model of --model_name and
+    --model_base_path (``BuildSingleModelConfig``)."""
+    if not flags.model_base_path and not flags.model_config_file:
         raise TfsError(
             Code.INVALID_ARGUMENT,
-            "Both server_model_config_file and model_base_path are empty!",
+            "Both server_options.model_base_path and server_options.model_config_file are empty!",
         )
+    if flags.model_config_file:
+        return read_config_file(config_file, flags.model_config_file)
     config = pb.ModelServerConfig()
     config.model_config_list.config.add(
         name=flags.model_name, base_path=flags.model_base_path, model_platform="tensorflow"
@@ -67,15 +83,32 @@ def first_config(flags: Flags, config_file: str) -> pb.ModelServerConfig:
 
 
 def core_options(flags: Flags) -> CoreOptions:
+    def load_error(model: str, version: int) -> TfsError | None:
+        if not flags.load_fails(model, version):
+            return None
+        return TfsError(
+            Code.UNKNOWN, f"tfs-sim: load of {model} version {version} fails (--sim_load_fail_for)"
+        )
+
     return CoreOptions(
         allow_version_labels_for_unavailable_models=flags.allow_version_labels_for_unavailable_models,
         timing=LoadTiming(
             max_load_retries=max(flags.max_num_load_retries, 0),
             retry_interval=max(flags.load_retry_interval_micros, 0) / 1e6,
+            load_threads=max(flags.num_load_threads, 0),
         ),
         path_map=PathMap.parse(list(flags.sim_path_map)),
         load_seconds=flags.load_seconds,
+        load_error=load_error,
+        file_system_poll_wait_seconds=flags.file_system_poll_wait_seconds,
     )
+
+
+def failed_to_start(error: TfsError) -> int:
+    """main.cc: ``std::cout << "Failed to start server. Error: " << status``; ``return -1``."""
+    print(f"Failed to start server. Error: {error}", flush=True)
+    log_event(log, "failed_to_start", logging.ERROR, code=error.code.name, message=error.message)
+    return 255
 
 
 def _loop(name: str, stop: threading.Event, period: float, body: Callable[[], None]) -> None:
@@ -89,9 +122,21 @@ def _loop(name: str, stop: threading.Event, period: float, body: Callable[[], No
     threading.Thread(target=run, name=name, daemon=True).start()
 
 
-def _poll_config_file(core: ServerCore, path: str) -> None:
+def _poll_config_file(core: ServerCore, path: str, shown_as: str) -> None:
+    """``Server::PollFilesystemAndReloadConfig``: errors are logged, the config stays."""
     try:
-        config = read_config_file(path)
+        config = read_config_file(path, shown_as)
+    except TfsError as e:
+        log_event(
+            log,
+            "config_file_not_applied",
+            logging.ERROR,
+            file=path,
+            code=e.code.name,
+            message=f"Failed to read ModelServerConfig file: {e.message}",
+        )
+        return
+    try:
         core.reload(config)
     except TfsError as e:
         log_event(
@@ -100,7 +145,7 @@ def _poll_config_file(core: ServerCore, path: str) -> None:
             logging.ERROR,
             file=path,
             code=e.code.name,
-            message=e.message,
+            message=f"PollFilesystemAndReloadConfig failed to ReloadConfig: {e.message}",
         )
 
 
@@ -136,30 +181,45 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
 
     threading.Thread(target=cancel_waits_on_stop, name="stop", daemon=True).start()
     _loop("clock", stop, CLOCK_TICK_SECONDS, core.step)
-    if flags.file_system_poll_wait_seconds > 0:
-        _loop("file_system_poll", stop, flags.file_system_poll_wait_seconds, core.poll_file_system)
     try:
         core.reload(first_config(flags, config_file))
     except TfsError as e:
         if stop.is_set():
             return 0
-        log.error("Failed to start server. Error: %s: %s", e.code.name, e.message)
-        return 1
-    grpc_server, grpc_port = start_grpc_server(core, flags.port)
+        return failed_to_start(e)
+    except Fatal as e:
+        log.critical("%s", e)
+        logging.shutdown()
+        os.abort()
+    try:
+        grpc_server, grpc_port = start_grpc_server(core, flags.port)
+    except OSError:
+        return failed_to_start(
+            TfsError(Code.INVALID_ARGUMENT, "Failed to BuildAndStart gRPC server")
+        )
     log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", grpc_port)
     rest_server = None
-    if flags.rest_api_port > 0:
-        rest_server = RestServer(("0.0.0.0", flags.rest_api_port), core)
-        threading.Thread(
-            target=rest_server.serve_forever, args=(0.1,), name="rest", daemon=True
-        ).start()
-        log.info("Exporting HTTP/REST API at:localhost:%d ...", rest_server.server_address[1])
+    if flags.rest_api_port != 0 and flags.rest_api_port == flags.port:
+        log.error(
+            "server_options.http_port cannot be same as grpc_port. Please use a different "
+            "port for HTTP/REST API. Skipped exporting HTTP/REST API."
+        )
+    elif flags.rest_api_port != 0:
+        try:
+            rest_server = RestServer(("0.0.0.0", flags.rest_api_port), core)
+        except OSError:
+            log.error("Failed to start HTTP Server at localhost:%d", flags.rest_api_port)
+        else:
+            threading.Thread(
+                target=rest_server.serve_forever, args=(0.1,), name="rest", daemon=True
+            ).start()
+            log.info("Exporting HTTP/REST API at:localhost:%d ...", rest_server.server_address[1])
     if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
         _loop(
             "config_file_poll",
             stop,
             flags.model_config_file_poll_wait_seconds,
-            lambda: _poll_config_file(core, config_file),
+            lambda: _poll_config_file(core, config_file, flags.model_config_file),
         )
     stop.wait()
     for signum in signals or []:

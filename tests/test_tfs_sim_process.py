@@ -47,8 +47,55 @@ def test_lab_command_line_serves_the_lab_and_logs_which_version_answered() -> No
 def test_lab_without_allow_labels_flag_fails_to_start() -> None:
     with pytest.raises(SimulatorExited) as exited:
         SimulatorProcess(LAB_MODELS, allow_labels_for_unavailable=False).start()
-    assert exited.value.returncode == 1
-    assert LABEL_ERROR in exited.value.log
+    assert exited.value.returncode == 255  # main.cc: return -1
+    assert f"Failed to start server. Error: FAILED_PRECONDITION: {LABEL_ERROR}" in exited.value.log
+
+
+def test_unparsable_config_fails_to_start_with_protobufs_error(tmp_path: Path) -> None:
+    """main.cc + util/proto_util.h ParseProtoTextFile: "Invalid protobuf file: 'PATH'", and
+    TextFormat's own error logged."""
+    (tmp_path / "models.config").write_text("model_config_list { config { nme: 'x' } }\n")
+    with pytest.raises(SimulatorExited) as exited:
+        SimulatorProcess(tmp_path).start()
+    assert exited.value.returncode == 255
+    shown = tmp_path / "models.config"
+    assert (
+        f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{shown}'"
+        in exited.value.log
+    )
+    assert (
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:30: Message type "
+        '"tensorflow.serving.ModelConfig" has no field named "nme".' in exited.value.log
+    )
+
+
+def test_latest_version_failing_at_start_fails_to_start(tmp_path: Path) -> None:
+    """load_servables_fast.cc ConnectSourcesWithFastInitialLoad: UNKNOWN "N servable(s) did not
+    become available: {...}" and main.cc's exit."""
+    (tmp_path / "animals").mkdir()
+    (tmp_path / "animals" / "1").symlink_to(LAB_MODELS / "animals" / "1")
+    (tmp_path / "animals" / "2").mkdir()
+    args = ["--model_name=animals", "--model_base_path=/models/animals", "--max_num_load_retries=0"]
+    with pytest.raises(SimulatorExited) as exited:
+        SimulatorProcess(tmp_path, extra_args=args).start()
+    assert exited.value.returncode == 255
+    assert (
+        "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: "
+        "{{{name: animals version: 2} due to error: NOT_FOUND: Could not find SavedModel .pb or "
+        ".pbtxt at supplied export directory path: /models/animals/2." in exited.value.log
+    )
+
+
+def test_custom_model_config_at_start_aborts(tmp_path: Path) -> None:
+    """server.cc LoadCustomModelConfig: LOG(FATAL) "ModelServer does not yet support custom
+    model config." (the process aborts)."""
+    (tmp_path / "models.config").write_text(
+        "custom_model_config { type_url: 'type.googleapis.com/x.Y' }\n"
+    )
+    with pytest.raises(SimulatorExited) as exited:
+        SimulatorProcess(tmp_path).start()
+    assert exited.value.returncode == -signal.SIGABRT
+    assert "ModelServer does not yet support custom model config." in exited.value.log
 
 
 def test_unknown_tfs_flags_are_accepted_with_a_warning() -> None:

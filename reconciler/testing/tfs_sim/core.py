@@ -204,7 +204,7 @@ class ServerCore:
         labels: dict[str, dict[str, int]] = {}
         for entry in self._config.model_config_list.config:
             old = self._labels.get(entry.name, {})
-            for label, version in entry.version_labels.items():
+            for label, version in sorted(entry.version_labels.items()):
                 available = self._manager.state_of(entry.name, version) == State.AVAILABLE
                 new_or_unchanged = old.get(label, version) == version
                 if not available and not (allow_unavailable and new_or_unchanged):

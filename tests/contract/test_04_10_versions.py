@@ -27,7 +27,10 @@ def watch_states(
     pytest.fail(f"{model} never reached {until}; seen {seen}")
 
 
-def test_04_versions_are_integer_named_folders_others_ignored(start_tfs: StartTfs) -> None:
+def test_04_versions_are_the_names_simple_atoi_parses_others_ignored(start_tfs: StartTfs) -> None:
+    """file_system_storage_path_source.cc ParseVersionNumber (absl::SimpleAtoi) and
+    AspireAllVersions: ``0009`` is version 9 (loaded from ``0009``), ``-4`` is version -4, a
+    plain file named ``7`` is a version whose load fails (END); other names are ignored."""
     tfs = start_tfs(
         lambda t: server_config(
             model_config(t.name("a"), t.base_path(t.name("a")), all_versions=True)
@@ -35,12 +38,16 @@ def test_04_versions_are_integer_named_folders_others_ignored(start_tfs: StartTf
         models={"a": [1, 2]},
     )
     a = tfs.name("a")
-    for odd in ("latest", "v3", "-4", ".5.tmp", "6a"):
+    for odd in ("latest", "v3", ".5.tmp", "6a", "0009", "-4"):
         tfs.add_version(a, odd)
     (tfs.models_dir / a / "7").write_text("a file, not a folder")
-    tfs.add_version(a, 8)  # proves a scan happened after the odd names appeared
-    tfs.wait_available(a, {1, 2, 8})
-    assert set(tfs.states(a)) == {1, 2, 8}
+    tfs.add_version(a, 8)
+    tfs.wait_available(a, {-4, 1, 2, 8, 9})
+    tfs.wait_states(a, {7: "END"})
+    assert set(tfs.states(a)) == {-4, 1, 2, 7, 8, 9}
+    status = tfs.get(f"/v1/models/{a}/versions/7").json()["model_version_status"][0]["status"]
+    assert status["error_code"] == "NOT_FOUND"
+    assert "Could not find SavedModel .pb or .pbtxt" in status["error_message"]
 
 
 def test_05_version_policies_latest_all_specific_and_default_latest_one(

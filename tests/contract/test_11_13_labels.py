@@ -80,8 +80,10 @@ def test_12_allow_flag_lets_a_new_label_point_at_a_loading_version_but_not_move_
             model_config(a, tfs.base_path(a), specific=[1, 2], labels={"stable": 1, "canary": 2})
         )
     )
+    # FileSystemStoragePathSource::UpdateConfig does not scan the disk: version 2 appears at
+    # the next file-system poll, so right after the reload it is unlisted, START or LOADING.
     if tfs.is_simulator:
-        assert tfs.states(a)[2] in ("START", "LOADING")
+        assert tfs.states(a).get(2) in (None, "START", "LOADING")
     tfs.wait_available(a, {1, 2})
     assert tfs.label_version(a, "canary") == 2
     # Moving an existing label to a version that is not AVAILABLE: still refused.

@@ -1,7 +1,7 @@
 """TFS behaviours of the reference (sections 4 and 5) beyond the section 9 list, which the
 reconciler relies on: a reload hangs on a new model whose base_path is missing; labels are
-checked before the same change's unloads; a platform change is refused; an empty config is a
-no-op."""
+checked before the same change's unloads; a platform change is refused; an empty config over gRPC is
+INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
@@ -74,12 +74,19 @@ def test_model_platform_change_is_refused(start_tfs: StartTfs) -> None:
     assert tfs.states(a) == {1: "AVAILABLE"}
 
 
-def test_empty_config_is_accepted_and_changes_nothing(start_tfs: StartTfs) -> None:
+def test_empty_config_over_grpc_is_refused_by_the_model_service(start_tfs: StartTfs) -> None:
+    """model_service_impl.cc HandleReloadConfigRequest: a ModelServerConfig with no config set
+    is INVALID_ARGUMENT (the default branch), and nothing changes."""
     tfs = start_tfs(
         lambda t: server_config(model_config(t.name("a"), t.base_path(t.name("a")))),
         models={"a": [1]},
     )
     a = tfs.name("a")
-    response = tfs.push(pb.ModelServerConfig())
-    assert response.status.error_code == 0
+    with pytest.raises(grpc.RpcError) as refused:
+        tfs.push(pb.ModelServerConfig())
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == (
+        "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+        "ModelConfigList is currently supported"
+    )
     assert tfs.states(a) == {1: "AVAILABLE"}

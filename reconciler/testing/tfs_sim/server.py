@@ -193,7 +193,7 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
         os.abort()
     try:
         grpc_server, grpc_port = start_grpc_server(core, flags.port)
-    except OSError:
+    except (OSError, RuntimeError):  # grpcio raises RuntimeError for a port it cannot bind
         return failed_to_start(
             TfsError(Code.INVALID_ARGUMENT, "Failed to BuildAndStart gRPC server")
         )

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
-  reconciler/proto/error_codes.proto reconciler/proto/tensorflow_serving.proto
+  reconciler/proto/error_codes.proto reconciler/proto/tensorflow_core.proto \
+  reconciler/proto/tensorflow_serving.proto

@@ -141,3 +141,250 @@ class ModelService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PredictionServiceStub:
+    """tensorflow_serving/apis/prediction_service.proto
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Classify = channel.unary_unary(
+                '/tensorflow.serving.PredictionService/Classify',
+                request_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.ClassificationRequest.SerializeToString,
+                response_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.ClassificationResponse.FromString,
+                _registered_method=True)
+        self.Regress = channel.unary_unary(
+                '/tensorflow.serving.PredictionService/Regress',
+                request_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.RegressionRequest.SerializeToString,
+                response_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.RegressionResponse.FromString,
+                _registered_method=True)
+        self.Predict = channel.unary_unary(
+                '/tensorflow.serving.PredictionService/Predict',
+                request_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.PredictRequest.SerializeToString,
+                response_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.PredictResponse.FromString,
+                _registered_method=True)
+        self.MultiInference = channel.unary_unary(
+                '/tensorflow.serving.PredictionService/MultiInference',
+                request_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.MultiInferenceRequest.SerializeToString,
+                response_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.MultiInferenceResponse.FromString,
+                _registered_method=True)
+        self.GetModelMetadata = channel.unary_unary(
+                '/tensorflow.serving.PredictionService/GetModelMetadata',
+                request_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.GetModelMetadataRequest.SerializeToString,
+                response_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.GetModelMetadataResponse.FromString,
+                _registered_method=True)
+
+
+class PredictionServiceServicer:
+    """tensorflow_serving/apis/prediction_service.proto
+    """
+
+    def Classify(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Regress(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Predict(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MultiInference(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelMetadata(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PredictionServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Classify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Classify,
+                    request_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.ClassificationRequest.FromString,
+                    response_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.ClassificationResponse.SerializeToString,
+            ),
+            'Regress': grpc.unary_unary_rpc_method_handler(
+                    servicer.Regress,
+                    request_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.RegressionRequest.FromString,
+                    response_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.RegressionResponse.SerializeToString,
+            ),
+            'Predict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Predict,
+                    request_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.PredictRequest.FromString,
+                    response_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.PredictResponse.SerializeToString,
+            ),
+            'MultiInference': grpc.unary_unary_rpc_method_handler(
+                    servicer.MultiInference,
+                    request_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.MultiInferenceRequest.FromString,
+                    response_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.MultiInferenceResponse.SerializeToString,
+            ),
+            'GetModelMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelMetadata,
+                    request_deserializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.GetModelMetadataRequest.FromString,
+                    response_serializer=reconciler_dot_proto_dot_tensorflow__serving__pb2.GetModelMetadataResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tensorflow.serving.PredictionService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tensorflow.serving.PredictionService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PredictionService:
+    """tensorflow_serving/apis/prediction_service.proto
+    """
+
+    @staticmethod
+    def Classify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.PredictionService/Classify',
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.ClassificationRequest.SerializeToString,
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.ClassificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Regress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.PredictionService/Regress',
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.RegressionRequest.SerializeToString,
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.RegressionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Predict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.PredictionService/Predict',
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.PredictRequest.SerializeToString,
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MultiInference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.PredictionService/MultiInference',
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.MultiInferenceRequest.SerializeToString,
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.MultiInferenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.PredictionService/GetModelMetadata',
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.GetModelMetadataRequest.SerializeToString,
+            reconciler_dot_proto_dot_tensorflow__serving__pb2.GetModelMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

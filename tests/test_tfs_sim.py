@@ -4,6 +4,7 @@ reading and ServerCore's config and label rules (fake clock, no ports)."""
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,7 +18,13 @@ from reconciler.testing.tfs_sim.errors import Code, TfsError
 from reconciler.testing.tfs_sim.flags import parse_flags
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
+from reconciler.testing.tfs_sim.json_tensor import (
+    parse_json,
+    predict_inputs,
+    request_signature_name,
+)
 from reconciler.testing.tfs_sim.predict import predict
+from reconciler.testing.tfs_sim.rest import tensors_json
 from reconciler.testing.tfs_sim.savedmodel import (
     SavedModelInfo,
     load_saved_model,
@@ -611,28 +618,102 @@ def lab_servable(version: int) -> Servable:
     return Servable("animals", version, load_saved_model(EXAMPLE_MODELS / "animals" / str(version)))
 
 
+def rest_predict(servable: Servable, body: object) -> dict[str, object]:
+    """What the REST handler does once the servable is resolved."""
+    doc = parse_json(json.dumps(body).encode())
+    name = request_signature_name(doc)
+    signature = servable.info.signatures[name or "serving_default"]
+    form, inputs = predict_inputs(doc, name, {k: v.dtype for k, v in signature.inputs.items()})
+    return tensors_json(predict(servable, name, inputs), form)
+
+
 def test_stand_in_predictions_have_the_signature_shape_and_depend_on_version_and_input() -> None:
     image = [[[0.5, 0.5, 0.5]] * 8] * 8
     other = [[[0.1, 0.2, 0.3]] * 8] * 8
-    answer = predict(lab_servable(2), {"instances": [image, other]})["predictions"]
-    assert len(answer) == 2 and all(len(row) == 3 for row in answer)
+    answer = rest_predict(lab_servable(2), {"instances": [image, other]})["predictions"]
+    assert isinstance(answer, list) and len(answer) == 2 and all(len(row) == 3 for row in answer)
     assert sum(answer[0]) == pytest.approx(1.0, abs=1e-4)
     assert answer[0] != answer[1]
-    assert predict(lab_servable(2), {"instances": [image]})["predictions"][0] == answer[0]
-    assert predict(lab_servable(3), {"instances": [image]})["predictions"][0] != answer[0]
-    columnar = predict(lab_servable(2), {"inputs": [image, other]})
+    assert rest_predict(lab_servable(2), {"instances": [image]})["predictions"] == [answer[0]]
+    assert rest_predict(lab_servable(3), {"instances": [image]})["predictions"] != [answer[0]]
+    columnar = rest_predict(lab_servable(2), {"inputs": [image, other]})
     assert columnar == {"outputs": answer}
+
+
+IMAGE = [[[0.5, 0.5, 0.5]] * 8] * 8
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         ({}, "Missing 'inputs' or 'instances' key"),
-        ({"instances": []}, "Expecting 'instances' to be an list/array"),
-        ({"instances": [1], "signature_name": "nope"}, 'Serving signature key "nope" not found.'),
+        (
+            {"instances": []},
+            "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array",
+        ),
+        (
+            {"instances": [IMAGE], "inputs": [IMAGE]},
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+        ),
+        ({"instances": {"a": 1}}, "Expecting 'instances' to be an list/array"),
+        (
+            {"instances": [{"nope": IMAGE}]},
+            "Failed to process element: 0 key: nope of 'instances' list. Error: "
+            "INVALID_ARGUMENT: JSON object: does not have named input: nope",
+        ),
+        ({"inputs": {"nope": IMAGE}}, "Missing named input: input_image in 'inputs' object."),
+        (
+            {"instances": [["x"]]},
+            "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: JSON "
+            'Value: "x" Type: String is not of expected type: float',
+        ),
+        (
+            {"instances": [[1.0, 2.0], [1.0]]},
+            "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+            "Expecting tensor size: 2 but got: 1",
+        ),
+        (
+            {"instances": [[1.0, 2.0], [[1.0], [2.0]]]},
+            "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+            "Expecting shape [2] but got: [2,1]",
+        ),
+        ({"signature_name": 3, "instances": [1]}, "'signature_name' key must be a string value."),
     ],
 )
-def test_bad_predict_bodies_are_invalid_argument(body: dict[str, object], message: str) -> None:
+def test_bad_predict_bodies_are_refused_with_json_tensor_texts(
+    body: dict[str, object], message: str
+) -> None:
+    """util/json_tensor.cc FillPredictRequestFromJson, FillTensorMapFromInstancesList,
+    FillTensorMapFromInputsMap, AddInstanceItem, AddValueToTensor, FillSignature."""
     with pytest.raises(TfsError) as error:
-        predict(lab_servable(1), body)
-    assert (error.value.code, error.value.message) == (Code.INVALID_ARGUMENT, message)
+        rest_predict(lab_servable(1), body)
+    assert error.value.code == Code.INVALID_ARGUMENT
+    assert message in error.value.message
+
+
+def test_input_shape_the_signature_does_not_accept_is_refused() -> None:
+    with pytest.raises(TfsError) as error:
+        rest_predict(lab_servable(1), {"instances": [[1.0, 2.0]]})
+    assert error.value.code == Code.INVALID_ARGUMENT
+    assert "input_image" in error.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "JSON Parse error: The document is empty"),
+        (b"{", "JSON Parse error: Missing a name for object member. at offset: 1"),
+        (b'{"a": 1,]', "JSON Parse error: Missing a name for object member. at offset: 8"),
+        (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
+    ],
+)
+def test_parse_json_answers_as_rapidjson(body: bytes, message: str) -> None:
+    """util/json_tensor.cc ParseJson."""
+    with pytest.raises(TfsError) as error:
+        parse_json(body)
+    assert error.value.message == message
+
+
+def test_trailing_text_after_the_json_object_is_ignored() -> None:
+    """ParseJson parses with kParseStopWhenDoneFlag."""
+    assert parse_json(b'{"instances": [1]} trailing') == {"instances": [1]}

@@ -1,12 +1,20 @@
-"""The REST API, as TFS's http_rest_api_handler serves it (stdlib ThreadingHTTPServer).
+"""The REST API, as TFS serves it (stdlib ThreadingHTTPServer).
+
+Follows ``model_servers/http_server.cc`` (``RestApiRequestDispatcher``: only paths matching
+``(?i)/v1/.*`` are handled, others get an empty 404; OPTIONS is a CORS preflight;
+``ToHTTPStatusCode``), ``http_rest_api_util.cc`` (``ParseModelInfo``: the case-insensitive URL
+patterns, ``curl_easy_unescape`` of the model name and label, the version through
+``SimpleAtoi``; its errors answer with an empty body) and ``http_rest_api_handler.cc``
+(``ProcessRequest``: ``Malformed request: METHOD PATH`` for anything else, the verb compared
+in lower case; predict, classify and regress parse the body before the model is looked up):
 
 - ``GET /v1/models/NAME[/versions/V|/labels/L]``: status (a label is ignored);
 - ``GET /v1/models/NAME[/versions/V|/labels/L]/metadata``: metadata, ``model_spec.version``
   is the resolved version;
 - ``POST /v1/models/NAME[/versions/V|/labels/L]:(predict|classify|regress)``.
 
-Errors are ``{"error": "..."}`` with the HTTP status of the TFS error code. Each predict logs
-which version answered it (event ``predict``).
+Errors are ``{"error": "..."}`` (``MakeJsonFromStatus``). Each predict logs which version
+answered it (event ``predict``).
 """
 
 from __future__ import annotations
@@ -14,22 +22,48 @@ from __future__ import annotations
 import json
 import logging
 import re
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from reconciler.testing.tfs_sim.core import ServerCore
-from reconciler.testing.tfs_sim.errors import Code, TfsError
+from reconciler.testing.tfs_sim.core import Servable, ServerCore
+from reconciler.testing.tfs_sim.disk import simple_atoi
+from reconciler.testing.tfs_sim.errors import HTTP_STATUS, Code, TfsError
+from reconciler.testing.tfs_sim.json_tensor import (
+    DenseTensor,
+    classify_regress_examples,
+    error_json,
+    parse_json,
+    predict_inputs,
+    request_signature_name,
+)
 from reconciler.testing.tfs_sim.lifecycle import VersionStatus
 from reconciler.testing.tfs_sim.logs import log_event
-from reconciler.testing.tfs_sim.predict import predict, signature_for
+from reconciler.testing.tfs_sim.predict import (
+    DEFAULT_SIGNATURE,
+    classify_or_regress,
+    predict,
+)
 
 log = logging.getLogger("tfs_sim.rest")
 
-_MODEL_URL = re.compile(
-    r"/v1/models/(?P<model>[^/:]+)"
-    r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?:(?P<metadata>/metadata)|:(?P<verb>predict|classify|regress))?/?"
+HANDLED_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+PREDICTION_URL = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
 )
+STATUS_URL = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+
+
+class _NoJson(Exception):
+    """A ParseModelInfo error: TFS answers it without a JSON body."""
+
+    def __init__(self, error: TfsError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def status_json(statuses: list[VersionStatus]) -> dict[str, Any]:
@@ -67,57 +101,172 @@ class RestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle("POST")
 
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def do_OPTIONS(self) -> None:
+        self._handle("OPTIONS")
+
     def _handle(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        path = urllib.parse.urlsplit(self.path).path
+        if not HANDLED_PATH.fullmatch(path):
+            self._reply(404, "")
+            return
+        if method == "OPTIONS":
+            origin = self.headers.get("Origin") or ""
+            self._reply(200 if re.search(r"https?://", origin) else 400, "")
+            return
         try:
-            self._reply(200, self._route(method, self.path.split("?", 1)[0], body))
+            self._reply(200, self._route(method, path, body))
+        except _NoJson as e:
+            self._reply(HTTP_STATUS.get(e.error.code, 500), "")
         except TfsError as e:
-            self._reply(e.http_status, {"error": e.message})
+            self._reply(e.http_status, error_json(e.message))
         except Exception as e:  # a bug in the simulator: say so rather than drop the connection
             log.exception("rest_handler_failed path=%s", self.path)
-            self._reply(500, {"error": f"tfs-sim internal error: {e!r}"})
+            self._reply(500, error_json(f"tfs-sim internal error: {e!r}"))
 
-    def _route(self, method: str, path: str, body: bytes) -> dict[str, Any]:
-        match = _MODEL_URL.fullmatch(path)
-        if match is None or (method == "GET") != (match["verb"] is None):
-            raise TfsError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
+    def _route(self, method: str, path: str, body: bytes) -> str:
+        """``HttpRestApiHandler::ProcessRequest``."""
+        malformed = TfsError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
+        pattern = {"POST": PREDICTION_URL, "GET": STATUS_URL}.get(method)
+        match = pattern.fullmatch(path) if pattern is not None else None
+        model, version, label, tail = match.groups() if match else (None, None, None, None)
+        model = _decode(model or "", "Failed to decode model name:")
+        number = None
+        if version:
+            number = simple_atoi(version)
+            if number is None:
+                raise _NoJson(
+                    TfsError(
+                        Code.INVALID_ARGUMENT,
+                        f"Failed to convert version: {version} to numeric.",
+                    )
+                )
+        label = _decode(label, "Failed to decode model version label:") if label else None
         core = self.server.core
-        model, label = match["model"], match["label"]
-        version = int(match["version"]) if match["version"] else None
-        if method == "GET" and not match["metadata"]:
-            return status_json(core.status(model, version))
-        servable = core.resolve(model, version, label)
-        if match["metadata"]:
-            return {
-                "model_spec": {
-                    "name": model,
-                    "signature_name": "",
-                    "version": str(servable.version),
-                },
-                "metadata": {"signature_def": servable.info.metadata_json()},
-            }
-        via = f"label:{label}" if label else (f"version:{version}" if version else "latest")
-        log_event(
-            log, "predict", model=model, version=servable.version, via=via, verb=match["verb"]
-        )
-        try:
-            request = json.loads(body or b"null")
-        except ValueError as e:
-            raise TfsError(Code.INVALID_ARGUMENT, f"JSON Parse error: {e}") from e
-        if match["verb"] != "predict":
-            name = str(request.get("signature_name", "")) if isinstance(request, dict) else ""
-            signature_for(servable, name, f"tensorflow/serving/{match['verb']}")
-            raise TfsError(Code.UNIMPLEMENTED, f":{match['verb']} is not simulated")
-        return predict(servable, request)
+        if match is None:
+            raise malformed
+        if method == "POST":
+            if tail in ("classify", "regress"):
+                return self._classify_or_regress(model, number, label, tail, body)
+            if tail == "predict":
+                return self._predict(model, number, label, body)
+            raise malformed
+        if not model:
+            raise TfsError(Code.INVALID_ARGUMENT, "Missing model name in request.")
+        if tail == "metadata":
+            servable = core.resolve(model, number, label)
+            return _pretty(
+                {
+                    "model_spec": {
+                        "name": model,
+                        "signature_name": "",
+                        "version": str(servable.version),
+                    },
+                    "metadata": {"signature_def": servable.info.metadata_json()},
+                }
+            )
+        return _pretty(status_json(core.status(model, number)))
 
-    def _reply(self, code: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload, indent=1).encode() + b"\n"
+    def _predict(self, model: str, version: int | None, label: str | None, body: bytes) -> str:
+        """``ProcessPredictRequest``: the body first, then the model (``GetInfoMap``)."""
+        doc = parse_json(body)
+        signature_name = request_signature_name(doc)
+        servable = self.server.core.resolve(model, version, label)
+        name = signature_name or DEFAULT_SIGNATURE
+        signature = servable.info.signatures.get(name)
+        if signature is None:
+            raise TfsError(
+                Code.INVALID_ARGUMENT,
+                f'Serving signature name: "{name}" not found in signature def',
+            )
+        dtypes = {alias: spec.dtype for alias, spec in signature.inputs.items()}
+        form, inputs = predict_inputs(doc, signature_name, dtypes)
+        servable = self.server.core.resolve(model, version, label)
+        outputs = predict(servable, signature_name, inputs)
+        via = f"label:{label}" if label else (f"version:{version}" if version else "latest")
+        log_event(log, "predict", model=model, version=servable.version, via=via, verb="predict")
+        return json.dumps(tensors_json(outputs, form))
+
+    def _classify_or_regress(
+        self, model: str, version: int | None, label: str | None, kind: str, body: bytes
+    ) -> str:
+        """``ProcessClassifyRequest``/``ProcessRegressRequest``: body, then the servable."""
+        doc = parse_json(body)
+        signature_name = request_signature_name(doc)
+        classify_regress_examples(doc)
+        servable: Servable = self.server.core.resolve(model, version, label)
+        classify_or_regress(servable, signature_name, kind)
+        return ""
+
+    def _reply(self, code: int, text: str) -> None:
+        data = text.encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+
+def _decode(text: str, what: str) -> str:
+    """``DecodeArg`` (``curl_easy_unescape``: ``%XX`` only, ``+`` stays)."""
+    del what  # curl_easy_unescape does not fail on a malformed escape; it keeps it
+    return urllib.parse.unquote(text, errors="surrogateescape")
+
+
+def _pretty(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, indent=1) + "\n"
+
+
+def _float(value: float) -> float | str:
+    """``WriteDecimal``: six significant digits (``%g``)."""
+    return float(f"{value:g}")
+
+
+def _nest(tensor: DenseTensor, values: list[Any], shape: tuple[int, ...]) -> Any:
+    if not shape:
+        return values[0]
+    step = len(values) // shape[0] if shape[0] else 0
+    return [_nest(tensor, values[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def _plain(tensor: DenseTensor) -> list[Any]:
+    return [
+        _float(v)
+        if isinstance(v, float)
+        else v.decode("utf-8", "replace")
+        if isinstance(v, bytes)
+        else v
+        for v in tensor.values
+    ]
+
+
+def tensors_json(outputs: dict[str, DenseTensor], form: str) -> dict[str, Any]:
+    """``MakeJsonFromTensors``: ``{"predictions": [...]}`` (row format: one value per
+    instance, an object per instance when there are several outputs) or ``{"outputs": ...}``
+    (columnar: the tensor, or an object of tensors)."""
+    if form == "row":
+        rows: list[Any] = []
+        batch = next(iter(outputs.values())).shape[0]
+        for row in range(batch):
+            item = {name: _nest(t, _plain(t), t.shape)[row] for name, t in sorted(outputs.items())}
+            rows.append(next(iter(item.values())) if len(item) == 1 else item)
+        return {"predictions": rows}
+    columns = {name: _nest(t, _plain(t), t.shape) for name, t in sorted(outputs.items())}
+    return {"outputs": next(iter(columns.values())) if len(columns) == 1 else columns}
 
 
 class RestServer(ThreadingHTTPServer):

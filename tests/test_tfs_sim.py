@@ -16,13 +16,13 @@ from reconciler.testing.tfs_sim.core import CoreOptions, Servable, ServerCore
 from reconciler.testing.tfs_sim.disk import PathMap, VersionDir, poll_servable, simple_atoi
 from reconciler.testing.tfs_sim.errors import Code, TfsError
 from reconciler.testing.tfs_sim.flags import parse_flags
-from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
-from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
 from reconciler.testing.tfs_sim.json_tensor import (
     parse_json,
     predict_inputs,
     request_signature_name,
 )
+from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
+from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
 from reconciler.testing.tfs_sim.predict import predict
 from reconciler.testing.tfs_sim.rest import tensors_json
 from reconciler.testing.tfs_sim.savedmodel import (

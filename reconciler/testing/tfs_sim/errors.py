@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+import grpc
+
 
 class Code(enum.IntEnum):
     """``tensorflow.error.Code`` (same numbers as gRPC status codes)."""
@@ -72,3 +74,11 @@ class TfsError(Exception):
 
 class Fatal(Exception):
     """A ``LOG(FATAL)`` in TFS: the process aborts (after logging the message)."""
+
+
+def grpc_code(code: Code) -> grpc.StatusCode:
+    """The gRPC status code of a TFS error code (same numbers)."""
+    for status in grpc.StatusCode:
+        if status.value[0] == int(code):
+            return status
+    return grpc.StatusCode.UNKNOWN

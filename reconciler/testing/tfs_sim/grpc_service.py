@@ -1,4 +1,6 @@
-"""``tensorflow.serving.ModelService`` over gRPC: GetModelStatus, HandleReloadConfigRequest.
+"""``tensorflow.serving.ModelService`` over gRPC: GetModelStatus, HandleReloadConfigRequest
+(``model_servers/model_service_impl.cc``); the server also serves PredictionService
+(:mod:`.prediction_service`).
 
 Errors are a non-OK gRPC status with TFS's code (``tensorflow.error.Code`` numbers are the
 gRPC ones) and message. The ReloadConfigResponse's ``status`` is filled too, but as in TFS
@@ -15,21 +17,15 @@ import grpc
 from reconciler.proto import tensorflow_serving_pb2 as pb
 from reconciler.proto import tensorflow_serving_pb2_grpc as pb_grpc
 from reconciler.testing.tfs_sim.core import ServerCore
-from reconciler.testing.tfs_sim.errors import Code, TfsError
+from reconciler.testing.tfs_sim.errors import Code, TfsError, grpc_code
 from reconciler.testing.tfs_sim.logs import log_event
+from reconciler.testing.tfs_sim.prediction_service import PredictionService
 
 log = logging.getLogger("tfs_sim.grpc")
 RELOAD_TYPE_ERROR = (
     "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList "
     "is currently supported"
 )
-
-
-def _grpc_code(code: Code) -> grpc.StatusCode:
-    for status in grpc.StatusCode:
-        if status.value[0] == int(code):
-            return status
-    return grpc.StatusCode.UNKNOWN
 
 
 class ModelService(pb_grpc.ModelServiceServicer):
@@ -49,7 +45,7 @@ class ModelService(pb_grpc.ModelServiceServicer):
                 raise TfsError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
             statuses = self._core.status(spec.name, version)
         except TfsError as e:
-            context.set_code(_grpc_code(e.code))
+            context.set_code(grpc_code(e.code))
             context.set_details(e.message)
             return response
         for s in statuses:
@@ -73,7 +69,7 @@ class ModelService(pb_grpc.ModelServiceServicer):
             log_event(log, "reload_refused", logging.WARNING, code=e.code.name, message=e.message)
             response.status.error_code = int(e.code)  # type: ignore[assignment]
             response.status.error_message = e.message
-            context.set_code(_grpc_code(e.code))
+            context.set_code(grpc_code(e.code))
             context.set_details(e.message)
         return response
 
@@ -85,6 +81,7 @@ def start_grpc_server(core: ServerCore, port: int, workers: int = 64) -> tuple[g
         options=[("grpc.so_reuseport", 0)],  # fail on a taken port instead of sharing it
     )
     pb_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)  # type: ignore[no-untyped-call]
     bound = server.add_insecure_port(f"0.0.0.0:{port}")
     if bound == 0:
         raise OSError(f"could not bind gRPC port {port}")

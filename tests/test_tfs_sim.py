@@ -295,6 +295,18 @@ def test_flags_defaults_are_tfs_defaults() -> None:
     assert (flags.max_num_load_retries, flags.load_retry_interval_micros) == (5, 60_000_000)
 
 
+def test_flags_num_load_threads_and_load_fail_knob() -> None:
+    flags = parse_flags(
+        ["--num_load_threads=2", "--sim_load_fail_for=m:3", "--sim_load_fail_for=n"]
+    )
+    assert flags.num_load_threads == 2
+    assert [flags.load_fails("m", v) for v in (2, 3)] == [False, True]
+    assert flags.load_fails("n", 7) and not flags.load_fails("o", 1)
+    assert parse_flags(["--sim_load_seconds_for=m:3=inf"]).load_seconds("m", 3) == float("inf")
+    with pytest.raises(SystemExit):
+        parse_flags(["--sim_load_fail_for=m:x"])
+
+
 def test_flags_reject_a_bad_load_time_rule() -> None:
     with pytest.raises(SystemExit):
         parse_flags(["--sim_load_seconds_for=nonsense"])
@@ -541,6 +553,22 @@ def test_core_failed_reload_has_already_moved_the_labels(models: Path) -> None:
         "Model n requests unsupported platform tensorflow_lite",
     )
     assert core.labels("m") == {"stable": 2}
+
+
+def test_core_a_refused_label_has_already_replaced_config_(models: Path) -> None:
+    """ServerCore::ReloadConfig sets config_ before UpdateModelVersionLabelMap: the next
+    reload's platform check compares with the refused config."""
+    core, _ = core_for(models)
+    core.reload(config("m", specific=[1]))
+    refused_config = config("m", specific=[1], labels={"stable": 2})
+    refused_config.model_config_list.config.add(name="x", base_path="/models/x", model_platform="a")
+    assert refused(core, refused_config).code == Code.FAILED_PRECONDITION
+    later = config("m", specific=[1])
+    later.model_config_list.config.add(name="x", base_path="/models/x", model_platform="b")
+    assert refused(core, later).message == (
+        "Illegal to change a model's platform. For model x platform was a and new platform "
+        "requested is b"
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ reading and ServerCore's config and label rules (fake clock, no ports)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,7 +24,7 @@ from reconciler.testing.tfs_sim.json_tensor import (
 )
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
-from reconciler.testing.tfs_sim.predict import predict
+from reconciler.testing.tfs_sim.predict import classify_or_regress, predict, set_method_name_check
 from reconciler.testing.tfs_sim.rest import tensors_json
 from reconciler.testing.tfs_sim.savedmodel import (
     SavedModelInfo,
@@ -745,3 +746,30 @@ def test_parse_json_answers_as_rapidjson(body: bytes, message: str) -> None:
 def test_trailing_text_after_the_json_object_is_ignored() -> None:
     """ParseJson parses with kParseStopWhenDoneFlag."""
     assert parse_json(b'{"instances": [1]} trailing') == {"instances": [1]}
+
+
+def with_method(servable: Servable, method: str) -> Servable:
+    signature = dataclasses.replace(servable.info.signatures["serving_default"], method_name=method)
+    info = dataclasses.replace(servable.info, signatures={"serving_default": signature})
+    return dataclasses.replace(servable, info=info)
+
+
+def test_method_name_is_checked_only_with_the_flag() -> None:
+    """server.h enable_signature_method_name_check (default false): predict_util.cc
+    VerifySignature and classifier.cc check the method name only when it is on."""
+    classify_signed = with_method(lab_servable(2), "tensorflow/serving/classify")
+    assert rest_predict(classify_signed, {"instances": [IMAGE]})["predictions"]
+    try:
+        set_method_name_check(True)
+        weird = with_method(lab_servable(2), "custom/method")
+        with pytest.raises(TfsError) as error:
+            rest_predict(weird, {"instances": [IMAGE]})
+        assert error.value.code == Code.INTERNAL
+        with pytest.raises(TfsError) as error:
+            classify_or_regress(lab_servable(2), "", "classify")
+        assert error.value.message == (
+            "Expected classification signature method_name to be tensorflow/serving/classify. "
+            "Was: tensorflow/serving/predict"
+        )
+    finally:
+        set_method_name_check(False)

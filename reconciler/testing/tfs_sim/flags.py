@@ -79,6 +79,7 @@ class Flags:
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60_000_000
     num_load_threads: int = 0
+    enable_signature_method_name_check: bool = False
     sim_load_seconds: float = 0.0
     sim_load_seconds_for: tuple[LoadSecondsRule, ...] = ()
     sim_load_fail_for: tuple[VersionRule, ...] = ()
@@ -165,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="threads loading versions after start-up; 0 loads them one at a time in the "
         "manager thread",
+    )
+    tfs.add_argument(
+        "--enable_signature_method_name_check",
+        metavar="true|false",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="check a signature's method_name against the API called",
     )
     sim = p.add_argument_group("simulator-only flags")
     sim.add_argument(

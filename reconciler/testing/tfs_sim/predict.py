@@ -4,8 +4,9 @@ The checks and their texts follow TFS: ``servables/tensorflow/predict_util.cc``
 (``RunPredict``: the signature by name, FAILED_PRECONDITION ``Serving signature key "X" not
 found.``; ``VerifyRequestInputsSize``; ``output_filter``), ``classifier.cc`` and
 ``regressor.cc`` (``PreProcessClassification``/``PreProcessRegression``: which signatures a
-classify or regress request can use; ``--enable_signature_method_name_check`` is off in TFS by
-default, so the method name is not checked).
+classify or regress request can use). The method name is checked only with
+``--enable_signature_method_name_check`` (off by default, as TFS: a predict request on a
+classify signature is answered).
 
 What TensorFlow itself would do when running the graph is played by a stand-in (TensorFlow is
 not a dependency): an input whose shape the signature's does not accept fails with
@@ -34,6 +35,15 @@ CLASSIFY_INPUTS = "inputs"
 CLASSIFY_CLASSES = "classes"
 CLASSIFY_SCORES = "scores"
 REGRESS_OUTPUTS = "outputs"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+_method_name_check = [False]
+
+
+def set_method_name_check(enabled: bool) -> None:
+    """``SetSignatureMethodNameCheckFeature`` (server.cc): a process-wide switch in TFS too."""
+    _method_name_check[0] = enabled
 
 
 def signature_def(signature: Signature) -> tf_pb.SignatureDef:
@@ -199,6 +209,13 @@ def predict(
 ) -> dict[str, DenseTensor]:
     """``RunPredict`` with the stand-in run."""
     signature = predict_signature(servable, signature_name)
+    methods = (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD)
+    if _method_name_check[0] and signature.method_name not in methods:  # VerifySignature
+        raise TfsError(
+            Code.INTERNAL,
+            f"Expected prediction signature method_name to be one of {{{', '.join(methods)}}}. "
+            f"Was: {signature.method_name}",
+        )
     check_inputs(signature, inputs)
     return run(servable, signature, inputs, output_aliases(signature, output_filter or []))
 
@@ -209,9 +226,14 @@ def classify_or_regress_signature(servable: Servable, signature_name: str, kind:
     signature = servable.info.signatures.get(name)
     if signature is None:
         raise _invalid(f"No signature was found with the name: {name}")
+    noun = "classification" if kind == "classify" else "regression"
+    method = CLASSIFY_METHOD if kind == "classify" else REGRESS_METHOD
+    if _method_name_check[0] and signature.method_name != method:
+        raise _invalid(
+            f"Expected {noun} signature method_name to be {method}. Was: {signature.method_name}"
+        )
     if len(signature.inputs) != 1:
         raise _invalid("Expected one input Tensor.")
-    noun = "classification" if kind == "classify" else "regression"
     if kind == "classify" and len(signature.outputs) not in (1, 2):
         raise _invalid(f"Expected one or two output Tensors, found {len(signature.outputs)}")
     if kind == "regress" and len(signature.outputs) != 1:

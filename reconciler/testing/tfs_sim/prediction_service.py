@@ -25,7 +25,9 @@ from reconciler.testing.tfs_sim.errors import Code, TfsError, grpc_code
 from reconciler.testing.tfs_sim.json_tensor import DenseTensor
 from reconciler.testing.tfs_sim.logs import log_event
 from reconciler.testing.tfs_sim.predict import (
+    CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
     classify_or_regress,
     classify_or_regress_signature,
     predict,
@@ -34,8 +36,6 @@ from reconciler.testing.tfs_sim.predict import (
 
 log = logging.getLogger("tfs_sim.grpc")
 SIGNATURE_DEF = "signature_def"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 
 # TensorProto's typed value field and tensor_content's struct format, by DataType.
 _FIELDS: dict[int, tuple[str, str]] = {

@@ -40,6 +40,7 @@ from reconciler.testing.tfs_sim.grpc_service import start_grpc_server
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming
 from reconciler.testing.tfs_sim.logs import log_event
 from reconciler.testing.tfs_sim.model_config import parse_config_text
+from reconciler.testing.tfs_sim.predict import set_method_name_check
 from reconciler.testing.tfs_sim.rest import RestServer
 
 log = logging.getLogger("tfs_sim.server")
@@ -170,6 +171,7 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
         log_event(log, "bad_flag", logging.ERROR, message=str(e))
         return 2
     core = ServerCore(options)
+    set_method_name_check(flags.enable_signature_method_name_check)
     # --sim_path_map applies to the config file too, so a container command line works as is.
     config_file = (
         str(options.path_map.to_host(flags.model_config_file)) if flags.model_config_file else ""

@@ -49,6 +49,9 @@ Choices where TFS's source leaves room:
   anywhere, the poll off) holds the reload forever, as TFS (no deadline), and later reloads
   and config polls queue behind it.
 - ``custom_model_config`` in the first config aborts the process, as TFS's LOG(FATAL).
+- Unlike TFS (which logs ``Failed to start HTTP Server`` and serves gRPC only), a REST port
+  that cannot be bound ends the process (exit 255): SimulatorProcess then retries on new
+  ports.
 - What TensorFlow would do when running a graph is a stand-in (see :mod:`.predict`): an input
   whose shape the signature does not accept is INVALID_ARGUMENT with a simulator text.
 - gRPC errors are a non-OK status; ``ReloadConfigResponse.status`` is filled too but, as with

@@ -209,8 +209,16 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
     elif flags.rest_api_port != 0:
         try:
             rest_server = RestServer(("0.0.0.0", flags.rest_api_port), core)
-        except OSError:
-            log.error("Failed to start HTTP Server at localhost:%d", flags.rest_api_port)
+        except OSError as e:
+            # TFS logs this and serves gRPC only. The simulator ends instead (a deliberate
+            # difference): SimulatorProcess retries on new ports when the process exits with
+            # "Address already in use" in its log, and a test cannot use a simulator without
+            # its REST port.
+            log.error("Failed to start HTTP Server at localhost:%d: %s", flags.rest_api_port, e)
+            grpc_server.stop(grace=0).wait()
+            return failed_to_start(
+                TfsError(Code.UNAVAILABLE, f"REST port {flags.rest_api_port}: {e.strerror}")
+            )
         else:
             threading.Thread(
                 target=rest_server.serve_forever, args=(0.1,), name="rest", daemon=True

@@ -12,6 +12,8 @@ The TFS simulator packaged as a drop-in for the ``tensorflow/serving`` image, so
   of the project built on the host, only when no image carries the hash of the current sources.
 - :func:`running_container` runs one simulator container on free loopback ports with a host
   folder bind-mounted at ``/models``, and removes it afterwards whatever happened.
+- :func:`ensure_systemd_image` and :func:`systemd_container`: the base image with systemd and
+  git, run with systemd as PID 1 (a fresh machine, to try the unit's install steps on).
 
 The same steps from a shell: ``python -m reconciler.testing.docker_bed engine|base-image|image``,
 which prints one line per stage with the seconds elapsed (a first build takes minutes).
@@ -47,6 +49,7 @@ from docker.types import Mount
 
 BASE_IMAGE = "tfs-reconciler-base:bookworm"
 SIM_IMAGE = "tfs-sim:local"
+SYSTEMD_IMAGE = "tfs-reconciler-systemd:bookworm"
 LABEL_RECIPE_HASH = "org.tfs-reconciler.recipe-hash"
 LABEL_SOURCE_HASH = "org.tfs-reconciler.source-hash"
 LABEL_BED = "org.tfs-reconciler.docker-bed"
@@ -65,6 +68,7 @@ LAB_ARGS: tuple[str, ...] = (
 _DEFAULT_SOCKET = "/var/run/docker.sock"
 _DOCKERD_PIDFILE = Path("/var/run/docker.pid")
 _IMAGE_DIR = Path("deploy") / "tfs-sim"
+_SYSTEMD_IMAGE_DIR = Path("tests") / "deploy" / "systemd-image"
 _IMAGE_PYTHON = (3, 11)
 _STARTED_DAEMONS: list[subprocess.Popen[bytes]] = []
 # Requests to the containers' loopback ports never go through an http_proxy from the env.
@@ -421,17 +425,25 @@ def _build_context(root: Path, files: Sequence[Path], context: Path) -> Path:
         if (root / relative).is_file():
             (source / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / relative, source / relative)
-    wheels = context / "wheels"
+    build_wheels(source, context / "wheels")
+    shutil.rmtree(source)
+    for name in ("Dockerfile", "tf_serving_entrypoint.sh"):
+        shutil.copy2(root / _IMAGE_DIR / name, context / name)
+    return context
+
+
+def build_wheels(source: Path, wheels: Path, *extra: str) -> None:
+    """Wheels of the project in ``source``, its dependencies and ``extra`` (requirements)."""
     log_path = _state_dir() / "tfs-reconciler-wheels.log"
     command = [sys.executable, "-m", "pip", "wheel", "--progress-bar=off", "--wheel-dir"]
     with open(log_path, "wb") as log:
         for _attempt in range(2):  # a second try, for a download that broke off
             result = subprocess.run(
-                [*command, str(wheels), str(source)],
+                [*command, str(wheels), str(source), *extra],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                cwd=context,
+                cwd=source.parent,
             )
             if result.returncode == 0:
                 break
@@ -440,10 +452,6 @@ def _build_context(root: Path, files: Sequence[Path], context: Path) -> Path:
             f"building the project's wheels failed with status {result.returncode}; "
             f"{log_path} ends with:\n{_tail(log_path, skip='WARNING: Location')}"
         )
-    shutil.rmtree(source)
-    for name in ("Dockerfile", "tf_serving_entrypoint.sh"):
-        shutil.copy2(root / _IMAGE_DIR / name, context / name)
-    return context
 
 
 def _docker_build(
@@ -455,7 +463,28 @@ def _docker_build(
     progress: Progress = _silent,
 ) -> Image:
     """``docker build`` of ``context``, telling ``progress`` each Dockerfile step as it starts."""
-    log_path = _state_dir() / "tfs-reconciler-image-build.log"
+    return _stream_build(
+        client,
+        context,
+        tag,
+        {"BASE_IMAGE": BASE_IMAGE, "SOURCE_HASH": wanted},
+        network_mode="none",
+        progress=progress,
+        log_name="tfs-reconciler-image-build.log",
+    )
+
+
+def _stream_build(
+    client: docker.DockerClient,
+    context: Path,
+    tag: str,
+    buildargs: Mapping[str, str],
+    *,
+    network_mode: str,
+    progress: Progress,
+    log_name: str,
+) -> Image:
+    log_path = _state_dir() / log_name
     failure: str | None = None
     with open(log_path, "w") as log:
         try:
@@ -465,8 +494,8 @@ def _docker_build(
                 tag=tag,
                 # The label comes from the Dockerfile: a build-level label (``labels=``) makes
                 # dockerd 20.10's builder leave a created container behind at every build.
-                buildargs={"BASE_IMAGE": BASE_IMAGE, "SOURCE_HASH": wanted},
-                network_mode="none",
+                buildargs=dict(buildargs),
+                network_mode=network_mode,
                 pull=False,
                 rm=True,
                 forcerm=True,
@@ -493,6 +522,91 @@ def _build_log_text(chunk: Any) -> str:
     if isinstance(chunk, Mapping):
         return str(chunk.get("stream") or chunk.get("error") or "")
     return ""
+
+
+def ensure_systemd_image(
+    client: docker.DockerClient,
+    root: Path | None = None,
+    *,
+    tag: str = SYSTEMD_IMAGE,
+    progress: Progress = _silent,
+) -> Image:
+    """The base image with systemd and git (installed from the Debian mirror: needs network),
+    built when missing or when its Dockerfile or the base image changed."""
+    root = root or project_root()
+    base = ensure_base_image(client, root, progress=progress)
+    dockerfile = root / _SYSTEMD_IMAGE_DIR / "Dockerfile"
+    wanted = hashlib.sha256(f"{base.id}\n".encode() + dockerfile.read_bytes()).hexdigest()
+    with _exclusive("image-build"):
+        existing = _image_or_none(client, tag)
+        if existing is not None and _label(existing, LABEL_RECIPE_HASH) == wanted:
+            return existing
+        progress(f"systemd image: building {tag} (apt-get from the Debian mirror)")
+        image = _stream_build(
+            client,
+            dockerfile.parent,
+            tag,
+            {"BASE_IMAGE": BASE_IMAGE, "RECIPE_HASH": wanted},
+            network_mode="default",
+            progress=progress,
+            log_name="tfs-reconciler-systemd-image-build.log",
+        )
+        progress(f"systemd image: {tag} built")
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.prune(filters={"dangling": True, "label": LABEL_RECIPE_HASH})
+        return image
+
+
+def exec_text(container: Container, command: Sequence[str], **options: Any) -> tuple[int, str]:
+    """``docker exec``: the exit status and the output (stdout and stderr), as text."""
+    result = container.exec_run(list(command), **options)
+    output = result.output
+    text = output.decode(errors="replace") if isinstance(output, bytes) else ""
+    return int(result.exit_code or 0), text
+
+
+@contextlib.contextmanager
+def systemd_container(
+    client: docker.DockerClient,
+    mounts: Sequence[Mount] = (),
+    *,
+    image: str = SYSTEMD_IMAGE,
+    boot_timeout: float = 120.0,
+) -> Iterator[Container]:
+    """A container with systemd as PID 1, booted, removed after the block whatever happened.
+
+    It gets the capabilities systemd and a hardened unit's sandboxing use (mount namespaces:
+    SYS_ADMIN), not ``--privileged`` (a nested engine may not grant every capability).
+    """
+    container: Container = client.containers.run(
+        image,
+        name=f"tfs-bed-systemd-{secrets.token_hex(4)}",
+        detach=True,
+        cap_add=["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
+        security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+        tmpfs={"/run": "", "/run/lock": "", "/tmp": ""},
+        volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
+        mounts=list(mounts),
+        labels={LABEL_BED: str(os.getpid())},
+    )
+    try:
+        deadline = time.monotonic() + boot_timeout
+        state = ""
+        while time.monotonic() < deadline:
+            _, state = exec_text(container, ["systemctl", "is-system-running"])
+            state = state.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(0.5)
+        else:
+            raise DockerBedError(
+                f"systemd in {container.name} is {state!r} after {boot_timeout:.0f} s; "
+                f"its logs:\n{container.logs().decode(errors='replace')[-4000:]}"
+            )
+        yield container
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
 
 
 # --- containers ---------------------------------------------------------------------------

@@ -506,7 +506,8 @@ def _stream_build(
                 log.write(text)
                 log.flush()
                 if text.startswith("Step "):
-                    progress(f"image: {text.strip()}")
+                    step = " ".join(text.split())
+                    progress(f"image: {step[:100]}{' ...' if len(step) > 100 else ''}")
                 if isinstance(chunk, Mapping) and chunk.get("error"):
                     failure = str(chunk["error"]).strip()
         except docker.errors.APIError as error:

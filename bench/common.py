@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import platform
@@ -55,6 +56,38 @@ def growth_exponent(sizes: Sequence[float], times: Sequence[float]) -> float:
     num = sum((x - mean_x) * (y - mean_y) for x, y in points)
     den = sum((x - mean_x) ** 2 for x, _ in points)
     return num / den if den else math.nan
+
+
+def outages(good: Sequence[float], failed: Sequence[float]) -> list[tuple[float, float]]:
+    """The outages one client saw, as (start, end) times: from its last good answer before a
+    failed request to its next good answer, one per run of failures.
+
+    ``good`` and ``failed`` are the times the client got each answer (or failure). Summing
+    only the runs of failures would miss the time before the first failure is seen and after
+    the last one (a client that pauses after a failure misses the most). Without a good
+    answer before (after) a run, the outage starts (ends) at its first (last) failure.
+    """
+    ordered = sorted(good)
+    found: set[tuple[float, float]] = set()
+    runs: dict[int, list[float]] = {}
+    for moment in failed:
+        runs.setdefault(bisect.bisect_left(ordered, moment), []).append(moment)
+    for index, moments in runs.items():
+        start = ordered[index - 1] if index > 0 else min(moments)
+        end = ordered[index] if index < len(ordered) else max(moments)
+        found.add((start, end))
+    return sorted(found)
+
+
+def merged(intervals: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping (start, end) intervals joined: several clients' outages, counted once."""
+    joined: list[tuple[float, float]] = []
+    for start, end in sorted(intervals):
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+        else:
+            joined.append((start, end))
+    return joined
 
 
 def ms(seconds: float) -> str:

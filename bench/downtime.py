@@ -7,8 +7,10 @@ So each promotion loads a version, moves two labels and unloads a version (three
 
 While promotions run, two client threads send REST predicts back to back: one by label
 `stable`, one alternating label `canary` and no version (the highest AVAILABLE). A request
-fails when it does not answer 200 (or the connection fails). The daemon (`run --git`) applies
-each commit; the next commit waits for its history record.
+fails when it does not answer 200 (or the connection fails). An outage runs from a client's
+last good answer before a failed request to its next good answer (bench.common.outages), the
+two clients' outages joined where they overlap. The daemon (`run --git`) applies each commit;
+the next commit waits for its history record.
 `restart` is the CLI (`apply --reload restart`) against the simulator in Docker (lab flags).
 """
 
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import EXAMPLE_MODELS, Section, table
+from bench.common import EXAMPLE_MODELS, Section, median, merged, outages, table
 from bench.lab import MODEL, Daemon, Lab, animals, daemon_available, lab
 from reconciler.history import read_history
 from reconciler.testing import SimulatorProcess
@@ -44,7 +46,9 @@ class Load:
     rest_url: str
     requests: int = 0
     failures: Counter[str] = field(default_factory=Counter)
-    failed_at: list[float] = field(default_factory=list)
+    # Per client: when each good answer and each failure came (perf_counter seconds).
+    good_at: list[list[float]] = field(default_factory=list)
+    failed_at: list[list[float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,17 +72,34 @@ class Load:
 
     def _client(self, paths: list[str]) -> None:
         host, port = self.rest_url.removeprefix("http://").split(":")
+        with self._lock:
+            good_at: list[float] = []
+            failed_at: list[float] = []
+            self.good_at.append(good_at)
+            self.failed_at.append(failed_at)
         turn = 0
         while not self._stop.is_set():
             failure = self._send(host, int(port), paths[turn % len(paths)])
+            answered = time.perf_counter()
             turn += 1
             with self._lock:
                 self.requests += 1
                 if failure is not None:
                     self.failures[failure] += 1
-                    self.failed_at.append(time.perf_counter())
+                    failed_at.append(answered)
+                else:
+                    good_at.append(answered)
             if failure is not None:
                 time.sleep(0.01)  # a down server: count, do not spin
+
+    def outages(self) -> list[float]:
+        """Seconds of each outage, from a last good answer to the next, any client's."""
+        found = [
+            outage
+            for good, failed in zip(self.good_at, self.failed_at, strict=True)
+            for outage in outages(good, failed)
+        ]
+        return [end - start for start, end in merged(found)]
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Load]:
@@ -108,7 +129,7 @@ class Result:
     requests: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
-    outage: float = 0.0  # seconds with failing requests (failures < 0.5 s apart are one outage)
+    outages: list[float] = field(default_factory=list)  # seconds, last good answer to next
 
     def row(self) -> list[str]:
         failed = sum(self.failures.values())
@@ -120,8 +141,18 @@ class Result:
             str(failed),
             f"{self.seconds / max(self.promotions, 1) * 1000:.0f}",
             f"{self.requests / self.seconds:.0f}" if self.seconds else "-",
-            f"{self.outage:.2f}",
+            str(len(self.outages)),
+            spread(self.outages),
+            f"{sum(self.outages):.1f}",
+            f"{sum(self.outages) / max(self.promotions, 1):.2f}",
         ]
+
+
+def spread(values: list[float]) -> str:
+    """``min / median / max`` seconds, or ``-`` for none."""
+    if not values:
+        return "-"
+    return f"{min(values):.2f} / {median(values):.2f} / {max(values):.2f}"
 
 
 def with_daemon(mode: str, count: int, tfs_poll: float) -> Result:
@@ -154,7 +185,7 @@ def with_daemon(mode: str, count: int, tfs_poll: float) -> Result:
                 result.failed_promotions += 1
         result.seconds = time.perf_counter() - started
     result.requests, result.failures = load.requests, load.failures
-    result.outage = outage_seconds(load.failed_at)
+    result.outages = load.outages()
     return result
 
 
@@ -193,22 +224,8 @@ def with_restart(count: int) -> Result:
                 print(f"    restart apply failed: {done.stderr.strip()[-300:]}", flush=True)
         result.seconds = time.perf_counter() - started
     result.requests, result.failures = load.requests, load.failures
-    result.outage = outage_seconds(load.failed_at)
+    result.outages = load.outages()
     return result
-
-
-def outage_seconds(times: list[float], gap: float = 0.5) -> float:
-    """Total length of the runs of failures (failures less than `gap` apart are one run)."""
-    total, start, last = 0.0, None, None
-    for moment in sorted(times):
-        if last is None or moment - last > gap:
-            if start is not None and last is not None:
-                total += last - start
-            start = moment
-        last = moment
-    if start is not None and last is not None:
-        total += last - start
-    return total
 
 
 def run(section: Section, quick: bool) -> dict[str, Result]:
@@ -230,7 +247,8 @@ def run(section: Section, quick: bool) -> dict[str, Result]:
             results["restart"] = with_restart(restarts)
             r = results["restart"]
             print(f"  {r.way}: {r.promotions} promotions, {r.requests} requests, "
-                  f"{sum(r.failures.values())} failed", flush=True)  # fmt: skip
+                  f"{sum(r.failures.values())} failed, {len(r.outages)} outages "
+                  f"(s min / median / max: {spread(r.outages)})", flush=True)  # fmt: skip
         except Exception as error:  # no Docker engine here: say so, keep the other figures
             section.add(f"`restart` not measured: {type(error).__name__}: {error}")
     section.add(
@@ -239,6 +257,10 @@ def run(section: Section, quick: bool) -> dict[str, Result]:
         "connection per request, back to back, by label `stable`, by label `canary` and by "
         "no version. The poll row runs TFS's config poll at 0.25 s to keep 100 promotions "
         "within the time budget (the poll period changes the wait, not the phases). "
+        "An outage runs from a client's last good answer before a failed request to its next "
+        "good answer (the two clients' outages joined where they overlap, so outages of "
+        "promotions that follow each other closely may count as one); a client pauses 10 ms "
+        "after a failure, so an outage is known to about 10 ms. "
         + ("`restart` is skipped in --quick. " if quick else "")
         + "\n\n"
         + table(
@@ -250,7 +272,10 @@ def run(section: Section, quick: bool) -> dict[str, Result]:
                 "failed requests",
                 "ms per promotion",
                 "requests/s",
-                "seconds failing",
+                "outages",
+                "outage s min / median / max",
+                "seconds out",
+                "s out per promotion",
             ],
             [r.row() for r in results.values()],
         )

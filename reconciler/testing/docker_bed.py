@@ -12,8 +12,11 @@ The TFS simulator packaged as a drop-in for the ``tensorflow/serving`` image, so
   of the project built on the host, only when no image carries the hash of the current sources.
 - :func:`running_container` runs one simulator container on free loopback ports with a host
   folder bind-mounted at ``/models``, and removes it afterwards whatever happened.
+- :func:`ensure_systemd_image` and :func:`systemd_container`: the base image with systemd and
+  git, run with systemd as PID 1 (a fresh machine, to try the unit's install steps on).
 
-The same steps from a shell: ``python -m reconciler.testing.docker_bed engine|base-image|image``.
+The same steps from a shell: ``python -m reconciler.testing.docker_bed engine|base-image|image``,
+which prints one line per stage with the seconds elapsed (a first build takes minutes).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import docker
 import docker.errors
@@ -46,6 +49,7 @@ from docker.types import Mount
 
 BASE_IMAGE = "tfs-reconciler-base:bookworm"
 SIM_IMAGE = "tfs-sim:local"
+SYSTEMD_IMAGE = "tfs-reconciler-systemd:bookworm"
 LABEL_RECIPE_HASH = "org.tfs-reconciler.recipe-hash"
 LABEL_SOURCE_HASH = "org.tfs-reconciler.source-hash"
 LABEL_BED = "org.tfs-reconciler.docker-bed"
@@ -64,11 +68,36 @@ LAB_ARGS: tuple[str, ...] = (
 _DEFAULT_SOCKET = "/var/run/docker.sock"
 _DOCKERD_PIDFILE = Path("/var/run/docker.pid")
 _IMAGE_DIR = Path("deploy") / "tfs-sim"
+_SYSTEMD_IMAGE_DIR = Path("tests") / "deploy" / "systemd-image"
 _IMAGE_PYTHON = (3, 11)
 _STARTED_DAEMONS: list[subprocess.Popen[bytes]] = []
 # Requests to the containers' loopback ports never go through an http_proxy from the env.
 _LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _SKIPPED_SUFFIXES = (".pyc", ".pyo", "~")
+
+
+#: Told one line of text at the start or end of each stage of a build.
+Progress = Callable[[str], None]
+
+
+def _silent(_line: str) -> None:
+    """The default :data:`Progress`: tell nobody."""
+
+
+class StageClock:
+    """A :data:`Progress` printing ``docker_bed [  12.3 s] line``, seconds since it was made.
+
+    Plain text, flushed at once: readable in a terminal and in a CI log alike.
+    """
+
+    def __init__(self, stream: IO[str], clock: Callable[[], float] = time.monotonic) -> None:
+        self._stream = stream
+        self._clock = clock
+        self._started = clock()
+
+    def __call__(self, line: str) -> None:
+        elapsed = self._clock() - self._started
+        print(f"docker_bed [{elapsed:6.1f} s] {line}", file=self._stream, flush=True)
 
 
 class DockerBedError(RuntimeError):
@@ -258,7 +287,11 @@ def _sha256_file(path: Path) -> str:
 
 
 def ensure_base_image(
-    client: docker.DockerClient, root: Path | None = None, *, tag: str = BASE_IMAGE
+    client: docker.DockerClient,
+    root: Path | None = None,
+    *,
+    tag: str = BASE_IMAGE,
+    progress: Progress = _silent,
 ) -> Image:
     """Return the debootstrapped base image, building it when missing or out of date."""
     script = (root or project_root()) / _IMAGE_DIR / "build-base-image.sh"
@@ -268,16 +301,39 @@ def ensure_base_image(
         if image is not None and _label(image, LABEL_RECIPE_HASH) == recipe_hash:
             return image
         log_path = _state_dir() / "tfs-reconciler-base-image.log"
-        with open(log_path, "wb") as log:
-            result = subprocess.run(
-                ["bash", str(script), tag], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
-        if result.returncode != 0:
+        why = "missing" if image is None else "built by another recipe"
+        progress(f"base image: {tag} {why}; building it (minutes; log {log_path})")
+        returncode = _run_relaying_stages(["bash", str(script), tag], log_path, progress)
+        if returncode != 0:
             raise DockerBedError(
-                f"{script} failed with status {result.returncode}; its log {log_path} ends "
+                f"{script} failed with status {returncode}; its log {log_path} ends "
                 f"with:\n{_tail(log_path)}"
             )
-        return client.images.get(tag)
+        built = client.images.get(tag)
+        progress(f"base image: {tag} built")
+        return built
+
+
+def _run_relaying_stages(command: Sequence[str], log_path: Path, progress: Progress) -> int:
+    """Run ``command`` with its output in ``log_path``, telling ``progress`` its stage lines."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert process.stdout is not None
+        for raw in process.stdout:
+            log.write(raw)
+            line = raw.decode(errors="replace").strip()
+            if _is_stage_line(line):
+                progress(line)
+        return process.wait()
+
+
+def _is_stage_line(line: str) -> bool:
+    """The build script's own lines, and debootstrap's phases (not its line per package)."""
+    if line.startswith("build-base-image: "):
+        return True
+    return line.startswith("I: ") and line.endswith(("...", "successfully."))
 
 
 def image_source_files(root: Path) -> list[Path]:
@@ -331,20 +387,25 @@ def ensure_sim_image(
     *,
     tag: str = SIM_IMAGE,
     force: bool = False,
+    progress: Progress = _silent,
 ) -> SimImage:
     """Return the simulator image, building it only when no image has the sources' hash."""
     started = time.monotonic()
     root = root or project_root()
-    base = ensure_base_image(client, root)
+    base = ensure_base_image(client, root, progress=progress)
     files = image_source_files(root)
     wanted = source_hash(root, files, base_image_id=base.id or "")
     with _exclusive("image-build"):
         existing = _image_or_none(client, tag)
         if not force and existing is not None and _label(existing, LABEL_SOURCE_HASH) == wanted:
             return SimImage(tag, existing.id or "", wanted, False, time.monotonic() - started)
+        progress(f"image: building {tag} (source hash {wanted[:12]})")
         with tempfile.TemporaryDirectory(prefix="tfs-sim-context-") as tmp:
+            progress("image: building the project's wheels")
             context = _build_context(root, files, Path(tmp))
-            image = _docker_build(client, context, tag, wanted)
+            progress(f"image: docker build of {tag}")
+            image = _docker_build(client, context, tag, wanted, progress=progress)
+            progress(f"image: {tag} built")
         # Earlier builds, now untagged, unless a container still uses them.
         with contextlib.suppress(docker.errors.APIError):
             client.images.prune(filters={"dangling": True, "label": LABEL_SOURCE_HASH})
@@ -364,17 +425,25 @@ def _build_context(root: Path, files: Sequence[Path], context: Path) -> Path:
         if (root / relative).is_file():
             (source / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / relative, source / relative)
-    wheels = context / "wheels"
+    build_wheels(source, context / "wheels")
+    shutil.rmtree(source)
+    for name in ("Dockerfile", "tf_serving_entrypoint.sh"):
+        shutil.copy2(root / _IMAGE_DIR / name, context / name)
+    return context
+
+
+def build_wheels(source: Path, wheels: Path, *extra: str) -> None:
+    """Wheels of the project in ``source``, its dependencies and ``extra`` (requirements)."""
     log_path = _state_dir() / "tfs-reconciler-wheels.log"
     command = [sys.executable, "-m", "pip", "wheel", "--progress-bar=off", "--wheel-dir"]
     with open(log_path, "wb") as log:
         for _attempt in range(2):  # a second try, for a download that broke off
             result = subprocess.run(
-                [*command, str(wheels), str(source)],
+                [*command, str(wheels), str(source), *extra],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                cwd=context,
+                cwd=source.parent,
             )
             if result.returncode == 0:
                 break
@@ -383,41 +452,162 @@ def _build_context(root: Path, files: Sequence[Path], context: Path) -> Path:
             f"building the project's wheels failed with status {result.returncode}; "
             f"{log_path} ends with:\n{_tail(log_path, skip='WARNING: Location')}"
         )
-    shutil.rmtree(source)
-    for name in ("Dockerfile", "tf_serving_entrypoint.sh"):
-        shutil.copy2(root / _IMAGE_DIR / name, context / name)
-    return context
 
 
-def _docker_build(client: docker.DockerClient, context: Path, tag: str, wanted: str) -> Image:
-    log_path = _state_dir() / "tfs-reconciler-image-build.log"
-    try:
-        image, logs = client.images.build(
-            path=str(context),
-            tag=tag,
-            # The label comes from the Dockerfile: a build-level label (``labels=``) makes
-            # dockerd 20.10's builder leave a created container behind at every build.
-            buildargs={"BASE_IMAGE": BASE_IMAGE, "SOURCE_HASH": wanted},
-            network_mode="none",
-            pull=False,
-            rm=True,
-            forcerm=True,
-        )
-        log_path.write_text("".join(_build_log_lines(logs)))
-    except docker.errors.BuildError as error:
-        log_path.write_text("".join(_build_log_lines(error.build_log)))
+def _docker_build(
+    client: docker.DockerClient,
+    context: Path,
+    tag: str,
+    wanted: str,
+    *,
+    progress: Progress = _silent,
+) -> Image:
+    """``docker build`` of ``context``, telling ``progress`` each Dockerfile step as it starts."""
+    return _stream_build(
+        client,
+        context,
+        tag,
+        {"BASE_IMAGE": BASE_IMAGE, "SOURCE_HASH": wanted},
+        network_mode="none",
+        progress=progress,
+        log_name="tfs-reconciler-image-build.log",
+    )
+
+
+def _stream_build(
+    client: docker.DockerClient,
+    context: Path,
+    tag: str,
+    buildargs: Mapping[str, str],
+    *,
+    network_mode: str,
+    progress: Progress,
+    log_name: str,
+) -> Image:
+    log_path = _state_dir() / log_name
+    failure: str | None = None
+    with open(log_path, "w") as log:
+        try:
+            # The low-level call streams the build; ``client.images.build`` returns at its end.
+            chunks = client.api.build(
+                path=str(context),
+                tag=tag,
+                # The label comes from the Dockerfile: a build-level label (``labels=``) makes
+                # dockerd 20.10's builder leave a created container behind at every build.
+                buildargs=dict(buildargs),
+                network_mode=network_mode,
+                pull=False,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for chunk in chunks:
+                text = _build_log_text(chunk)
+                log.write(text)
+                log.flush()
+                if text.startswith("Step "):
+                    step = " ".join(text.split())
+                    progress(f"image: {step[:100]}{' ...' if len(step) > 100 else ''}")
+                if isinstance(chunk, Mapping) and chunk.get("error"):
+                    failure = str(chunk["error"]).strip()
+        except docker.errors.APIError as error:
+            failure = str(error)
+    if failure is not None:
         raise DockerBedError(
-            f"docker build of {tag} failed: {error.msg}; {log_path} ends with:\n{_tail(log_path)}"
-        ) from error
-    return image
+            f"docker build of {tag} failed: {failure}; {log_path} ends with:\n{_tail(log_path)}"
+        )
+    return client.images.get(tag)
 
 
-def _build_log_lines(chunks: Iterable[Any]) -> Iterator[str]:
-    for chunk in chunks:
-        if isinstance(chunk, Mapping):
-            text = chunk.get("stream") or chunk.get("error") or ""
-            if text:
-                yield str(text)
+def _build_log_text(chunk: Any) -> str:
+    if isinstance(chunk, Mapping):
+        return str(chunk.get("stream") or chunk.get("error") or "")
+    return ""
+
+
+def ensure_systemd_image(
+    client: docker.DockerClient,
+    root: Path | None = None,
+    *,
+    tag: str = SYSTEMD_IMAGE,
+    progress: Progress = _silent,
+) -> Image:
+    """The base image with systemd and git (installed from the Debian mirror: needs network),
+    built when missing or when its Dockerfile or the base image changed."""
+    root = root or project_root()
+    base = ensure_base_image(client, root, progress=progress)
+    dockerfile = root / _SYSTEMD_IMAGE_DIR / "Dockerfile"
+    wanted = hashlib.sha256(f"{base.id}\n".encode() + dockerfile.read_bytes()).hexdigest()
+    with _exclusive("image-build"):
+        existing = _image_or_none(client, tag)
+        if existing is not None and _label(existing, LABEL_RECIPE_HASH) == wanted:
+            return existing
+        progress(f"systemd image: building {tag} (apt-get from the Debian mirror)")
+        image = _stream_build(
+            client,
+            dockerfile.parent,
+            tag,
+            {"BASE_IMAGE": BASE_IMAGE, "RECIPE_HASH": wanted},
+            network_mode="default",
+            progress=progress,
+            log_name="tfs-reconciler-systemd-image-build.log",
+        )
+        progress(f"systemd image: {tag} built")
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.prune(filters={"dangling": True, "label": LABEL_RECIPE_HASH})
+        return image
+
+
+def exec_text(container: Container, command: Sequence[str], **options: Any) -> tuple[int, str]:
+    """``docker exec``: the exit status and the output (stdout and stderr), as text."""
+    result = container.exec_run(list(command), **options)
+    output = result.output
+    text = output.decode(errors="replace") if isinstance(output, bytes) else ""
+    return int(result.exit_code or 0), text
+
+
+@contextlib.contextmanager
+def systemd_container(
+    client: docker.DockerClient,
+    mounts: Sequence[Mount] = (),
+    *,
+    image: str = SYSTEMD_IMAGE,
+    boot_timeout: float = 120.0,
+) -> Iterator[Container]:
+    """A container with systemd as PID 1, booted, removed after the block whatever happened.
+
+    It gets the capabilities systemd and a hardened unit's sandboxing use (mount namespaces:
+    SYS_ADMIN), not ``--privileged`` (a nested engine may not grant every capability).
+    """
+    container: Container = client.containers.run(
+        image,
+        name=f"tfs-bed-systemd-{secrets.token_hex(4)}",
+        detach=True,
+        cap_add=["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
+        security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+        tmpfs={"/run": "", "/run/lock": "", "/tmp": ""},
+        volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
+        mounts=list(mounts),
+        labels={LABEL_BED: str(os.getpid())},
+    )
+    try:
+        deadline = time.monotonic() + boot_timeout
+        state = ""
+        while time.monotonic() < deadline:
+            _, state = exec_text(container, ["systemctl", "is-system-running"])
+            state = state.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(0.5)
+        else:
+            raise DockerBedError(
+                f"systemd in {container.name} is {state!r} after {boot_timeout:.0f} s; "
+                f"its logs:\n{container.logs().decode(errors='replace')[-4000:]}"
+            )
+        yield container
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
 
 
 # --- containers ---------------------------------------------------------------------------
@@ -645,14 +835,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild the image even if current")
     options = parser.parse_args(argv)
     started = time.monotonic()
+    progress = StageClock(sys.stdout)
     try:
+        progress("engine: connecting (dockerd is started if none answers)")
         client = ensure_engine()
         print(f"engine: {client.version().get('Version')} ({time.monotonic() - started:.1f} s)")
         if options.step == "base-image":
-            base = ensure_base_image(client)
+            base = ensure_base_image(client, progress=progress)
             print(f"base image: {BASE_IMAGE} {base.short_id} ({time.monotonic() - started:.1f} s)")
         elif options.step == "image":
-            sim = ensure_sim_image(client, force=options.force)
+            sim = ensure_sim_image(client, force=options.force, progress=progress)
             verb = "built" if sim.built else "up to date"
             print(
                 f"image: {sim.tag} {sim.id[7:19]} source-hash {sim.source_hash[:12]} {verb} "

@@ -3,7 +3,8 @@
 ``docker compose config`` (the v2 plugin) is used when present, else
 ``docker-compose config`` (Debian bookworm's docker-compose 1.29 package).
 Either one validates the file against the Compose schema, interpolates the
-variables and prints the resolved model, which the tests then read.
+variables and prints the resolved model, which the tests then read. The tests
+marked ``docker`` run ``ps``, ``logs``, ``down`` and ``up`` against a real engine.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import yaml
+
+from reconciler.testing import docker_bed
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "deploy" / "compose.yaml"
@@ -43,16 +47,22 @@ def compose_command() -> list[str]:
     pytest.skip(message)
 
 
-def compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TFS_", "COMPOSE_"))}
+def compose(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the Compose tool on deploy/compose.yaml with only ``env`` among its variables."""
+    own = ("TFS_", "COMPOSE_", "RECONCILER_")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     return subprocess.run(
-        [*compose_command(), "--file", str(COMPOSE_FILE), "config"],
+        [*compose_command(), "--file", str(COMPOSE_FILE), *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         cwd=tmp_path,
         env={**clean, **env},
     )
+
+
+def compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return compose(tmp_path, "config", **env)
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +92,19 @@ def mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def published(service: dict[str, Any]) -> set[str]:
-    ports = set()
+def published(service: dict[str, Any]) -> dict[int, tuple[str, str]]:
+    """Container port -> (host address, host port), whichever syntax the tool printed.
+
+    An empty host address means every interface, as Docker reads it.
+    """
+    ports = {}
     for port in service["ports"]:
         if isinstance(port, str):
-            ports.add(port.removesuffix("/tcp").rsplit(":", 1)[0].rsplit(":", 1)[-1])
+            host, _, target = port.removesuffix("/tcp").rpartition(":")
+            address, _, host_port = host.rpartition(":")
+            ports[int(target)] = (address, host_port)
         else:
-            ports.add(str(port["published"]))
+            ports[int(port["target"])] = (port.get("host_ip", ""), str(port["published"]))
     return ports
 
 
@@ -97,7 +113,30 @@ def test_tfs_runs_as_in_the_lab(resolved: dict[str, Any]) -> None:
     assert tfs["image"] == "tensorflow/serving"
     assert tfs["command"] == TFS_FLAGS
     assert mounts(tfs)["/models"] == (resolved["_paths"]["models"], "rw")
-    assert published(tfs) == {"8500", "8501"}
+    assert set(published(tfs)) == {8500, 8501}
+
+
+def test_every_port_is_published_on_loopback_only_by_default(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    assert published(services["tfs"]) == {
+        8500: ("127.0.0.1", "8500"),
+        8501: ("127.0.0.1", "8501"),
+    }
+    assert published(services["reconciler"]) == {9109: ("127.0.0.1", "9109")}
+
+
+def test_host_ports_and_address_come_from_variables(tmp_path: Path) -> None:
+    result = compose_config(
+        tmp_path,
+        TFS_GRPC_PORT="8510",
+        TFS_REST_PORT="8511",
+        RECONCILER_METRICS_PORT="9119",
+        TFS_HOST_ADDRESS="0.0.0.0",
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert published(services["tfs"]) == {8500: ("0.0.0.0", "8510"), 8501: ("0.0.0.0", "8511")}
+    assert published(services["reconciler"]) == {9109: ("127.0.0.1", "9119")}
 
 
 def test_the_reconciler_shares_the_models_folder_and_reaches_tfs_by_name(
@@ -134,10 +173,49 @@ def test_the_tfs_image_can_be_swapped_for_the_simulator(tmp_path: Path) -> None:
     assert yaml.safe_load(result.stdout)["services"]["tfs"]["image"] == "tfs-sim:local"
 
 
-def test_the_models_folder_must_be_named(tmp_path: Path) -> None:
-    result = compose_config(tmp_path, TFS_DESIRED_REPO=str(tmp_path))
-    assert result.returncode != 0
-    assert "set TFS_MODELS_DIR" in result.stderr
+def test_the_file_resolves_without_any_variable(tmp_path: Path) -> None:
+    """`ps`, `logs` and `down` interpolate the whole file: none may need the path variables."""
+    result = compose_config(tmp_path)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert mounts(services["tfs"])["/models"] == ("/srv/tfs/models", "rw")
+    assert mounts(services["reconciler"])["/desired"] == ("/srv/tfs/desired", "ro")
+
+
+@pytest.fixture
+def engine() -> docker.DockerClient:
+    try:
+        return docker_bed.ensure_engine()
+    except docker_bed.EngineUnavailableError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI and no Docker engine: {error}")
+        pytest.skip(f"no Docker engine: {error}")
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("engine")
+def test_ps_logs_and_down_need_no_variables(tmp_path: Path) -> None:
+    project = f"tfs-compose-test-{os.getpid()}"
+    for command in ("ps", "logs", "down"):
+        result = compose(tmp_path, "--project-name", project, command)
+        assert result.returncode == 0, (command, result.stderr)
+
+
+@pytest.mark.docker
+def test_up_refuses_a_missing_models_folder_rather_than_mount_an_empty_one(
+    tmp_path: Path, engine: docker.DockerClient
+) -> None:
+    project = f"tfs-compose-test-{os.getpid()}"
+    missing = tmp_path / "no-such-models"
+    image = docker_bed.ensure_base_image(engine).tags[0]  # any local image: nothing runs
+    env = {"TFS_MODELS_DIR": str(missing), "TFS_DESIRED_REPO": str(tmp_path), "TFS_IMAGE": image}
+    try:
+        result = compose(tmp_path, "--project-name", project, "up", "--no-start", "tfs", **env)
+        assert result.returncode != 0
+        assert str(missing) in result.stderr
+        assert not missing.exists()
+    finally:
+        compose(tmp_path, "--project-name", project, "down", **env)
 
 
 def test_the_validator_rejects_a_broken_compose_file(tmp_path: Path) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import docker
 import docker.errors
@@ -68,6 +71,111 @@ def test_source_hash_changes_when_a_file_is_renamed(tmp_path: Path) -> None:
     assert tree_hash(root) != first
 
 
+def test_the_stage_clock_prints_plain_lines_with_the_seconds_elapsed() -> None:
+    times = iter([100.0, 102.5, 230.25])
+    out = io.StringIO()
+    progress = docker_bed.StageClock(out, clock=lambda: next(times))
+    progress("base image: building")
+    progress("image: built")
+    assert out.getvalue() == (
+        "docker_bed [   2.5 s] base image: building\ndocker_bed [ 130.2 s] image: built\n"
+    )
+
+
+class FakeImages:
+    """``client.images``: missing until built, then an image labelled with ``labels``."""
+
+    def __init__(self, labels: dict[str, str], built: Callable[[], bool]) -> None:
+        self.labels = labels
+        self.built = built
+
+    def get(self, name: str) -> SimpleNamespace:
+        if not self.built():
+            raise docker.errors.ImageNotFound(name)
+        return SimpleNamespace(labels=self.labels, id="sha256:feed", short_id="feed")
+
+
+def test_a_base_image_build_tells_its_stages_not_every_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """debootstrap prints a line per package: only its phases and the script's own lines."""
+    monkeypatch.setenv("TFS_BED_STATE_DIR", str(tmp_path / "state"))
+    root = make_tree(tmp_path / "root")
+    script = root / "deploy" / "tfs-sim" / "build-base-image.sh"
+    marker = tmp_path / "built"
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            echo "build-base-image: debootstrap bookworm" >&2
+            echo "I: Retrieving adduser 3.134"
+            echo "I: Installing core packages..."
+            echo "I: Base system installed successfully."
+            echo "build-base-image: importing as $1" >&2
+            touch {marker}
+            """
+        )
+    )
+    client = SimpleNamespace(images=FakeImages({docker_bed.LABEL_RECIPE_HASH: "x"}, marker.exists))
+    lines: list[str] = []
+    docker_bed.ensure_base_image(client, root, tag="base:test", progress=lines.append)  # type: ignore[arg-type]
+    log = tmp_path / "state" / "tfs-reconciler-base-image.log"
+    assert lines == [
+        f"base image: base:test missing; building it (minutes; log {log})",
+        "build-base-image: debootstrap bookworm",
+        "I: Installing core packages...",
+        "I: Base system installed successfully.",
+        "build-base-image: importing as base:test",
+        "base image: base:test built",
+    ]
+    assert "I: Retrieving adduser 3.134" in log.read_text()
+
+
+class FakeBuildApi:
+    def __init__(self, chunks: list[dict[str, object]]) -> None:
+        self.chunks = chunks
+
+    def build(self, **_: object) -> Iterator[dict[str, object]]:
+        yield from self.chunks
+
+
+def test_a_docker_build_tells_each_step_as_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFS_BED_STATE_DIR", str(tmp_path))
+    chunks: list[dict[str, object]] = [
+        {"stream": "Step 1/3 : FROM base\n"},
+        {"stream": " ---> 1234\n"},
+        {"stream": "Step 2/3 : RUN python3 -m venv /opt/tfs-sim\n"},
+        {"stream": "Step 3/3 : LABEL x=y\n"},
+        {"aux": {"ID": "sha256:feed"}},
+    ]
+    client = SimpleNamespace(api=FakeBuildApi(chunks), images=FakeImages({}, lambda: True))
+    lines: list[str] = []
+    image = docker_bed._docker_build(client, tmp_path, "t:1", "hash", progress=lines.append)  # type: ignore[arg-type]
+    assert image.id == "sha256:feed"
+    assert lines == [
+        "image: Step 1/3 : FROM base",
+        "image: Step 2/3 : RUN python3 -m venv /opt/tfs-sim",
+        "image: Step 3/3 : LABEL x=y",
+    ]
+    assert " ---> 1234" in (tmp_path / "tfs-reconciler-image-build.log").read_text()
+
+
+def test_a_failed_docker_build_names_the_error_and_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFS_BED_STATE_DIR", str(tmp_path))
+    chunks: list[dict[str, object]] = [
+        {"stream": "Step 1/2 : RUN false\n"},
+        {"error": "The command '/bin/sh -c false' returned a non-zero code: 1"},
+    ]
+    client = SimpleNamespace(api=FakeBuildApi(chunks), images=FakeImages({}, lambda: True))
+    with pytest.raises(
+        docker_bed.DockerBedError, match=r"returned a non-zero code: 1;.*image-build"
+    ):
+        docker_bed._docker_build(client, tmp_path, "t:1", "hash")  # type: ignore[arg-type]
+
+
 def snapshot_sources(tmp_path: Path) -> Path:
     """A copy of the image's sources, safe from edits made meanwhile in the work tree."""
     root = docker_bed.project_root()
@@ -95,7 +203,7 @@ def test_sim_image_is_built_only_when_no_image_has_the_sources_hash(
     docker_client.images.build(path=str(tmp_path / "stand-in"), tag=tag, rm=True)
     builds: list[str] = []
 
-    def fake_build(client: object, context: Path, tag: str, wanted: str) -> Image:
+    def fake_build(client: object, context: Path, tag: str, wanted: str, **_: object) -> Image:
         builds.append(wanted)
         return docker_client.images.get(tag)
 

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
+from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask
 
 __all__ = ["DEFAULT_LIMITS", "BoundedHttpServer", "Limits", "StartResponse", "WsgiApp"]
 
@@ -57,10 +59,30 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+class _ErrorTask(ErrorTask):  # type: ignore[misc]
+    """waitress answers a request it cannot parse or take (413, 400, 431) without calling
+    the application: tell the server's ``on_error`` which error it was."""
+
+    def execute(self) -> None:
+        on_error = self.channel.server.on_error
+        if on_error is not None:
+            on_error(type(self.request.error).__name__, self.channel.addr)
+        super().execute()
+
+
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    error_task_class = _ErrorTask
+
+
+OnError = Callable[[str, Any], None]
+
+
 class _Server(TcpWSGIServer):  # type: ignore[misc]
     """waitress's TCP server with the request deadline and eviction described above."""
 
+    channel_class = _Channel
     limits: Limits
+    on_error: OnError | None = None
     evicted = 0
     slow_closed = 0
 
@@ -95,7 +117,19 @@ class BoundedHttpServer:
     """Serves ``app`` on ``host:port`` (port 0: any) in a background thread; ``start()``,
     ``stop()``, or use as a context manager. ``name`` tags its log events."""
 
-    def __init__(self, host: str, port: int, app: WsgiApp, limits: Limits, *, name: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        app: WsgiApp,
+        limits: Limits,
+        *,
+        name: str,
+        on_error: OnError | None = None,
+    ) -> None:
+        """``on_error(kind, client)``: a request waitress refused itself, ``kind`` being its
+        error's class name (RequestEntityTooLarge, BadRequest...)."""
+        self._on_error = on_error
         self._host, self._port = host, port
         self._app = app
         self._limits = limits
@@ -134,6 +168,7 @@ class BoundedHttpServer:
             ident="tfs-reconciler",
             expose_tracebacks=False,
         )
+        server.on_error = self._on_error
         server.limits = Limits(**{**limits.__dict__, "connections": connections})
         thread = threading.Thread(target=self._serve, args=(server,), name=self._name, daemon=True)
         self._server, self._thread = server, thread

@@ -29,7 +29,7 @@ def threads_and_files(daemon: DaemonProcess) -> tuple[int, int]:
 def healthz(base: str) -> bool:
     try:
         with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:
         return False
 

@@ -5,6 +5,7 @@ missigned) as GitHub and GitLab sign them. Deadlines are generous; no duration i
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import urllib.request
@@ -195,27 +196,39 @@ def test_sighup_reads_the_secret_file_again(
 
 
 @pytest.mark.parametrize(
-    ("extra", "expected"),
+    ("extra", "env", "expected"),
     [
-        (["--webhook-secret-file", "{missing}"], "cannot read the webhook secret file"),
-        (["--webhook-secret-file", "{empty}"], "is empty"),
-        ([], "--webhook-addr needs --webhook-secret-file"),
+        (["--webhook-secret-file", "{missing}"], {}, "cannot read the webhook secret file"),
+        (["--webhook-secret-file", "{empty}"], {}, "is empty"),
+        ([], {}, "--webhook-addr needs --webhook-secret-file"),
+        (["--webhook-secret-file", "{empty}"], {"WEBHOOK_ADDR": "nowhere"}, "bad address"),
+        (["--git-remote", ""], {"WEBHOOK_SECRET_FILE": "{empty}"}, "needs --git-remote"),
     ],
 )
-def test_the_daemon_refuses_to_start_without_a_usable_secret(
-    repo: LabRepo, remote: Remote, tmp_path: Path, extra: list[str], expected: str
+def test_the_daemon_refuses_to_start_without_a_usable_secret_or_address(
+    repo: LabRepo,
+    remote: Remote,
+    tmp_path: Path,
+    extra: list[str],
+    env: dict[str, str],
+    expected: str,
 ) -> None:
+    """Options come from TFS_RECONCILER_* as well; the secret never shows in an error."""
     empty = tmp_path / "empty.secret"
     empty.write_text("\n")
-    args = [a.format(missing=tmp_path / "nope", empty=empty) for a in extra]
+    places = {"missing": tmp_path / "nope", "empty": empty}
+    args = [a.format(**places) for a in extra]
+    variables = {f"TFS_RECONCILER_{k}": v.format(**places) for k, v in env.items()}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
     out = subprocess.run(
         [
             "tfs-reconciler", "run",
             "--desired", str(repo.desired), "--models-dir", str(repo.models),
             "--git-remote", str(remote.bare), "--metrics-addr", "127.0.0.1:0",
-            "--webhook-addr", "127.0.0.1:0", *args,
+            *([] if "WEBHOOK_ADDR" in env else ["--webhook-addr", "127.0.0.1:0"]), *args,
         ],
         capture_output=True, text=True, timeout=60, cwd=repo.root, stdin=subprocess.DEVNULL,
+        env={**base, "TFS_RECONCILER_WEBHOOK_ADDR": "127.0.0.1:0", **variables},
     )  # fmt: skip
     assert out.returncode == 1, out
     assert expected in out.stderr + out.stdout

@@ -48,7 +48,13 @@ from reconciler.status import status_document
 from reconciler.tfs_config import ServingConfig, changed_models, parse_config, render_config
 from reconciler.tfs_rest import TfsRest
 from reconciler.watch import DEFAULT_IGNORE_NAMES, FILES_CHANGED, Trigger
-from reconciler.webhook import PendingFetch, WebhookMetrics, WebhookReceiver, read_secret
+from reconciler.webhook import (
+    PendingFetch,
+    WebhookMetrics,
+    WebhookReceiver,
+    WebhookSecretError,
+    read_secret,
+)
 
 log = structlog.get_logger("reconciler.daemon")
 
@@ -614,7 +620,7 @@ class Daemon:
         if not options.webhook_addr:
             return None
         if not options.webhook_secret_file:
-            raise ValueError("--webhook-addr needs --webhook-secret-file")
+            raise WebhookSecretError("--webhook-addr needs --webhook-secret-file")
         secret = read_secret(options.webhook_secret_file)
         metrics = self._webhook_metrics = WebhookMetrics.create(self._metrics.registry)
         self._webhook = WebhookReceiver(
@@ -653,8 +659,9 @@ class Daemon:
                 self.options = self._reread()
                 _check_fixed_settings(options, self.options)
             self._source = None
+            secret = None
             if self._webhook is not None and self.options.webhook_secret_file:
-                self._webhook.set_secret(read_secret(self.options.webhook_secret_file))
+                secret = read_secret(self.options.webhook_secret_file)
             trigger = self._make_trigger().start()
         except (ValueError, OSError, GitError) as error:
             self.options, self._source = options, source
@@ -662,6 +669,8 @@ class Daemon:
             sd_notify.ready(f"settings not reloaded: {error}")
             return
         self._reloader = None
+        if self._webhook is not None and secret is not None:
+            self._webhook.set_secret(secret)
         if self._trigger is not None:
             self._trigger.stop()
         self._trigger = trigger

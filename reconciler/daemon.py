@@ -203,6 +203,8 @@ class Daemon:
                     deadline = min(deadline, now + watchdog_every)
                 wake = self._trigger.wait(timeout=max(0.0, deadline - now))
                 endpoint.beat()
+                if self._webhook is not None:
+                    self._webhook.beat()
                 sd_notify.watchdog()
                 if wake is not None:
                     log.debug("woken", reason=wake.reason, events=wake.events, path=wake.first_path)

@@ -316,6 +316,13 @@ class WebhookReceiver:
     def set_secret(self, secret: bytes) -> None:
         self._secret = secret
 
+    def beat(self) -> None:
+        """Log the connections closed to bound the server since the last call (one line
+        for a flood, not one per connection)."""
+        evicted, slow = self._server.shed() if self._started else (0, 0)
+        if evicted or slow:
+            log.warning("webhook_connections_shed", evicted=evicted, too_slow=slow)
+
     @property
     def address(self) -> Address:
         host, port = self._server.bound

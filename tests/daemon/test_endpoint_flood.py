@@ -67,3 +67,6 @@ def test_a_flood_of_idle_and_slow_connections_on_both_ports_leaves_the_daemon_an
         assert flooded_files <= files + 2 * (64 + 16), (files, flooded_files)
     wait_until(lambda: healthz(base), 60, interval=0.2, what="/healthz after the flood")
     assert daemon.process.poll() is None
+    # Reported once a loop turn, not once a connection.
+    daemon.wait_for_event("http_connections_shed", timeout=30)
+    daemon.wait_for_event("webhook_connections_shed", timeout=30)

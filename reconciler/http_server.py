@@ -95,7 +95,9 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
         over = len(self.active_channels) - self.limits.connections
         if over > 0:
             idle = [c for c in self.active_channels.values() if not c.requests]
-            for channel in sorted(idle, key=lambda c: c.last_activity)[:over]:
+            # Answers still being sent (a scrape to a slow reader) go last.
+            idle.sort(key=lambda c: (c.total_outbufs_len > 0, c.last_activity))
+            for channel in idle[:over]:
                 channel.handle_close()
                 self.evicted += 1
 

@@ -62,8 +62,9 @@ def test_a_flood_of_idle_and_slow_connections_on_both_ports_leaves_the_daemon_an
         wait_until(lambda: healthz(base), 60, interval=0.2, what="/healthz under the flood")
         flooded_threads, flooded_files = threads_and_files(daemon)
         assert daemon.process.poll() is None
-        # At most 64 connections a port (fewer with a low RLIMIT_NOFILE), never a thread each.
-        assert flooded_threads <= threads + 2, (threads, flooded_threads)
+        # At most 64 connections a port (fewer with a low RLIMIT_NOFILE), never a thread each
+        # (the slack is for threads a pass may start on its own, not for 600 connections).
+        assert flooded_threads <= threads + 16, (threads, flooded_threads)
         assert flooded_files <= files + 2 * (64 + 16), (files, flooded_files)
     wait_until(lambda: healthz(base), 60, interval=0.2, what="/healthz after the flood")
     assert daemon.process.poll() is None

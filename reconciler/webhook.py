@@ -149,8 +149,8 @@ def judge(
         )
     if unsigned is not None:
         return _refuse(HTTPStatus.FORBIDDEN, unsigned, "the signature does not match the secret")
-    event = headers.get("x-github-event") or headers.get("x-gitea-event")
-    gitlab = headers.get("x-gitlab-event")
+    event = _cut(headers.get("x-github-event") or headers.get("x-gitea-event"))
+    gitlab = _cut(headers.get("x-gitlab-event"))
     if event == "ping":
         return Verdict("ping", HTTPStatus.OK, event=event, detail="pong")
     payload = _payload(headers, body)
@@ -170,8 +170,9 @@ def judge(
     ref, after = payload.get("ref"), payload.get("after")
     if not isinstance(ref, str):
         return _refuse(HTTPStatus.BAD_REQUEST, "malformed", "a push without a ref")
-    hint = after if isinstance(after, str) else None
+    hint = _cut(after) if isinstance(after, str) else None
     if branch is not None and ref != f"refs/heads/{branch}":
+        ref = _cut(ref) or ""
         return _refuse(
             HTTPStatus.ACCEPTED,
             "other_branch",
@@ -183,6 +184,11 @@ def judge(
     return Verdict(
         "fetch", HTTPStatus.ACCEPTED, detail="fetching", event=event or gitlab, ref=ref, after=hint
     )
+
+
+def _cut(text: str | None, limit: int = 200) -> str | None:
+    """At most `limit` characters of what a request said, for an answer or a log line."""
+    return text if text is None or len(text) <= limit else text[:limit] + "...(cut)"
 
 
 def _refuse(

@@ -161,3 +161,11 @@ def test_the_secret_file(tmp_path: Path) -> None:
         read_secret(tmp_path / "missing")
     with pytest.raises(WebhookSecretError, match="cannot read"):
         read_secret(tmp_path)  # a folder
+
+
+def test_what_a_request_says_is_cut_short_in_answers_and_logs() -> None:
+    verdict = verdict_of(github_push(SECRET, "refs/heads/" + "x" * 100_000, "f" * 100_000))
+    assert verdict.reason == "other_branch"
+    assert len(verdict.detail) < 300
+    assert verdict.ref is not None and len(verdict.ref) < 300
+    assert verdict.after is not None and len(verdict.after) < 300

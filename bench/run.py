@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import cost, downtime, latency, scale
+from bench import cost, downtime, latency, scale, webhook
 from bench.common import Section, machine
 
 PARTS: dict[str, tuple[str, Callable[[Section, bool], object]]] = {
@@ -30,6 +30,7 @@ PARTS: dict[str, tuple[str, Callable[[Section, bool], object]]] = {
     "latency": ("Commit-to-live latency", latency.run),
     "cost": ("Cost: idle daemon CPU and peak RSS", cost.run),
     "downtime": ("Zero downtime: failed requests during promotions", downtime.run),
+    "webhook": ("Push-to-live through the webhook", webhook.run),
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"
 

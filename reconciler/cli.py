@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from reconciler import __version__, logs
+from reconciler import __version__, logs, webhook
 from reconciler.apply import (
     Outcome,
     ProgressHook,
@@ -29,7 +29,7 @@ from reconciler.desired import DesiredState, load_desired
 from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.git_source import GitError
 from reconciler.history import read_history, rollback_target
-from reconciler.http_endpoint import StatusUnavailableError, read_status
+from reconciler.http_endpoint import StatusUnavailableError, parse_address, read_status
 from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.observe import Observed
 from reconciler.plan import Plan, plan, plan_config
@@ -41,6 +41,7 @@ from reconciler.signals import GracefulInterrupt
 from reconciler.status import status_document, status_text
 from reconciler.tfs_config import parse_config, render_config
 from reconciler.tfs_rest import TfsRest
+from reconciler.webhook import WebhookSecretError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -474,6 +475,18 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
         help="/healthz, /readyz, /metrics and /status (default: %(default)s; port 0 picks one)",
     )
     group.add_argument(
+        "--webhook-addr",
+        type=_webhook_address,
+        default=_env("webhook-addr", None),
+        help=f"serve POST {webhook.PATH} here for GitHub, GitLab and Gitea push hooks, which "
+        "fetch --git-remote at once (default: off)",
+    )
+    group.add_argument(
+        "--webhook-secret-file",
+        default=_env("webhook-secret-file", None),
+        help="file holding the hooks' secret (never the secret itself on the command line)",
+    )
+    group.add_argument(
         "--debounce",
         type=_seconds_or_zero,
         default=_env("debounce", "0.05"),
@@ -484,6 +497,14 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
         default=_env("env-file", None),
         help="KEY=VALUE settings (TFS_RECONCILER_*) read at start and again on SIGHUP",
     )
+
+
+def _webhook_address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def read_env_file(path: str) -> dict[str, str]:
@@ -509,6 +530,10 @@ def _set_settings_environment(wanted: dict[str, str]) -> None:
 
 
 def _to_daemon_options(args: argparse.Namespace) -> DaemonOptions:
+    if args.webhook_addr and not args.git_remote:
+        raise UsageError("--webhook-addr needs --git-remote: a hook asks for a fetch of it")
+    if args.webhook_addr and not args.webhook_secret_file:
+        raise UsageError("--webhook-addr needs --webhook-secret-file")
     return DaemonOptions(
         settings=_with_settings(args),
         reload=ReloadMode(args.reload),
@@ -525,6 +550,8 @@ def _to_daemon_options(args: argparse.Namespace) -> DaemonOptions:
         container_label=args.container_label,
         allow_restart=args.allow_restart,
         debounce=args.debounce,
+        webhook_addr=args.webhook_addr,
+        webhook_secret_file=args.webhook_secret_file,
     )
 
 
@@ -556,7 +583,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.env_file}: {error}") from None
     try:
         return Daemon(options, reread).run()
-    except GitError as error:
+    except (GitError, WebhookSecretError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
 

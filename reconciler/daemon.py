@@ -48,12 +48,21 @@ from reconciler.status import status_document
 from reconciler.tfs_config import ServingConfig, changed_models, parse_config, render_config
 from reconciler.tfs_rest import TfsRest
 from reconciler.watch import DEFAULT_IGNORE_NAMES, FILES_CHANGED, Trigger
+from reconciler.webhook import (
+    PendingFetch,
+    WebhookMetrics,
+    WebhookReceiver,
+    WebhookSecretError,
+    read_secret,
+)
 
 log = structlog.get_logger("reconciler.daemon")
 
 MAX_BACKOFF = 300.0
 
 Scope = Literal["all", "resync", "change"]
+
+WEBHOOK = "webhook"  # the wake-up reason of a push announced by the webhook receiver
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ class DaemonOptions:
     allow_restart: bool = False
     debounce: float = 0.05
     retry_base: float = 2.0
+    webhook_addr: str | None = None
+    webhook_secret_file: str | None = None
 
 
 @dataclass
@@ -114,12 +125,16 @@ class Daemon:
         self._reloader: Reloader | None = None
         self._source: GitSource | None = None
         self._parsed: tuple[object, DesiredState] | None = None
+        self._hooks = PendingFetch(lambda: self._trigger.poke(WEBHOOK) if self._trigger else None)
+        self._webhook: WebhookReceiver | None = None
+        self._webhook_metrics: WebhookMetrics | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
     def run(self) -> int:
         settings = self.options.settings
         config = settings.config_path
+        webhook = self._webhook_receiver()  # before anything: an unusable secret stops here
         # Beside the config, not in the state folder: one writer per models.config, whatever
         # --state-dir each is given.
         with acquire(config, "daemon"), self._signal_thread():
@@ -135,7 +150,7 @@ class Daemon:
                 # /healthz fails when the loop has not come round for this long.
                 liveness_timeout=2 * self.options.resync + settings.timeout + 60,
             )
-            with endpoint:
+            with endpoint, webhook or contextlib.nullcontext():
                 log.info(
                     "started",
                     metrics=str(endpoint.address),
@@ -171,8 +186,9 @@ class Daemon:
                 self._hup.clear()
                 self._reload_settings()
                 scope = "all"
-            if self.options.git_remote and now >= next_fetch:
-                self._fetch()
+            hooked = self._hooks.take()
+            if self.options.git_remote and (hooked or now >= next_fetch):
+                self._fetch(WEBHOOK if hooked else "interval")
                 next_fetch = now + self.options.git_interval
             self._pass(endpoint, scope)
             scope = "resync"
@@ -187,10 +203,12 @@ class Daemon:
                     deadline = min(deadline, now + watchdog_every)
                 wake = self._trigger.wait(timeout=max(0.0, deadline - now))
                 endpoint.beat()
+                if self._webhook is not None:
+                    self._webhook.beat()
                 sd_notify.watchdog()
                 if wake is not None:
                     log.debug("woken", reason=wake.reason, events=wake.events, path=wake.first_path)
-                    scope = "change" if wake.reason == FILES_CHANGED else "resync"
+                    scope = "change" if wake.reason in (FILES_CHANGED, WEBHOOK) else "resync"
                     break
                 now = self._clock()
                 if now >= next_resync or (self._memory.retry_at and now >= self._memory.retry_at):
@@ -552,12 +570,14 @@ class Daemon:
         self._parsed = (key, state)
         return state
 
-    def _fetch(self) -> None:
+    def _fetch(self, trigger: str = "interval") -> None:
         if self._source is None:
             return
+        if trigger == WEBHOOK and self._webhook_metrics is not None:
+            self._webhook_metrics.fetches.inc()
         try:
             commit = self._source.fetch()
-            log.debug("fetched", remote=self.options.git_remote, commit=commit)
+            log.debug("fetched", remote=self.options.git_remote, commit=commit, trigger=trigger)
         except GitError as error:
             log.error("fetch_failed", remote=self.options.git_remote, error=str(error))
             self._metrics.fetch_failures.inc()
@@ -593,6 +613,27 @@ class Daemon:
             live = {m.name: len(m.available) for m in observed.live.models}
         self._metrics.set_versions(wanted, live)
 
+    # --- the webhook receiver ------------------------------------------------------------------
+
+    def _webhook_receiver(self) -> WebhookReceiver | None:
+        """The receiver of --webhook-addr (None when off); WebhookSecretError (a ValueError)
+        when its secret file cannot be read or is empty."""
+        options = self.options
+        if not options.webhook_addr:
+            return None
+        if not options.webhook_secret_file:
+            raise WebhookSecretError("--webhook-addr needs --webhook-secret-file")
+        secret = read_secret(options.webhook_secret_file)
+        metrics = self._webhook_metrics = WebhookMetrics.create(self._metrics.registry)
+        self._webhook = WebhookReceiver(
+            parse_address(options.webhook_addr),
+            secret,
+            lambda: self._source.branch if self._source is not None else None,
+            self._hooks,
+            metrics,
+        )
+        return self._webhook
+
     # --- signals and status -------------------------------------------------------------------
 
     def _signal_thread(self) -> SignalThread:
@@ -620,6 +661,9 @@ class Daemon:
                 self.options = self._reread()
                 _check_fixed_settings(options, self.options)
             self._source = None
+            secret = None
+            if self._webhook is not None and self.options.webhook_secret_file:
+                secret = read_secret(self.options.webhook_secret_file)
             trigger = self._make_trigger().start()
         except (ValueError, OSError, GitError) as error:
             self.options, self._source = options, source
@@ -627,6 +671,8 @@ class Daemon:
             sd_notify.ready(f"settings not reloaded: {error}")
             return
         self._reloader = None
+        if self._webhook is not None and secret is not None:
+            self._webhook.set_secret(secret)
         if self._trigger is not None:
             self._trigger.stop()
         self._trigger = trigger
@@ -663,6 +709,7 @@ def _check_fixed_settings(before: DaemonOptions, after: DaemonOptions) -> None:
             "models.config": o.settings.real_config_path,
             "state folder": os.path.realpath(o.settings.state_path),
             "metrics address": o.metrics_addr,
+            "webhook address": o.webhook_addr or "off",
         }
 
     old, new = fixed(before), fixed(after)

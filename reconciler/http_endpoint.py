@@ -1,6 +1,6 @@
 """The daemon's HTTP endpoint: health, readiness, metrics and status.
 
-A stdlib ``ThreadingHTTPServer`` in a background thread serves:
+A bounded waitress server (``reconciler.http_server``) in a background thread serves:
 
 - ``/healthz``: 200 while the daemon's loop is alive, i.e. it called
   ``beat()`` within ``liveness_timeout`` seconds; 503 otherwise.
@@ -16,7 +16,6 @@ The endpoint only reports; it never triggers anything.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -24,13 +23,13 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from reconciler.http_server import DEFAULT_LIMITS, BoundedHttpServer, Limits, StartResponse
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -78,7 +77,9 @@ class HttpEndpoint:
     """The server; ``start()`` binds and serves, ``stop()`` shuts down.
 
     Use as a context manager. ``address`` is the bound address (with the real
-    port when 0 was asked for).
+    port when 0 was asked for). Connections are bounded, idle and slow ones are
+    closed (see ``reconciler.http_server``), so a flood of connections costs
+    sockets up to a limit, never a thread each, and ``/healthz`` still answers.
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class HttpEndpoint:
         *,
         liveness_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._requested = address
         self._registry = registry
@@ -98,8 +100,10 @@ class HttpEndpoint:
         self._last_beat = clock()
         self._ready = False
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = BoundedHttpServer(
+            address.host, address.port, self._app, limits, name="tfs-reconciler-http"
+        )
+        self._started = False
 
     # --- called by the daemon -------------------------------------------------
 
@@ -107,6 +111,9 @@ class HttpEndpoint:
         """The loop is alive: call once per loop iteration."""
         with self._lock:
             self._last_beat = self._clock()
+        evicted, slow = self._server.shed() if self._started else (0, 0)
+        if evicted or slow:
+            log.warning("http_connections_shed", evicted=evicted, too_slow=slow)
 
     def set_ready(self, ready: bool = True) -> None:
         with self._lock:
@@ -114,34 +121,24 @@ class HttpEndpoint:
 
     @property
     def address(self) -> Address:
-        if self._server is None:
+        if not self._started:
             raise RuntimeError("the HTTP endpoint is not started")
-        host, port = self._server.server_address[:2]
-        return Address(host=str(host), port=int(port))
+        host, port = self._server.bound
+        return Address(host=host, port=port)
 
     def start(self) -> HttpEndpoint:
-        if self._server is not None:
+        if self._started:
             raise RuntimeError("the HTTP endpoint is already started")
-        server = _Server(self._requested, _Handler, self)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="tfs-reconciler-http",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
+        self._server.start()
+        self._started = True
         log.info("http_endpoint_started", address=str(self.address))
         return self
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
+        if not self._started:
             return
-        server.shutdown()
-        server.server_close()
-        thread.join()
-        self._server = self._thread = None
+        self._server.stop()
+        self._started = False
         log.info("http_endpoint_stopped")
 
     def __enter__(self) -> HttpEndpoint:
@@ -150,7 +147,7 @@ class HttpEndpoint:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    # --- answers, used by the handler ----------------------------------------
+    # --- answers ----------------------------------------------------------------
 
     def _health(self) -> tuple[HTTPStatus, dict[str, Any]]:
         with self._lock:
@@ -164,68 +161,52 @@ class HttpEndpoint:
             ready = self._ready
         return (HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE), {"ready": ready}
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: Address, handler: type[BaseHTTPRequestHandler], endpoint: HttpEndpoint
-    ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-        self.endpoint = endpoint
-        super().__init__((address.host, address.port), handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "tfs-reconciler"
-    _head = False
-
-    def do_HEAD(self) -> None:  # load balancers and uptime checkers probe with HEAD
-        self._head = True
-        self._answer()
-
-    def do_GET(self) -> None:
-        self._head = False
-        self._answer()
-
-    def _answer(self) -> None:
-        endpoint = cast(_Server, self.server).endpoint
-        path = urlsplit(self.path).path
-        if path == "/healthz":
-            self._send_json(*endpoint._health())
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "")
+        path = environ.get("PATH_INFO", "")
+        code: HTTPStatus
+        if method not in ("GET", "HEAD"):  # load balancers and uptime checkers probe with HEAD
+            code, content_type, body = _json(
+                HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} is not served here"}
+            )
+        elif path == "/healthz":
+            code, content_type, body = _json(*self._health())
         elif path == "/readyz":
-            self._send_json(*endpoint._readiness())
+            code, content_type, body = _json(*self._readiness())
         elif path == "/metrics":
-            self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(endpoint._registry))
+            code, content_type, body = (
+                HTTPStatus.OK,
+                CONTENT_TYPE_LATEST,
+                generate_latest(self._registry),
+            )
         elif path == "/status":
             try:
-                document = dict(endpoint._status())
+                document = dict(self._status())
             except Exception as error:
                 log.exception("status_callback_failed")
-                self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": repr(error)})
+                code, content_type, body = _json(
+                    HTTPStatus.INTERNAL_SERVER_ERROR, {"error": repr(error)}
+                )
             else:
-                self._send_json(HTTPStatus.OK, document)
+                code, content_type, body = _json(HTTPStatus.OK, document)
         else:
-            self._send_json(
-                HTTPStatus.NOT_FOUND,
-                {"error": f"no such path {path}", "paths": _PATHS},
+            code, content_type, body = _json(
+                HTTPStatus.NOT_FOUND, {"error": f"no such path {path}", "paths": _PATHS}
             )
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ]
+        if code is HTTPStatus.METHOD_NOT_ALLOWED:
+            headers.append(("Allow", "GET, HEAD"))
+        start_response(f"{code.value} {code.phrase}", headers)
+        return [] if method == "HEAD" else [body]
 
-    def _send_json(self, code: HTTPStatus, body: Mapping[str, Any]) -> None:
-        text = json.dumps(body, indent=2, sort_keys=True, default=str) + "\n"
-        self._send(code, "application/json", text.encode())
 
-    def _send(self, code: HTTPStatus, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if not self._head:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http_request", client=self.client_address[0], request=format % args)
+def _json(code: HTTPStatus, body: Mapping[str, Any]) -> tuple[HTTPStatus, str, bytes]:
+    text = json.dumps(body, indent=2, sort_keys=True, default=str) + "\n"
+    return code, "application/json", text.encode()
 
 
 _PATHS = ["/healthz", "/readyz", "/metrics", "/status"]

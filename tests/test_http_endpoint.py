@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -19,7 +21,9 @@ from reconciler.http_endpoint import (
     parse_address,
     read_status,
 )
+from reconciler.http_server import Limits
 from reconciler.metrics import Metrics
+from reconciler.testing.flood import Flood
 
 LOOPBACK = Address("127.0.0.1", 0)
 
@@ -191,3 +195,71 @@ def test_malformed_addresses_are_refused(text: str) -> None:
 def test_ipv6_addresses_print_with_brackets() -> None:
     assert str(Address("::1", 9109)) == "[::1]:9109"
     assert Address("127.0.0.1", 9109).url == "http://127.0.0.1:9109"
+
+
+# --- bounded under a flood (issue 10) -------------------------------------------------------
+
+FLOOD_LIMITS = Limits(connections=32, idle_timeout=2.0, request_timeout=2.0)
+
+
+def healthz_answers(endpoint: HttpEndpoint, within: float = 60.0) -> int:
+    """The status of the first /healthz that answers within the deadline (a probe may find
+    its connection evicted by the flood and try again)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return get(endpoint, "/healthz")[0]
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_a_flood_of_idle_and_slowloris_connections_costs_no_thread_and_healthz_answers(
+    metrics: Metrics,
+) -> None:
+    """Issue 10: a thread per connection with no limit died at 205 idle connections. Here 300
+    connections (150 idle, 150 sending a request a byte at a time) add no thread, /healthz
+    answers throughout, and the server closes every one of them, the trickling ones too."""
+    with HttpEndpoint(LOOPBACK, metrics.registry, dict, limits=FLOOD_LIMITS) as endpoint:
+        assert healthz_answers(endpoint) == 200
+        threads = threading.active_count()
+        with Flood(endpoint.address.host, endpoint.address.port, idle=150, slow=150) as flood:
+            assert healthz_answers(endpoint) == 200
+            # The flood's own trickling thread is the only one added.
+            assert threading.active_count() <= threads + 1
+            assert healthz_answers(endpoint) == 200
+            deadline = time.monotonic() + 60
+            while flood.still_open() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert flood.still_open() == 0
+        assert healthz_answers(endpoint) == 200
+
+
+def test_at_the_connection_limit_a_new_connection_is_answered(metrics: Metrics) -> None:
+    """Full of idle connections, the server makes room for a new one (the quietest goes)
+    rather than leaving the probe in the kernel's queue until an idle one times out."""
+    limits = Limits(connections=8, idle_timeout=3600.0, request_timeout=3600.0)
+    with (
+        HttpEndpoint(LOOPBACK, metrics.registry, dict, limits=limits) as endpoint,
+        Flood(endpoint.address.host, endpoint.address.port, idle=40, slow=0),
+    ):
+        assert healthz_answers(endpoint) == 200
+        assert get(endpoint, "/metrics")[0] == 200
+
+
+def test_an_oversized_or_malformed_request_is_refused_and_the_server_serves_on(
+    endpoint: HttpEndpoint,
+) -> None:
+    host, port = endpoint.address.host, endpoint.address.port
+    for raw in (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (128 << 10) + b"\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64 + b"\r\n\r\n",  # TLS
+        b"GET /healthz HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+    ):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(raw)
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1."), answer[:80]
+        assert answer.split(b" ", 2)[1].startswith(b"4"), answer[:80]
+    assert get(endpoint, "/healthz")[0] == 200

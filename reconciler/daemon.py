@@ -43,6 +43,7 @@ from reconciler.policy import served_versions
 from reconciler.problems import InputError, Problem
 from reconciler.reconcile import Revision, execute, observe_for, revision_of
 from reconciler.settings import Settings
+from reconciler.settle import Settle
 from reconciler.signals import SignalThread
 from reconciler.status import status_document
 from reconciler.tfs_config import ServingConfig, changed_models, parse_config, render_config
@@ -74,6 +75,7 @@ class DaemonOptions:
     allow_restart: bool = False
     debounce: float = 0.05
     retry_base: float = 2.0
+    settle: float = 1.0  # seconds a models.config the daemon did not write must read the same
 
 
 @dataclass
@@ -88,6 +90,7 @@ class _Memory:
     last_record: Record | None = None
     failures: int = 0
     retry_at: float = 0.0
+    settle_at: float = 0.0  # a models.config someone else wrote is read again then
     failed_target: Any = None  # the (target, disk, TFS answered) that failed: not retried as is
     synced_target: ServingConfig | None = None  # what the last in-sync pass left in the file
     first_done: bool = False
@@ -114,6 +117,7 @@ class Daemon:
         self._reloader: Reloader | None = None
         self._source: GitSource | None = None
         self._parsed: tuple[object, DesiredState] | None = None
+        self._settle = Settle(options.settle)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -183,6 +187,8 @@ class Daemon:
                 deadline = min(next_resync, next_fetch if self.options.git_remote else next_resync)
                 if self._memory.retry_at > now:
                     deadline = min(deadline, self._memory.retry_at)
+                if self._memory.settle_at > now:
+                    deadline = min(deadline, self._memory.settle_at)
                 if watchdog_every:
                     deadline = min(deadline, now + watchdog_every)
                 wake = self._trigger.wait(timeout=max(0.0, deadline - now))
@@ -194,6 +200,8 @@ class Daemon:
                     break
                 now = self._clock()
                 if now >= next_resync or (self._memory.retry_at and now >= self._memory.retry_at):
+                    break
+                if self._memory.settle_at and now >= self._memory.settle_at:
                     break
                 if self.options.git_remote and now >= next_fetch:
                     break
@@ -229,6 +237,7 @@ class Daemon:
         started = self._clock()
         settings = self.options.settings
         memory = self._memory
+        memory.settle_at = 0.0
         try:
             desired, revision = self._read_desired()
         except (InputError, GitError) as error:
@@ -245,11 +254,19 @@ class Daemon:
         try:
             observed = self._observe(desired, rest, scope)
         except InputError as error:  # models.config does not parse: a hand edit gone wrong
+            if self._settling(str(error), revision):
+                return
             if not self._restore_config(error, revision):
                 self._after_first(endpoint)
                 return
             observed = self._observe(desired, rest, "all")
+        observed = replace(observed, applied=memory.synced_target)
         the_plan = plan(desired, observed)
+        if the_plan.changes_config and observed.config != memory.synced_target:
+            if self._settling(observed.config, revision):
+                return
+        else:
+            self._settle.known()
         with memory.lock:
             shown = observed
             if scope != "all" and memory.observed is not None:  # keep what was read before
@@ -330,6 +347,16 @@ class Daemon:
                 before = memory.observed.live if memory.observed is not None else None
                 memory.observed = replace(after, live=_merge(before, after.live))
         self._finish(outcome, record, revision, attempt, started, endpoint, left_alone)
+
+    def _settling(self, content: object, revision: Revision) -> bool:
+        """True when models.config, which the daemon did not write, has not yet read the same
+        for --settle seconds: it may be half-written, so the pass stops and comes back."""
+        wait = self._settle.wait(content, self._clock())
+        if wait <= 0:
+            return False
+        self._memory.settle_at = self._clock() + wait
+        log.debug("config_settling", retry_in=round(wait, 3), commit=revision.commit)
+        return True
 
     def _observe(self, desired: DesiredState, rest: TfsRest, scope: Scope) -> Observed:
         settings = self.options.settings

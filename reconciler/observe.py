@@ -104,6 +104,9 @@ class Observed:
     config: ServingConfig | None  # None: no models.config yet
     live: LiveStatus | None = None  # None: not asked
     config_path: str = "models.config"
+    # What the last apply left in models.config (the daemon remembers it), when known: a
+    # model the file has lost is put back as it was.
+    applied: ServingConfig | None = None
 
 
 class TfsUnreachable(Exception):

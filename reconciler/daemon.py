@@ -54,6 +54,9 @@ log = structlog.get_logger("reconciler.daemon")
 
 MAX_BACKOFF = 300.0
 
+# How systemd's STATUS line names a failed pass's outcome (the log and metric say the word).
+_STATUS_SAYS = {"error": "error", "invalid": "invalid", "rolled_back": "rolled back"}
+
 Scope = Literal["all", "resync", "change"]
 
 
@@ -94,6 +97,7 @@ class _Memory:
     failed_target: Any = None  # the (target, disk, TFS answered) that failed: not retried as is
     synced_target: ServingConfig | None = None  # what the last in-sync pass left in the file
     first_done: bool = False
+    applied_last: bool = False  # the last pass that ended in sync changed something
     resync_cursor: int = 0
     drift_seen: list[str] = field(default_factory=list)  # what the last pass found
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -127,7 +131,7 @@ class Daemon:
         # Beside the config, not in the state folder: one writer per models.config, whatever
         # --state-dir each is given.
         with acquire(config, "daemon"), self._signal_thread():
-            records = read_history(settings.state_path)
+            records = self._read_records()
             self._memory.last_record = _last(records)
             # What the last apply left in models.config: from the first pass on, a file that
             # differs while the desired state still asks for that is drift, also after a restart.
@@ -178,7 +182,7 @@ class Daemon:
             if self.options.git_remote and now >= next_fetch:
                 self._fetch()
                 next_fetch = now + self.options.git_interval
-            self._pass(endpoint, scope)
+            self._safe_pass(endpoint, scope)
             scope = "resync"
             next_resync = self._clock() + self.options.resync
             sd_notify.watchdog()
@@ -227,6 +231,33 @@ class Daemon:
         )
 
     # --- one pass --------------------------------------------------------------------------
+
+    def _safe_pass(self, endpoint: HttpEndpoint, scope: Scope = "all") -> None:
+        """A pass; one stopped by what is around it (a model folder, state folder or history
+        it cannot use, a full disk) or by a fault of its own is reported like any failed
+        pass (log, /status, metrics, STATUS) and retried with backoff: never fatal."""
+        try:
+            self._pass(endpoint, scope)
+        except Exception as error:  # the loop outlives any one pass
+            if isinstance(error, OSError):
+                log.error("environment_error", error=str(error))
+                message = str(error)
+            else:
+                log.exception("internal_error", error=repr(error))
+                message = f"internal error: {error!r}"
+            self._error(message)
+            self._after_first(endpoint)
+
+    def _read_records(self) -> list[Record]:
+        """The history at start; one it cannot read is reported, and the daemon runs on."""
+        try:
+            return read_history(self.options.settings.state_path)
+        except OSError as error:
+            message = f"cannot read the history: {error}"
+            log.error("environment_error", error=message)
+            self._memory.last_error = message
+            sd_notify.status(f"error: {message}"[:200])
+            return []
 
     def _pass(self, endpoint: HttpEndpoint, scope: Scope = "all") -> None:
         """One reconcile. Whose live status it reads depends on `scope`: every model's at
@@ -432,15 +463,21 @@ class Daemon:
         if outcome.ok:
             memory.failures, memory.retry_at, memory.failed_target = 0, 0.0, None
             memory.last_error = None
-            kind: MetricOutcome = "noop" if outcome.result == "noop" else "success"
+            kind: MetricOutcome = "written" if outcome.result == "written" else "applied"
+            if outcome.result == "noop":
+                kind = "noop"
             self._metrics.record_reconcile(
                 kind,
                 finished_at=time.time(),
                 convergence_seconds=None if kind == "noop" else seconds,
             )
-            if kind == "success" and revision.commit:
+            if kind != "noop" and revision.commit:
                 self._metrics.set_applied_commit(revision.commit)
-            log.info(
+            # The pass an apply's own write of models.config wakes finds nothing to do: it
+            # says nothing new.
+            said = log.debug if outcome.result == "noop" and memory.applied_last else log.info
+            memory.applied_last = outcome.result != "noop"
+            said(
                 "reconciled",
                 outcome=outcome.result,
                 commit=revision.commit,
@@ -499,6 +536,7 @@ class Daemon:
         memory = self._memory
         memory.last_error = message
         memory.failures += 1
+        memory.applied_last = False
         delay = min(MAX_BACKOFF, self.options.retry_base * 2 ** (memory.failures - 1))
         memory.retry_at = self._clock() + delay
         retry_in = delay if failed_apply else min(delay, self.options.resync)
@@ -510,7 +548,8 @@ class Daemon:
             commit=commit,
             retry_in=round(retry_in, 1),
         )
-        sd_notify.status(f"error ({outcome}), retrying in {retry_in:.0f} s: {message[:200]}")
+        says = _STATUS_SAYS.get(outcome, outcome)
+        sd_notify.status(f"{says}, retrying in {retry_in:.0f} s: {message[:200]}")
 
     # --- inputs ------------------------------------------------------------------------------
 

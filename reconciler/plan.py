@@ -173,10 +173,7 @@ def _config_problems(target: ServingConfig, disk: DiskState, source: str) -> lis
         folder = disk.model(model.name)
         field = f"{model.name}"
         if folder is None or not folder.exists:
-            where = folder.path if folder is not None else model.base_path
-            problems.append(
-                Problem(Location(source), field, f"model folder {where} does not exist")
-            )
+            problems.append(Problem(Location(source), field, _missing(folder, model.base_path)))
             continue
         for number in _served(model, disk):
             if not _loadable(folder, number):
@@ -297,8 +294,7 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
         field = f"models.{model.name}"
         folder = observed.disk.model(model.name)
         if folder is None or not folder.exists:
-            where = folder.path if folder is not None else model.base_path
-            problems.append(Problem(model.location, field, f"model folder {where} does not exist"))
+            problems.append(Problem(model.location, field, _missing(folder, model.base_path)))
             continue
         served = served_versions(model.policy, folder.numbers)
         if not served:
@@ -354,6 +350,12 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                 )
             )
     return problems
+
+
+def _missing(folder: ModelDir | None, base_path: str) -> str:
+    if folder is not None and folder.error:
+        return f"cannot read model folder {folder.path}: {folder.error}"
+    return f"model folder {folder.path if folder is not None else base_path} does not exist"
 
 
 def _move_problem(

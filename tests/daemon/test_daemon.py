@@ -691,7 +691,7 @@ def test_the_endpoint_exposes_health_readiness_metrics_and_status(
     text = body.decode()
     assert status == 200
     for pattern in (
-        r'tfs_reconciler_reconciles_total\{outcome="success"\} [1-9]',
+        r'tfs_reconciler_reconciles_total\{outcome="applied"\} [1-9]',
         r'tfs_reconciler_reconciles_total\{outcome="noop"\} [1-9]',
         r"tfs_reconciler_convergence_seconds_count [1-9]",
         r"tfs_reconciler_last_success_timestamp_seconds 1\.\d+e\+09",

@@ -4,11 +4,14 @@ simulator (a process) plays TFS. No sleeps: each test calls one pass at a time."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
 import pytest
+from structlog.testing import capture_logs
 
+from reconciler import sd_notify
 from reconciler.apply import ReloadMode
 from reconciler.config_file import write_atomic
 from reconciler.daemon import Daemon, DaemonOptions
@@ -108,3 +111,128 @@ def test_a_hand_edit_to_an_empty_list_is_repaired_from_what_tfs_serves_labels_an
     assert parse_config(config.read_text()) == served
     (record,) = read_history(daemon.options.settings.state_path)
     assert record.outcome == "applied"
+
+
+PROMOTED = """\
+apiVersion: tfs-reconciler/v1
+models:
+  animals:
+    versions: [1, 2, 3]
+    labels: {deprecated: 1, stable: 3, canary: 3}
+"""
+
+
+@pytest.fixture
+def statuses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The STATUS lines the daemon tells systemd."""
+    sent: list[str] = []
+
+    def status(text: str, env: object = None) -> bool:
+        sent.append(text)
+        return True
+
+    monkeypatch.setattr(sd_notify, "status", status)
+    return sent
+
+
+def errors_counted(daemon: Daemon) -> float:
+    value = daemon._metrics.registry.get_sample_value(
+        "tfs_reconciler_reconciles_total", {"outcome": "error"}
+    )
+    return value or 0.0
+
+
+def test_a_history_it_cannot_write_is_reported_and_retried_not_fatal(
+    lab: Path, sim: SimulatorProcess, statuses: list[str]
+) -> None:
+    clock = FakeClock()
+    daemon = make_daemon(lab, sim, clock)
+    one_pass(daemon, "all")
+    history = daemon.options.settings.state_path / "history.jsonl"
+    history.mkdir(parents=True)  # a directory where the history file goes
+    (lab / "desired_state" / "animals.yaml").write_text(PROMOTED)
+
+    daemon._safe_pass(cast(HttpEndpoint, FakeEndpoint()), "change")  # does not raise
+
+    error = daemon._memory.last_error
+    assert error is not None and str(history) in error
+    assert error in daemon.status()["last_error"]
+    assert errors_counted(daemon) == 1
+    assert statuses[-1].startswith("error, retrying in "), statuses
+    assert daemon._memory.retry_at > clock.now
+
+    history.rmdir()
+    clock.now = daemon._memory.retry_at
+    daemon._safe_pass(cast(HttpEndpoint, FakeEndpoint()), "resync")
+    assert daemon._memory.last_error is None
+
+
+def test_a_state_folder_it_cannot_create_leaves_what_serves_and_is_retried(
+    lab: Path, sim: SimulatorProcess, statuses: list[str]
+) -> None:
+    clock = FakeClock()
+    daemon = make_daemon(lab, sim, clock)
+    blocked = lab / "not-a-folder"
+    blocked.write_text("a file where the state folder should be")
+    daemon.options = replace(
+        daemon.options, settings=replace(daemon.options.settings, state_dir=blocked / "state")
+    )
+    config = lab / "models" / "models.config"
+    before = config.read_bytes()
+    one_pass(daemon, "all")
+    (lab / "desired_state" / "animals.yaml").write_text(PROMOTED)
+
+    daemon._safe_pass(cast(HttpEndpoint, FakeEndpoint()), "change")
+
+    assert "Not a directory" in (daemon._memory.last_error or "")
+    assert config.read_bytes() == before  # nothing written: TFS serves what it served
+    assert errors_counted(daemon) == 1
+
+
+def test_a_history_it_cannot_read_at_start_is_reported_and_the_daemon_runs_on(
+    lab: Path, sim: SimulatorProcess, statuses: list[str]
+) -> None:
+    daemon = make_daemon(lab, sim, FakeClock())
+    history = daemon.options.settings.state_path / "history.jsonl"
+    history.mkdir(parents=True)
+    assert daemon._read_records() == []
+    assert "cannot read the history" in (daemon._memory.last_error or "")
+    assert statuses and statuses[-1].startswith("error")
+
+
+def test_a_history_line_of_the_wrong_shape_is_skipped_at_start(
+    lab: Path, sim: SimulatorProcess
+) -> None:
+    daemon = make_daemon(lab, sim, FakeClock())
+    state = daemon.options.settings.state_path
+    state.mkdir()
+    (state / "history.jsonl").write_bytes(b"[]\n" + b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    assert daemon._read_records() == []
+    assert daemon._memory.last_error is None
+
+
+def test_an_apply_is_logged_and_counted_with_one_word_and_its_echo_says_nothing_new(
+    lab: Path, sim: SimulatorProcess
+) -> None:
+    clock = FakeClock()
+    daemon = make_daemon(lab, sim, clock)
+    with capture_logs() as logs:
+        one_pass(daemon, "all")  # in sync
+        (lab / "desired_state" / "animals.yaml").write_text(PROMOTED)
+        one_pass(daemon)  # applies
+        one_pass(daemon)  # woken by its own write of models.config
+        one_pass(daemon, "resync")
+    passes = [(e["outcome"], e["log_level"]) for e in logs if e["event"] == "reconciled"]
+    assert passes == [("noop", "info"), ("applied", "info"), ("noop", "debug"), ("noop", "info")]
+    counted = daemon._metrics.registry.get_sample_value(
+        "tfs_reconciler_reconciles_total", {"outcome": "applied"}
+    )
+    assert counted == 1  # the metric's word is the log's
+    (moved,) = [e for e in logs if e["event"] == "changed"]
+    assert {k: moved[k] for k in ("action", "label", "version", "old_version")} == {
+        "action": "move_label",
+        "label": "stable",
+        "version": 3,
+        "old_version": 2,
+    }
+    assert "old" not in moved and "new" not in moved

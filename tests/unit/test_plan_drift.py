@@ -264,3 +264,23 @@ def test_a_rollback_moving_base_path_that_would_strand_a_label_is_refused() -> N
     assert problem.field == "animals.base_path"
     assert "label(s) canary, deprecated point at version(s) 1, 3" in problem.message
     assert result.phases == ()
+
+
+def test_a_model_folder_it_cannot_read_blocks_the_plan_naming_why() -> None:
+    from reconciler.desired import parse_documents
+    from reconciler.plan import plan
+
+    unreadable = ModelDir("animals", "/host/animals", False, error="Permission denied")
+    seen = Observed(DiskState((unreadable,)), the_file(config()), reachable(serving(*ALL_THREE)))
+    state = parse_documents(
+        [("d.yaml", b"apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1]\n")]
+    )
+    result = plan(state, seen)
+    assert [p.message for p in result.problems] == [
+        "cannot read model folder /host/animals: Permission denied"
+    ]
+    assert result.blocked and result.phases == ()
+    back = plan_config(seen, the_file(config()), SOURCE)
+    assert [p.message for p in back.problems] == [
+        "cannot read model folder /host/animals: Permission denied"
+    ]

@@ -38,7 +38,7 @@ from reconciler.reconcile import Revision, execute, observe_for, reconcile, revi
 from reconciler.render import plan_json, plan_text
 from reconciler.settings import Settings
 from reconciler.signals import GracefulInterrupt
-from reconciler.status import status_document, status_text
+from reconciler.status import status_document, status_text, sync_state
 from reconciler.tfs_config import parse_config, render_config
 from reconciler.tfs_rest import TfsRest
 
@@ -575,11 +575,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         sys.stdout.write(status_text(document))
-    return EXIT_OK if document.get("in_sync") else EXIT_CHANGES
+    state = sync_state(document)
+    return EXIT_OK if state == "in_sync" else EXIT_ERROR if state == "unknown" else EXIT_CHANGES
 
 
 def _local_status(settings: Settings) -> dict[str, Any]:
-    records = read_history(settings.state_path)
+    try:
+        records = read_history(settings.state_path)
+    except OSError as error:  # the status is still worth showing
+        records, unreadable = [], f"cannot read the history: {error}"
+    else:
+        unreadable = None
     last = records[-1] if records else None
     try:
         desired = load_desired(settings.desired, settings.serving_root)
@@ -589,7 +595,7 @@ def _local_status(settings: Settings) -> dict[str, Any]:
             None,
             None,
             last=last,
-            last_error=str(error),
+            last_error="; ".join(e for e in (str(error), unreadable) if e),
             source="cli",
             config=settings.real_config_path,
         )
@@ -599,7 +605,7 @@ def _local_status(settings: Settings) -> dict[str, Any]:
         observed,
         plan(desired, observed),
         last=last,
-        last_error=None,
+        last_error=unreadable,
         source="cli",
         config=settings.real_config_path,
     )

@@ -352,6 +352,35 @@ def test_history_survives_a_line_torn_by_a_crash(lab: Path) -> None:
     assert "label stable 2 -> 3" in listed.stdout, listed.stdout
 
 
+@pytest.mark.parametrize("line", ["[]", "[" * 100_000 + "]" * 100_000, '{"id": "1"}'])
+def test_history_status_and_rollback_survive_a_line_of_the_wrong_shape(
+    lab: Path, line: str
+) -> None:
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    assert run(lab, "apply").returncode == 0
+    with (lab / "models" / ".tfs-reconciler" / "history.jsonl").open("a") as history:
+        history.write(line + "\n")
+    no_traceback(run(lab, "status", "--metrics-addr", f"127.0.0.1:{_closed_port()}"))
+    rolled = run(lab, "rollback")
+    no_traceback(rolled)
+    assert rolled.returncode == 0, rolled.stderr  # back to the config the apply replaced
+    listed = run(lab, "history")
+    assert listed.returncode == 0 and "label stable 2 -> 3" in listed.stdout, listed.stdout
+
+
+def test_status_without_a_daemon_or_tfs_says_unknown_and_exits_1(lab: Path) -> None:
+    result = run(lab, "status", "--metrics-addr", f"127.0.0.1:{_closed_port()}")
+    assert result.returncode == 1, result.stdout
+    assert "in sync" not in result.stdout.splitlines()[0], result.stdout
+    assert "UNKNOWN" in result.stdout and "TFS: unreachable" in result.stdout
+    document = json.loads(
+        run(
+            lab, "status", "--metrics-addr", f"127.0.0.1:{_closed_port()}", "--output", "json"
+        ).stdout
+    )
+    assert (document["in_sync"], document["state"]) == (False, "unknown")
+
+
 # --- no input crashes the command ----------------------------------------------------------------
 
 NASTY = [

@@ -580,12 +580,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _local_status(settings: Settings) -> dict[str, Any]:
+    unreadable: str | None = None
     try:
         records = read_history(settings.state_path)
     except OSError as error:  # the status is still worth showing
         records, unreadable = [], f"cannot read the history: {error}"
-    else:
-        unreadable = None
     last = records[-1] if records else None
     try:
         desired = load_desired(settings.desired, settings.serving_root)

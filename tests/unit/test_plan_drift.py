@@ -82,11 +82,19 @@ DRIFT = {
     "in sync": Row(the_file(config()), reachable(serving(*ALL_THREE)), []),
     "TFS not asked": Row(the_file(config()), None, []),
     "TFS unreachable": Row(the_file(config()), LiveStatus(False, error="refused"), []),
-    "a model TFS was not asked about": Row(
-        the_file(config(), config("specific { versions: 1 }", name="other", labels={})),
-        reachable(serving(*ALL_THREE)),
+    "TFS unreachable, models read before it stopped answering": Row(
+        the_file(config()),
+        LiveStatus(False, (LiveModel("animals", False),), error="refused"),
         [],
-        DiskState((folder("animals", [1, 2, 3]), folder("other", [1]))),
+    ),
+    "a model TFS was not asked about, before one that drifted": Row(
+        the_file(
+            config("specific { versions: 1 }", name="aardvark", labels={}),
+            config(),
+        ),
+        reachable(serving((1, "AVAILABLE"), (2, "AVAILABLE"), (3, "LOADING"))),
+        [Drift("animals", "version 3 is LOADING", 3)],
+        DiskState((folder("aardvark", [1]), folder("animals", [1, 2, 3]))),
     ),
     "model not served": Row(
         the_file(config()),

@@ -18,7 +18,7 @@ from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.history import read_history
 from reconciler.http_endpoint import HttpEndpoint
 from reconciler.settings import Settings
-from reconciler.testing import SimulatorExited, SimulatorProcess
+from reconciler.testing import SimulatorProcess
 from reconciler.tfs_config import parse_config
 
 LAB_LABELS = {"deprecated": 1, "stable": 2, "canary": 3}
@@ -48,19 +48,8 @@ class FakeEndpoint:
 @pytest.fixture
 def sim(lab: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatorProcess]:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    for attempt in range(3):  # free_port() may be taken by another process before it binds
-        running = SimulatorProcess(lab / "models", load_seconds=0.05)
-        try:
-            running.start()
-        except SimulatorExited:
-            if attempt == 2:
-                raise
-            continue
-        try:
-            yield running
-        finally:
-            running.stop()
-        return
+    with SimulatorProcess(lab / "models", load_seconds=0.05) as running:
+        yield running
 
 
 def make_daemon(lab: Path, sim: SimulatorProcess, clock: FakeClock) -> Daemon:

@@ -90,6 +90,7 @@ class _Memory:
     plan: Plan | None = None
     last_error: str | None = None
     fetch_error: str | None = None  # why the last fetch of --git-remote failed
+    watch_error: str | None = None  # why file events are not watched
     last_record: Record | None = None
     failures: int = 0
     retry_at: float = 0.0
@@ -171,7 +172,7 @@ class Daemon:
         watchdog_every = sd_notify.watchdog_interval()
         next_resync = 0.0
         next_fetch = 0.0
-        self._trigger = self._make_trigger().start()
+        self._trigger = self._start_trigger()
         scope: Scope = "all"
         while not self._stop.is_set():
             now = self._clock()
@@ -209,6 +210,22 @@ class Daemon:
                     break
                 if self.options.git_remote and now >= next_fetch:
                     break
+
+    def _start_trigger(self) -> Trigger:
+        """The file watcher; when the system refuses it (inotify watches or instances used
+        up, a folder it may not read), the daemon says so and re-checks every --resync
+        seconds instead of stopping."""
+        trigger = self._make_trigger()
+        try:
+            started = trigger.start()
+        except OSError as error:
+            log.error("watch_failed", error=str(error))
+            self._memory.watch_error = (
+                f"cannot watch for changes ({error}): re-checking every {self.options.resync:g} s"
+            )
+            return Trigger([], debounce=self.options.debounce).start()
+        self._memory.watch_error = None
+        return started
 
     def _make_trigger(self) -> Trigger:
         settings = self.options.settings
@@ -487,6 +504,8 @@ class Daemon:
             state = f"in sync at {at}"
             if left_alone:
                 state = f"drift left alone (self-heal off) in {', '.join(left_alone)} at {at}"
+            if memory.watch_error:
+                state += f"; {memory.watch_error}"
             sd_notify.status(state)
             # Ready after the first success, also when earlier passes failed (READY=1 was
             # then already sent by _after_first; /readyz waited for this).
@@ -713,7 +732,9 @@ class Daemon:
                 memory.observed,
                 memory.plan,
                 last=memory.last_record,
-                last_error="; ".join(e for e in (memory.last_error, memory.fetch_error) if e)
+                last_error="; ".join(
+                    e for e in (memory.last_error, memory.fetch_error, memory.watch_error) if e
+                )
                 or None,
                 source="daemon",
                 config=self.options.settings.real_config_path,

@@ -3,6 +3,7 @@ simulator (a process) plays TFS. No sleeps: each test calls one pass at a time."
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from reconciler.http_endpoint import HttpEndpoint
 from reconciler.settings import Settings
 from reconciler.testing import SimulatorProcess
 from reconciler.tfs_config import parse_config
+from reconciler.watch import Trigger
 
 LAB_LABELS = {"deprecated": 1, "stable": 2, "canary": 3}
 
@@ -236,3 +238,28 @@ def test_an_apply_is_logged_and_counted_with_one_word_and_its_echo_says_nothing_
         "old_version": 2,
     }
     assert "old" not in moved and "new" not in moved
+
+
+def test_a_file_watcher_the_system_refuses_is_reported_and_resyncs_stand_in(
+    lab: Path, sim: SimulatorProcess, statuses: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = make_daemon(lab, sim, FakeClock())
+    real = Trigger.start
+    refused: list[Trigger] = []
+
+    def start(trigger: Trigger) -> Trigger:
+        if not refused:  # the first start: inotify's watches are used up
+            refused.append(trigger)
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        return real(trigger)
+
+    monkeypatch.setattr(Trigger, "start", start)
+    trigger = daemon._start_trigger()
+    try:
+        assert refused and trigger is not refused[0]
+        one_pass(daemon, "all")
+        error = daemon.status()["last_error"]
+        assert error is not None and "cannot watch for changes" in error
+        assert "inotify watch limit reached" in statuses[-1], statuses
+    finally:
+        trigger.stop()

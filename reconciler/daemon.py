@@ -398,7 +398,7 @@ class Daemon:
 
     def _settling(self, content: object, revision: Revision) -> bool:
         """True when models.config, which the daemon did not write, has not yet read the same
-        for --settle seconds: it may be half-written, so the pass stops and comes back."""
+        for the settle time (1 s): it may be half-written, so the pass stops and comes back."""
         wait = self._settle.wait(content, self._clock())
         if wait <= 0:
             return False

@@ -292,3 +292,15 @@ def test_a_model_folder_it_cannot_read_blocks_the_plan_naming_why() -> None:
     assert [p.message for p in back.problems] == [
         "cannot read model folder /host/animals: Permission denied"
     ]
+
+
+def test_the_problems_of_a_rollback_come_sorted_whatever_found_them() -> None:
+    now = the_file(config(name="ant"))
+    back = the_file(
+        config("specific { versions: 2 }", name="ant", base_path="/models/zoo", labels={}),
+        config(name="zebra", labels={}),
+    )
+    zoo = DiskState((ModelDir("ant", "/host/zoo", True, folder("ant", [2]).versions),))
+    tfs = reachable(serving(*ALL_THREE, name="ant"))
+    result = plan_config(Observed(zoo, now, tfs), back, SOURCE)
+    assert [p.field for p in result.problems] == ["ant.base_path", "zebra"]

@@ -567,10 +567,11 @@ def test_phases_are_safe_from_what_tfs_really_serves(
 SERVING_LAB = live((1, "AVAILABLE"), (2, "AVAILABLE"), (3, "AVAILABLE"), labels=LAB_LABELS)
 
 
-@pytest.mark.parametrize("file", ["", "model_config_list {}\n"])
+@pytest.mark.parametrize("file", ["", "model_config_list {}\n", None])
 def test_a_repair_of_an_emptied_file_keeps_every_label_tfs_serves_in_every_phase(
-    file: str,
+    file: str | None,
 ) -> None:
+    """Emptied in place, edited to an empty list, or deleted: TFS still serves the lab."""
     result = plan(desired(), observed(file, live=SERVING_LAB))
     assert result.phases, "the file differs from the target: a repair is planned"
     for phase in result.phases:

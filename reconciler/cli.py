@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+import structlog
+
 from reconciler import __version__, logs, webhook
 from reconciler.apply import (
     Outcome,
@@ -36,16 +38,21 @@ from reconciler.plan import Plan, plan, plan_config
 from reconciler.problems import InputError
 from reconciler.reconcile import Revision, execute, observe_for, reconcile, revision_of
 from reconciler.render import plan_json, plan_text
-from reconciler.settings import Settings
+from reconciler.settings import (
+    ENV_FILE_VARIABLE,
+    ENV_PREFIX,
+    Settings,
+    read_env_file,
+    settings_environment,
+)
 from reconciler.signals import GracefulInterrupt
-from reconciler.status import status_document, status_text
+from reconciler.status import status_document, status_text, sync_state
 from reconciler.tfs_config import parse_config, render_config
 from reconciler.tfs_rest import TfsRest
 from reconciler.webhook import WebhookSecretError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
-ENV_PREFIX = "TFS_RECONCILER_"
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,10 @@ class FromEnv:
 
 
 def _env(name: str, default: str | bool | None) -> str | bool | FromEnv | None:
+    """The option's default: its TFS_RECONCILER_* variable from the environment or from the
+    service's env file (the same settings as the service, without sourcing it by hand)."""
     variable = ENV_PREFIX + name.upper().replace("-", "_")
-    text = os.environ.get(variable)
+    text = settings_environment().variables.get(variable)
     return default if text is None else FromEnv(variable, text)
 
 
@@ -300,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     logs.configure(args.log_level)
+    if args.command != "validate":
+        _say_settings(args.command)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -316,6 +327,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+
+
+def _say_settings(command: str) -> None:
+    """Which env files gave this command its settings (the service's, unless
+    $TFS_RECONCILER_ENV_FILE names another), and which could not be read."""
+    found = settings_environment()
+    for problem in found.unreadable:
+        print(f"warning: settings not read from {problem}", file=sys.stderr)
+    if not found.files:
+        return
+    if command == "run":  # the daemon logs JSON lines
+        structlog.get_logger("reconciler").info(
+            "settings", files=list(found.files), variables=list(found.from_files)
+        )
+        return
+    names = ", ".join(
+        v.removeprefix(ENV_PREFIX).lower().replace("_", "-") for v in found.from_files
+    )
+    print(
+        f"settings: {', '.join(found.files)} ({names or 'none used'}; the command line and "
+        f"{ENV_PREFIX}* variables override them)",
+        file=sys.stderr,
+    )
 
 
 def _print_problems(error: InputError, stream: TextIO = sys.stderr) -> None:
@@ -507,20 +541,6 @@ def _webhook_address(text: str) -> str:
     return text
 
 
-def read_env_file(path: str) -> dict[str, str]:
-    """The TFS_RECONCILER_* settings of a systemd-style environment file."""
-    found = {}
-    for raw in Path(path).read_text("utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key, value = key.strip(), value.strip().strip("'\"")
-        if key.startswith(ENV_PREFIX):
-            found[key] = value
-    return found
-
-
 def _set_settings_environment(wanted: dict[str, str]) -> None:
     """Make `wanted` the TFS_RECONCILER_* variables: a line removed from the env file stops
     applying at the next SIGHUP, rather than lingering in os.environ."""
@@ -564,7 +584,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         """The options again (on SIGHUP); ValueError when they cannot be used, so that the
         daemon keeps its old ones instead of exiting with argparse's usage error."""
         if args.env_file:
-            _set_settings_environment({**started_with, **read_env_file(args.env_file)})
+            # Only this file, not the service's default ones, lies under the environment.
+            _set_settings_environment(
+                {**started_with, **read_env_file(args.env_file), ENV_FILE_VARIABLE: args.env_file}
+            )
         errors = io.StringIO()
         try:
             with contextlib.redirect_stderr(errors):
@@ -602,11 +625,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         sys.stdout.write(status_text(document))
-    return EXIT_OK if document.get("in_sync") else EXIT_CHANGES
+    state = sync_state(document)
+    return EXIT_OK if state == "in_sync" else EXIT_ERROR if state == "unknown" else EXIT_CHANGES
 
 
 def _local_status(settings: Settings) -> dict[str, Any]:
-    records = read_history(settings.state_path)
+    unreadable: str | None = None
+    try:
+        records = read_history(settings.state_path)
+    except OSError as error:  # the status is still worth showing
+        records, unreadable = [], f"cannot read the history: {error}"
     last = records[-1] if records else None
     try:
         desired = load_desired(settings.desired, settings.serving_root)
@@ -616,7 +644,7 @@ def _local_status(settings: Settings) -> dict[str, Any]:
             None,
             None,
             last=last,
-            last_error=str(error),
+            last_error="; ".join(e for e in (str(error), unreadable) if e),
             source="cli",
             config=settings.real_config_path,
         )
@@ -626,7 +654,7 @@ def _local_status(settings: Settings) -> dict[str, Any]:
         observed,
         plan(desired, observed),
         last=last,
-        last_error=None,
+        last_error=unreadable,
         source="cli",
         config=settings.real_config_path,
     )

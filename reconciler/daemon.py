@@ -43,6 +43,7 @@ from reconciler.policy import served_versions
 from reconciler.problems import InputError, Problem
 from reconciler.reconcile import Revision, execute, observe_for, revision_of
 from reconciler.settings import Settings
+from reconciler.settle import Settle
 from reconciler.signals import SignalThread
 from reconciler.status import status_document
 from reconciler.tfs_config import ServingConfig, changed_models, parse_config, render_config
@@ -59,6 +60,9 @@ from reconciler.webhook import (
 log = structlog.get_logger("reconciler.daemon")
 
 MAX_BACKOFF = 300.0
+
+# How systemd's STATUS line names a failed pass's outcome (the log and metric say the word).
+_STATUS_SAYS = {"error": "error", "invalid": "invalid", "rolled_back": "rolled back"}
 
 Scope = Literal["all", "resync", "change"]
 
@@ -85,6 +89,7 @@ class DaemonOptions:
     retry_base: float = 2.0
     webhook_addr: str | None = None
     webhook_secret_file: str | None = None
+    settle: float = 1.0  # seconds a models.config the daemon did not write must read the same
 
 
 @dataclass
@@ -96,12 +101,15 @@ class _Memory:
     plan: Plan | None = None
     last_error: str | None = None
     fetch_error: str | None = None  # why the last fetch of --git-remote failed
+    watch_error: str | None = None  # why file events are not watched
     last_record: Record | None = None
     failures: int = 0
     retry_at: float = 0.0
+    settle_at: float = 0.0  # a models.config someone else wrote is read again then
     failed_target: Any = None  # the (target, disk, TFS answered) that failed: not retried as is
     synced_target: ServingConfig | None = None  # what the last in-sync pass left in the file
     first_done: bool = False
+    applied_last: bool = False  # the last pass that ended in sync changed something
     resync_cursor: int = 0
     drift_seen: list[str] = field(default_factory=list)  # what the last pass found
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -128,6 +136,7 @@ class Daemon:
         self._hooks = PendingFetch(lambda: self._trigger.poke(WEBHOOK) if self._trigger else None)
         self._webhook: WebhookReceiver | None = None
         self._webhook_metrics: WebhookMetrics | None = None
+        self._settle = Settle(options.settle)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -138,7 +147,7 @@ class Daemon:
         # Beside the config, not in the state folder: one writer per models.config, whatever
         # --state-dir each is given.
         with acquire(config, "daemon"), self._signal_thread():
-            records = read_history(settings.state_path)
+            records = self._read_records()
             self._memory.last_record = _last(records)
             # What the last apply left in models.config: from the first pass on, a file that
             # differs while the desired state still asks for that is drift, also after a restart.
@@ -178,7 +187,7 @@ class Daemon:
         watchdog_every = sd_notify.watchdog_interval()
         next_resync = 0.0
         next_fetch = 0.0
-        self._trigger = self._make_trigger().start()
+        self._trigger = self._start_trigger()
         scope: Scope = "all"
         while not self._stop.is_set():
             now = self._clock()
@@ -190,7 +199,7 @@ class Daemon:
             if self.options.git_remote and (hooked or now >= next_fetch):
                 self._fetch(WEBHOOK if hooked else "interval")
                 next_fetch = now + self.options.git_interval
-            self._pass(endpoint, scope)
+            self._safe_pass(endpoint, scope)
             scope = "resync"
             next_resync = self._clock() + self.options.resync
             sd_notify.watchdog()
@@ -199,6 +208,8 @@ class Daemon:
                 deadline = min(next_resync, next_fetch if self.options.git_remote else next_resync)
                 if self._memory.retry_at > now:
                     deadline = min(deadline, self._memory.retry_at)
+                if self._memory.settle_at > now:
+                    deadline = min(deadline, self._memory.settle_at)
                 if watchdog_every:
                     deadline = min(deadline, now + watchdog_every)
                 wake = self._trigger.wait(timeout=max(0.0, deadline - now))
@@ -213,8 +224,26 @@ class Daemon:
                 now = self._clock()
                 if now >= next_resync or (self._memory.retry_at and now >= self._memory.retry_at):
                     break
+                if self._memory.settle_at and now >= self._memory.settle_at:
+                    break
                 if self.options.git_remote and now >= next_fetch:
                     break
+
+    def _start_trigger(self) -> Trigger:
+        """The file watcher; when the system refuses it (inotify watches or instances used
+        up, a folder it may not read), the daemon says so and re-checks every --resync
+        seconds instead of stopping."""
+        trigger = self._make_trigger()
+        try:
+            started = trigger.start()
+        except OSError as error:
+            log.error("watch_failed", error=str(error))
+            self._memory.watch_error = (
+                f"cannot watch for changes ({error}): re-checking every {self.options.resync:g} s"
+            )
+            return Trigger([], debounce=self.options.debounce).start()
+        self._memory.watch_error = None
+        return started
 
     def _make_trigger(self) -> Trigger:
         settings = self.options.settings
@@ -238,6 +267,33 @@ class Daemon:
 
     # --- one pass --------------------------------------------------------------------------
 
+    def _safe_pass(self, endpoint: HttpEndpoint, scope: Scope = "all") -> None:
+        """A pass; one stopped by what is around it (a model folder, state folder or history
+        it cannot use, a full disk) or by a fault of its own is reported like any failed
+        pass (log, /status, metrics, STATUS) and retried with backoff: never fatal."""
+        try:
+            self._pass(endpoint, scope)
+        except Exception as error:  # the loop outlives any one pass
+            if isinstance(error, OSError):
+                log.error("environment_error", error=str(error))
+                message = str(error)
+            else:
+                log.exception("internal_error", error=repr(error))
+                message = f"internal error: {error!r}"
+            self._error(message)
+            self._after_first(endpoint)
+
+    def _read_records(self) -> list[Record]:
+        """The history at start; one it cannot read is reported, and the daemon runs on."""
+        try:
+            return read_history(self.options.settings.state_path)
+        except OSError as error:
+            message = f"cannot read the history: {error}"
+            log.error("environment_error", error=message)
+            self._memory.last_error = message
+            sd_notify.status(f"error: {message}"[:200])
+            return []
+
     def _pass(self, endpoint: HttpEndpoint, scope: Scope = "all") -> None:
         """One reconcile. Whose live status it reads depends on `scope`: every model's at
         start and after SIGHUP; on a resync, the next --resync-models models in turn (all of
@@ -247,6 +303,7 @@ class Daemon:
         started = self._clock()
         settings = self.options.settings
         memory = self._memory
+        memory.settle_at = 0.0
         try:
             desired, revision = self._read_desired()
         except (InputError, GitError) as error:
@@ -263,11 +320,19 @@ class Daemon:
         try:
             observed = self._observe(desired, rest, scope)
         except InputError as error:  # models.config does not parse: a hand edit gone wrong
+            if self._settling(str(error), revision):
+                return
             if not self._restore_config(error, revision):
                 self._after_first(endpoint)
                 return
             observed = self._observe(desired, rest, "all")
+        observed = replace(observed, applied=memory.synced_target)
         the_plan = plan(desired, observed)
+        if the_plan.changes_config and observed.config != memory.synced_target:
+            if self._settling(observed.config, revision):
+                return
+        else:
+            self._settle.known()
         with memory.lock:
             shown = observed
             if scope != "all" and memory.observed is not None:  # keep what was read before
@@ -349,6 +414,16 @@ class Daemon:
                 memory.observed = replace(after, live=_merge(before, after.live))
         self._finish(outcome, record, revision, attempt, started, endpoint, left_alone)
 
+    def _settling(self, content: object, revision: Revision) -> bool:
+        """True when models.config, which the daemon did not write, has not yet read the same
+        for the settle time (1 s): it may be half-written, so the pass stops and comes back."""
+        wait = self._settle.wait(content, self._clock())
+        if wait <= 0:
+            return False
+        self._memory.settle_at = self._clock() + wait
+        log.debug("config_settling", retry_in=round(wait, 3), commit=revision.commit)
+        return True
+
     def _observe(self, desired: DesiredState, rest: TfsRest, scope: Scope) -> Observed:
         settings = self.options.settings
         if scope == "all":
@@ -423,15 +498,21 @@ class Daemon:
         if outcome.ok:
             memory.failures, memory.retry_at, memory.failed_target = 0, 0.0, None
             memory.last_error = None
-            kind: MetricOutcome = "noop" if outcome.result == "noop" else "success"
+            kind: MetricOutcome = "written" if outcome.result == "written" else "applied"
+            if outcome.result == "noop":
+                kind = "noop"
             self._metrics.record_reconcile(
                 kind,
                 finished_at=time.time(),
                 convergence_seconds=None if kind == "noop" else seconds,
             )
-            if kind == "success" and revision.commit:
+            if kind != "noop" and revision.commit:
                 self._metrics.set_applied_commit(revision.commit)
-            log.info(
+            # The pass an apply's own write of models.config wakes finds nothing to do: it
+            # says nothing new.
+            said = log.debug if outcome.result == "noop" and memory.applied_last else log.info
+            memory.applied_last = outcome.result != "noop"
+            said(
                 "reconciled",
                 outcome=outcome.result,
                 commit=revision.commit,
@@ -441,6 +522,8 @@ class Daemon:
             state = f"in sync at {at}"
             if left_alone:
                 state = f"drift left alone (self-heal off) in {', '.join(left_alone)} at {at}"
+            if memory.watch_error:
+                state += f"; {memory.watch_error}"
             sd_notify.status(state)
             # Ready after the first success, also when earlier passes failed (READY=1 was
             # then already sent by _after_first; /readyz waited for this).
@@ -490,6 +573,7 @@ class Daemon:
         memory = self._memory
         memory.last_error = message
         memory.failures += 1
+        memory.applied_last = False
         delay = min(MAX_BACKOFF, self.options.retry_base * 2 ** (memory.failures - 1))
         memory.retry_at = self._clock() + delay
         retry_in = delay if failed_apply else min(delay, self.options.resync)
@@ -501,7 +585,8 @@ class Daemon:
             commit=commit,
             retry_in=round(retry_in, 1),
         )
-        sd_notify.status(f"error ({outcome}), retrying in {retry_in:.0f} s: {message[:200]}")
+        says = _STATUS_SAYS.get(outcome, outcome)
+        sd_notify.status(f"{says}, retrying in {retry_in:.0f} s: {message[:200]}")
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -693,7 +778,9 @@ class Daemon:
                 memory.observed,
                 memory.plan,
                 last=memory.last_record,
-                last_error="; ".join(e for e in (memory.last_error, memory.fetch_error) if e)
+                last_error="; ".join(
+                    e for e in (memory.last_error, memory.fetch_error, memory.watch_error) if e
+                )
                 or None,
                 source="daemon",
                 config=self.options.settings.real_config_path,

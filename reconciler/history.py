@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 HISTORY_FILE = "history.jsonl"
+
+log = structlog.get_logger("reconciler.history")
 
 
 @dataclass(frozen=True)
@@ -67,20 +71,74 @@ def rollback_target(records: Sequence[Record], record_id: int | None) -> Rollbac
 
 
 def read_history(state_dir: Path) -> list[Record]:
+    """The records in the history, oldest first. A line that is not a record (torn by a
+    crash, edited by hand, of another shape, nested past what the parser takes) is skipped
+    and logged by its line number, never quoted, and never fatal."""
     path = state_dir / HISTORY_FILE
     try:
         lines = path.read_bytes().splitlines()
     except FileNotFoundError:
         return []
     records = []
-    for line in lines:
-        try:
-            data = json.loads(line.decode("utf-8"))
-            data["steps"] = tuple(data.get("steps", ()))
-            records.append(Record(**data))
-        except (ValueError, TypeError):
-            continue  # a line torn by a crash is skipped, not fatal
+    skipped = []
+    for number, line in enumerate(lines, start=1):
+        found = parse_record(line)
+        if found is not None:
+            records.append(found)
+        elif line.strip():
+            skipped.append(number)
+    if skipped:
+        log.warning("history_lines_skipped", path=str(path), lines=skipped[:20], count=len(skipped))
     return records
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional(kind: type) -> Callable[[object], bool]:
+    return lambda value: value is None or isinstance(value, kind)
+
+
+_FIELD_CHECKS: dict[str, Callable[[object], bool]] = {
+    "id": _is_int,
+    "time": lambda v: isinstance(v, str),
+    "outcome": lambda v: isinstance(v, str),
+    "message": lambda v: isinstance(v, str),
+    "reload": lambda v: isinstance(v, str),
+    "commit": _optional(str),
+    "dirty": _optional(bool),
+    "steps": lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+    "config": _optional(str),
+    "previous": _optional(str),
+    "seconds": lambda v: _is_int(v) or isinstance(v, float),
+    "extra": lambda v: isinstance(v, dict),
+    "action": lambda v: isinstance(v, str),
+}
+_REQUIRED = tuple(
+    f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING
+)
+_KNOWN = frozenset(f.name for f in fields(Record))
+
+
+def parse_record(line: bytes) -> Record | None:
+    """One history line as a Record, or None when it is not one."""
+    try:
+        data = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's limit
+        return None
+    if not isinstance(data, dict) or any(name not in data for name in _REQUIRED):
+        return None
+    values = {k: v for k, v in data.items() if k in _KNOWN}  # fields of a newer version: kept out
+    for name, value in values.items():
+        check = _FIELD_CHECKS.get(name)
+        if check is not None and not check(value):
+            return None
+    if "steps" in values:
+        values["steps"] = tuple(values["steps"])
+    if "seconds" in values:
+        values["seconds"] = float(values["seconds"])
+    return Record(**values)
 
 
 MAX_HISTORY_BYTES = 64 * 1024 * 1024
@@ -135,7 +193,7 @@ def _last_id(fd: int) -> int:
         for line in reversed(lines):
             try:
                 data = json.loads(line.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):
                 continue
             if isinstance(data, dict) and isinstance(data.get("id"), int):
                 return int(data["id"])

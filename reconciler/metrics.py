@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["CONTENT_TYPE", "OUTCOMES", "Metrics", "Outcome"]
 
-Outcome = Literal["success", "error", "noop", "invalid", "rolled_back"]
+Outcome = Literal["applied", "written", "noop", "invalid", "error", "rolled_back"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -44,8 +44,10 @@ class Metrics:
         registry = CollectorRegistry(auto_describe=True)
         reconciles = Counter(
             "reconciles",
-            "Reconcile passes, by outcome: success (changed and converged), noop (nothing "
-            "to change), invalid (desired state rejected), error, rolled_back.",
+            "Reconcile passes, by outcome, as the log's reconciled and reconcile_failed "
+            "events say it: applied (changed and converged), written (--reload none: "
+            "models.config written, TFS not asked), noop (nothing to change), invalid "
+            "(desired state rejected or plan blocked), error, rolled_back.",
             ["outcome"],
             namespace=NAMESPACE,
             registry=registry,
@@ -73,7 +75,7 @@ class Metrics:
             ),
             last_success=Gauge(
                 "last_success_timestamp_seconds",
-                "Unix time of the last reconcile that ended converged (success or noop).",
+                "Unix time of the last reconcile that ended converged (applied, written or noop).",
                 namespace=NAMESPACE,
                 registry=registry,
             ),
@@ -116,14 +118,14 @@ class Metrics:
         """Count one reconcile pass ending at unix time ``finished_at``.
 
         ``convergence_seconds`` is given for passes that changed something and
-        converged; success and noop passes move the last-success timestamp.
+        converged; applied, written and noop passes move the last-success timestamp.
         """
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
         self.reconciles.labels(outcome=outcome).inc()
         if convergence_seconds is not None:
             self.convergence_seconds.observe(convergence_seconds)
-        if outcome in ("success", "noop"):
+        if outcome in ("applied", "written", "noop"):
             self.last_success.set(finished_at)
 
     def record_drift(self, models: Iterable[str]) -> None:

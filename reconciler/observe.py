@@ -32,6 +32,7 @@ class ModelDir:
     path: str  # host path of the model's base_path
     exists: bool
     versions: tuple[VersionDir, ...] = ()
+    error: str = ""  # why it could not be read (permission denied, a name too long...)
 
     @property
     def numbers(self) -> tuple[int, ...]:
@@ -104,6 +105,9 @@ class Observed:
     config: ServingConfig | None  # None: no models.config yet
     live: LiveStatus | None = None  # None: not asked
     config_path: str = "models.config"
+    # What the last apply left in models.config (the daemon remembers it), when known: a
+    # model the file has lost is put back as it was.
+    applied: ServingConfig | None = None
 
 
 class TfsUnreachable(Exception):
@@ -138,6 +142,8 @@ def scan_model(name: str, folder: Path) -> ModelDir:
             entries = list(listing)
     except (FileNotFoundError, NotADirectoryError):
         return ModelDir(name, base, exists=False)
+    except OSError as error:  # unreadable: what is in it is unknown, not absent
+        return ModelDir(name, base, exists=False, error=error.strerror or str(error))
     versions = []
     for entry in entries:
         if _version_number(entry.name) is not None and _is_dir(entry):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from reconciler.desired import DesiredModel, DesiredState
-from reconciler.observe import DiskState, LiveStatus, ModelDir, Observed
+from reconciler.observe import DiskState, LiveModel, LiveStatus, ModelDir, Observed
 from reconciler.policy import Specific, describe, served_versions
 from reconciler.problems import Location, Problem
 from reconciler.tfs_config import ConfigModel, ServingConfig, changed_models
@@ -119,7 +119,7 @@ class Plan:
 def plan(desired: DesiredState, observed: Observed) -> Plan:
     current = observed.config or ServingConfig()
     problems = list(_problems(desired, observed, current))
-    target = _target(desired, current, observed.disk)
+    target = _target(desired, current, observed.disk, observed.applied)
     steps = tuple(_steps(current, target, observed.disk))
     drift = tuple(_drift(current, observed)) if observed.live is not None else ()
     phases: tuple[ServingConfig, ...] = ()
@@ -173,10 +173,7 @@ def _config_problems(target: ServingConfig, disk: DiskState, source: str) -> lis
         folder = disk.model(model.name)
         field = f"{model.name}"
         if folder is None or not folder.exists:
-            where = folder.path if folder is not None else model.base_path
-            problems.append(
-                Problem(Location(source), field, f"model folder {where} does not exist")
-            )
+            problems.append(Problem(Location(source), field, _missing(folder, model.base_path)))
             continue
         for number in _served(model, disk):
             if not _loadable(folder, number):
@@ -191,9 +188,14 @@ def _config_problems(target: ServingConfig, disk: DiskState, source: str) -> lis
     return sorted(problems)
 
 
-def live_basis(config: ServingConfig, live: LiveStatus | None) -> ServingConfig:
+def live_basis(
+    config: ServingConfig, live: LiveStatus | None, known: ServingConfig | None = None
+) -> ServingConfig:
     """What TFS really serves, as a config: the phases start from here, not from the file,
-    because TFS may not serve the file (a poll not yet taken, a restart, a refused push)."""
+    because TFS may not serve the file (a poll not yet taken, a restart, a refused push, a
+    file emptied by hand or caught while being written). A model TFS serves that the file
+    lacks is taken as served, with its labels, from its entry in `known` (the target): a
+    repair then never pushes it without them."""
     if live is None or not live.reachable:
         return config
     models = []
@@ -202,21 +204,34 @@ def live_basis(config: ServingConfig, live: LiveStatus | None) -> ServingConfig:
         if status is None:
             models.append(model)
         elif status.found:
-            available = status.available
-            labels = tuple((lb, v) for lb, v in status.labels if v in available)
-            models.append(replace(model, policy=Specific(available), labels=labels))
+            models.append(_as_served(model, status))
+    for model in known.models if known is not None else ():
+        status = live.model(model.name)
+        if config.model(model.name) is None and status is not None and status.found:
+            models.append(_as_served(model, status))
     return ServingConfig(tuple(models))
 
 
+def _as_served(model: ConfigModel, status: LiveModel) -> ConfigModel:
+    available = status.available
+    labels = tuple((lb, v) for lb, v in status.labels if v in available)
+    return replace(model, policy=Specific(available), labels=labels)
+
+
 def _phases_to(target: ServingConfig, observed: Observed) -> tuple[ServingConfig, ...]:
-    basis = live_basis(observed.config or ServingConfig(), observed.live)
+    basis = live_basis(observed.config or ServingConfig(), observed.live, target)
     phases = phases_between(basis, target, observed.disk, no_file=observed.config is None)
     if not phases or phases[-1] != target:
         phases = (*phases, target)
     return phases
 
 
-def _target(desired: DesiredState, current: ServingConfig, disk: DiskState) -> ServingConfig:
+def _target(
+    desired: DesiredState,
+    current: ServingConfig,
+    disk: DiskState,
+    applied: ServingConfig | None = None,
+) -> ServingConfig:
     models: list[ConfigModel] = []
     for model in current.models:
         wanted = desired.model(model.name)
@@ -226,7 +241,10 @@ def _target(desired: DesiredState, current: ServingConfig, disk: DiskState) -> S
             models.append(model)
     for wanted in desired.models:
         if current.model(wanted.name) is None:
-            models.append(_target_model(wanted, None, disk))
+            # Gone from the file (a hand edit, a file caught half-written): put back as the
+            # last apply wrote it, base_path spelling and unmanaged fields included.
+            before = applied.model(wanted.name) if applied is not None else None
+            models.append(_target_model(wanted, before, disk))
     return ServingConfig(models=tuple(models))
 
 
@@ -276,8 +294,7 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
         field = f"models.{model.name}"
         folder = observed.disk.model(model.name)
         if folder is None or not folder.exists:
-            where = folder.path if folder is not None else model.base_path
-            problems.append(Problem(model.location, field, f"model folder {where} does not exist"))
+            problems.append(Problem(model.location, field, _missing(folder, model.base_path)))
             continue
         served = served_versions(model.policy, folder.numbers)
         if not served:
@@ -333,6 +350,12 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                 )
             )
     return problems
+
+
+def _missing(folder: ModelDir | None, base_path: str) -> str:
+    if folder is not None and folder.error:
+        return f"cannot read model folder {folder.path}: {folder.error}"
+    return f"model folder {folder.path if folder is not None else base_path} does not exist"
 
 
 def _move_problem(

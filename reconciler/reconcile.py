@@ -15,7 +15,7 @@ from reconciler.desired import DesiredState
 from reconciler.git_source import GitError, open_local
 from reconciler.history import Record, append_record
 from reconciler.observe import Observed, observe
-from reconciler.plan import Plan, plan
+from reconciler.plan import Plan, Step, StepKind, plan
 from reconciler.settings import Settings
 from reconciler.tfs_config import ServingConfig
 from reconciler.tfs_rest import TfsRest
@@ -123,16 +123,31 @@ def execute(
     for step in the_plan.steps if outcome.ok else ():
         log.info(
             "changed",
-            action=step.kind.value,
-            model=step.model,
-            version=step.version,
-            label=step.label,
-            old=step.old,
-            new=step.new,
+            **changed_fields(step),
             commit=revision.commit,
             seconds=round(outcome.seconds, 3),  # the apply that made it (phase by phase)
         )
     return outcome, _record(settings, outcome, the_plan, reloader, revision, before, action)
+
+
+_LABEL_STEPS = (StepKind.ADD_LABEL, StepKind.MOVE_LABEL, StepKind.REMOVE_LABEL)
+
+
+def changed_fields(step: Step) -> dict[str, str | int | None]:
+    """A step as the `changed` event's fields, each key always of one type: a version is an
+    int (`version`, and `old_version` where a label moved from), `old`/`new` are text (a
+    policy, a base_path) and are left out of label steps, whose values are versions."""
+    fields: dict[str, str | int | None] = {
+        "action": step.kind.value,
+        "model": step.model,
+        "version": step.version,
+        "label": step.label,
+    }
+    if step.kind is StepKind.MOVE_LABEL and step.old is not None:
+        fields["old_version"] = int(step.old)
+    elif step.kind not in _LABEL_STEPS:
+        fields["old"], fields["new"] = step.old, step.new
+    return fields
 
 
 def _record(

@@ -48,12 +48,17 @@ def status_document(
         entry["differences"] = pending + drift
         models[model.name] = entry
     live_status = observed.live if observed is not None else None
+    # What TFS serves was not read (it did not answer): whether it serves the desired state
+    # is unknown, never "in sync".
+    unknown = the_plan is None or (live_status is not None and not live_status.reachable)
+    # The last pass failed (an invalid commit, TFS unreachable): what was last seen in sync
+    # is not what is asked for now.
+    in_sync = bool(the_plan and the_plan.in_sync and not last_error and not unknown)
     return {
         "source": source,
         "config": config,
-        # The last pass failed (an invalid commit, TFS unreachable): what was last seen in sync
-        # is not what is asked for now.
-        "in_sync": bool(the_plan and the_plan.in_sync and not last_error),
+        "in_sync": in_sync,
+        "state": "in_sync" if in_sync else "unknown" if unknown else "not_in_sync",
         "tfs": {
             "reachable": live_status.reachable if live_status else None,
             "error": live_status.error if live_status else None,
@@ -74,9 +79,19 @@ def status_document(
     }
 
 
+def sync_state(document: dict[str, Any]) -> str:
+    """in_sync, not_in_sync or unknown (a daemon of an earlier version sends no "state")."""
+    state = document.get("state")
+    if state in ("in_sync", "not_in_sync", "unknown"):
+        return str(state)
+    return "in_sync" if document.get("in_sync") else "not_in_sync"
+
+
 def status_text(document: dict[str, Any]) -> str:
     lines = []
-    state = "in sync" if document.get("in_sync") else "NOT in sync"
+    state = {"in_sync": "in sync", "unknown": "UNKNOWN (live state not read)"}.get(
+        sync_state(document), "NOT in sync"
+    )
     lines.append(f"tfs-reconciler status ({document.get('source')}): {state}")
     if document.get("config"):
         lines.append(f"  models.config: {document['config']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -30,25 +31,43 @@ class TfsRest:
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self._local = threading.local()  # each thread's kept-alive connection
 
     def request(self, method: str, path: str, body: Any = None) -> Response:
-        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        connection = kind(self._host, self._port, timeout=self.timeout)
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
-        try:
-            connection.request(method, self._prefix + path, body=payload, headers=headers)
-            reply = connection.getresponse()
-            raw = reply.read()
-        except (TimeoutError, OSError, http.client.HTTPException) as error:
-            raise TfsUnreachable(f"TFS at {self.url} did not answer: {error}") from None
-        finally:
-            connection.close()
+        # A GET goes over the calling thread's kept-alive connection (reading the status of
+        # a thousand models is thousands of GETs: a connection each would cost more than the
+        # answers); one the server has closed meanwhile is replaced once.
+        reuse = method == "GET"
+        for attempt in (1, 2):
+            kept = getattr(self._local, "connection", None) if reuse else None
+            connection = kept or self._connect()
+            try:
+                connection.request(method, self._prefix + path, body=payload, headers=headers)
+                reply = connection.getresponse()
+                raw = reply.read()
+            except (TimeoutError, OSError, http.client.HTTPException) as error:
+                connection.close()
+                self._local.connection = None
+                if kept is not None and attempt == 1:
+                    continue
+                raise TfsUnreachable(f"TFS at {self.url} did not answer: {error}") from None
+            if reuse and not reply.will_close:
+                self._local.connection = connection
+            else:
+                connection.close()
+                self._local.connection = None
+            break
         try:
             parsed: Any = json.loads(raw)
         except (ValueError, RecursionError):
             parsed = raw.decode("utf-8", "replace")
         return Response(reply.status, parsed)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return kind(self._host, self._port, timeout=self.timeout)
 
     def model_status(self, name: str) -> LiveModel:
         reply = self.request("GET", f"/v1/models/{quote(name, safe='')}")

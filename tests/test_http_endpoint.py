@@ -105,7 +105,7 @@ def test_readyz_is_503_until_marked_ready(endpoint: HttpEndpoint) -> None:
 def test_metrics_serves_the_registry_as_text_exposition(
     endpoint: HttpEndpoint, metrics: Metrics
 ) -> None:
-    metrics.record_reconcile("success", finished_at=42.0)
+    metrics.record_reconcile("applied", finished_at=42.0)
     code, content_type, body = get(endpoint, "/metrics")
     assert code == 200
     assert content_type.startswith("text/plain")
@@ -114,7 +114,7 @@ def test_metrics_serves_the_registry_as_text_exposition(
         for family in text_string_to_metric_families(body.decode())
         for s in family.samples
     }
-    assert samples[("tfs_reconciler_reconciles_total", "success")] == 1
+    assert samples[("tfs_reconciler_reconciles_total", "applied")] == 1
     assert samples[("tfs_reconciler_last_success_timestamp_seconds", None)] == 42.0
 
 

@@ -21,8 +21,8 @@ def test_every_outcome_is_exposed_at_zero_before_any_reconcile() -> None:
 
 def test_a_successful_reconcile_counts_and_moves_last_success() -> None:
     metrics = Metrics.create()
-    metrics.record_reconcile("success", finished_at=1_700_000_000.0, convergence_seconds=4.2)
-    assert sample(metrics, "tfs_reconciler_reconciles_total", outcome="success") == 1
+    metrics.record_reconcile("applied", finished_at=1_700_000_000.0, convergence_seconds=4.2)
+    assert sample(metrics, "tfs_reconciler_reconciles_total", outcome="applied") == 1
     assert sample(metrics, "tfs_reconciler_last_success_timestamp_seconds") == 1_700_000_000.0
     assert sample(metrics, "tfs_reconciler_convergence_seconds_count") == 1
     assert sample(metrics, "tfs_reconciler_convergence_seconds_sum") == pytest.approx(4.2)

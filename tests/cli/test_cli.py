@@ -33,6 +33,7 @@ def run(lab: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean.update(
         TFS_RECONCILER_REST_URL=f"http://127.0.0.1:{port}",
         TFS_RECONCILER_GRPC_TARGET=f"127.0.0.1:{port}",
+        TFS_RECONCILER_ENV_FILE="",  # not this machine's /etc/default/tfs-reconciler
         NO_COLOR="1",
     )
     clean.update(env)
@@ -350,6 +351,75 @@ def test_history_survives_a_line_torn_by_a_crash(lab: Path) -> None:
     listed = run(lab, "history")
     assert listed.returncode == 0
     assert "label stable 2 -> 3" in listed.stdout, listed.stdout
+
+
+@pytest.mark.parametrize("line", ["[]", "[" * 100_000 + "]" * 100_000, '{"id": "1"}'])
+def test_history_status_and_rollback_survive_a_line_of_the_wrong_shape(
+    lab: Path, line: str
+) -> None:
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    assert run(lab, "apply").returncode == 0
+    with (lab / "models" / ".tfs-reconciler" / "history.jsonl").open("a") as history:
+        history.write(line + "\n")
+    no_traceback(run(lab, "status", "--metrics-addr", f"127.0.0.1:{_closed_port()}"))
+    rolled = run(lab, "rollback")
+    no_traceback(rolled)
+    assert rolled.returncode == 0, rolled.stderr  # back to the config the apply replaced
+    listed = run(lab, "history")
+    assert listed.returncode == 0 and "label stable 2 -> 3" in listed.stdout, listed.stdout
+
+
+def test_status_without_a_daemon_or_tfs_says_unknown_and_exits_1(lab: Path) -> None:
+    result = run(lab, "status", "--metrics-addr", f"127.0.0.1:{_closed_port()}")
+    assert result.returncode == 1, result.stdout
+    assert "in sync" not in result.stdout.splitlines()[0], result.stdout
+    assert "UNKNOWN" in result.stdout and "TFS: unreachable" in result.stdout
+    document = json.loads(
+        run(
+            lab, "status", "--metrics-addr", f"127.0.0.1:{_closed_port()}", "--output", "json"
+        ).stdout
+    )
+    assert (document["in_sync"], document["state"]) == (False, "unknown")
+
+
+def test_every_command_finds_the_services_env_file_without_sourcing_it(
+    lab: Path, tmp_path: Path
+) -> None:
+    """The service's settings live in an env file (the unit's EnvironmentFile=); an operator's
+    command in any folder answers about the same models.config, and says where from."""
+    service = tmp_path / "tfs-reconciler"
+    service.write_text(
+        f"TFS_RECONCILER_DESIRED={lab / 'desired_state'}\n"
+        f"TFS_RECONCILER_MODELS_DIR={lab / 'models'}\n"
+        f"TFS_RECONCILER_STATE_DIR={tmp_path / 'state'}\n"
+        "TFS_RECONCILER_SERVING_ROOT=/models\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    desired(lab).write_text(desired(lab).read_text().replace("stable: 2", "stable: 3"))
+    env = {"TFS_RECONCILER_ENV_FILE": str(service)}
+
+    diff = run(elsewhere, "diff", **env)
+    assert diff.returncode == 2, diff.stderr
+    assert "label stable 2 -> 3" in diff.stdout
+    assert f"settings: {service} (desired, models-dir, serving-root, state-dir;" in diff.stderr
+    assert run(elsewhere, "apply", **env).returncode == 0
+    history = run(elsewhere, "history", **env)
+    assert "label stable 2 -> 3" in history.stdout, history.stdout + history.stderr
+    status = run(elsewhere, "status", "--metrics-addr", f"127.0.0.1:{_closed_port()}", **env)
+    assert f"models.config: {os.path.realpath(config(lab))}" in status.stdout
+    # The command line and the process's own variables win over the file.
+    other = run(elsewhere, "history", "--state-dir", str(tmp_path / "none"), **env)
+    assert "No applies recorded" in other.stdout
+    own = run(elsewhere, "history", TFS_RECONCILER_STATE_DIR=str(tmp_path / "none"), **env)
+    assert "No applies recorded" in own.stdout
+
+
+def test_an_env_file_it_cannot_read_is_said_not_silently_skipped(lab: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder-not-a-file"
+    folder.mkdir()
+    result = run(lab, "diff", TFS_RECONCILER_ENV_FILE=str(folder))
+    assert f"warning: settings not read from {folder}" in result.stderr, result.stderr
 
 
 # --- no input crashes the command ----------------------------------------------------------------

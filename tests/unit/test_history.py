@@ -3,9 +3,13 @@ goes back to."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.history import (
     HISTORY_FILE,
@@ -130,3 +134,76 @@ def test_past_its_size_limit_the_history_keeps_the_newest_records(tmp_path: Path
     assert kept[-1].id == 10 and kept[-1].message.startswith("9")
     assert [r.id for r in kept] == list(range(11 - len(kept), 11))  # ids go on, in order
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# --- lines that are JSON but not records ------------------------------------------------
+
+NOT_RECORDS = {
+    "a list": b"[]",
+    "a string": b'"applied"',
+    "a number": b"42",
+    "null": b"null",
+    "an object without the fields": b"{}",
+    "an id that is a string": b'{"id": "1", "time": "t", "outcome": "applied", "message": "",'
+    b' "reload": "none"}',
+    "an id that is a boolean": b'{"id": true, "time": "t", "outcome": "applied", "message": "",'
+    b' "reload": "none"}',
+    "an outcome that is a number": b'{"id": 1, "time": "t", "outcome": 3, "message": "",'
+    b' "reload": "none"}',
+    "steps that are not strings": b'{"id": 1, "time": "t", "outcome": "applied", "message": "",'
+    b' "reload": "none", "steps": [1, 2]}',
+    "a config that is an object": b'{"id": 1, "time": "t", "outcome": "applied", "message": "",'
+    b' "reload": "none", "config": {}}',
+    "nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "an object nested 100,000 deep": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "not UTF-8": b'{"id": 1, "time": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("name", NOT_RECORDS)
+def test_a_line_that_is_not_a_record_is_skipped_not_fatal(tmp_path: Path, name: str) -> None:
+    append_record(tmp_path, record("before"))
+    with (tmp_path / HISTORY_FILE).open("ab") as history:
+        history.write(NOT_RECORDS[name] + b"\n")
+    append_record(tmp_path, record("after"))
+    assert [(r.id, r.message) for r in read_history(tmp_path)] == [(1, "before"), (2, "after")]
+
+
+def test_a_record_with_a_field_of_a_newer_version_is_read(tmp_path: Path) -> None:
+    (tmp_path / HISTORY_FILE).write_text(
+        '{"id": 7, "time": "t", "outcome": "applied", "message": "m", "reload": "grpc",'
+        ' "seconds": 2, "steps": ["+ a"], "phase": "started"}\n'
+    )
+    (found,) = read_history(tmp_path)
+    assert (found.id, found.steps, found.seconds) == (7, ("+ a",), 2.0)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+_RECORDISH = st.fixed_dictionaries(
+    {"id": _JSON, "time": _JSON, "outcome": _JSON, "message": _JSON, "reload": _JSON},
+    optional={k: _JSON for k in ("commit", "dirty", "steps", "config", "seconds", "extra")},
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_JSON | _RECORDISH | st.binary(max_size=40), max_size=6))
+def test_fuzz_any_history_file_reads_as_well_typed_records(lines: list[object]) -> None:
+    """Whatever the history file holds, reading it never raises, and what it returns has
+    the types the commands rely on (history, status, rollback and the daemon)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / HISTORY_FILE
+        path.write_bytes(
+            b"\n".join(
+                line if isinstance(line, bytes) else json.dumps(line).encode() for line in lines
+            )
+        )
+        for found in read_history(Path(folder)):
+            assert isinstance(found.id, int) and not isinstance(found.id, bool)
+            assert all(isinstance(x, str) for x in (found.time, found.outcome, found.message))
+            assert all(isinstance(step, str) for step in found.steps)
+            assert found.config is None or isinstance(found.config, str)
+            assert isinstance(found.seconds, float)

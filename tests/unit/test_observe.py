@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from reconciler.observe import (
     LiveModel,
@@ -107,3 +112,25 @@ def test_read_live_is_unreachable_when_any_request_fails() -> None:
     status = read_live(_Tfs(down=frozenset({"m13"})), [f"m{i}" for i in range(30)], {})
     assert not status.reachable
     assert "connection refused" in status.error
+
+
+def test_a_model_folder_with_a_name_too_long_is_unreadable_not_fatal(tmp_path: Path) -> None:
+    folder = scan_model("m", tmp_path / ("x" * 300))  # ENAMETOOLONG from the file system
+    assert (folder.exists, folder.versions) == (False, ())
+    assert folder.error == "File name too long"
+
+
+def test_a_model_folder_it_may_not_read_is_unreadable_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _version(tmp_path, "1")
+    real = os.scandir
+
+    def scandir(path: str) -> Any:  # tests run as root: deny this one folder at the edge
+        if path == str(tmp_path):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    folder = scan_model("m", tmp_path)
+    assert (folder.exists, folder.error) == (False, "Permission denied")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, settings
@@ -560,6 +560,72 @@ def test_phases_are_safe_from_what_tfs_really_serves(
             if before is not None:
                 assert set(before.label_map.values()) <= _served_in(phase, model.name, seen)
         previous = phase
+
+
+# --- a file that lost what TFS serves (emptied by hand, caught half-written) ---------------------
+
+SERVING_LAB = live((1, "AVAILABLE"), (2, "AVAILABLE"), (3, "AVAILABLE"), labels=LAB_LABELS)
+
+
+@pytest.mark.parametrize("file", ["", "model_config_list {}\n", None])
+def test_a_repair_of_an_emptied_file_keeps_every_label_tfs_serves_in_every_phase(
+    file: str | None,
+) -> None:
+    """Emptied in place, edited to an empty list, or deleted: TFS still serves the lab."""
+    result = plan(desired(), observed(file, live=SERVING_LAB))
+    assert result.phases, "the file differs from the target: a repair is planned"
+    for phase in result.phases:
+        (model,) = phase.models
+        assert model.label_map == LAB_LABELS, f"a phase drops labels: {model.labels}"
+
+
+def test_a_model_the_file_lost_is_put_back_as_the_last_apply_wrote_it() -> None:
+    lab = parse_config(LAB_CONFIG)
+    seen = replace(observed("", live=SERVING_LAB), applied=lab)
+    result = plan(desired(), seen)
+    assert result.target == lab  # base_path '/models/animals/', trailing slash and all
+    assert result.phases == (lab,)
+
+
+def test_without_a_record_of_the_last_apply_a_lost_model_takes_the_desired_base_path() -> None:
+    result = plan(desired(), observed("", live=SERVING_LAB))
+    assert result.target.models[0].base_path == "/models/animals"
+
+
+def test_a_lost_model_is_not_put_back_from_an_apply_that_served_it_from_elsewhere() -> None:
+    elsewhere = parse_config(LAB_CONFIG.replace("/models/animals/", "/models/zoo"))
+    seen = replace(observed("", live=SERVING_LAB), applied=elsewhere)
+    assert plan(desired(), seen).target.models[0].base_path == "/models/animals"
+
+
+@st.composite
+def _scenario_file_lost(draw: st.DrawFn) -> tuple[DesiredState, Observed]:
+    """TFS serves what the file said; then the file lost some of its models (or all)."""
+    state, seen = draw(_scenario_with_live())
+    config = seen.config or ServingConfig()
+    kept = tuple(m for m in config.models if draw(st.booleans()))
+    return state, replace(seen, config=ServingConfig(kept))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_scenario_file_lost())
+def test_no_phase_drops_a_label_tfs_serves_that_the_target_keeps(
+    scenario: tuple[DesiredState, Observed],
+) -> None:
+    state, seen = scenario
+    result = plan(state, seen)
+    assert seen.live is not None
+    for served in seen.live.models:
+        wanted = result.target.model(served.name)
+        if wanted is None:
+            continue
+        kept = {label for label, _ in served.labels} & set(wanted.label_map)
+        for number, phase in enumerate(result.phases, start=1):
+            model = phase.model(served.name)
+            assert model is not None and kept <= set(model.label_map), (
+                f"phase {number} of {len(result.phases)} drops labels of {served.name}: "
+                f"{sorted(kept - set(model.label_map if model else {}))}"
+            )
 
 
 # --- a base_path change ---------------------------------------------------------------------------

@@ -118,3 +118,59 @@ def test_read_live_reports_an_odd_answer_as_unreachable(server: tuple[str, Route
 def test_closed_port_is_unreachable() -> None:
     with pytest.raises(TfsUnreachable):
         TfsRest("http://127.0.0.1:1", timeout=1).model_status("animals")
+
+
+@pytest.fixture
+def keep_alive_server() -> Iterator[tuple[str, list[int], list[bool]]]:
+    """An HTTP/1.1 server that counts connections; `close_next[0]` makes it close the
+    connection after its next answer without saying so (as an idle timeout would)."""
+    connections: list[int] = []
+    close_next = [False]
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            connections.append(1)
+
+        def do_GET(self) -> None:
+            body = json.dumps({"model_version_status": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            if close_next[0]:
+                close_next[0] = False
+                self.close_connection = True
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", connections, close_next
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_reads_from_one_thread_share_one_kept_alive_connection(
+    keep_alive_server: tuple[str, list[int], list[bool]],
+) -> None:
+    url, connections, _ = keep_alive_server
+    rest = TfsRest(url)
+    for _ in range(20):
+        assert rest.model_status("animals").found
+    assert len(connections) == 1
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_once(
+    keep_alive_server: tuple[str, list[int], list[bool]],
+) -> None:
+    url, connections, close_next = keep_alive_server
+    rest = TfsRest(url)
+    close_next[0] = True
+    assert rest.model_status("animals").found
+    assert rest.model_status("animals").found  # over a new connection, not an error
+    assert len(connections) == 2

@@ -692,6 +692,10 @@ def test_the_endpoint_exposes_health_readiness_metrics_and_status(
     repo.write(desired_text("[1, 2, 3]", PROMOTED))
     commit = repo.commit("promote")
     daemon.wait_for_event("reconciled", lambda e: e.get("commit") == commit)
+    # The version gauges come from a pass's observation: the apply's pass observed before it
+    # loaded version 3, the pass its own write of models.config wakes observes after.
+    live_gauge = r'tfs_reconciler_live_versions\{model="animals"\} 3\.0'
+    wait_until(lambda: re.search(live_gauge, http_get(f"{base}/metrics")[1].decode()), 15)
     status, body = http_get(f"{base}/metrics")
     text = body.decode()
     assert status == 200

@@ -32,7 +32,13 @@ from reconciler.observe import (
     TfsUnreachable,
     read_live,
 )
-from reconciler.plan import Plan, labels_needing_a_load, live_basis, phases_between
+from reconciler.plan import (
+    Plan,
+    labels_needing_a_load,
+    live_basis,
+    missing_base_paths,
+    phases_between,
+)
 from reconciler.policy import served_versions
 from reconciler.tfs_config import ServingConfig, changed_models, render_config
 from reconciler.tfs_grpc import ReloadRejected, TfsGrpc
@@ -511,9 +517,13 @@ def _names_and_labels(
 def _check_new_models_on_disk(
     previous: ServingConfig | None, phases: tuple[ServingConfig, ...], disk: DiskState
 ) -> None:
-    """Raise ReloadFailed when a phase adds a model (or moves one to another base_path) whose
-    folder is missing: TFS hangs on such a reload until its deadline and queues every later
-    reload behind it. Models TFS already serves from a folder since deleted are no such risk."""
+    """Raise ReloadFailed when a phase holds a model whose folder is missing: TFS hangs on a
+    reload that adds such a model until its deadline (queueing every later reload behind it),
+    and one missing base_path, managed or not, stops its file-system poll for every model
+    (`PollFileSystemForConfig`), so no version of any model would load or unload."""
+    missing = missing_base_paths(phases, disk)
+    if missing:
+        raise ReloadFailed("not applying: " + "; ".join(f"{n}: {m}" for n, m in missing))
     before = previous or ServingConfig()
     for phase in phases:
         for model in phase.models:

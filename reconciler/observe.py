@@ -32,6 +32,7 @@ class ModelDir:
     path: str  # host path of the model's base_path
     exists: bool
     versions: tuple[VersionDir, ...] = ()
+    outside: bool = False  # its base_path is outside the serving root: not seen from here
 
     @property
     def numbers(self) -> tuple[int, ...]:
@@ -176,7 +177,7 @@ def scan_disk(base_paths: Mapping[str, str], serving_root: str, models_dir: Path
     for name, base_path in sorted(base_paths.items()):
         folder = host_path(base_path, serving_root, models_dir)
         if folder is None:
-            models.append(ModelDir(name, base_path, exists=False))
+            models.append(ModelDir(name, base_path, exists=False, outside=True))
         else:
             models.append(scan_model(name, folder))
     return DiskState(tuple(models))

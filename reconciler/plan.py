@@ -125,6 +125,12 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
     phases: tuple[ServingConfig, ...] = ()
     if not problems and (observed.config != target or drift):
         phases = _phases_to(target, observed)
+    managed = {m.name for m in desired.models}  # their missing folders are reported above
+    missing = missing_base_paths((target, *phases), observed.disk, skip=managed)
+    if missing:
+        where = Location(observed.config_path)
+        problems.extend(Problem(where, name, message) for name, message in missing)
+        phases = ()
     unmanaged = () if desired.prune else tuple(n for n in current.names if desired.model(n) is None)
     return Plan(
         current=observed.config,
@@ -156,6 +162,11 @@ def plan_config(
     phases: tuple[ServingConfig, ...] = ()
     if not problems and (observed.config != target or drift):
         phases = _phases_to(target, observed)
+    missing = missing_base_paths(phases, observed.disk, skip={m.name for m in target.models})
+    if missing:
+        where = Location(observed.config_path)
+        problems.extend(Problem(where, name, message) for name, message in missing)
+        phases = ()
     return Plan(
         current=observed.config,
         target=target,
@@ -164,6 +175,34 @@ def plan_config(
         problems=tuple(sorted(problems)),
         drift=drift,
     )
+
+
+STOPS_EVERY_MODEL = (
+    "with a base_path missing, TFS stops loading and unloading versions of every model "
+    "(its file-system poll gives up at the first missing one)"
+)
+
+
+def missing_base_paths(
+    configs: tuple[ServingConfig, ...], disk: DiskState, skip: set[str] | frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """(model, message) for each model in `configs` whose base_path is missing on disk, managed
+    or not: TFS's `PollFileSystemForConfig` returns at the first servable whose base path is
+    missing, so no model gets new versions or drops old ones until it is back. A base_path
+    outside the models folder cannot be seen from here and is not judged."""
+    found: dict[str, str] = {}
+    for config in configs:
+        for model in config.models:
+            if model.name in skip or model.name in found:
+                continue
+            folder = disk.model(model.name)
+            if folder is not None and not folder.exists and not folder.outside:
+                found[model.name] = (
+                    f"base_path {model.base_path}: model folder {folder.path} does not exist; "
+                    f"{STOPS_EVERY_MODEL}. Restore the folder, or remove the model from "
+                    "models.config (or from the desired state, with prune)"
+                )
+    return sorted(found.items())
 
 
 def _config_problems(target: ServingConfig, disk: DiskState, source: str) -> list[Problem]:
@@ -175,7 +214,11 @@ def _config_problems(target: ServingConfig, disk: DiskState, source: str) -> lis
         if folder is None or not folder.exists:
             where = folder.path if folder is not None else model.base_path
             problems.append(
-                Problem(Location(source), field, f"model folder {where} does not exist")
+                Problem(
+                    Location(source),
+                    field,
+                    f"model folder {where} does not exist; {STOPS_EVERY_MODEL}",
+                )
             )
             continue
         for number in _served(model, disk):
@@ -277,7 +320,13 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
         folder = observed.disk.model(model.name)
         if folder is None or not folder.exists:
             where = folder.path if folder is not None else model.base_path
-            problems.append(Problem(model.location, field, f"model folder {where} does not exist"))
+            problems.append(
+                Problem(
+                    model.location,
+                    field,
+                    f"model folder {where} does not exist; {STOPS_EVERY_MODEL}",
+                )
+            )
             continue
         served = served_versions(model.policy, folder.numbers)
         if not served:

@@ -583,9 +583,11 @@ def test_a_base_path_move_drops_unlabelled_versions_left_behind_in_one_change(
     assert states(sim.rest_url)[2] == "END"
 
 
-def test_a_model_left_alone_whose_folder_was_deleted_does_not_block_other_changes(
+def test_a_model_left_alone_whose_folder_was_deleted_is_refused_before_anything_is_written(
     lab: Path, start_sim: StartSim
 ) -> None:
+    """One missing base_path stops TFS's file-system poll for every model
+    (file_system_storage_path_source.cc PollFileSystemForConfig): refused, managed or not."""
     shutil.copytree(lab / "models" / MODEL, lab / "models" / "old")
     config = lab / "models" / "models.config"
     config.write_text(
@@ -598,10 +600,15 @@ def test_a_model_left_alone_whose_folder_was_deleted_does_not_block_other_change
     assert states(sim.rest_url)  # TFS serves both models
     shutil.rmtree(lab / "models" / "old")  # prune is false: 'old' is not ours to remove
     write_desired(lab, "[1, 2, 3]", LAB_LABELS | {"stable": 3})
+    before = config_text(lab)
     result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
-    assert result.returncode == 0, output(result)
-    assert label_version(sim.rest_url, "stable") == 3
-    assert 'name: "old"' in config_text(lab).decode()
+    assert result.returncode == 1, output(result)
+    assert "old: base_path /models/old: model folder" in result.stderr, output(result)
+    assert "versions of every model" in result.stderr
+    assert config_text(lab) == before and reload_requests(sim) == 0
+    assert label_version(sim.rest_url, "stable") == 2
+    diff = cli_for(lab, sim)("diff")
+    assert diff.returncode == 1 and "old: base_path /models/old" in output(diff)
 
 
 def test_no_verify_skips_the_request(lab: Path, start_sim: StartSim) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +46,12 @@ from reconciler.verify import VerifyFailed
 
 log = structlog.get_logger("reconciler.apply")
 
+
+# What --timeout keeps for a rollback when the apply itself runs out of time: --timeout bounds
+# the whole command, so the apply's own wait ends this share early.
+ROLLBACK_SHARE = 1 / 3
+# The least any one call is given, so that a step at the deadline fails fast rather than at once.
+MIN_STEP_SECONDS = 0.5
 
 # How long a version that failed before may still show its old END after it is asked for
 # again: TFS starts the new load within its file-system poll (1 s by default).
@@ -98,7 +104,7 @@ class Reloader(Protocol):
 @dataclass
 class GrpcReloader:
     client: TfsGrpc
-    deadline: float = 30.0  # the least a push may take (TFS waits for new models to load)
+    deadline: float = 30.0  # a push's deadline when the caller gives none
     mode: ReloadMode = ReloadMode.GRPC
     waits: bool = True
     phased: bool = True
@@ -107,9 +113,11 @@ class GrpcReloader:
         return None
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
-        """Push `config`; `timeout` (at least `deadline`) bounds the call: a push that adds a
-        model returns only once the model loaded, which may take as long as the apply may."""
-        self.client.reload(config, timeout=max(self.deadline, timeout or 0.0))
+        """Push `config`; `timeout` (what the command has left) bounds the call: a push that
+        adds a model returns only once the model loaded, which may take as long as the apply
+        may, and no longer."""
+        chosen = self.deadline if timeout is None else timeout
+        self.client.reload(config, timeout=max(MIN_STEP_SECONDS, chosen))
 
 
 @dataclass
@@ -201,6 +209,7 @@ class Converger:
     target_text: str | None = None  # the plan's target as written before (a rollback's)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    _started: float = field(default=0.0, init=False)  # when the command's apply began
 
     def apply(
         self, plan: Plan, disk: DiskState, desired: DesiredState, heal: bool = True
@@ -257,7 +266,10 @@ class Converger:
                 previous_text,
             )
         known = end_failures(baseline) if baseline is not None else frozenset()
-        deadline = started + self.timeout
+        # --timeout bounds the whole command: the apply stops early enough to leave the
+        # rollback its share, and the rollback ends at started + timeout.
+        deadline = started + self.timeout * (1 - ROLLBACK_SHARE)
+        self._started = started
         applied = previous or ServingConfig()
         for number, phase in enumerate(phases, start=1):
             if self.interrupted is not None and self.interrupted():
@@ -406,8 +418,10 @@ class Converger:
             if progress.done:
                 return known
             if self.clock() >= deadline:
+                spent = self.clock() - self._started
                 raise ConvergeFailed(
-                    f"timed out after {self.timeout:g} s: " + "; ".join(progress.pending)
+                    f"timed out after {spent:.3g} s of the {self.timeout:g} s --timeout "
+                    "(the rest is kept for a rollback): " + "; ".join(progress.pending)
                 )
             if self.on_progress is not None:
                 self.on_progress(progress, self.clock() - started)
@@ -443,7 +457,7 @@ class Converger:
             phases = phases_between(basis, target, disk)
             if not phases or phases[-1] != target:
                 phases = (*phases, target)
-        deadline = self.clock() + self.timeout
+        deadline = max(started + self.timeout, self.clock() + MIN_STEP_SECONDS)
         step_from = attempted
         written = 0
         try:

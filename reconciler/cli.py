@@ -400,7 +400,8 @@ def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none"
         "--timeout",
         type=_seconds,
         default=_env("timeout", "120"),
-        help="seconds to wait for TFS to converge before rolling back (default: %(default)s)",
+        help="seconds the whole command may take, a rollback included: the apply waits at most "
+        "two thirds of it for TFS to converge (default: %(default)s)",
     )
     group.add_argument(
         "--container", default=_env("container", None), help="TFS container, for restart"

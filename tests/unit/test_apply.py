@@ -292,8 +292,29 @@ def test_a_timeout_rolls_back(bed: Bed) -> None:
     bed.tfs.load = 50.0
     _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}), timeout=5.0)
     assert outcome.result == "rolled_back", outcome.message
-    assert outcome.message.startswith("timed out after 5 s: animals version 4 is LOADING")
+    assert outcome.message.startswith("timed out after 3.34 s of the 5 s --timeout")
+    assert "animals version 4 is LOADING" in outcome.message
     assert bed.tfs.labels == LAB_LABELS
+
+
+def test_the_timeout_bounds_the_whole_command_rollback_included_against_a_hanging_tfs(
+    bed: Bed,
+) -> None:
+    """Issue 10: --timeout 10 returned after 26 s against a TFS that hangs mid-apply, since
+    each push had a 30 s floor and the rollback waited a full timeout of its own."""
+    bed.add_version(4)
+
+    def hang(config: ServingConfig, timeout: float | None = None) -> None:
+        bed.clock.now += timeout if timeout is not None else 1000.0  # until its deadline
+        raise ReloadRejected("DEADLINE_EXCEEDED", "Deadline Exceeded")
+
+    reloader = apply_module.GrpcReloader(client=None)  # type: ignore[arg-type]
+    reloader.client = type("Hanging", (), {"reload": staticmethod(hang)})()  # type: ignore[assignment]
+    _, outcome = bed.converge(
+        bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}), reloader, timeout=10.0
+    )
+    assert outcome.result in ("rolled_back", "failed"), outcome.message
+    assert bed.clock() <= 10.0 + apply_module.MIN_STEP_SECONDS
 
 
 def test_failed_verification_moves_no_label_and_rolls_back(bed: Bed) -> None:

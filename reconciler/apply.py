@@ -19,6 +19,7 @@ import structlog
 from reconciler.config_file import (
     LAST_KNOWN_GOOD,
     read_text,
+    remove_stale_temps,
     save_last_known_good,
     write_atomic,
 )
@@ -215,6 +216,10 @@ class Converger:
         self, plan: Plan, disk: DiskState, desired: DesiredState, heal: bool = True
     ) -> Outcome:
         started = self.clock()
+        # A kill -9 between a temporary file and its rename leaves the file behind; the
+        # caller holds the config's lock, so none of ours is being written now.
+        remove_stale_temps(self.config_path)
+        remove_stale_temps(self.state_dir / LAST_KNOWN_GOOD)
         if plan.blocked:
             return Outcome("blocked", "; ".join(str(p) for p in plan.problems))
         phases = plan.phases

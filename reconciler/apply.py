@@ -208,6 +208,9 @@ class Converger:
     commit: str | None = None
     interrupted: Callable[[], bool] | None = None  # true: stop before the next phase
     target_text: str | None = None  # the plan's target as written before (a rollback's)
+    # Called once before the first write of models.config (the history's write-ahead record);
+    # an OSError from it stops the apply with nothing changed.
+    before_first_write: Callable[[], None] | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     _started: float = field(default=0.0, init=False)  # when the command's apply began
@@ -270,6 +273,19 @@ class Converger:
                 self.clock() - started,
                 previous_text,
             )
+        if self.before_first_write is not None:
+            try:
+                self.before_first_write()
+            except OSError as error:
+                return Outcome(
+                    "failed",
+                    f"not applying: the history cannot record this apply before it starts "
+                    f"({error}), and a change it cannot record could not be told apart or rolled "
+                    f"back later; nothing was changed ({self.config_path} is as it was)",
+                    0,
+                    self.clock() - started,
+                    previous_text,
+                )
         known = end_failures(baseline) if baseline is not None else frozenset()
         # --timeout bounds the whole command: the apply stops early enough to leave the
         # rollback its share, and the rollback ends at started + timeout.

@@ -28,7 +28,7 @@ from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.desired import DesiredState, load_desired
 from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.git_source import GitError
-from reconciler.history import read_history, rollback_target
+from reconciler.history import read_history, rollback_target, unfinished
 from reconciler.http_endpoint import StatusUnavailableError, read_status
 from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.observe import Observed
@@ -701,7 +701,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not records:
         print(f"No applies recorded in {settings.state_path}.")
-    for record in records:
+    for record in unfinished(records):  # a start is shown only when no outcome followed
         commit = (record.commit or "-")[:12] + ("+dirty" if record.dirty else "")
         print(f"{record.id:>4}  {record.time}  {record.outcome:<11} {record.reload:<7} {commit}")
         if record.action != "apply":

@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Any
 
 HISTORY_FILE = "history.jsonl"
+STARTED = "started"  # the write-ahead record, appended before the first write of models.config
+STARTED_KEY = "started"  # in a finished apply's `extra`: the id of its "started" record
+STARTED_MESSAGE = (
+    "started; no outcome follows if it was stopped part-way (kill -9, power loss): "
+    "models.config then holds what it had written"
+)
 
 
 @dataclass(frozen=True)
 class Record:
     id: int
     time: str  # ISO 8601, UTC
-    outcome: str  # applied, noop, rolled_back, failed, blocked, written
+    outcome: str  # started, applied, noop, rolled_back, failed, blocked, written
     message: str
     reload: str
     commit: str | None = None
@@ -37,10 +43,18 @@ class RollbackTarget:
     describe: str  # for people: "record 3's config", "the config record 4 replaced"
 
 
+def unfinished(records: Sequence[Record]) -> list[Record]:
+    """`records` without the "started" records whose apply recorded its outcome: what is left
+    of a start is an apply that was stopped part-way, a change of its own."""
+    done = {r.extra.get(STARTED_KEY) for r in records if isinstance(r.extra, dict)}
+    return [r for r in records if not (r.outcome == STARTED and r.id in done)]
+
+
 def rollback_target(records: Sequence[Record], record_id: int | None) -> RollbackTarget:
     """Record `record_id`'s resulting config; without an id, the config the last recorded
-    change replaced (an undo: a second rollback undoes the first). LookupError says why
-    there is none."""
+    change replaced (an undo: a second rollback undoes the first; an apply stopped part-way
+    counts as a change). LookupError says why there is none."""
+    records = unfinished(records)
     if record_id is not None:
         chosen = next((r for r in records if r.id == record_id and r.config is not None), None)
         if chosen is None or chosen.config is None:

@@ -184,7 +184,9 @@ STOPS_EVERY_MODEL = (
 
 
 def missing_base_paths(
-    configs: tuple[ServingConfig, ...], disk: DiskState, skip: set[str] | frozenset[str] = frozenset()
+    configs: tuple[ServingConfig, ...],
+    disk: DiskState,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> list[tuple[str, str]]:
     """(model, message) for each model in `configs` whose base_path is missing on disk, managed
     or not: TFS's `PollFileSystemForConfig` returns at the first servable whose base path is

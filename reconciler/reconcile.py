@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,11 +13,11 @@ from reconciler.apply import Converger, Outcome, ProgressHook, Reloader
 from reconciler.config_file import read_text
 from reconciler.desired import DesiredState
 from reconciler.git_source import GitError, open_local
-from reconciler.history import Record, append_record
+from reconciler.history import STARTED_KEY, STARTED_MESSAGE, Record, append_record
 from reconciler.observe import Observed, observe
 from reconciler.plan import Plan, plan
 from reconciler.settings import Settings
-from reconciler.tfs_config import ServingConfig
+from reconciler.tfs_config import ServingConfig, render_config
 from reconciler.tfs_rest import TfsRest
 from reconciler.verify import verify_version
 
@@ -99,6 +99,27 @@ def execute(
         target_text=target_text,
     )
     before = read_text(settings.config_path)
+    started: list[Record] = []
+    tried: list[bool] = []
+
+    def write_ahead() -> None:
+        tried.append(True)
+        # Known to `history` and `rollback` even if this process is killed mid-apply.
+        started.append(
+            _record(
+                settings,
+                Outcome(
+                    "started", STARTED_MESSAGE, config=target_text or render_config(the_plan.target)
+                ),
+                the_plan,
+                reloader,
+                revision,
+                before,
+                action,
+            )
+        )
+
+    converger.before_first_write = write_ahead
     try:
         outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, but keep the history true
@@ -116,10 +137,11 @@ def execute(
                 revision,
                 before,
                 action,
+                started,
             )
         raise
-    if outcome.result == "noop":
-        return outcome, None
+    if outcome.result == "noop" or (tried and not started):
+        return outcome, None  # nothing to record, or the history cannot take it
     for step in the_plan.steps if outcome.ok else ():
         log.info(
             "changed",
@@ -132,7 +154,14 @@ def execute(
             commit=revision.commit,
             seconds=round(outcome.seconds, 3),  # the apply that made it (phase by phase)
         )
-    return outcome, _record(settings, outcome, the_plan, reloader, revision, before, action)
+    try:
+        record = _record(settings, outcome, the_plan, reloader, revision, before, action, started)
+    except OSError as error:
+        # The change is made (or rolled back) and its start is recorded: say so, not "failed".
+        log.error("history_not_written", error=str(error), outcome=outcome.result)
+        note = f" (its outcome could not be added to the history: {error})"
+        return replace(outcome, message=outcome.message + note), started[0] if started else None
+    return outcome, record
 
 
 def _record(
@@ -143,6 +172,7 @@ def _record(
     revision: Revision,
     before: str | None,
     action: str,
+    started: list[Record] | None = None,
 ) -> Record:
     return append_record(
         settings.state_path,
@@ -159,6 +189,7 @@ def _record(
             previous=before,
             seconds=round(outcome.seconds, 3),
             action=action,
+            extra={STARTED_KEY: started[0].id} if started else {},
         ),
     )
 

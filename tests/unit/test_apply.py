@@ -308,8 +308,8 @@ def test_the_timeout_bounds_the_whole_command_rollback_included_against_a_hangin
         bed.clock.now += timeout if timeout is not None else 1000.0  # until its deadline
         raise ReloadRejected("DEADLINE_EXCEEDED", "Deadline Exceeded")
 
-    reloader = apply_module.GrpcReloader(client=None)  # type: ignore[arg-type]
-    reloader.client = type("Hanging", (), {"reload": staticmethod(hang)})()  # type: ignore[assignment]
+    hanging = type("Hanging", (), {"reload": staticmethod(hang)})()
+    reloader = apply_module.GrpcReloader(client=hanging)
     _, outcome = bed.converge(
         bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}), reloader, timeout=10.0
     )

@@ -25,7 +25,7 @@ from reconciler.config_file import (
 )
 from reconciler.convergence import Progress, assess, end_failures, expectations, still_known
 from reconciler.desired import DesiredState
-from reconciler.docker_target import DockerError, DockerTarget
+from reconciler.docker_target import TFS_FILE_SYSTEM_POLL, DockerError, DockerTarget
 from reconciler.observe import (
     DiskState,
     LiveStatus,
@@ -54,9 +54,12 @@ ROLLBACK_SHARE = 1 / 3
 # The least any one call is given, so that a step at the deadline fails fast rather than at once.
 MIN_STEP_SECONDS = 0.5
 
-# How long a version that failed before may still show its old END after it is asked for
-# again: TFS starts the new load within its file-system poll (1 s by default).
-RETRIED_LOAD_GRACE = 5.0
+# TFS acts on versions added to or dropped from a config only at its next file-system poll
+# (--file_system_poll_wait_seconds, 1 s by default): a wait gives it this many periods, and
+# some slack for a busy host, before it concludes the poll is not coming. The same grace
+# tells a version that failed before, asked for again, from one that failed again as fast.
+POLL_PERIODS = 3
+POLL_SLACK = 2.0
 
 
 class ReloadMode(StrEnum):
@@ -213,7 +216,13 @@ class Converger:
     before_first_write: Callable[[], None] | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    file_system_poll: float = TFS_FILE_SYSTEM_POLL  # TFS's --file_system_poll_wait_seconds
     _started: float = field(default=0.0, init=False)  # when the command's apply began
+
+    @property
+    def poll_grace(self) -> float:
+        """How long after a push versions may wait for TFS's next file-system poll."""
+        return POLL_PERIODS * max(self.file_system_poll, 0.0) + POLL_SLACK
 
     def apply(
         self, plan: Plan, disk: DiskState, desired: DesiredState, heal: bool = True
@@ -265,6 +274,7 @@ class Converger:
         try:
             self.reloader.check(plan.target)
             _check_new_models_on_disk(previous, phases, disk)
+            self._check_disk_is_polled(previous, phases, disk)
         except (ReloadFailed, DockerError, TfsUnreachable) as error:
             return Outcome(
                 "failed",
@@ -353,6 +363,27 @@ class Converger:
             "interrupted", message, done, self.clock() - started, read_text(self.config_path)
         )
 
+    def _check_disk_is_polled(
+        self, previous: ServingConfig | None, phases: tuple[ServingConfig, ...], disk: DiskState
+    ) -> None:
+        """Raise ReloadFailed when a phase adds or drops versions and TFS is known never to poll
+        its disk after start: a reload would change the config and TFS would never act on it
+        (`SetAspiredVersionsCallback` polls once with a 0 s period, never with a negative one)."""
+        if self.file_system_poll > 0 or self.reloader.mode not in (
+            ReloadMode.GRPC,
+            ReloadMode.POLL,
+        ):
+            return
+        changes = _version_changes(previous, phases, disk)
+        if changes:
+            raise ReloadFailed(
+                f"not applying: TFS runs with --file_system_poll_wait_seconds="
+                f"{self.file_system_poll:g}, so it reads version folders only at start and "
+                f"would never act on {'; '.join(changes)}. Use --reload restart, or run TFS "
+                "with a positive poll period (and tell the reconciler with "
+                "--file-system-poll-seconds)"
+            )
+
     def _reload(self, phase: ServingConfig, deadline: float) -> None:
         # A push may take as long as the apply has left (TFS loads a new model in the call).
         self.reloader.reload(phase, timeout=deadline - self.clock())
@@ -426,10 +457,12 @@ class Converger:
             wanted = tuple(replace(want, gone=()) for want in wanted)
         started = self.clock()
         loading = {(w.model, v) for w in wanted for v in w.serve}
+        shown = ""
         while True:
             live = self._live(names, labels)
             known = still_known(known, live)
-            if self.clock() - started >= RETRIED_LOAD_GRACE:
+            waited = self.clock() - started
+            if waited >= self.poll_grace:
                 # A version failed before and asked for again: a failure as fast as the first
                 # one is never seen leaving END, so after a grace it is this change's failure.
                 known = frozenset(k for k in known if (k[0], k[1]) not in loading)
@@ -438,6 +471,15 @@ class Converger:
                 raise ConvergeFailed("; ".join(progress.failures))
             if progress.done:
                 return known
+            if progress.summary != shown and progress.loading:
+                shown = progress.summary
+                log.info("loading", progress=shown, commit=self.commit)
+            if (
+                progress.unpolled
+                and waited >= self.poll_grace
+                and self.reloader.mode is ReloadMode.GRPC  # the config is in force
+            ):
+                raise ConvergeFailed(self._not_polled(progress, waited))
             if self.clock() >= deadline:
                 spent = self.clock() - self._started
                 raise ConvergeFailed(
@@ -447,6 +489,16 @@ class Converger:
             if self.on_progress is not None:
                 self.on_progress(progress, self.clock() - started)
             self.sleep(self.poll_interval)
+
+    def _not_polled(self, progress: Progress, waited: float) -> str:
+        return (
+            f"TFS took the config but has not acted on its version folders {waited:.3g} s "
+            f"later ({'; '.join(progress.unpolled)}), though it polls its disk every "
+            f"{self.file_system_poll:g} s as configured (--file-system-poll-seconds). TFS "
+            "runs with --file_system_poll_wait_seconds 0 (it reads version folders only at "
+            "start) or longer than configured, or a base_path of another model in its config "
+            "is missing, which stops its file-system poll for every model"
+        )
 
     def _serves(
         self,
@@ -573,6 +625,32 @@ def _check_new_models_on_disk(
                     f" ({where}), and TFS hangs on a new model whose folder is missing"
                 )
         before = phase
+
+
+def _version_changes(
+    previous: ServingConfig | None, phases: tuple[ServingConfig, ...], disk: DiskState
+) -> list[str]:
+    """What in `phases` only a file-system poll makes TFS do: a model added, versions of a
+    model added or dropped (a label move or a removed model needs none)."""
+    found = []
+    before = previous or ServingConfig()
+    for phase in phases:
+        for model in phase.models:
+            old = before.model(model.name)
+            folder = disk.model(model.name)
+            numbers = folder.numbers if folder is not None else ()
+            now = served_versions(model.effective_policy, numbers)
+            if old is None:
+                found.append(f"{model.name}: a new model")
+                continue
+            then = served_versions(old.effective_policy, numbers)
+            if set(now) != set(then) or not old.same_base_path(model.base_path):
+                found.append(
+                    f"{model.name}: versions {', '.join(map(str, then)) or 'none'} -> "
+                    f"{', '.join(map(str, now)) or 'none'}"
+                )
+        before = phase
+    return list(dict.fromkeys(found))
 
 
 def describe_serving(config: ServingConfig, disk: DiskState) -> str:

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+import structlog
+
 from reconciler import __version__, logs
 from reconciler.apply import (
     Outcome,
@@ -404,6 +406,15 @@ def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none"
         "two thirds of it for TFS to converge (default: %(default)s)",
     )
     group.add_argument(
+        "--file-system-poll-seconds",
+        type=float,
+        default=_env("file-system-poll-seconds", "1"),
+        help="TFS's --file_system_poll_wait_seconds: it loads and unloads versions only at "
+        "that poll, so a wait allows for it, and gives up after a few periods without one; "
+        "read from the container's command line when --container or --container-label names "
+        "it (default: %(default)s, TFS's own)",
+    )
+    group.add_argument(
         "--container", default=_env("container", None), help="TFS container, for restart"
     )
     group.add_argument(
@@ -626,7 +637,7 @@ def _progress_printer() -> ProgressHook | None:
         return None
 
     def show(progress: Progress, elapsed: float) -> None:
-        text = "; ".join(progress.pending)[:150]
+        text = "; ".join(filter(None, (progress.summary, *progress.pending)))[:150]
         sys.stderr.write(f"\r\x1b[K  waiting {elapsed:5.1f} s: {text}")
         sys.stderr.flush()
 
@@ -663,8 +674,18 @@ def _report(
     return EXIT_INTERRUPTED if outcome.result == "interrupted" else EXIT_ERROR
 
 
+log = structlog.get_logger("reconciler.cli")
+
+
 def _with_settings(args: argparse.Namespace) -> Settings:
-    return replace(_settings(args), timeout=args.timeout)
+    poll = float(args.file_system_poll_seconds)
+    target = _docker(args)
+    if target is not None:
+        try:
+            poll = target.file_system_poll(default=poll)
+        except DockerError as error:  # the reloader reports it if it needs the engine
+            log.warning("file_system_poll_unknown", error=str(error), using=poll)
+    return replace(_settings(args), timeout=args.timeout, file_system_poll=poll)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:

@@ -92,6 +92,7 @@ def execute(
         status=rest,
         reloader=reloader,
         timeout=settings.timeout,
+        file_system_poll=settings.file_system_poll,
         verifier=(lambda m, v, f: verify_version(rest, m, v, f)) if verify else None,
         on_progress=on_progress,
         commit=revision.commit,

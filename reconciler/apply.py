@@ -570,19 +570,31 @@ class Converger:
             saved = ""
             if previous_text is not None:
                 saved = f"; the last-known-good config is in {self.state_dir / LAST_KNOWN_GOOD}"
+            now = "not asked (--reload none)"
+            if self.reloader.waits:
+                # A failed reload may already have changed what serves: say what does.
+                now = describe_live(self._live(names, labels))
             message = (
                 f"{error}. Rolling back to the last-known-good config failed too: {again}."
-                f" {self.config_path} {holds}{saved}."
+                f" {self.config_path} {holds}{saved}. TFS serves now: {now}."
             )
-            log.error("rollback_failed", error=str(again), commit=self.commit)
+            log.error("rollback_failed", error=str(again), serving=now, commit=self.commit)
             return Outcome(
                 "failed", message, 0, self.clock() - started, read_text(self.config_path)
             )
-        serving = describe_serving(target, disk)
+        if self.reloader.waits:  # what the rollback waited for is what TFS was seen serving
+            serving = describe_serving(target, disk)
+            done = f"Rolled back to the last-known-good config; serving now: {serving}"
+        else:
+            serving = "unknown"
+            done = (
+                f"Restored the last-known-good config in {self.config_path} (TFS was not asked: "
+                f"--reload {self.reloader.mode.value})"
+            )
         log.warning("rolled_back", error=str(error), serving=serving, commit=self.commit)
         return Outcome(
             "rolled_back",
-            f"{error}. Rolled back to the last-known-good config; serving now: {serving}",
+            f"{error}. {done}",
             0,
             self.clock() - started,
             read_text(self.config_path),
@@ -651,6 +663,21 @@ def _version_changes(
                 )
         before = phase
     return list(dict.fromkeys(found))
+
+
+def describe_live(live: LiveStatus) -> str:
+    """What TFS was seen serving (AVAILABLE versions, labels) for the models read."""
+    if not live.reachable:
+        return f"unknown (TFS does not answer: {live.error})"
+    parts = []
+    for model in live.models:
+        if not model.found:
+            parts.append(f"{model.name} not served")
+            continue
+        labels = ", ".join(f"{label}={version}" for label, version in model.labels)
+        text = f"{model.name} versions {', '.join(map(str, model.available)) or 'none'}"
+        parts.append(text + (f" ({labels})" if labels else ""))
+    return "; ".join(parts) or "nothing that was read"
 
 
 def describe_serving(config: ServingConfig, disk: DiskState) -> str:

@@ -556,6 +556,7 @@ def test_a_rollback_that_cannot_write_says_what_the_file_holds(
     assert "Rolling back to the last-known-good config failed too: [Errno 30]" in outcome.message
     assert f"{bed.config_path} is unchanged since the failure" in outcome.message
     assert "last-known-good config is in " in outcome.message
+    assert "TFS serves now: animals versions 1, 2, 3, 4 (" in outcome.message  # read again
     assert bed.config_path.read_text() == writes[0]  # phase 1, as the message says
 
 
@@ -713,3 +714,44 @@ def test_the_poll_period_is_read_from_the_container_s_command_line(
     from reconciler.docker_target import file_system_poll_in
 
     assert file_system_poll_in(args) == poll
+
+
+def test_a_reload_that_failed_after_moving_labels_is_rolled_back_from_what_serves(
+    bed: Bed,
+) -> None:
+    """ServerCore::ReloadConfig swaps the label map before it adds models: a reload that then
+    fails (UNKNOWN "... did not become available") has already moved the labels."""
+    bed.add_version(4)
+    pushes = []
+
+    def take_then_fail(config: ServingConfig, timeout: float | None = None) -> None:
+        pushes.append(config)
+        bed.tfs.take(config)
+        if len(pushes) == 2:  # the relabel phase: labels moved, then the reload fails
+            raise ReloadRejected("UNKNOWN", "Model iris did not become available")
+
+    bed.reloader.reload = take_then_fail  # type: ignore[method-assign]
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}))
+    assert outcome.result == "rolled_back", outcome.message
+    assert "did not become available" in outcome.message
+    assert bed.tfs.labels == LAB_LABELS
+    assert all(state == "AVAILABLE" for _, _, state in bed.tfs.label_log)
+
+
+def test_a_rollback_with_no_reload_does_not_claim_what_tfs_serves(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = config_file.write_atomic
+    writes: list[str] = []
+
+    def fail_first(path: Path, text: str) -> bool:
+        writes.append(text)
+        if len(writes) == 1:
+            raise OSError(28, "No space left on device")
+        return real_write(path, text)
+
+    monkeypatch.setattr(apply_module, "write_atomic", fail_first)
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}), NoReload())
+    assert outcome.result == "rolled_back", outcome.message
+    assert "serving now" not in outcome.message
+    assert "TFS was not asked" in outcome.message

@@ -24,6 +24,7 @@ class VersionDir:
     version: int
     path: str  # host path
     loadable: bool  # holds a non-empty saved_model.pb or saved_model.pbtxt
+    plain_file: bool = False  # a file with a version's name: TFS takes it for one, and fails
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,15 @@ class ModelDir:
 
     @property
     def numbers(self) -> tuple[int, ...]:
-        return tuple(v.version for v in self.versions)
+        return tuple(dict.fromkeys(v.version for v in self.versions))
+
+    @property
+    def duplicates(self) -> dict[int, tuple[str, ...]]:
+        """Versions named by more than one entry (`4` and `0004`), with their names."""
+        names: dict[int, list[str]] = {}
+        for version in self.versions:
+            names.setdefault(version.version, []).append(os.path.basename(version.path))
+        return {n: tuple(sorted(found)) for n, found in names.items() if len(found) > 1}
 
     def version(self, number: int) -> VersionDir | None:
         for version in self.versions:
@@ -141,16 +150,24 @@ def scan_model(name: str, folder: Path) -> ModelDir:
         return ModelDir(name, base, exists=False)
     versions = []
     for entry in entries:
-        if _version_number(entry.name) is not None and _is_dir(entry):
-            versions.append(VersionDir(int(entry.name), entry.path, _loadable(entry.path)))
-    return ModelDir(name, base, True, tuple(sorted(versions, key=lambda v: v.version)))
+        # As file_system_storage_path_source.cc: every child whose name parses as an int64 is
+        # a version (`0004` is version 4), a plain file too (its load then fails).
+        number = _version_number(entry.name)
+        if number is None:
+            continue
+        if _is_dir(entry):
+            versions.append(VersionDir(number, entry.path, _loadable(entry.path)))
+        else:
+            versions.append(VersionDir(number, entry.path, False, plain_file=True))
+    ordered = sorted(versions, key=lambda v: (v.version, os.path.basename(v.path)))
+    return ModelDir(name, base, True, tuple(ordered))
 
 
 def _version_number(name: str) -> int | None:
     """The version a folder name stands for, as TFS parses it: a non-negative int64."""
     if not (name.isascii() and name.isdigit()):
         return None
-    number = int(name)
+    number = int(name)  # "0004" is 4, as strtoll parses it
     return number if number <= INT64_MAX else None  # TFS ignores what strto64 rejects
 
 

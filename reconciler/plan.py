@@ -349,7 +349,7 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                         f"version {number} is not on disk: {folder.path}/{number} does not exist",
                     )
                 )
-            elif not version.loadable:
+            elif not version.loadable and not version.plain_file:
                 problems.append(
                     Problem(
                         model.locate("versions"),
@@ -358,6 +358,7 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                         "saved_model.pb or saved_model.pbtxt",
                     )
                 )
+        problems.extend(_version_name_problems(model, folder, field))
         for label, number in model.labels:
             if number not in served:
                 problems.append(
@@ -384,6 +385,33 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                 )
             )
     return problems
+
+
+def _version_name_problems(model: DesiredModel, folder: ModelDir, field: str) -> list[Problem]:
+    """Entries TFS parses as versions in a way nobody meant: a plain file with a numeric name
+    (a version whose load fails) and two folders naming one version (`4` and `0004`)."""
+    found = []
+    where = model.locate("versions")
+    for version in folder.versions:
+        if version.plain_file:
+            found.append(
+                Problem(
+                    where,
+                    f"{field}.versions",
+                    f"{version.path} is a plain file with a version's name: TFS takes it for "
+                    f"version {version.version} and fails to load it; remove or rename it",
+                )
+            )
+    for number, names in sorted(folder.duplicates.items()):
+        found.append(
+            Problem(
+                where,
+                f"{field}.versions",
+                f"{' and '.join(names)} in {folder.path} both name version {number} (TFS "
+                "reads a version folder's name as a number); keep one",
+            )
+        )
+    return found
 
 
 def _move_problem(

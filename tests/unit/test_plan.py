@@ -664,3 +664,30 @@ def test_a_base_path_outside_the_models_folder_is_not_judged() -> None:
     state = _with_old_model_folder(observed(config), exists=False, outside=True)
     result = plan(animals("    versions: [1, 2, 3]\n    labels: {stable: 3}\n"), state)
     assert not result.blocked and result.phases
+
+
+def _with_versions(*extra: VersionDir) -> Observed:
+    state = observed(on_disk={"animals": [1, 2, 3]})
+    (animals_dir,) = state.disk.models
+    ordered = sorted((*animals_dir.versions, *extra), key=lambda v: (v.version, v.path))
+    folder = replace(animals_dir, versions=tuple(ordered))
+    return replace(state, disk=DiskState((folder,)))
+
+
+def test_a_plain_file_with_a_version_s_name_is_a_problem() -> None:
+    """file_system_storage_path_source.cc: every child whose name parses is a version, a
+    plain file too; TFS would try to load it and fail."""
+    state = _with_versions(VersionDir(7, "/host/animals/7", False, plain_file=True))
+    result = plan(desired(), state)
+    assert result.blocked
+    assert any(
+        "/host/animals/7 is a plain file with a version's name: TFS takes it for version 7" in p
+        for p in problems(result)
+    )
+
+
+def test_two_folders_naming_one_version_are_a_problem() -> None:
+    state = _with_versions(VersionDir(2, "/host/animals/0002", True))
+    result = plan(desired(), state)
+    assert result.blocked
+    assert any("0002 and 2 in /host/animals both name version 2" in p for p in problems(result))

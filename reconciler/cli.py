@@ -36,13 +36,21 @@ from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.observe import Observed
 from reconciler.plan import Plan, plan, plan_config
 from reconciler.problems import InputError
-from reconciler.reconcile import Revision, execute, observe_for, reconcile, revision_of
+from reconciler.reconcile import (
+    Revision,
+    execute,
+    observe_for,
+    reconcile,
+    revision_of,
+    with_signature_problems,
+)
 from reconciler.render import plan_json, plan_text
 from reconciler.settings import Settings
 from reconciler.signals import GracefulInterrupt
 from reconciler.status import status_document, status_text
 from reconciler.tfs_config import parse_config, render_config
 from reconciler.tfs_rest import TfsRest
+from reconciler.verify import signature_problems
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -242,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", nargs="?", help="file or folder (default: --desired)")
     validate.add_argument("--serving-root", default=_env("serving-root", "/models"))
     validate.add_argument(
+        "--rest-url",
+        type=_rest_url,
+        default=_env("rest-url", "http://localhost:8501"),
+        help="TFS REST API: verify requests are checked against the signatures it serves "
+        "(default: %(default)s)",
+    )
+    validate.add_argument(
         "--desired", default=_env("desired", "desired_state"), help=argparse.SUPPRESS
     )
     validate.set_defaults(handler=cmd_validate)
@@ -327,6 +342,11 @@ def _print_problems(error: InputError, stream: TextIO = sys.stderr) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.path or args.desired)
     state = load_desired(path, args.serving_root)
+    problems, notes = signature_problems(state, TfsRest(args.rest_url))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if problems:
+        raise InputError(problems)
     count = len(state.models)
     print(
         f"{path}: valid ({count} model{'s' if count != 1 else ''}: "
@@ -360,8 +380,9 @@ def _live_summary(observed: Observed) -> dict[str, Any]:
 def cmd_diff(args: argparse.Namespace) -> int:
     settings = _settings(args)
     desired = load_desired(settings.desired, settings.serving_root)
-    observed = observe_for(settings, desired, TfsRest(settings.rest_url, settings.request_timeout))
-    result = plan(desired, observed)
+    rest = TfsRest(settings.rest_url, settings.request_timeout)
+    observed = observe_for(settings, desired, rest)
+    result = with_signature_problems(plan(desired, observed), desired, rest)
     config_path = str(settings.config_path)
     if args.output == "json":
         print(json.dumps(plan_json(result, config_path, _live_summary(observed)), indent=2))

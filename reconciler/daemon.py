@@ -41,7 +41,13 @@ from reconciler.observe import LiveStatus, Observed
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
 from reconciler.problems import InputError, Problem
-from reconciler.reconcile import Revision, execute, observe_for, revision_of
+from reconciler.reconcile import (
+    Revision,
+    execute,
+    observe_for,
+    revision_of,
+    with_signature_problems,
+)
 from reconciler.settings import Settings
 from reconciler.signals import SignalThread
 from reconciler.status import status_document
@@ -250,6 +256,8 @@ class Daemon:
                 return
             observed = self._observe(desired, rest, "all")
         the_plan = plan(desired, observed)
+        if self.options.verify and reloader.waits:
+            the_plan = with_signature_problems(the_plan, desired, rest)
         with memory.lock:
             shown = observed
             if scope != "all" and memory.observed is not None:  # keep what was read before

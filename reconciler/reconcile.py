@@ -19,7 +19,7 @@ from reconciler.plan import Plan, plan
 from reconciler.settings import Settings
 from reconciler.tfs_config import ServingConfig, render_config
 from reconciler.tfs_rest import TfsRest
-from reconciler.verify import verify_version
+from reconciler.verify import signature_problems, verify_version
 
 log = structlog.get_logger("reconciler")
 
@@ -64,6 +64,17 @@ def observe_for(
         live_source=rest,
         live_models=live_models,
     )
+
+
+def with_signature_problems(the_plan: Plan, desired: DesiredState, rest: TfsRest) -> Plan:
+    """`the_plan`, blocked by any verify request that does not fit the signature of a version
+    its labels point at (an input error, found before anything is written)."""
+    problems, notes = signature_problems(desired, rest)
+    for note in notes:
+        log.warning("verify_not_checked", note=note)
+    if not problems:
+        return the_plan
+    return replace(the_plan, problems=tuple(sorted((*the_plan.problems, *problems))), phases=())
 
 
 def execute(
@@ -210,6 +221,8 @@ def reconcile(
     rest = TfsRest(settings.rest_url, settings.request_timeout)
     observed = observe_for(settings, desired, rest if reloader.waits else None)
     the_plan = plan(desired, observed)
+    if verify and reloader.waits:
+        the_plan = with_signature_problems(the_plan, desired, rest)
     outcome, record = execute(
         the_plan,
         observed,

@@ -867,3 +867,64 @@ def test_adding_a_model_that_loads_longer_than_the_push_deadline_converges(
     assert outcome.result == "applied", outcome.message
     _, body = get(sim.rest_url, "/v1/models/iris")
     assert body["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+# --- real TFS semantics (issue 9): disk discovery at the file-system poll ---------------------
+
+
+def test_with_a_5_s_file_system_poll_the_new_version_loads_and_the_label_moves(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """TFS acts on a version added by a reload only at its next file-system poll
+    (file_system_storage_path_source.cc UpdateConfig does not scan the disk)."""
+    sim = start_sim(file_system_poll_seconds=5)
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", LAB_LABELS | {"canary": 4})
+    result = cli_for(lab, sim)(
+        "apply", "--reload", "grpc", "--timeout", "60", "--file-system-poll-seconds", "5"
+    )
+    assert result.returncode == 0, output(result)
+    assert label_version(sim.rest_url, "canary") == 4
+
+
+def test_tfs_that_never_polls_its_disk_is_named_as_the_cause_well_before_the_timeout(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """--file_system_poll_wait_seconds=0: TFS polls the disk once, at start; a version added
+    later by a reload is never listed. The apply (told TFS polls every 1 s) gives up after a
+    few periods, rolls back and says why, instead of waiting out --timeout."""
+    sim = start_sim(file_system_poll_seconds=0)
+    add_version(lab, 4)
+    original = config_text(lab)
+    write_desired(lab, "[1, 2, 3, 4]", LAB_LABELS | {"canary": 4})
+    started = time.monotonic()
+    result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "300", timeout=250)
+    assert result.returncode == 1, output(result)
+    assert time.monotonic() - started < 200  # not the 300 s --timeout (a generous bound)
+    assert "animals version 4 is not listed yet" in result.stderr, output(result)
+    assert "--file_system_poll_wait_seconds 0" in result.stderr
+    assert "Rolled back" in result.stderr
+    assert config_text(lab) == original
+    assert label_version(sim.rest_url, "canary") == 3
+
+
+def test_a_verify_request_that_does_not_fit_the_signature_is_rejected_at_validate(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    body = json.loads(DOG_EXAMPLE.read_text())
+    (lab / "desired_state" / "wrong.json").write_text(
+        json.dumps({"instances": [{"image": body["instances"][0]}]})
+    )
+    write_desired(
+        lab, "[1, 2, 3]", LAB_LABELS | {"stable": 3}, "    verify:\n      request: wrong.json\n"
+    )
+    cli = cli_for(lab, sim)
+    result = cli("validate", "--rest-url", sim.rest_url)
+    assert result.returncode == 1, output(result)
+    assert re.search(r"animals\.yaml:\d+:\d+: models\.animals\.verify\.request: ", result.stderr)
+    assert "does not have named input: input_image" in result.stderr, output(result)
+    before = config_text(lab)
+    applied = cli("apply", "--reload", "grpc", "--timeout", "20")
+    assert applied.returncode == 1 and "does not have named input" in applied.stderr
+    assert config_text(lab) == before and reload_requests(sim) == 0

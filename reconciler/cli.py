@@ -737,13 +737,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    records = read_history(settings.state_path)
+    # A "started" record is shown only when no outcome followed it (a killed apply).
+    records = unfinished(read_history(settings.state_path))
     if args.output == "json":
         print(json.dumps([asdict(r) for r in records], indent=2))
         return EXIT_OK
     if not records:
         print(f"No applies recorded in {settings.state_path}.")
-    for record in unfinished(records):  # a start is shown only when no outcome followed
+    for record in records:
         commit = (record.commit or "-")[:12] + ("+dirty" if record.dirty else "")
         print(f"{record.id:>4}  {record.time}  {record.outcome:<11} {record.reload:<7} {commit}")
         if record.action != "apply":

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 HISTORY_FILE = "history.jsonl"
-STARTED = "started"  # the write-ahead record, appended before the first write of models.config
-STARTED_KEY = "started"  # in a finished apply's `extra`: the id of its "started" record
+# The write-ahead record, appended before the first write of models.config; the apply's
+# outcome is appended later under the same id, and supersedes it.
+STARTED = "started"
 STARTED_MESSAGE = (
     "started; no outcome follows if it was stopped part-way (kill -9, power loss): "
     "models.config then holds what it had written"
@@ -44,10 +45,16 @@ class RollbackTarget:
 
 
 def unfinished(records: Sequence[Record]) -> list[Record]:
-    """`records` without the "started" records whose apply recorded its outcome: what is left
-    of a start is an apply that was stopped part-way, a change of its own."""
-    done = {r.extra.get(STARTED_KEY) for r in records if isinstance(r.extra, dict)}
-    return [r for r in records if not (r.outcome == STARTED and r.id in done)]
+    """`records` without the "started" records whose apply recorded its outcome (a later
+    record with the same id): what is left of a start is an apply stopped part-way, a change
+    of its own."""
+    later: set[int] = set()
+    kept = []
+    for record in reversed(records):
+        if not (record.outcome == STARTED and record.id in later):
+            kept.append(record)
+        later.add(record.id)
+    return kept[::-1]
 
 
 def rollback_target(records: Sequence[Record], record_id: int | None) -> RollbackTarget:
@@ -100,15 +107,23 @@ def read_history(state_dir: Path) -> list[Record]:
 MAX_HISTORY_BYTES = 64 * 1024 * 1024
 
 
-def append_record(state_dir: Path, record: Record, max_bytes: int = MAX_HISTORY_BYTES) -> Record:
-    """Append `record` with the next id; one write of one line, fsynced. Past `max_bytes`
+def append_record(
+    state_dir: Path,
+    record: Record,
+    max_bytes: int = MAX_HISTORY_BYTES,
+    *,
+    same_id: int | None = None,
+) -> Record:
+    """Append `record` with the next id (or `same_id`: the outcome of a started apply); one
+    write of one line, fsynced. Past `max_bytes`
     the oldest records are dropped, keeping about half: a record holds two whole configs,
     and a daemon adds one per change, heal and retry."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / HISTORY_FILE
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        numbered = Record(**{**asdict(record), "id": _last_id(fd) + 1})
+        number = same_id if same_id is not None else _last_id(fd) + 1
+        numbered = Record(**{**asdict(record), "id": number})
         line = json.dumps(asdict(numbered), sort_keys=True) + "\n"
         os.write(fd, (_separator(fd) + line).encode("utf-8"))
         os.fsync(fd)

@@ -13,7 +13,7 @@ from reconciler.apply import Converger, Outcome, ProgressHook, Reloader
 from reconciler.config_file import read_text
 from reconciler.desired import DesiredState
 from reconciler.git_source import GitError, open_local
-from reconciler.history import STARTED_KEY, STARTED_MESSAGE, Record, append_record
+from reconciler.history import STARTED_MESSAGE, Record, append_record
 from reconciler.observe import Observed, observe
 from reconciler.plan import Plan, plan
 from reconciler.settings import Settings
@@ -201,8 +201,8 @@ def _record(
             previous=before,
             seconds=round(outcome.seconds, 3),
             action=action,
-            extra={STARTED_KEY: started[0].id} if started else {},
         ),
+        same_id=started[0].id if started else None,
     )
 
 

@@ -470,17 +470,16 @@ def test_a_timeout_rolls_back(lab: Path, start_sim: StartSim) -> None:
 # --- verification -----------------------------------------------------------------------
 
 
-def with_renamed_input(version_dir: Path) -> None:
-    """Rename the SavedModel's serving_default input: the dog example no longer fits it."""
+def with_smaller_input(version_dir: Path) -> None:
+    """The SavedModel's serving_default takes 4x4 images: the dog example (8x8) no longer fits."""
     from reconciler.testing.tfs_sim.savedmodel import _SAVED_MODEL
 
     path = version_dir / "saved_model.pb"
     proto: Any = _SAVED_MODEL()
     proto.ParseFromString(path.read_bytes())
     for graph in proto.meta_graphs:
-        signature = graph.signature_def["serving_default"]
-        signature.inputs["pixels"].CopyFrom(signature.inputs["input_image"])
-        del signature.inputs["input_image"]
+        dims = graph.signature_def["serving_default"].inputs["input_image"].tensor_shape.dim
+        dims[1].size = dims[2].size = 4
     path.write_bytes(proto.SerializeToString())
 
 
@@ -494,7 +493,7 @@ def test_a_version_whose_signature_the_request_does_not_fit_is_rolled_back(
     loads: the request is checked against it (metadata over REST) before it is sent."""
     sim = start_sim()
     shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
-    with_renamed_input(add_version(lab, 4))
+    with_smaller_input(add_version(lab, 4))
     original = config_text(lab)
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3}, VERIFY)
     v2 = predictions(sim.rest_url, "versions/2")
@@ -504,7 +503,7 @@ def test_a_version_whose_signature_the_request_does_not_fit_is_rolled_back(
 
     assert result.returncode == 1, output(result)
     assert "verification of animals version 4" in result.stderr
-    assert "does not fit its signature: JSON object: does not have named input" in result.stderr
+    assert "does not fit its signature: input input_image: shape [1, 8, 8, 3]" in result.stderr
     assert "Rolled back" in result.stderr
     assert config_text(lab) == original
     assert stream.failures == [] and all(answer == v2 for answer in stream.answers)
@@ -617,7 +616,7 @@ def test_a_model_left_alone_whose_folder_was_deleted_is_refused_before_anything_
 def test_no_verify_skips_the_request(lab: Path, start_sim: StartSim) -> None:
     sim = start_sim()
     shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
-    with_renamed_input(add_version(lab, 4))
+    with_smaller_input(add_version(lab, 4))
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4}, VERIFY)
     result = cli_for(lab, sim)("apply", "--reload", "grpc", "--no-verify")
     assert result.returncode == 0, output(result)

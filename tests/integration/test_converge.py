@@ -930,3 +930,39 @@ def test_a_verify_request_that_does_not_fit_the_signature_is_rejected_at_validat
     applied = cli("apply", "--reload", "grpc", "--timeout", "20")
     assert applied.returncode == 1 and "does not have named input" in applied.stderr
     assert config_text(lab) == before and reload_requests(sim) == 0
+
+
+def test_a_reload_that_failed_with_the_new_config_in_force_is_rolled_back_from_what_serves(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """ServerCore::ReloadConfig sets config_ and the labels before it adds models, then waits
+    for each new model's highest version: when that fails the reload answers UNKNOWN "... did
+    not become available" with the new config in force (lower versions load). The rollback
+    reads what serves and undoes it: iris leaves, animals serves as before."""
+    sim = start_sim(extra_args=["--sim_load_fail_for=iris:2"])
+    shutil.copytree(lab / "models" / MODEL, lab / "models" / "iris")
+    shutil.rmtree(lab / "models" / "iris" / "3")
+    (lab / "desired_state" / "iris.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  iris:\n    versions: [1, 2]\n"
+    )
+    add_version(lab, 4)
+    original = config_text(lab)
+    write_desired(lab, "[1, 2, 3, 4]", LAB_LABELS | {"canary": 4})
+    with label_stream(sim.rest_url, "stable") as stream:
+        result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "60", timeout=90)
+    assert result.returncode == 1, output(result)
+    assert "did not become available" in result.stderr, output(result)
+    assert "Rolled back" in result.stderr
+    assert config_text(lab) == original
+    assert stream.failures == []
+    assert label_version(sim.rest_url, "canary") == 3
+    wait_until(
+        lambda: (
+            get(sim.rest_url, "/v1/models/iris")[0] == 404
+            or all(
+                v["state"] == "END"
+                for v in get(sim.rest_url, "/v1/models/iris")[1]["model_version_status"]
+            )
+        ),
+        timeout=30,
+    )

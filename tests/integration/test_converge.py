@@ -939,7 +939,7 @@ def test_a_reload_that_failed_with_the_new_config_in_force_is_rolled_back_from_w
     for each new model's highest version: when that fails the reload answers UNKNOWN "... did
     not become available" with the new config in force (lower versions load). The rollback
     reads what serves and undoes it: iris leaves, animals serves as before."""
-    sim = start_sim(extra_args=["--sim_load_fail_for=iris:2"])
+    sim = start_sim(extra_args=["--sim_load_fail_for=iris:2", "--max_num_load_retries=0"])
     shutil.copytree(lab / "models" / MODEL, lab / "models" / "iris")
     shutil.rmtree(lab / "models" / "iris" / "3")
     (lab / "desired_state" / "iris.yaml").write_text(

@@ -484,7 +484,8 @@ class Converger:
                 spent = self.clock() - self._started
                 raise ConvergeFailed(
                     f"timed out after {spent:.3g} s of the {self.timeout:g} s --timeout "
-                    "(the rest is kept for a rollback): " + "; ".join(progress.pending)
+                    "(the rest is kept for a rollback): "
+                    + "; ".join(filter(None, (progress.summary, *progress.pending)))
                 )
             if self.on_progress is not None:
                 self.on_progress(progress, self.clock() - started)

@@ -319,6 +319,7 @@ def test_a_timeout_rolls_back(bed: Bed) -> None:
     assert outcome.result == "rolled_back", outcome.message
     assert outcome.message.startswith("timed out after 3.34 s of the 5 s --timeout")
     assert "animals version 4 is LOADING" in outcome.message
+    assert "loading animals version 4; 1 version(s) left to load" in outcome.message
     assert bed.tfs.labels == LAB_LABELS
 
 

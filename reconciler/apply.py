@@ -42,7 +42,7 @@ from reconciler.plan import (
 )
 from reconciler.policy import served_versions
 from reconciler.tfs_config import ServingConfig, changed_models, render_config
-from reconciler.tfs_grpc import ReloadRejected, TfsGrpc
+from reconciler.tfs_grpc import ReloadAbandoned, ReloadRejected, TfsGrpc
 from reconciler.verify import VerifyFailed
 
 log = structlog.get_logger("reconciler.apply")
@@ -81,6 +81,7 @@ class ConvergeFailed(Exception):
 # What can go wrong in a step (write, reload, wait), for an apply and for its rollback alike.
 _STEP_FAILURES = (
     ReloadRejected,
+    ReloadAbandoned,
     ReloadFailed,
     TfsUnreachable,
     DockerError,
@@ -112,6 +113,8 @@ class GrpcReloader:
     mode: ReloadMode = ReloadMode.GRPC
     waits: bool = True
     phased: bool = True
+    # Asked while TFS works on a push; a reason to give up on it (set by the converger).
+    give_up: Callable[[], str | None] | None = None
 
     def check(self, target: ServingConfig) -> None:
         return None
@@ -120,8 +123,11 @@ class GrpcReloader:
         """Push `config`; `timeout` (what the command has left) bounds the call: a push that
         adds a model returns only once the model loaded, which may take as long as the apply
         may, and no longer."""
-        chosen = self.deadline if timeout is None else timeout
-        self.client.reload(config, timeout=max(MIN_STEP_SECONDS, chosen))
+        chosen = max(MIN_STEP_SECONDS, self.deadline if timeout is None else timeout)
+        if self.give_up is None:
+            self.client.reload(config, timeout=chosen)
+        else:
+            self.client.reload(config, timeout=chosen, give_up=self.give_up)
 
 
 @dataclass
@@ -322,7 +328,7 @@ class Converger:
                     path=str(self.config_path),
                     commit=self.commit,
                 )
-                self._reload(phase, deadline)
+                self._reload(phase, deadline, applied)
                 if self.reloader.waits:
                     known = self._wait(phase, applied, disk, known, deadline, names, labels)
                     if not self.reloader.phased:
@@ -384,9 +390,38 @@ class Converger:
                 "--file-system-poll-seconds)"
             )
 
-    def _reload(self, phase: ServingConfig, deadline: float) -> None:
+    def _reload(
+        self, phase: ServingConfig, deadline: float, before: ServingConfig | None = None
+    ) -> None:
         # A push may take as long as the apply has left (TFS loads a new model in the call).
+        if isinstance(self.reloader, GrpcReloader):
+            new = tuple(m.name for m in phase.models if before is None or not before.model(m.name))
+            self.reloader.give_up = self._new_models_unlisted(new) if new else None
         self.reloader.reload(phase, timeout=deadline - self.clock())
+
+    def _new_models_unlisted(self, names: tuple[str, ...]) -> Callable[[], str | None]:
+        """While TFS works on a push that adds `names`: a reason to give up once, a few
+        file-system polls in, TFS lists no version of one of them. ServerCore::ReloadConfig
+        waits for each new model's highest version, and only a file-system poll finds it."""
+        started = self.clock()
+
+        def give_up() -> str | None:
+            waited = self.clock() - started
+            if waited < self.poll_grace:
+                return None
+            live = read_live(self.status, names, {})
+            if not live.reachable:
+                return None
+            unlisted = tuple(
+                f"{name} has no version listed"
+                for name in names
+                if (model := live.model(name)) is None or not model.found or not model.versions
+            )
+            if not unlisted:
+                return None
+            return self._not_polled(Progress(False, unpolled=unlisted), waited)
+
+        return give_up
 
     def _live(self, names: tuple[str, ...], labels: dict[str, set[str]]) -> LiveStatus:
         return read_live(self.status, names, labels)
@@ -541,8 +576,8 @@ class Converger:
                 written = number
                 log.warning("rollback_phase_written", phase=number, commit=self.commit)
                 try:
-                    self._reload(phase, deadline)
-                except (ReloadRejected, ReloadFailed, TfsUnreachable, DockerError):
+                    self._reload(phase, deadline, step_from)
+                except (ReloadRejected, ReloadAbandoned, ReloadFailed, TfsUnreachable, DockerError):
                     # The failed change may never have reached TFS (push unreachable, container
                     # not found): if TFS still serves this phase, the rollback holds.
                     if not self.reloader.waits or not self._serves(

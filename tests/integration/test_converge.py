@@ -966,3 +966,22 @@ def test_a_reload_that_failed_with_the_new_config_in_force_is_rolled_back_from_w
         ),
         timeout=30,
     )
+
+
+def test_a_new_model_on_tfs_that_never_polls_is_given_up_on_well_before_the_timeout(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """ServerCore::ReloadConfig waits for a new model's highest version, which only a
+    file-system poll finds: with --file_system_poll_wait_seconds=0 the push never returns.
+    The apply gives up on it after a few periods and names the cause."""
+    sim = start_sim(file_system_poll_seconds=0)
+    shutil.copytree(lab / "models" / MODEL, lab / "models" / "iris")
+    (lab / "desired_state" / "iris.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  iris:\n    versions: [1]\n"
+    )
+    started = time.monotonic()
+    result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "300", timeout=250)
+    assert result.returncode == 1, output(result)
+    assert "iris has no version listed" in result.stderr, output(result)
+    assert "--file_system_poll_wait_seconds 0" in result.stderr
+    assert time.monotonic() - started < 200  # not the 300 s --timeout (a generous bound)

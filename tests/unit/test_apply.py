@@ -8,6 +8,8 @@ when broken); versions no longer served go END once the new ones serve.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from reconciler.observe import LiveModel, LiveVersion, Observed, TfsUnreachable,
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
 from reconciler.tfs_config import ServingConfig
-from reconciler.tfs_grpc import ReloadRejected
+from reconciler.tfs_grpc import ReloadAbandoned, ReloadRejected
 from reconciler.verify import VerifyFailed
 
 MODEL = "animals"
@@ -756,3 +758,45 @@ def test_a_rollback_with_no_reload_does_not_claim_what_tfs_serves(
     assert outcome.result == "rolled_back", outcome.message
     assert "serving now" not in outcome.message
     assert "TFS was not asked" in outcome.message
+
+
+@dataclass
+class HangingOnNewModels:
+    """A TfsGrpc stand-in: a push that adds a model waits, as ServerCore::ReloadConfig does,
+    for a version of it that only a file-system poll would find (here never), asking
+    `give_up` every 0.25 s of the fake clock as TfsGrpc does."""
+
+    tfs: FakeTfs
+    clock: Clock
+    abandoned: list[str] = field(default_factory=list)
+
+    def reload(
+        self,
+        config: ServingConfig,
+        timeout: float | None = None,
+        give_up: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.tfs.take(config)
+        if [m for m in config.models if m.name != MODEL]:
+            ends = self.clock() + (timeout or 0.0)
+            while self.clock() < ends:
+                self.clock.now += 0.25
+                reason = give_up() if give_up is not None else None
+                if reason is not None:
+                    self.abandoned.append(reason)
+                    raise ReloadAbandoned(reason)
+            raise TfsUnreachable("DEADLINE_EXCEEDED")
+
+
+def test_a_push_adding_a_model_tfs_never_lists_is_given_up_after_a_few_polls(bed: Bed) -> None:
+    shutil.copytree(bed.lab / "models" / MODEL, bed.lab / "models" / "iris")
+    (bed.lab / "desired_state" / "iris.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  iris:\n    versions: [1]\n"
+    )
+    client = HangingOnNewModels(bed.tfs, bed.clock)
+    reloader = apply_module.GrpcReloader(client=client)  # type: ignore[arg-type]
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS), reloader, timeout=120.0)
+    assert outcome.result == "rolled_back", outcome.message
+    assert client.abandoned and "iris has no version listed" in outcome.message
+    assert "--file_system_poll_wait_seconds 0" in outcome.message
+    assert bed.clock() < 20.0  # a few 1 s polls, not the 80 s the push could have taken

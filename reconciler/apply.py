@@ -560,6 +560,11 @@ class Converger:
         target = previous or ServingConfig()
         text = previous_text if previous_text is not None else render_config(target)
         names, labels = _names_and_labels(changed_models(attempted, target), attempted, target)
+        if isinstance(error, ReloadAbandoned):
+            every = frozenset(attempted.names) | frozenset(target.names)
+            return self._restore_only(
+                error, text, *_names_and_labels(every, attempted, target), started
+            )
         phases: tuple[ServingConfig, ...] = (target,)
         if self.reloader.phased:
             basis = live_basis(attempted, self._live(names, labels))
@@ -631,6 +636,34 @@ class Converger:
         return Outcome(
             "rolled_back",
             f"{error}. {done}",
+            0,
+            self.clock() - started,
+            read_text(self.config_path),
+        )
+
+    def _restore_only(
+        self,
+        error: ReloadAbandoned,
+        text: str,
+        names: tuple[str, ...],
+        labels: dict[str, set[str]],
+        started: float,
+    ) -> Outcome:
+        """After a push given up on: ServerCore::ReloadConfig holds its lock while it waits,
+        so TFS takes no other reload until that one ends (never, without a file-system poll)
+        or TFS restarts. Restore the file for that restart; push nothing; say what serves."""
+        try:
+            write_atomic(self.config_path, text)
+            restored = f"{self.config_path} holds the last-known-good config again"
+        except OSError as again:
+            restored = f"restoring {self.config_path} failed too: {again}"
+        now = describe_live(self._live(names, labels))
+        log.error("reload_abandoned", error=str(error), serving=now, commit=self.commit)
+        return Outcome(
+            "failed",
+            f"{error}. TFS takes no other reload until that push ends or TFS restarts "
+            f"(ServerCore::ReloadConfig waits under its lock), so nothing was pushed back: "
+            f"{restored}, for TFS to read at its restart. TFS serves now: {now}.",
             0,
             self.clock() - started,
             read_text(self.config_path),

@@ -979,9 +979,13 @@ def test_a_new_model_on_tfs_that_never_polls_is_given_up_on_well_before_the_time
     (lab / "desired_state" / "iris.yaml").write_text(
         "apiVersion: tfs-reconciler/v1\nmodels:\n  iris:\n    versions: [1]\n"
     )
+    original = config_text(lab)
     started = time.monotonic()
     result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "300", timeout=250)
     assert result.returncode == 1, output(result)
     assert "iris has no version listed" in result.stderr, output(result)
     assert "--file_system_poll_wait_seconds 0" in result.stderr
+    assert "nothing was pushed back" in result.stderr
     assert time.monotonic() - started < 200  # not the 300 s --timeout (a generous bound)
+    assert config_text(lab) == original
+    assert label_version(sim.rest_url, "stable") == 2

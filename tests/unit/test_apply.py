@@ -776,6 +776,8 @@ class HangingOnNewModels:
         timeout: float | None = None,
         give_up: Callable[[], str | None] | None = None,
     ) -> None:
+        if self.abandoned:  # TFS still works on that push, under its lock
+            raise AssertionError("pushed again behind a push TFS never finishes")
         self.tfs.take(config)
         if [m for m in config.models if m.name != MODEL]:
             ends = self.clock() + (timeout or 0.0)
@@ -793,10 +795,14 @@ def test_a_push_adding_a_model_tfs_never_lists_is_given_up_after_a_few_polls(bed
     (bed.lab / "desired_state" / "iris.yaml").write_text(
         "apiVersion: tfs-reconciler/v1\nmodels:\n  iris:\n    versions: [1]\n"
     )
+    original = bed.config_path.read_bytes()
     client = HangingOnNewModels(bed.tfs, bed.clock)
     reloader = apply_module.GrpcReloader(client=client)  # type: ignore[arg-type]
     _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS), reloader, timeout=120.0)
-    assert outcome.result == "rolled_back", outcome.message
+    assert outcome.result == "failed", outcome.message
     assert client.abandoned and "iris has no version listed" in outcome.message
     assert "--file_system_poll_wait_seconds 0" in outcome.message
+    assert "nothing was pushed back" in outcome.message
+    assert "TFS serves now: animals versions 1, 2, 3" in outcome.message
     assert bed.clock() < 20.0  # a few 1 s polls, not the 80 s the push could have taken
+    assert bed.config_path.read_bytes() == original  # for TFS to read when it restarts

@@ -164,11 +164,17 @@ def scan_model(name: str, folder: Path) -> ModelDir:
 
 
 def _version_number(name: str) -> int | None:
-    """The version a folder name stands for, as TFS parses it: a non-negative int64."""
-    if not (name.isascii() and name.isdigit()):
+    """The version a name stands for, as TFS parses it (ParseVersionNumber: tensorflow's
+    strings::safe_strto64): surrounding whitespace and a `-` allowed, decimal digits only,
+    no `+`; `0004` is 4. TFS ignores what does not parse."""
+    body = name.strip(" \t\n\v\f\r")
+    sign = -1 if body[:1] == "-" else 1
+    if body[:1] == "-":
+        body = body[1:]
+    if not body or not all("0" <= c <= "9" for c in body):
         return None
-    number = int(name)  # "0004" is 4, as strtoll parses it
-    return number if number <= INT64_MAX else None  # TFS ignores what strto64 rejects
+    number = sign * int(body)
+    return number if -INT64_MAX - 1 <= number <= INT64_MAX else None
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -19,12 +19,13 @@ import structlog
 from reconciler.config_file import (
     LAST_KNOWN_GOOD,
     read_text,
+    remove_stale_temps,
     save_last_known_good,
     write_atomic,
 )
 from reconciler.convergence import Progress, assess, end_failures, expectations, still_known
 from reconciler.desired import DesiredState
-from reconciler.docker_target import DockerError, DockerTarget
+from reconciler.docker_target import TFS_FILE_SYSTEM_POLL, DockerError, DockerTarget
 from reconciler.observe import (
     DiskState,
     LiveStatus,
@@ -32,18 +33,33 @@ from reconciler.observe import (
     TfsUnreachable,
     read_live,
 )
-from reconciler.plan import Plan, labels_needing_a_load, live_basis, phases_between
+from reconciler.plan import (
+    Plan,
+    labels_needing_a_load,
+    live_basis,
+    missing_base_paths,
+    phases_between,
+)
 from reconciler.policy import served_versions
 from reconciler.tfs_config import ServingConfig, changed_models, render_config
-from reconciler.tfs_grpc import ReloadRejected, TfsGrpc
+from reconciler.tfs_grpc import ReloadAbandoned, ReloadRejected, TfsGrpc
 from reconciler.verify import VerifyFailed
 
 log = structlog.get_logger("reconciler.apply")
 
 
-# How long a version that failed before may still show its old END after it is asked for
-# again: TFS starts the new load within its file-system poll (1 s by default).
-RETRIED_LOAD_GRACE = 5.0
+# What --timeout keeps for a rollback when the apply itself runs out of time: --timeout bounds
+# the whole command, so the apply's own wait ends this share early.
+ROLLBACK_SHARE = 1 / 3
+# The least any one call is given, so that a step at the deadline fails fast rather than at once.
+MIN_STEP_SECONDS = 0.5
+
+# TFS acts on versions added to or dropped from a config only at its next file-system poll
+# (--file_system_poll_wait_seconds, 1 s by default): a wait gives it this many periods, and
+# some slack for a busy host, before it concludes the poll is not coming. The same grace
+# tells a version that failed before, asked for again, from one that failed again as fast.
+POLL_PERIODS = 3
+POLL_SLACK = 2.0
 
 
 class ReloadMode(StrEnum):
@@ -65,6 +81,7 @@ class ConvergeFailed(Exception):
 # What can go wrong in a step (write, reload, wait), for an apply and for its rollback alike.
 _STEP_FAILURES = (
     ReloadRejected,
+    ReloadAbandoned,
     ReloadFailed,
     TfsUnreachable,
     DockerError,
@@ -92,18 +109,25 @@ class Reloader(Protocol):
 @dataclass
 class GrpcReloader:
     client: TfsGrpc
-    deadline: float = 30.0  # the least a push may take (TFS waits for new models to load)
+    deadline: float = 30.0  # a push's deadline when the caller gives none
     mode: ReloadMode = ReloadMode.GRPC
     waits: bool = True
     phased: bool = True
+    # Asked while TFS works on a push; a reason to give up on it (set by the converger).
+    give_up: Callable[[], str | None] | None = None
 
     def check(self, target: ServingConfig) -> None:
         return None
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
-        """Push `config`; `timeout` (at least `deadline`) bounds the call: a push that adds a
-        model returns only once the model loaded, which may take as long as the apply may."""
-        self.client.reload(config, timeout=max(self.deadline, timeout or 0.0))
+        """Push `config`; `timeout` (what the command has left) bounds the call: a push that
+        adds a model returns only once the model loaded, which may take as long as the apply
+        may, and no longer."""
+        chosen = max(MIN_STEP_SECONDS, self.deadline if timeout is None else timeout)
+        if self.give_up is None:
+            self.client.reload(config, timeout=chosen)
+        else:
+            self.client.reload(config, timeout=chosen, give_up=self.give_up)
 
 
 @dataclass
@@ -193,13 +217,27 @@ class Converger:
     commit: str | None = None
     interrupted: Callable[[], bool] | None = None  # true: stop before the next phase
     target_text: str | None = None  # the plan's target as written before (a rollback's)
+    # Called once before the first write of models.config (the history's write-ahead record);
+    # an OSError from it stops the apply with nothing changed.
+    before_first_write: Callable[[], None] | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    file_system_poll: float = TFS_FILE_SYSTEM_POLL  # TFS's --file_system_poll_wait_seconds
+    _started: float = field(default=0.0, init=False)  # when the command's apply began
+
+    @property
+    def poll_grace(self) -> float:
+        """How long after a push versions may wait for TFS's next file-system poll."""
+        return POLL_PERIODS * max(self.file_system_poll, 0.0) + POLL_SLACK
 
     def apply(
         self, plan: Plan, disk: DiskState, desired: DesiredState, heal: bool = True
     ) -> Outcome:
         started = self.clock()
+        # A kill -9 between a temporary file and its rename leaves the file behind; the
+        # caller holds the config's lock, so none of ours is being written now.
+        remove_stale_temps(self.config_path)
+        remove_stale_temps(self.state_dir / LAST_KNOWN_GOOD)
         if plan.blocked:
             return Outcome("blocked", "; ".join(str(p) for p in plan.problems))
         phases = plan.phases
@@ -242,6 +280,7 @@ class Converger:
         try:
             self.reloader.check(plan.target)
             _check_new_models_on_disk(previous, phases, disk)
+            self._check_disk_is_polled(previous, phases, disk)
         except (ReloadFailed, DockerError, TfsUnreachable) as error:
             return Outcome(
                 "failed",
@@ -250,8 +289,24 @@ class Converger:
                 self.clock() - started,
                 previous_text,
             )
+        if self.before_first_write is not None:
+            try:
+                self.before_first_write()
+            except OSError as error:
+                return Outcome(
+                    "failed",
+                    f"not applying: the history cannot record this apply before it starts "
+                    f"({error}), and a change it cannot record could not be told apart or rolled "
+                    f"back later; nothing was changed ({self.config_path} is as it was)",
+                    0,
+                    self.clock() - started,
+                    previous_text,
+                )
         known = end_failures(baseline) if baseline is not None else frozenset()
-        deadline = started + self.timeout
+        # --timeout bounds the whole command: the apply stops early enough to leave the
+        # rollback its share, and the rollback ends at started + timeout.
+        deadline = started + self.timeout * (1 - ROLLBACK_SHARE)
+        self._started = started
         applied = previous or ServingConfig()
         for number, phase in enumerate(phases, start=1):
             if self.interrupted is not None and self.interrupted():
@@ -273,7 +328,7 @@ class Converger:
                     path=str(self.config_path),
                     commit=self.commit,
                 )
-                self._reload(phase, deadline)
+                self._reload(phase, deadline, applied)
                 if self.reloader.waits:
                     known = self._wait(phase, applied, disk, known, deadline, names, labels)
                     if not self.reloader.phased:
@@ -314,9 +369,59 @@ class Converger:
             "interrupted", message, done, self.clock() - started, read_text(self.config_path)
         )
 
-    def _reload(self, phase: ServingConfig, deadline: float) -> None:
+    def _check_disk_is_polled(
+        self, previous: ServingConfig | None, phases: tuple[ServingConfig, ...], disk: DiskState
+    ) -> None:
+        """Raise ReloadFailed when a phase adds or drops versions and TFS is known never to poll
+        its disk after start: a reload would change the config and TFS would never act on it
+        (`SetAspiredVersionsCallback` polls once with a 0 s period, never with a negative one)."""
+        if self.file_system_poll > 0 or self.reloader.mode not in (
+            ReloadMode.GRPC,
+            ReloadMode.POLL,
+        ):
+            return
+        changes = _version_changes(previous, phases, disk)
+        if changes:
+            raise ReloadFailed(
+                f"not applying: TFS runs with --file_system_poll_wait_seconds="
+                f"{self.file_system_poll:g}, so it reads version folders only at start and "
+                f"would never act on {'; '.join(changes)}. Use --reload restart, or run TFS "
+                "with a positive poll period (and tell the reconciler with "
+                "--file-system-poll-seconds)"
+            )
+
+    def _reload(
+        self, phase: ServingConfig, deadline: float, before: ServingConfig | None = None
+    ) -> None:
         # A push may take as long as the apply has left (TFS loads a new model in the call).
+        if isinstance(self.reloader, GrpcReloader):
+            new = tuple(m.name for m in phase.models if before is None or not before.model(m.name))
+            self.reloader.give_up = self._new_models_unlisted(new) if new else None
         self.reloader.reload(phase, timeout=deadline - self.clock())
+
+    def _new_models_unlisted(self, names: tuple[str, ...]) -> Callable[[], str | None]:
+        """While TFS works on a push that adds `names`: a reason to give up once, a few
+        file-system polls in, TFS lists no version of one of them. ServerCore::ReloadConfig
+        waits for each new model's highest version, and only a file-system poll finds it."""
+        started = self.clock()
+
+        def give_up() -> str | None:
+            waited = self.clock() - started
+            if waited < self.poll_grace:
+                return None
+            live = read_live(self.status, names, {})
+            if not live.reachable:
+                return None
+            unlisted = tuple(
+                f"{name} has no version listed"
+                for name in names
+                if (model := live.model(name)) is None or not model.found or not model.versions
+            )
+            if not unlisted:
+                return None
+            return self._not_polled(Progress(False, unpolled=unlisted), waited)
+
+        return give_up
 
     def _live(self, names: tuple[str, ...], labels: dict[str, set[str]]) -> LiveStatus:
         return read_live(self.status, names, labels)
@@ -387,10 +492,12 @@ class Converger:
             wanted = tuple(replace(want, gone=()) for want in wanted)
         started = self.clock()
         loading = {(w.model, v) for w in wanted for v in w.serve}
+        shown = ""
         while True:
             live = self._live(names, labels)
             known = still_known(known, live)
-            if self.clock() - started >= RETRIED_LOAD_GRACE:
+            waited = self.clock() - started
+            if waited >= self.poll_grace:
                 # A version failed before and asked for again: a failure as fast as the first
                 # one is never seen leaving END, so after a grace it is this change's failure.
                 known = frozenset(k for k in known if (k[0], k[1]) not in loading)
@@ -399,13 +506,35 @@ class Converger:
                 raise ConvergeFailed("; ".join(progress.failures))
             if progress.done:
                 return known
+            if progress.summary != shown and progress.loading:
+                shown = progress.summary
+                log.info("loading", progress=shown, commit=self.commit)
+            if (
+                progress.unpolled
+                and waited >= self.poll_grace
+                and self.reloader.mode is ReloadMode.GRPC  # the config is in force
+            ):
+                raise ConvergeFailed(self._not_polled(progress, waited))
             if self.clock() >= deadline:
+                spent = self.clock() - self._started
                 raise ConvergeFailed(
-                    f"timed out after {self.timeout:g} s: " + "; ".join(progress.pending)
+                    f"timed out after {spent:.3g} s of the {self.timeout:g} s --timeout "
+                    "(the rest is kept for a rollback): "
+                    + "; ".join(filter(None, (progress.summary, *progress.pending)))
                 )
             if self.on_progress is not None:
                 self.on_progress(progress, self.clock() - started)
             self.sleep(self.poll_interval)
+
+    def _not_polled(self, progress: Progress, waited: float) -> str:
+        return (
+            f"TFS took the config but has not acted on its version folders {waited:.3g} s "
+            f"later ({'; '.join(progress.unpolled)}), though it polls its disk every "
+            f"{self.file_system_poll:g} s as configured (--file-system-poll-seconds). TFS "
+            "runs with --file_system_poll_wait_seconds 0 (it reads version folders only at "
+            "start) or longer than configured, or a base_path of another model in its config "
+            "is missing, which stops its file-system poll for every model"
+        )
 
     def _serves(
         self,
@@ -431,13 +560,18 @@ class Converger:
         target = previous or ServingConfig()
         text = previous_text if previous_text is not None else render_config(target)
         names, labels = _names_and_labels(changed_models(attempted, target), attempted, target)
+        if isinstance(error, ReloadAbandoned):
+            every = frozenset(attempted.names) | frozenset(target.names)
+            return self._restore_only(
+                error, text, *_names_and_labels(every, attempted, target), started
+            )
         phases: tuple[ServingConfig, ...] = (target,)
         if self.reloader.phased:
             basis = live_basis(attempted, self._live(names, labels))
             phases = phases_between(basis, target, disk)
             if not phases or phases[-1] != target:
                 phases = (*phases, target)
-        deadline = self.clock() + self.timeout
+        deadline = max(started + self.timeout, self.clock() + MIN_STEP_SECONDS)
         step_from = attempted
         written = 0
         try:
@@ -447,8 +581,8 @@ class Converger:
                 written = number
                 log.warning("rollback_phase_written", phase=number, commit=self.commit)
                 try:
-                    self._reload(phase, deadline)
-                except (ReloadRejected, ReloadFailed, TfsUnreachable, DockerError):
+                    self._reload(phase, deadline, step_from)
+                except (ReloadRejected, ReloadAbandoned, ReloadFailed, TfsUnreachable, DockerError):
                     # The failed change may never have reached TFS (push unreachable, container
                     # not found): if TFS still serves this phase, the rollback holds.
                     if not self.reloader.waits or not self._serves(
@@ -477,19 +611,59 @@ class Converger:
             saved = ""
             if previous_text is not None:
                 saved = f"; the last-known-good config is in {self.state_dir / LAST_KNOWN_GOOD}"
+            now = "not asked (--reload none)"
+            if self.reloader.waits:
+                # A failed reload may already have changed what serves: say what does.
+                now = describe_live(self._live(names, labels))
             message = (
                 f"{error}. Rolling back to the last-known-good config failed too: {again}."
-                f" {self.config_path} {holds}{saved}."
+                f" {self.config_path} {holds}{saved}. TFS serves now: {now}."
             )
-            log.error("rollback_failed", error=str(again), commit=self.commit)
+            log.error("rollback_failed", error=str(again), serving=now, commit=self.commit)
             return Outcome(
                 "failed", message, 0, self.clock() - started, read_text(self.config_path)
             )
-        serving = describe_serving(target, disk)
+        if self.reloader.waits:  # what the rollback waited for is what TFS was seen serving
+            serving = describe_serving(target, disk)
+            done = f"Rolled back to the last-known-good config; serving now: {serving}"
+        else:
+            serving = "unknown"
+            done = (
+                f"Restored the last-known-good config in {self.config_path} (TFS was not asked: "
+                f"--reload {self.reloader.mode.value})"
+            )
         log.warning("rolled_back", error=str(error), serving=serving, commit=self.commit)
         return Outcome(
             "rolled_back",
-            f"{error}. Rolled back to the last-known-good config; serving now: {serving}",
+            f"{error}. {done}",
+            0,
+            self.clock() - started,
+            read_text(self.config_path),
+        )
+
+    def _restore_only(
+        self,
+        error: ReloadAbandoned,
+        text: str,
+        names: tuple[str, ...],
+        labels: dict[str, set[str]],
+        started: float,
+    ) -> Outcome:
+        """After a push given up on: ServerCore::ReloadConfig holds its lock while it waits,
+        so TFS takes no other reload until that one ends (never, without a file-system poll)
+        or TFS restarts. Restore the file for that restart; push nothing; say what serves."""
+        try:
+            write_atomic(self.config_path, text)
+            restored = f"{self.config_path} holds the last-known-good config again"
+        except OSError as again:
+            restored = f"restoring {self.config_path} failed too: {again}"
+        now = describe_live(self._live(names, labels))
+        log.error("reload_abandoned", error=str(error), serving=now, commit=self.commit)
+        return Outcome(
+            "failed",
+            f"{error}. TFS takes no other reload until that push ends or TFS restarts "
+            f"(ServerCore::ReloadConfig waits under its lock), so nothing was pushed back: "
+            f"{restored}, for TFS to read at its restart. TFS serves now: {now}.",
             0,
             self.clock() - started,
             read_text(self.config_path),
@@ -511,9 +685,13 @@ def _names_and_labels(
 def _check_new_models_on_disk(
     previous: ServingConfig | None, phases: tuple[ServingConfig, ...], disk: DiskState
 ) -> None:
-    """Raise ReloadFailed when a phase adds a model (or moves one to another base_path) whose
-    folder is missing: TFS hangs on such a reload until its deadline and queues every later
-    reload behind it. Models TFS already serves from a folder since deleted are no such risk."""
+    """Raise ReloadFailed when a phase holds a model whose folder is missing: TFS hangs on a
+    reload that adds such a model until its deadline (queueing every later reload behind it),
+    and one missing base_path, managed or not, stops its file-system poll for every model
+    (`PollFileSystemForConfig`), so no version of any model would load or unload."""
+    missing = missing_base_paths(phases, disk)
+    if missing:
+        raise ReloadFailed("not applying: " + "; ".join(f"{n}: {m}" for n, m in missing))
     before = previous or ServingConfig()
     for phase in phases:
         for model in phase.models:
@@ -528,6 +706,47 @@ def _check_new_models_on_disk(
                     f" ({where}), and TFS hangs on a new model whose folder is missing"
                 )
         before = phase
+
+
+def _version_changes(
+    previous: ServingConfig | None, phases: tuple[ServingConfig, ...], disk: DiskState
+) -> list[str]:
+    """What in `phases` only a file-system poll makes TFS do: a model added, versions of a
+    model added or dropped (a label move or a removed model needs none)."""
+    found = []
+    before = previous or ServingConfig()
+    for phase in phases:
+        for model in phase.models:
+            old = before.model(model.name)
+            folder = disk.model(model.name)
+            numbers = folder.numbers if folder is not None else ()
+            now = served_versions(model.effective_policy, numbers)
+            if old is None:
+                found.append(f"{model.name}: a new model")
+                continue
+            then = served_versions(old.effective_policy, numbers)
+            if set(now) != set(then) or not old.same_base_path(model.base_path):
+                found.append(
+                    f"{model.name}: versions {', '.join(map(str, then)) or 'none'} -> "
+                    f"{', '.join(map(str, now)) or 'none'}"
+                )
+        before = phase
+    return list(dict.fromkeys(found))
+
+
+def describe_live(live: LiveStatus) -> str:
+    """What TFS was seen serving (AVAILABLE versions, labels) for the models read."""
+    if not live.reachable:
+        return f"unknown (TFS does not answer: {live.error})"
+    parts = []
+    for model in live.models:
+        if not model.found:
+            parts.append(f"{model.name} not served")
+            continue
+        labels = ", ".join(f"{label}={version}" for label, version in model.labels)
+        text = f"{model.name} versions {', '.join(map(str, model.available)) or 'none'}"
+        parts.append(text + (f" ({labels})" if labels else ""))
+    return "; ".join(parts) or "nothing that was read"
 
 
 def describe_serving(config: ServingConfig, disk: DiskState) -> str:

@@ -30,13 +30,20 @@ from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.desired import DesiredState, load_desired
 from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.git_source import GitError
-from reconciler.history import read_history, rollback_target
+from reconciler.history import read_history, rollback_target, unfinished
 from reconciler.http_endpoint import StatusUnavailableError, parse_address, read_status
 from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.observe import Observed
 from reconciler.plan import Plan, plan, plan_config
 from reconciler.problems import InputError
-from reconciler.reconcile import Revision, execute, observe_for, reconcile, revision_of
+from reconciler.reconcile import (
+    Revision,
+    execute,
+    observe_for,
+    reconcile,
+    revision_of,
+    with_signature_problems,
+)
 from reconciler.render import plan_json, plan_text
 from reconciler.settings import (
     ENV_FILE_VARIABLE,
@@ -49,6 +56,7 @@ from reconciler.signals import GracefulInterrupt
 from reconciler.status import status_document, status_text, sync_state
 from reconciler.tfs_config import parse_config, render_config
 from reconciler.tfs_rest import TfsRest
+from reconciler.verify import signature_problems
 from reconciler.webhook import WebhookSecretError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -250,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", nargs="?", help="file or folder (default: --desired)")
     validate.add_argument("--serving-root", default=_env("serving-root", "/models"))
     validate.add_argument(
+        "--rest-url",
+        type=_rest_url,
+        default=_env("rest-url", "http://localhost:8501"),
+        help="TFS REST API: verify requests are checked against the signatures it serves "
+        "(default: %(default)s)",
+    )
+    validate.add_argument(
         "--desired", default=_env("desired", "desired_state"), help=argparse.SUPPRESS
     )
     validate.set_defaults(handler=cmd_validate)
@@ -360,6 +375,11 @@ def _print_problems(error: InputError, stream: TextIO = sys.stderr) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.path or args.desired)
     state = load_desired(path, args.serving_root)
+    problems, notes = signature_problems(state, TfsRest(args.rest_url))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if problems:
+        raise InputError(problems)
     count = len(state.models)
     print(
         f"{path}: valid ({count} model{'s' if count != 1 else ''}: "
@@ -393,8 +413,9 @@ def _live_summary(observed: Observed) -> dict[str, Any]:
 def cmd_diff(args: argparse.Namespace) -> int:
     settings = _settings(args)
     desired = load_desired(settings.desired, settings.serving_root)
-    observed = observe_for(settings, desired, TfsRest(settings.rest_url, settings.request_timeout))
-    result = plan(desired, observed)
+    rest = TfsRest(settings.rest_url, settings.request_timeout)
+    observed = observe_for(settings, desired, rest)
+    result = with_signature_problems(plan(desired, observed), desired, rest)
     config_path = str(settings.config_path)
     if args.output == "json":
         print(json.dumps(plan_json(result, config_path, _live_summary(observed)), indent=2))
@@ -435,7 +456,17 @@ def _apply_options(parser: argparse.ArgumentParser, default_reload: str = "none"
         "--timeout",
         type=_seconds,
         default=_env("timeout", "120"),
-        help="seconds to wait for TFS to converge before rolling back (default: %(default)s)",
+        help="seconds the whole command may take, a rollback included: the apply waits at most "
+        "two thirds of it for TFS to converge (default: %(default)s)",
+    )
+    group.add_argument(
+        "--file-system-poll-seconds",
+        type=float,
+        default=_env("file-system-poll-seconds", "1"),
+        help="TFS's --file_system_poll_wait_seconds: it loads and unloads versions only at "
+        "that poll, so a wait allows for it, and gives up after a few periods without one; "
+        "read from the container's command line when --container or --container-label names "
+        "it (default: %(default)s, TFS's own)",
     )
     group.add_argument(
         "--container", default=_env("container", None), help="TFS container, for restart"
@@ -680,7 +711,7 @@ def _progress_printer() -> ProgressHook | None:
         return None
 
     def show(progress: Progress, elapsed: float) -> None:
-        text = "; ".join(progress.pending)[:150]
+        text = "; ".join(filter(None, (progress.summary, *progress.pending)))[:150]
         sys.stderr.write(f"\r\x1b[K  waiting {elapsed:5.1f} s: {text}")
         sys.stderr.flush()
 
@@ -717,8 +748,18 @@ def _report(
     return EXIT_INTERRUPTED if outcome.result == "interrupted" else EXIT_ERROR
 
 
+log = structlog.get_logger("reconciler.cli")
+
+
 def _with_settings(args: argparse.Namespace) -> Settings:
-    return replace(_settings(args), timeout=args.timeout)
+    poll = float(args.file_system_poll_seconds)
+    target = _docker(args)
+    if target is not None:
+        try:
+            poll = target.file_system_poll(default=poll)
+        except DockerError as error:  # the reloader reports it if it needs the engine
+            log.warning("file_system_poll_unknown", error=str(error), using=poll)
+    return replace(_settings(args), timeout=args.timeout, file_system_poll=poll)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -749,7 +790,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    records = read_history(settings.state_path)
+    # A "started" record is shown only when no outcome followed it (a killed apply).
+    records = unfinished(read_history(settings.state_path))
     if args.output == "json":
         print(json.dumps([asdict(r) for r in records], indent=2))
         return EXIT_OK

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("reconciler.config_file")
 
 LAST_KNOWN_GOOD = "last-known-good.config"
 
@@ -56,6 +61,35 @@ def write_atomic(path: Path, text: str) -> bool:
         raise
     _fsync_dir(path.parent)
     return True
+
+
+def remove_stale_temps(path: Path) -> tuple[str, ...]:
+    """Remove the temporary files `write_atomic` left beside `path` when it was killed between
+    writing and renaming (`.NAME.XXXXXXXX.tmp`, as tempfile.mkstemp names them). Only regular
+    files of that pattern owned by this user are removed, never a symlink or what it points
+    at; call it while holding the config's lock, so no other write of ours is in flight.
+    Returns the names removed."""
+    path = Path(os.path.realpath(path))
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    removed = []
+    try:
+        with os.scandir(path.parent) as listing:
+            entries = [e for e in listing if pattern.fullmatch(e.name)]
+    except OSError:
+        return ()
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            os.unlink(entry.path)
+        except OSError as error:
+            log.warning("stale_temp_not_removed", path=entry.path, error=str(error))
+            continue
+        removed.append(entry.name)
+    if removed:
+        log.info("stale_temps_removed", folder=str(path.parent), names=sorted(removed))
+    return tuple(sorted(removed))
 
 
 def _fsync_dir(folder: Path) -> None:

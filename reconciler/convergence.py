@@ -24,6 +24,22 @@ class Progress:
     done: bool
     pending: tuple[str, ...] = ()  # e.g. "animals version 4 is LOADING"
     failures: tuple[str, ...] = ()  # e.g. "animals version 4 failed to load: ..."
+    # The pending items only TFS's next file-system poll can move: a version not listed, one
+    # still showing the END it had before the change, one to unload still AVAILABLE. TFS acts
+    # on versions added to or dropped from a config only at that poll (`UpdateConfig` of
+    # file_system_storage_path_source.cc does not scan the disk).
+    unpolled: tuple[str, ...] = ()
+    loading: tuple[str, ...] = ()  # "animals version 5": loading now (TFS loads one at a time)
+    to_load: int = 0  # wanted versions not AVAILABLE yet, the one loading included
+
+    @property
+    def summary(self) -> str:
+        """Which version is loading and how many are left: after start-up TFS loads one
+        version at a time, highest first, so k new versions take k load times."""
+        if not self.to_load:
+            return ""
+        now = f"loading {', '.join(self.loading)}; " if self.loading else ""
+        return f"{now}{self.to_load} version(s) left to load"
 
 
 def _served(model: ConfigModel | None, disk: DiskState) -> tuple[int, ...]:
@@ -63,31 +79,48 @@ def assess(
         return Progress(False, (f"TFS does not answer: {live.error}",))
     pending: list[str] = []
     failures: list[str] = []
+    unpolled: list[str] = []
+    loading: list[str] = []
+    to_load = 0
+
+    def waits_for_poll(text: str) -> None:
+        pending.append(text)
+        unpolled.append(text)
+
     for want in wanted:
         status = live.model(want.model)
         if status is None or not status.found:
             if want.serve:
-                pending.append(f"{want.model} is not loaded yet")
+                waits_for_poll(f"{want.model} is not loaded yet")
+                to_load += len(want.serve)
             continue
         for number in want.serve:
             entry = status.latest(number)
+            if entry is None or entry.state != "AVAILABLE":
+                to_load += 1
             if entry is None:
-                pending.append(f"{want.model} version {number} is not listed yet")
+                waits_for_poll(f"{want.model} version {number} is not listed yet")
             elif entry.state == "AVAILABLE":
                 continue
             elif entry.state == "END" and entry.error_code != "OK":
                 if (want.model, number, entry.error_message) in known_failures:
-                    pending.append(f"{want.model} version {number} is END (earlier failure)")
+                    waits_for_poll(f"{want.model} version {number} is END (earlier failure)")
                 else:
                     failures.append(
                         f"{want.model} version {number} failed to load: "
                         f"{entry.error_code}: {entry.error_message}"
                     )
+            elif entry.state == "END":
+                waits_for_poll(f"{want.model} version {number} is END (unloaded before)")
             else:
+                if entry.state == "LOADING":
+                    loading.append(f"{want.model} version {number}")
                 pending.append(f"{want.model} version {number} is {entry.state}")
         for number in want.gone:
             entry = status.latest(number)
-            if entry is not None and entry.state not in ("END",):
+            if entry is not None and entry.state == "AVAILABLE":
+                waits_for_poll(f"{want.model} version {number} is AVAILABLE, not unloaded yet")
+            elif entry is not None and entry.state != "END":
                 pending.append(f"{want.model} version {number} is {entry.state}, not unloaded yet")
         resolved = dict(status.labels)
         for label, number in want.labels:
@@ -95,7 +128,14 @@ def assess(
                 now = resolved.get(label)
                 where = f"resolves to {now}" if now is not None else "is unknown to TFS"
                 pending.append(f"{want.model} label {label} {where}, wanted {number}")
-    return Progress(not pending and not failures, tuple(pending), tuple(failures))
+    return Progress(
+        not pending and not failures,
+        tuple(pending),
+        tuple(failures),
+        tuple(unpolled),
+        tuple(loading),
+        to_load,
+    )
 
 
 def end_failures(live: LiveStatus) -> frozenset[tuple[str, int, str]]:

@@ -41,7 +41,13 @@ from reconciler.observe import LiveStatus, Observed
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
 from reconciler.problems import InputError, Problem
-from reconciler.reconcile import Revision, execute, observe_for, revision_of
+from reconciler.reconcile import (
+    Revision,
+    execute,
+    observe_for,
+    revision_of,
+    with_signature_problems,
+)
 from reconciler.settings import Settings
 from reconciler.settle import Settle
 from reconciler.signals import SignalThread
@@ -328,6 +334,8 @@ class Daemon:
             observed = self._observe(desired, rest, "all")
         observed = replace(observed, applied=memory.synced_target)
         the_plan = plan(desired, observed)
+        if self.options.verify and reloader.waits:
+            the_plan = with_signature_problems(the_plan, desired, rest)
         if the_plan.changes_config and observed.config != memory.synced_target:
             if self._settling(observed.config, revision):
                 return

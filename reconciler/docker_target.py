@@ -10,6 +10,27 @@ if TYPE_CHECKING:
     import docker
 
 ALLOW_LABELS_FLAG = "--allow_version_labels_for_unavailable_models"
+FILE_SYSTEM_POLL_FLAG = "--file_system_poll_wait_seconds"
+TFS_FILE_SYSTEM_POLL = 1.0  # main.cc's default
+
+
+def file_system_poll_in(args: list[str], default: float = TFS_FILE_SYSTEM_POLL) -> float:
+    """The --file_system_poll_wait_seconds a TFS command line sets (the last one wins, as
+    with TFS's flag parser; `-flag` and `--flag`, `=value` or a separate value), else
+    `default`. A value TFS could not parse stops TFS at start, so it is ignored here."""
+    found = default
+    flags = (FILE_SYSTEM_POLL_FLAG, FILE_SYSTEM_POLL_FLAG[1:])
+    for index, arg in enumerate(args):
+        name, equals, value = arg.partition("=")
+        if name not in flags:
+            continue
+        if not equals:
+            value = args[index + 1] if index + 1 < len(args) else ""
+        try:
+            found = float(int(value))
+        except ValueError:
+            continue
+    return found
 
 
 def _sdk() -> ModuleType:
@@ -71,6 +92,10 @@ class DockerTarget:
             return [str(a) for a in container.attrs.get("Args") or []]
         finally:
             client.close()
+
+    def file_system_poll(self, default: float = TFS_FILE_SYSTEM_POLL) -> float:
+        """The container's --file_system_poll_wait_seconds, else `default`."""
+        return file_system_poll_in(self.args(), default)
 
     def allows_labels_for_unavailable(self) -> bool:
         for arg in self.args():

@@ -12,6 +12,13 @@ from typing import Any
 import structlog
 
 HISTORY_FILE = "history.jsonl"
+# The write-ahead record, appended before the first write of models.config; the apply's
+# outcome is appended later under the same id, and supersedes it.
+STARTED = "started"
+STARTED_MESSAGE = (
+    "started; no outcome follows if it was stopped part-way (kill -9, power loss): "
+    "models.config then holds what it had written"
+)
 
 log = structlog.get_logger("reconciler.history")
 
@@ -20,7 +27,7 @@ log = structlog.get_logger("reconciler.history")
 class Record:
     id: int
     time: str  # ISO 8601, UTC
-    outcome: str  # applied, noop, rolled_back, failed, blocked, written
+    outcome: str  # started, applied, noop, rolled_back, failed, blocked, written
     message: str
     reload: str
     commit: str | None = None
@@ -41,10 +48,24 @@ class RollbackTarget:
     describe: str  # for people: "record 3's config", "the config record 4 replaced"
 
 
+def unfinished(records: Sequence[Record]) -> list[Record]:
+    """`records` without the "started" records whose apply recorded its outcome (a later
+    record with the same id): what is left of a start is an apply stopped part-way, a change
+    of its own."""
+    later: set[int] = set()
+    kept = []
+    for record in reversed(records):
+        if not (record.outcome == STARTED and record.id in later):
+            kept.append(record)
+        later.add(record.id)
+    return kept[::-1]
+
+
 def rollback_target(records: Sequence[Record], record_id: int | None) -> RollbackTarget:
     """Record `record_id`'s resulting config; without an id, the config the last recorded
-    change replaced (an undo: a second rollback undoes the first). LookupError says why
-    there is none."""
+    change replaced (an undo: a second rollback undoes the first; an apply stopped part-way
+    counts as a change). LookupError says why there is none."""
+    records = unfinished(records)
     if record_id is not None:
         chosen = next((r for r in records if r.id == record_id and r.config is not None), None)
         if chosen is None or chosen.config is None:
@@ -144,15 +165,23 @@ def parse_record(line: bytes) -> Record | None:
 MAX_HISTORY_BYTES = 64 * 1024 * 1024
 
 
-def append_record(state_dir: Path, record: Record, max_bytes: int = MAX_HISTORY_BYTES) -> Record:
-    """Append `record` with the next id; one write of one line, fsynced. Past `max_bytes`
+def append_record(
+    state_dir: Path,
+    record: Record,
+    max_bytes: int = MAX_HISTORY_BYTES,
+    *,
+    same_id: int | None = None,
+) -> Record:
+    """Append `record` with the next id (or `same_id`: the outcome of a started apply); one
+    write of one line, fsynced. Past `max_bytes`
     the oldest records are dropped, keeping about half: a record holds two whole configs,
     and a daemon adds one per change, heal and retry."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / HISTORY_FILE
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        numbered = Record(**{**asdict(record), "id": _last_id(fd) + 1})
+        number = same_id if same_id is not None else _last_id(fd) + 1
+        numbered = Record(**{**asdict(record), "id": number})
         line = json.dumps(asdict(numbered), sort_keys=True) + "\n"
         os.write(fd, (_separator(fd) + line).encode("utf-8"))
         os.fsync(fd)

@@ -24,6 +24,7 @@ class VersionDir:
     version: int
     path: str  # host path
     loadable: bool  # holds a non-empty saved_model.pb or saved_model.pbtxt
+    plain_file: bool = False  # a file with a version's name: TFS takes it for one, and fails
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,19 @@ class ModelDir:
     exists: bool
     versions: tuple[VersionDir, ...] = ()
     error: str = ""  # why it could not be read (permission denied, a name too long...)
+    outside: bool = False  # its base_path is outside the serving root: not seen from here
 
     @property
     def numbers(self) -> tuple[int, ...]:
-        return tuple(v.version for v in self.versions)
+        return tuple(dict.fromkeys(v.version for v in self.versions))
+
+    @property
+    def duplicates(self) -> dict[int, tuple[str, ...]]:
+        """Versions named by more than one entry (`4` and `0004`), with their names."""
+        names: dict[int, list[str]] = {}
+        for version in self.versions:
+            names.setdefault(version.version, []).append(os.path.basename(version.path))
+        return {n: tuple(sorted(found)) for n, found in names.items() if len(found) > 1}
 
     def version(self, number: int) -> VersionDir | None:
         for version in self.versions:
@@ -146,17 +156,31 @@ def scan_model(name: str, folder: Path) -> ModelDir:
         return ModelDir(name, base, exists=False, error=error.strerror or str(error))
     versions = []
     for entry in entries:
-        if _version_number(entry.name) is not None and _is_dir(entry):
-            versions.append(VersionDir(int(entry.name), entry.path, _loadable(entry.path)))
-    return ModelDir(name, base, True, tuple(sorted(versions, key=lambda v: v.version)))
+        # As file_system_storage_path_source.cc: every child whose name parses as an int64 is
+        # a version (`0004` is version 4), a plain file too (its load then fails).
+        number = _version_number(entry.name)
+        if number is None:
+            continue
+        if _is_dir(entry):
+            versions.append(VersionDir(number, entry.path, _loadable(entry.path)))
+        else:
+            versions.append(VersionDir(number, entry.path, False, plain_file=True))
+    ordered = sorted(versions, key=lambda v: (v.version, os.path.basename(v.path)))
+    return ModelDir(name, base, True, tuple(ordered))
 
 
 def _version_number(name: str) -> int | None:
-    """The version a folder name stands for, as TFS parses it: a non-negative int64."""
-    if not (name.isascii() and name.isdigit()):
+    """The version a name stands for, as TFS parses it (ParseVersionNumber: tensorflow's
+    strings::safe_strto64): surrounding whitespace and a `-` allowed, decimal digits only,
+    no `+`; `0004` is 4. TFS ignores what does not parse."""
+    body = name.strip(" \t\n\v\f\r")
+    sign = -1 if body[:1] == "-" else 1
+    if body[:1] == "-":
+        body = body[1:]
+    if not body or not all("0" <= c <= "9" for c in body):
         return None
-    number = int(name)
-    return number if number <= INT64_MAX else None  # TFS ignores what strto64 rejects
+    number = sign * int(body)
+    return number if -INT64_MAX - 1 <= number <= INT64_MAX else None
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -182,7 +206,7 @@ def scan_disk(base_paths: Mapping[str, str], serving_root: str, models_dir: Path
     for name, base_path in sorted(base_paths.items()):
         folder = host_path(base_path, serving_root, models_dir)
         if folder is None:
-            models.append(ModelDir(name, base_path, exists=False))
+            models.append(ModelDir(name, base_path, exists=False, outside=True))
         else:
             models.append(scan_model(name, folder))
     return DiskState(tuple(models))

@@ -125,6 +125,12 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
     phases: tuple[ServingConfig, ...] = ()
     if not problems and (observed.config != target or drift):
         phases = _phases_to(target, observed)
+    managed = {m.name for m in desired.models}  # their missing folders are reported above
+    missing = missing_base_paths((target, *phases), observed.disk, skip=managed)
+    if missing:
+        where = Location(observed.config_path)
+        problems.extend(Problem(where, name, message) for name, message in missing)
+        phases = ()
     unmanaged = () if desired.prune else tuple(n for n in current.names if desired.model(n) is None)
     return Plan(
         current=observed.config,
@@ -156,6 +162,11 @@ def plan_config(
     phases: tuple[ServingConfig, ...] = ()
     if not problems and (observed.config != target or drift):
         phases = _phases_to(target, observed)
+    missing = missing_base_paths(phases, observed.disk, skip={m.name for m in target.models})
+    if missing:
+        where = Location(observed.config_path)
+        problems.extend(Problem(where, name, message) for name, message in missing)
+        phases = ()
     return Plan(
         current=observed.config,
         target=target,
@@ -164,6 +175,36 @@ def plan_config(
         problems=tuple(sorted(problems)),
         drift=drift,
     )
+
+
+STOPS_EVERY_MODEL = (
+    "with a base_path missing, TFS stops loading and unloading versions of every model "
+    "(its file-system poll gives up at the first missing one)"
+)
+
+
+def missing_base_paths(
+    configs: tuple[ServingConfig, ...],
+    disk: DiskState,
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> list[tuple[str, str]]:
+    """(model, message) for each model in `configs` whose base_path is missing on disk, managed
+    or not: TFS's `PollFileSystemForConfig` returns at the first servable whose base path is
+    missing, so no model gets new versions or drops old ones until it is back. A base_path
+    outside the models folder cannot be seen from here and is not judged."""
+    found: dict[str, str] = {}
+    for config in configs:
+        for model in config.models:
+            if model.name in skip or model.name in found:
+                continue
+            folder = disk.model(model.name)
+            if folder is not None and not folder.exists and not folder.outside:
+                found[model.name] = (
+                    f"base_path {model.base_path}: {_missing(folder, model.base_path)}. Restore "
+                    "the folder, or remove the model from models.config (or from the desired "
+                    "state, with prune)"
+                )
+    return sorted(found.items())
 
 
 def _config_problems(target: ServingConfig, disk: DiskState, source: str) -> list[Problem]:
@@ -315,7 +356,7 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                         f"version {number} is not on disk: {folder.path}/{number} does not exist",
                     )
                 )
-            elif not version.loadable:
+            elif not version.loadable and not version.plain_file:
                 problems.append(
                     Problem(
                         model.locate("versions"),
@@ -324,6 +365,7 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                         "saved_model.pb or saved_model.pbtxt",
                     )
                 )
+        problems.extend(_version_name_problems(model, folder, field))
         for label, number in model.labels:
             if number not in served:
                 problems.append(
@@ -353,9 +395,38 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
 
 
 def _missing(folder: ModelDir | None, base_path: str) -> str:
+    """Why a model's folder cannot be served from."""
     if folder is not None and folder.error:
         return f"cannot read model folder {folder.path}: {folder.error}"
-    return f"model folder {folder.path if folder is not None else base_path} does not exist"
+    where = folder.path if folder is not None else base_path
+    return f"model folder {where} does not exist; {STOPS_EVERY_MODEL}"
+
+
+def _version_name_problems(model: DesiredModel, folder: ModelDir, field: str) -> list[Problem]:
+    """Entries TFS parses as versions in a way nobody meant: a plain file with a numeric name
+    (a version whose load fails) and two folders naming one version (`4` and `0004`)."""
+    found = []
+    where = model.locate("versions")
+    for version in folder.versions:
+        if version.plain_file:
+            found.append(
+                Problem(
+                    where,
+                    f"{field}.versions",
+                    f"{version.path} is a plain file with a version's name: TFS takes it for "
+                    f"version {version.version} and fails to load it; remove or rename it",
+                )
+            )
+    for number, names in sorted(folder.duplicates.items()):
+        found.append(
+            Problem(
+                where,
+                f"{field}.versions",
+                f"{' and '.join(names)} in {folder.path} both name version {number} (TFS "
+                "reads a version folder's name as a number); keep one",
+            )
+        )
+    return found
 
 
 def _move_problem(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,13 +13,13 @@ from reconciler.apply import Converger, Outcome, ProgressHook, Reloader
 from reconciler.config_file import read_text
 from reconciler.desired import DesiredState
 from reconciler.git_source import GitError, open_local
-from reconciler.history import Record, append_record
+from reconciler.history import STARTED_MESSAGE, Record, append_record
 from reconciler.observe import Observed, observe
 from reconciler.plan import Plan, Step, StepKind, plan
 from reconciler.settings import Settings
-from reconciler.tfs_config import ServingConfig
+from reconciler.tfs_config import ServingConfig, render_config
 from reconciler.tfs_rest import TfsRest
-from reconciler.verify import verify_version
+from reconciler.verify import signature_problems, verify_version
 
 log = structlog.get_logger("reconciler")
 
@@ -66,6 +66,17 @@ def observe_for(
     )
 
 
+def with_signature_problems(the_plan: Plan, desired: DesiredState, rest: TfsRest) -> Plan:
+    """`the_plan`, blocked by any verify request that does not fit the signature of a version
+    its labels point at (an input error, found before anything is written)."""
+    problems, notes = signature_problems(desired, rest)
+    for note in notes:
+        log.warning("verify_not_checked", note=note)
+    if not problems:
+        return the_plan
+    return replace(the_plan, problems=tuple(sorted((*the_plan.problems, *problems))), phases=())
+
+
 def execute(
     the_plan: Plan,
     observed: Observed,
@@ -92,6 +103,7 @@ def execute(
         status=rest,
         reloader=reloader,
         timeout=settings.timeout,
+        file_system_poll=settings.file_system_poll,
         verifier=(lambda m, v, f: verify_version(rest, m, v, f)) if verify else None,
         on_progress=on_progress,
         commit=revision.commit,
@@ -99,6 +111,27 @@ def execute(
         target_text=target_text,
     )
     before = read_text(settings.config_path)
+    started: list[Record] = []
+    tried: list[bool] = []
+
+    def write_ahead() -> None:
+        tried.append(True)
+        # Known to `history` and `rollback` even if this process is killed mid-apply.
+        started.append(
+            _record(
+                settings,
+                Outcome(
+                    "started", STARTED_MESSAGE, config=target_text or render_config(the_plan.target)
+                ),
+                the_plan,
+                reloader,
+                revision,
+                before,
+                action,
+            )
+        )
+
+    converger.before_first_write = write_ahead
     try:
         outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, but keep the history true
@@ -116,10 +149,11 @@ def execute(
                 revision,
                 before,
                 action,
+                started,
             )
         raise
-    if outcome.result == "noop":
-        return outcome, None
+    if outcome.result == "noop" or (tried and not started):
+        return outcome, None  # nothing to record, or the history cannot take it
     for step in the_plan.steps if outcome.ok else ():
         log.info(
             "changed",
@@ -127,7 +161,14 @@ def execute(
             commit=revision.commit,
             seconds=round(outcome.seconds, 3),  # the apply that made it (phase by phase)
         )
-    return outcome, _record(settings, outcome, the_plan, reloader, revision, before, action)
+    try:
+        record = _record(settings, outcome, the_plan, reloader, revision, before, action, started)
+    except OSError as error:
+        # The change is made (or rolled back) and its start is recorded: say so, not "failed".
+        log.error("history_not_written", error=str(error), outcome=outcome.result)
+        note = f" (its outcome could not be added to the history: {error})"
+        return replace(outcome, message=outcome.message + note), started[0] if started else None
+    return outcome, record
 
 
 _LABEL_STEPS = (StepKind.ADD_LABEL, StepKind.MOVE_LABEL, StepKind.REMOVE_LABEL)
@@ -158,6 +199,7 @@ def _record(
     revision: Revision,
     before: str | None,
     action: str,
+    started: list[Record] | None = None,
 ) -> Record:
     return append_record(
         settings.state_path,
@@ -175,6 +217,7 @@ def _record(
             seconds=round(outcome.seconds, 3),
             action=action,
         ),
+        same_id=started[0].id if started else None,
     )
 
 
@@ -193,6 +236,8 @@ def reconcile(
     rest = TfsRest(settings.rest_url, settings.request_timeout)
     observed = observe_for(settings, desired, rest if reloader.waits else None)
     the_plan = plan(desired, observed)
+    if verify and reloader.waits:
+        the_plan = with_signature_problems(the_plan, desired, rest)
     outcome, record = execute(
         the_plan,
         observed,

@@ -21,6 +21,7 @@ class Settings:
     state_dir: Path | None = None  # default: .tfs-reconciler/ beside the config
     timeout: float = 120.0
     request_timeout: float = 2.0
+    file_system_poll: float = 1.0  # TFS's --file_system_poll_wait_seconds (TFS's default)
 
     @property
     def config_path(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -14,12 +15,20 @@ from reconciler.tfs_config import ServingConfig, to_proto
 
 
 class ReloadRejected(Exception):
-    """TFS refused a config; it keeps serving the one it had."""
+    """TFS refused a config, or failed part-way through it: a failed reload may already have
+    put the new config and labels in force (ServerCore::ReloadConfig), so read what serves."""
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         self.message = message
         super().__init__(f"TFS refused the config ({code}): {message}")
+
+
+class ReloadAbandoned(Exception):
+    """A push given up on while TFS still worked on it; the message says why."""
+
+
+WATCH_EVERY = 0.25  # seconds between the checks of a push that TFS works on
 
 
 class TfsGrpc:
@@ -48,21 +57,40 @@ class TfsGrpc:
             return False
         return True
 
-    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
+    def reload(
+        self,
+        config: ServingConfig,
+        timeout: float | None = None,
+        give_up: Callable[[], str | None] | None = None,
+    ) -> None:
         """HandleReloadConfigRequest: TFS replaces its whole config with `config`.
 
         Returns once TFS accepted it (new versions of existing models may still be loading).
-        Raises ReloadRejected when TFS refuses, TfsUnreachable when it does not answer in time.
+        Raises ReloadRejected when TFS refuses, TfsUnreachable when it does not answer in time,
+        ReloadAbandoned when `give_up` (asked while TFS works on the push) names a reason.
         """
         request = pb.ReloadConfigRequest(config=to_proto(config))
+        limit = timeout if timeout is not None else self.timeout
         try:
-            reply = self._models.HandleReloadConfigRequest(
-                request, timeout=timeout if timeout is not None else self.timeout
-            )
+            if give_up is None:
+                reply = self._models.HandleReloadConfigRequest(request, timeout=limit)
+            else:
+                reply = self._watched(request, limit, give_up)
         except grpc.RpcError as error:
             raise _translate(error, self.target) from None
         if reply.status.error_code != Code.OK:
             raise ReloadRejected(Code.Name(reply.status.error_code), reply.status.error_message)
+
+    def _watched(self, request: Any, limit: float, give_up: Callable[[], str | None]) -> Any:
+        call = self._models.HandleReloadConfigRequest.future(request, timeout=limit)
+        while True:
+            try:
+                return call.result(timeout=WATCH_EVERY)
+            except grpc.FutureTimeoutError:
+                reason = give_up()
+                if reason is not None:
+                    call.cancel()
+                    raise ReloadAbandoned(reason) from None
 
     def model_status(self, name: str) -> LiveModel:
         request = pb.GetModelStatusRequest(model_spec=pb.ModelSpec(name=name))

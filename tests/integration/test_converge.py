@@ -470,28 +470,30 @@ def test_a_timeout_rolls_back(lab: Path, start_sim: StartSim) -> None:
 # --- verification -----------------------------------------------------------------------
 
 
-def with_classify_signature(version_dir: Path) -> None:
-    """Make the SavedModel's serving_default a classify signature: :predict answers 400."""
+def with_smaller_input(version_dir: Path) -> None:
+    """The SavedModel's serving_default takes 4x4 images: the dog example (8x8) no longer fits."""
     from reconciler.testing.tfs_sim.savedmodel import _SAVED_MODEL
 
     path = version_dir / "saved_model.pb"
     proto: Any = _SAVED_MODEL()
     proto.ParseFromString(path.read_bytes())
     for graph in proto.meta_graphs:
-        for signature in graph.signature_def.values():
-            signature.method_name = "tensorflow/serving/classify"
+        dims = graph.signature_def["serving_default"].inputs["input_image"].tensor_shape.dim
+        dims[1].size = dims[2].size = 4
     path.write_bytes(proto.SerializeToString())
 
 
 VERIFY = "    verify:\n      request: dog_example.json\n"
 
 
-def test_a_version_that_answers_predict_badly_fails_verification_and_is_rolled_back(
+def test_a_version_whose_signature_the_request_does_not_fit_is_rolled_back(
     lab: Path, start_sim: StartSim
 ) -> None:
+    """Version 4 is not loaded when the apply starts, so its signature is known only once it
+    loads: the request is checked against it (metadata over REST) before it is sent."""
     sim = start_sim()
     shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
-    with_classify_signature(add_version(lab, 4))
+    with_smaller_input(add_version(lab, 4))
     original = config_text(lab)
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3}, VERIFY)
     v2 = predictions(sim.rest_url, "versions/2")
@@ -501,12 +503,11 @@ def test_a_version_that_answers_predict_badly_fails_verification_and_is_rolled_b
 
     assert result.returncode == 1, output(result)
     assert "verification of animals version 4" in result.stderr
-    assert "HTTP 400" in result.stderr
+    assert "does not fit its signature: input input_image: shape [1, 8, 8, 3]" in result.stderr
     assert "Rolled back" in result.stderr
     assert config_text(lab) == original
     assert stream.failures == [] and all(answer == v2 for answer in stream.answers)
     assert label_version(sim.rest_url, "stable") == 2
-    assert re.search(r"predict model=animals version=4 via=version:4", sim.log)
 
 
 def test_a_version_that_answers_well_passes_verification(lab: Path, start_sim: StartSim) -> None:
@@ -583,31 +584,39 @@ def test_a_base_path_move_drops_unlabelled_versions_left_behind_in_one_change(
     assert states(sim.rest_url)[2] == "END"
 
 
-def test_a_model_left_alone_whose_folder_was_deleted_does_not_block_other_changes(
+def test_a_model_left_alone_whose_folder_was_deleted_is_refused_before_anything_is_written(
     lab: Path, start_sim: StartSim
 ) -> None:
+    """One missing base_path stops TFS's file-system poll for every model
+    (file_system_storage_path_source.cc PollFileSystemForConfig): refused, managed or not."""
     shutil.copytree(lab / "models" / MODEL, lab / "models" / "old")
     config = lab / "models" / "models.config"
     config.write_text(
         config.read_text().replace(
             "model_config_list {",
-            "model_config_list {\n  config { name: 'old' base_path: '/models/old' }",
+            "model_config_list {\n  config { name: 'old' base_path: '/models/old' "
+            "model_platform: 'tensorflow' }",
         )
     )
     sim = start_sim()
     assert states(sim.rest_url)  # TFS serves both models
     shutil.rmtree(lab / "models" / "old")  # prune is false: 'old' is not ours to remove
     write_desired(lab, "[1, 2, 3]", LAB_LABELS | {"stable": 3})
+    before = config_text(lab)
     result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
-    assert result.returncode == 0, output(result)
-    assert label_version(sim.rest_url, "stable") == 3
-    assert 'name: "old"' in config_text(lab).decode()
+    assert result.returncode == 1, output(result)
+    assert "old: base_path /models/old: model folder" in result.stderr, output(result)
+    assert "versions of every model" in result.stderr
+    assert config_text(lab) == before and reload_requests(sim) == 0
+    assert label_version(sim.rest_url, "stable") == 2
+    diff = cli_for(lab, sim)("diff")
+    assert diff.returncode == 1 and "old: base_path /models/old" in output(diff)
 
 
 def test_no_verify_skips_the_request(lab: Path, start_sim: StartSim) -> None:
     sim = start_sim()
     shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
-    with_classify_signature(add_version(lab, 4))
+    with_smaller_input(add_version(lab, 4))
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 2, "canary": 4}, VERIFY)
     result = cli_for(lab, sim)("apply", "--reload", "grpc", "--no-verify")
     assert result.returncode == 0, output(result)
@@ -860,3 +869,123 @@ def test_adding_a_model_that_loads_longer_than_the_push_deadline_converges(
     assert outcome.result == "applied", outcome.message
     _, body = get(sim.rest_url, "/v1/models/iris")
     assert body["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+# --- real TFS semantics (issue 9): disk discovery at the file-system poll ---------------------
+
+
+def test_with_a_5_s_file_system_poll_the_new_version_loads_and_the_label_moves(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """TFS acts on a version added by a reload only at its next file-system poll
+    (file_system_storage_path_source.cc UpdateConfig does not scan the disk)."""
+    sim = start_sim(file_system_poll_seconds=5)
+    add_version(lab, 4)
+    write_desired(lab, "[1, 2, 3, 4]", LAB_LABELS | {"canary": 4})
+    result = cli_for(lab, sim)(
+        "apply", "--reload", "grpc", "--timeout", "60", "--file-system-poll-seconds", "5"
+    )
+    assert result.returncode == 0, output(result)
+    assert label_version(sim.rest_url, "canary") == 4
+
+
+def test_tfs_that_never_polls_its_disk_is_named_as_the_cause_well_before_the_timeout(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """--file_system_poll_wait_seconds=0: TFS polls the disk once, at start; a version added
+    later by a reload is never listed. The apply (told TFS polls every 1 s) gives up after a
+    few periods, rolls back and says why, instead of waiting out --timeout."""
+    sim = start_sim(file_system_poll_seconds=0)
+    add_version(lab, 4)
+    original = config_text(lab)
+    write_desired(lab, "[1, 2, 3, 4]", LAB_LABELS | {"canary": 4})
+    started = time.monotonic()
+    result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "300", timeout=250)
+    assert result.returncode == 1, output(result)
+    assert time.monotonic() - started < 200  # not the 300 s --timeout (a generous bound)
+    assert "animals version 4 is not listed yet" in result.stderr, output(result)
+    assert "--file_system_poll_wait_seconds 0" in result.stderr
+    assert "Rolled back" in result.stderr
+    assert config_text(lab) == original
+    assert label_version(sim.rest_url, "canary") == 3
+
+
+def test_a_verify_request_that_does_not_fit_the_signature_is_rejected_at_validate(
+    lab: Path, start_sim: StartSim
+) -> None:
+    sim = start_sim()
+    body = json.loads(DOG_EXAMPLE.read_text())
+    (lab / "desired_state" / "wrong.json").write_text(
+        json.dumps({"instances": [{"image": body["instances"][0]}]})
+    )
+    write_desired(
+        lab, "[1, 2, 3]", LAB_LABELS | {"stable": 3}, "    verify:\n      request: wrong.json\n"
+    )
+    cli = cli_for(lab, sim)
+    result = cli("validate", "--rest-url", sim.rest_url)
+    assert result.returncode == 1, output(result)
+    assert re.search(r"animals\.yaml:\d+:\d+: models\.animals\.verify\.request: ", result.stderr)
+    assert "does not have named input: input_image" in result.stderr, output(result)
+    before = config_text(lab)
+    applied = cli("apply", "--reload", "grpc", "--timeout", "20")
+    assert applied.returncode == 1 and "does not have named input" in applied.stderr
+    assert config_text(lab) == before and reload_requests(sim) == 0
+
+
+def test_a_reload_that_failed_with_the_new_config_in_force_is_rolled_back_from_what_serves(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """ServerCore::ReloadConfig sets config_ and the labels before it adds models, then waits
+    for each new model's highest version: when that fails the reload answers UNKNOWN "... did
+    not become available" with the new config in force (lower versions load). The rollback
+    reads what serves and undoes it: iris leaves, animals serves as before."""
+    sim = start_sim(extra_args=["--sim_load_fail_for=iris:2", "--max_num_load_retries=0"])
+    shutil.copytree(lab / "models" / MODEL, lab / "models" / "iris")
+    shutil.rmtree(lab / "models" / "iris" / "3")
+    (lab / "desired_state" / "iris.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  iris:\n    versions: [1, 2]\n"
+    )
+    add_version(lab, 4)
+    original = config_text(lab)
+    write_desired(lab, "[1, 2, 3, 4]", LAB_LABELS | {"canary": 4})
+    with label_stream(sim.rest_url, "stable") as stream:
+        result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "60", timeout=90)
+    assert result.returncode == 1, output(result)
+    assert "did not become available" in result.stderr, output(result)
+    assert "Rolled back" in result.stderr
+    assert config_text(lab) == original
+    assert stream.failures == []
+    assert label_version(sim.rest_url, "canary") == 3
+    wait_until(
+        lambda: (
+            get(sim.rest_url, "/v1/models/iris")[0] == 404
+            or all(
+                v["state"] == "END"
+                for v in get(sim.rest_url, "/v1/models/iris")[1]["model_version_status"]
+            )
+        ),
+        timeout=30,
+    )
+
+
+def test_a_new_model_on_tfs_that_never_polls_is_given_up_on_well_before_the_timeout(
+    lab: Path, start_sim: StartSim
+) -> None:
+    """ServerCore::ReloadConfig waits for a new model's highest version, which only a
+    file-system poll finds: with --file_system_poll_wait_seconds=0 the push never returns.
+    The apply gives up on it after a few periods and names the cause."""
+    sim = start_sim(file_system_poll_seconds=0)
+    shutil.copytree(lab / "models" / MODEL, lab / "models" / "iris")
+    (lab / "desired_state" / "iris.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  iris:\n    versions: [1]\n"
+    )
+    original = config_text(lab)
+    started = time.monotonic()
+    result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "300", timeout=250)
+    assert result.returncode == 1, output(result)
+    assert "iris has no version listed" in result.stderr, output(result)
+    assert "--file_system_poll_wait_seconds 0" in result.stderr
+    assert "nothing was pushed back" in result.stderr
+    assert time.monotonic() - started < 200  # not the 300 s --timeout (a generous bound)
+    assert config_text(lab) == original
+    assert label_version(sim.rest_url, "stable") == 2

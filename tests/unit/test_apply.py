@@ -8,6 +8,8 @@ when broken); versions no longer served go END once the new ones serve.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from reconciler.observe import LiveModel, LiveVersion, Observed, TfsUnreachable,
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
 from reconciler.tfs_config import ServingConfig
-from reconciler.tfs_grpc import ReloadRejected
+from reconciler.tfs_grpc import ReloadAbandoned, ReloadRejected
 from reconciler.verify import VerifyFailed
 
 MODEL = "animals"
@@ -52,6 +54,7 @@ class Version:
     state: str
     due: float = 0.0
     error: str = ""
+    begins: float = 0.0  # a START version begins LOADING then (serial loads)
 
 
 @dataclass
@@ -66,6 +69,12 @@ class FakeTfs:
     versions: dict[int, Version] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     label_log: list[tuple[str, int, str]] = field(default_factory=list)  # label, version, state
+    # None: versions change at the push. Else TFS's --file_system_poll_wait_seconds: a push
+    # changes labels at once, versions at the next poll tick (0: never), as UpdateConfig of
+    # file_system_storage_path_source.cc; loads then run one at a time, highest first
+    # (availability_preserving_policy.cc, num_load_threads 0 in model_servers/server.h).
+    fs_poll: float | None = None
+    pending: tuple[set[int], float] | None = None  # versions aspired at the next poll, when
 
     def __post_init__(self) -> None:
         self.versions = {n: Version("AVAILABLE") for n in (1, 2, 3)}
@@ -97,17 +106,33 @@ class FakeTfs:
             if self.labels.get(label) != number:
                 self.label_log.append((label, number, self.state(number) or "-"))
         self.labels = dict(model.labels)
-        served = served_versions(model.effective_policy, self._on_disk())
-        for number in served:
-            current = self.versions.get(number)
-            if current is None or current.state == "END":
-                self.versions[number] = Version("LOADING", self.clock() + self.load)
-        self._served = set(served)
+        served = set(served_versions(model.effective_policy, self._on_disk()))
+        if self.fs_poll is None:
+            self._aspire(served, self.clock())
+        elif self.fs_poll > 0:
+            tick = (int(self.clock() / self.fs_poll) + 1) * self.fs_poll
+            self.pending = (served, tick)
         self._advance()
+
+    def _aspire(self, served: set[int], now: float) -> None:
+        new = [n for n in served if self.versions.get(n) is None or self.versions[n].state == "END"]
+        for turn, number in enumerate(sorted(new, reverse=True)):
+            if self.fs_poll is None:
+                self.versions[number] = Version("LOADING", now + self.load)
+            else:
+                begins = now + turn * self.load
+                self.versions[number] = Version("START", begins + self.load, begins=begins)
+        self._served = served
 
     def _advance(self) -> None:
         now = self.clock()
+        if self.pending is not None and now >= self.pending[1]:
+            aspired, tick = self.pending
+            self.pending = None
+            self._aspire(aspired, tick)
         for number, version in self.versions.items():
+            if version.state == "START" and now >= version.begins:
+                version.state = "LOADING"
             if version.state == "LOADING" and now >= version.due:
                 if number in self.broken:
                     version.state, version.error = "END", f"version {number} is broken"
@@ -116,7 +141,9 @@ class FakeTfs:
         served = getattr(self, "_served", None)
         if served is None:
             return
-        if all(self.versions[n].state != "LOADING" for n in served if n in self.versions):
+        if all(
+            self.versions[n].state not in ("START", "LOADING") for n in served if n in self.versions
+        ):
             for number, version in self.versions.items():
                 if number not in served and version.state == "AVAILABLE":
                     version.state = "END"
@@ -292,8 +319,30 @@ def test_a_timeout_rolls_back(bed: Bed) -> None:
     bed.tfs.load = 50.0
     _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}), timeout=5.0)
     assert outcome.result == "rolled_back", outcome.message
-    assert outcome.message.startswith("timed out after 5 s: animals version 4 is LOADING")
+    assert outcome.message.startswith("timed out after 3.34 s of the 5 s --timeout")
+    assert "animals version 4 is LOADING" in outcome.message
+    assert "loading animals version 4; 1 version(s) left to load" in outcome.message
     assert bed.tfs.labels == LAB_LABELS
+
+
+def test_the_timeout_bounds_the_whole_command_rollback_included_against_a_hanging_tfs(
+    bed: Bed,
+) -> None:
+    """Issue 10: --timeout 10 returned after 26 s against a TFS that hangs mid-apply, since
+    each push had a 30 s floor and the rollback waited a full timeout of its own."""
+    bed.add_version(4)
+
+    def hang(config: ServingConfig, timeout: float | None = None) -> None:
+        bed.clock.now += timeout if timeout is not None else 1000.0  # until its deadline
+        raise ReloadRejected("DEADLINE_EXCEEDED", "Deadline Exceeded")
+
+    hanging = type("Hanging", (), {"reload": staticmethod(hang)})()
+    reloader = apply_module.GrpcReloader(client=hanging)
+    _, outcome = bed.converge(
+        bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}), reloader, timeout=10.0
+    )
+    assert outcome.result in ("rolled_back", "failed"), outcome.message
+    assert bed.clock() <= 10.0 + apply_module.MIN_STEP_SECONDS
 
 
 def test_failed_verification_moves_no_label_and_rolls_back(bed: Bed) -> None:
@@ -510,6 +559,7 @@ def test_a_rollback_that_cannot_write_says_what_the_file_holds(
     assert "Rolling back to the last-known-good config failed too: [Errno 30]" in outcome.message
     assert f"{bed.config_path} is unchanged since the failure" in outcome.message
     assert "last-known-good config is in " in outcome.message
+    assert "TFS serves now: animals versions 1, 2, 3, 4 (" in outcome.message  # read again
     assert bed.config_path.read_text() == writes[0]  # phase 1, as the message says
 
 
@@ -554,3 +604,205 @@ def test_a_restart_tfs_could_not_start_from_is_refused_before_anything_is_writte
     assert outcome.message.startswith("not restarting: the config has labels and TFS runs")
     assert "nothing was changed" in outcome.message
     assert bed.config_path.read_bytes() == original and container.restarts == 0
+
+
+# --- TFS acts on version folders only at its file-system poll (issue 9) --------------------------
+
+
+def test_with_a_slow_file_system_poll_the_wait_lasts_until_tfs_polls(bed: Bed) -> None:
+    """UpdateConfig (file_system_storage_path_source.cc) does not scan the disk: a version
+    added by a push is listed only at the next --file_system_poll_wait_seconds tick."""
+    bed.add_version(4)
+    bed.tfs.fs_poll = 5.0
+    _, outcome = bed.converge(
+        bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}), file_system_poll=5.0
+    )
+    assert outcome.result == "applied", outcome.message
+    assert bed.tfs.label_log == [("canary", 4, "AVAILABLE")]
+    assert bed.clock() >= 5.0  # it waited for the tick, and did not give up before it
+
+
+def test_a_retried_version_is_not_judged_by_the_end_it_showed_before_the_push(bed: Bed) -> None:
+    """With an 8 s poll, version 4 shows its old END for up to 8 s after the push: a grace
+    shorter than the poll took that for a new failure."""
+    bed.add_version(4)
+    bed.tfs.broken.add(4)
+    desired = bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4})
+    _, first = bed.converge(desired)
+    assert first.result == "rolled_back", first.message
+    bed.tfs.broken.clear()  # fixed on disk, asked for again
+    bed.tfs.fs_poll = 8.0
+    bed.clock.now = 8.0 * 10 + 0.01  # just after a tick: the next one is ~8 s away
+    _, again = bed.converge(desired, file_system_poll=8.0)
+    assert again.result == "applied", again.message
+
+
+def test_tfs_that_never_polls_its_disk_is_found_out_within_a_few_periods_not_at_the_timeout(
+    bed: Bed,
+) -> None:
+    """--file_system_poll_wait_seconds=0 on TFS: the disk is polled only at start, so a
+    version added by a push is never listed. The converger, told 1 s, stops after a few
+    periods, rolls back and names the likely causes."""
+    bed.add_version(4)
+    bed.tfs.fs_poll = 0.0
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}), timeout=120.0)
+    assert outcome.result == "rolled_back", outcome.message
+    assert "animals version 4 is not listed yet" in outcome.message
+    assert "--file_system_poll_wait_seconds 0" in outcome.message
+    assert "base_path of another model" in outcome.message
+    assert bed.clock() < 20.0  # a few 1 s periods, far from the 120 s timeout
+    assert bed.tfs.labels == LAB_LABELS
+
+
+def test_a_version_change_is_refused_before_writing_when_tfs_is_known_not_to_poll(
+    bed: Bed,
+) -> None:
+    original = bed.config_path.read_bytes()
+    bed.add_version(4)
+    _, outcome = bed.converge(
+        bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}), file_system_poll=0.0
+    )
+    assert outcome.result == "failed"
+    assert "--file_system_poll_wait_seconds=0" in outcome.message
+    assert "animals: versions 1, 2, 3 -> 1, 2, 3, 4" in outcome.message
+    assert bed.config_path.read_bytes() == original and bed.reloader.pushed == []
+
+
+def test_a_label_move_needs_no_poll_and_applies_when_tfs_never_polls(bed: Bed) -> None:
+    bed.tfs.fs_poll = 0.0
+    _, outcome = bed.converge(
+        bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}), file_system_poll=0.0
+    )
+    assert outcome.result == "applied", outcome.message
+    assert bed.tfs.labels["stable"] == 3
+
+
+def test_serial_loads_take_one_load_time_each_and_progress_says_which_and_how_many(
+    bed: Bed,
+) -> None:
+    """After start-up TFS loads one version at a time, highest first (num_load_threads 0 in
+    model_servers/server.h; availability_preserving_policy.cc): 3 new versions, 3 loads."""
+    for number in (4, 5, 6):
+        bed.add_version(number)
+    bed.tfs.fs_poll, bed.tfs.load = 1.0, 10.0
+    seen: list[str] = []
+    _, outcome = bed.converge(
+        bed.desire("[1, 2, 3, 4, 5, 6]", LAB_LABELS | {"canary": 4}),
+        timeout=120.0,
+        on_progress=lambda progress, _elapsed: seen.append(progress.summary),
+    )
+    assert outcome.result == "applied", outcome.message
+    assert bed.clock() >= 30.0  # three loads one after another, and no "stuck" verdict
+    shown = list(dict.fromkeys(s for s in seen if s.startswith("loading")))
+    assert shown == [
+        "loading animals version 6; 3 version(s) left to load",
+        "loading animals version 5; 2 version(s) left to load",
+        "loading animals version 4; 1 version(s) left to load",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "poll"),
+    [
+        (["--model_config_file=/models/models.config"], 1.0),
+        (["--file_system_poll_wait_seconds=0"], 0.0),
+        (["--file_system_poll_wait_seconds", "5", "--port=8500"], 5.0),
+        (["-file_system_poll_wait_seconds=30"], 30.0),
+        (["--file_system_poll_wait_seconds=2", "--file_system_poll_wait_seconds=-1"], -1.0),
+    ],
+)
+def test_the_poll_period_is_read_from_the_container_s_command_line(
+    args: list[str], poll: float
+) -> None:
+    from reconciler.docker_target import file_system_poll_in
+
+    assert file_system_poll_in(args) == poll
+
+
+def test_a_reload_that_failed_after_moving_labels_is_rolled_back_from_what_serves(
+    bed: Bed,
+) -> None:
+    """ServerCore::ReloadConfig swaps the label map before it adds models: a reload that then
+    fails (UNKNOWN "... did not become available") has already moved the labels."""
+    bed.add_version(4)
+    pushes = []
+
+    def take_then_fail(config: ServingConfig, timeout: float | None = None) -> None:
+        pushes.append(config)
+        bed.tfs.take(config)
+        if len(pushes) == 2:  # the relabel phase: labels moved, then the reload fails
+            raise ReloadRejected("UNKNOWN", "Model iris did not become available")
+
+    bed.reloader.reload = take_then_fail  # type: ignore[method-assign]
+    _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}))
+    assert outcome.result == "rolled_back", outcome.message
+    assert "did not become available" in outcome.message
+    assert bed.tfs.labels == LAB_LABELS
+    assert all(state == "AVAILABLE" for _, _, state in bed.tfs.label_log)
+
+
+def test_a_rollback_with_no_reload_does_not_claim_what_tfs_serves(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = config_file.write_atomic
+    writes: list[str] = []
+
+    def fail_first(path: Path, text: str) -> bool:
+        writes.append(text)
+        if len(writes) == 1:
+            raise OSError(28, "No space left on device")
+        return real_write(path, text)
+
+    monkeypatch.setattr(apply_module, "write_atomic", fail_first)
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}), NoReload())
+    assert outcome.result == "rolled_back", outcome.message
+    assert "serving now" not in outcome.message
+    assert "TFS was not asked" in outcome.message
+
+
+@dataclass
+class HangingOnNewModels:
+    """A TfsGrpc stand-in: a push that adds a model waits, as ServerCore::ReloadConfig does,
+    for a version of it that only a file-system poll would find (here never), asking
+    `give_up` every 0.25 s of the fake clock as TfsGrpc does."""
+
+    tfs: FakeTfs
+    clock: Clock
+    abandoned: list[str] = field(default_factory=list)
+
+    def reload(
+        self,
+        config: ServingConfig,
+        timeout: float | None = None,
+        give_up: Callable[[], str | None] | None = None,
+    ) -> None:
+        if self.abandoned:  # TFS still works on that push, under its lock
+            raise AssertionError("pushed again behind a push TFS never finishes")
+        self.tfs.take(config)
+        if [m for m in config.models if m.name != MODEL]:
+            ends = self.clock() + (timeout or 0.0)
+            while self.clock() < ends:
+                self.clock.now += 0.25
+                reason = give_up() if give_up is not None else None
+                if reason is not None:
+                    self.abandoned.append(reason)
+                    raise ReloadAbandoned(reason)
+            raise TfsUnreachable("DEADLINE_EXCEEDED")
+
+
+def test_a_push_adding_a_model_tfs_never_lists_is_given_up_after_a_few_polls(bed: Bed) -> None:
+    shutil.copytree(bed.lab / "models" / MODEL, bed.lab / "models" / "iris")
+    (bed.lab / "desired_state" / "iris.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  iris:\n    versions: [1]\n"
+    )
+    original = bed.config_path.read_bytes()
+    client = HangingOnNewModels(bed.tfs, bed.clock)
+    reloader = apply_module.GrpcReloader(client=client)  # type: ignore[arg-type]
+    _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS), reloader, timeout=120.0)
+    assert outcome.result == "failed", outcome.message
+    assert client.abandoned and "iris has no version listed" in outcome.message
+    assert "--file_system_poll_wait_seconds 0" in outcome.message
+    assert "nothing was pushed back" in outcome.message
+    assert "TFS serves now: animals versions 1, 2, 3" in outcome.message
+    assert bed.clock() < 20.0  # a few 1 s polls, not the 80 s the push could have taken
+    assert bed.config_path.read_bytes() == original  # for TFS to read when it restarts

@@ -13,6 +13,7 @@ from reconciler.config_file import (
     default_state_dir,
     last_known_good,
     read_text,
+    remove_stale_temps,
     save_last_known_good,
     write_atomic,
 )
@@ -133,3 +134,44 @@ def test_a_folder_that_cannot_take_the_file_is_named_in_the_error(tmp_path: Path
     blocker.write_text("")
     with pytest.raises(OSError, match=f"cannot write {blocker}/models.config: "):
         write_atomic(blocker / "models.config", "x")
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    """Issue 10: a kill -9 between the temporary file and the rename left
+    `.models.config.*.tmp` behind every time, and no later run removed it."""
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list {}\n")
+    stale = tmp_path / ".models.config.a1B2c3D4.tmp"
+    stale.write_text("half")
+    outside = tmp_path / "elsewhere"
+    outside.write_text("not ours")
+    planted = tmp_path / ".models.config.zzzzzzzz.tmp"
+    planted.symlink_to(outside)
+    others = [tmp_path / ".models.config.lock", tmp_path / ".other.config.a1B2c3D4.tmp"]
+    for other in others:
+        other.write_text("keep")
+    assert remove_stale_temps(config) == (stale.name,)
+    assert not stale.exists()
+    assert planted.is_symlink() and outside.read_text() == "not ours"
+    assert all(other.exists() for other in others)
+    assert config.read_text() == "model_config_list {}\n"
+
+
+def test_an_apply_removes_stale_temporaries_first(tmp_path: Path) -> None:
+    from reconciler.apply import Converger, NoReload
+    from reconciler.desired import DesiredState
+    from reconciler.observe import DiskState
+    from reconciler.plan import Plan
+    from reconciler.tfs_config import ServingConfig
+
+    config = tmp_path / "models.config"
+    stale = tmp_path / ".models.config.a1B2c3D4.tmp"
+    stale.write_text("half")
+    state = tmp_path / "state"
+    state.mkdir()
+    stale_lkg = state / ".last-known-good.config.x_Y1z2W3.tmp"
+    stale_lkg.write_text("half")
+    converger = Converger(config, state, status=None, reloader=NoReload())  # type: ignore[arg-type]
+    empty = ServingConfig()
+    converger.apply(Plan(empty, empty, (), ()), DiskState(), DesiredState(()))
+    assert not stale.exists() and not stale_lkg.exists()

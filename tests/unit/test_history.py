@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.apply import Outcome
 from reconciler.history import (
     HISTORY_FILE,
     Record,
@@ -207,3 +208,87 @@ def test_fuzz_any_history_file_reads_as_well_typed_records(lines: list[object]) 
             assert all(isinstance(step, str) for step in found.steps)
             assert found.config is None or isinstance(found.config, str)
             assert isinstance(found.seconds, float)
+
+
+# --- the write-ahead record (issue 10) -----------------------------------------------------------
+
+
+def started(id: int, config: str, previous: str) -> Record:
+    return Record(id, "t", "started", "", "grpc", config=config, previous=previous)
+
+
+def test_a_rollback_after_a_killed_apply_undoes_that_apply_not_the_one_before() -> None:
+    """Issue 10: `rollback` after an apply killed mid-way undid the change before it."""
+    records = [change(1, "A", "0"), change(2, "B", "A"), started(3, "C", "B")]
+    assert rollback_target(records, None).config == "B"
+
+
+def test_a_finished_apply_s_start_record_is_not_a_change_of_its_own() -> None:
+    finish = Record(3, "t", "rolled_back", "", "grpc", config="B", previous="B")
+    records = [change(1, "A", "0"), change(2, "B", "A"), started(3, "C", "B"), finish]
+    assert rollback_target(records, None).config == "A"
+
+
+def _lab_apply(lab: Path) -> tuple[Outcome, Record | None, Path]:
+    from reconciler.apply import NoReload
+    from reconciler.desired import load_desired
+    from reconciler.plan import plan
+    from reconciler.reconcile import Revision, execute, observe_for
+    from reconciler.settings import Settings
+    from reconciler.tfs_rest import TfsRest
+
+    (lab / "desired_state" / "animals.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1, 2, 3]\n"
+        "    labels: {deprecated: 1, stable: 3, canary: 3}\n"
+    )
+    config = Settings(desired=lab / "desired_state", models_dir=lab / "models")
+    desired = load_desired(config.desired)
+    observed = observe_for(config, desired, None)
+    outcome, kept = execute(
+        plan(desired, observed),
+        observed,
+        desired,
+        settings=config,
+        reloader=NoReload(),
+        rest=TfsRest("http://127.0.0.1:9"),
+        revision=Revision(),
+        verify=False,
+    )
+    return outcome, kept, config.state_path
+
+
+def test_a_started_record_is_written_before_the_first_write_of_the_config(
+    lab: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reconciler.apply as apply_module
+    from reconciler import config_file
+
+    original = (lab / "models" / "models.config").read_text()
+    seen: list[list[Record]] = []
+    real_write = config_file.write_atomic
+
+    def write(path: Path, text: str) -> bool:
+        seen.append(read_history(lab / "models" / ".tfs-reconciler"))
+        return real_write(path, text)
+
+    monkeypatch.setattr(apply_module, "write_atomic", write)
+    _, _, state = _lab_apply(lab)
+    (ahead,) = seen[0]
+    assert ahead.outcome == "started" and ahead.previous == original
+    assert ahead.config is not None and "value: 3" in ahead.config
+    # Had the process been killed here, rollback would undo exactly this apply:
+    assert rollback_target(seen[0], None).config == original
+    first, last = read_history(state)
+    assert last.id == first.id and last.outcome == "written"  # the outcome supersedes
+
+
+def test_an_unwritable_history_refuses_the_apply_before_anything_changes(lab: Path) -> None:
+    """Issue 10: with history.jsonl a directory, apply changed TFS, then exited 1."""
+    config = lab / "models" / "models.config"
+    original = config.read_bytes()
+    (lab / "models" / ".tfs-reconciler" / HISTORY_FILE).mkdir(parents=True)
+    outcome, kept, _ = _lab_apply(lab)
+    assert outcome.result == "failed" and kept is None
+    assert "the history cannot record this apply before it starts" in outcome.message
+    assert "nothing was changed" in outcome.message
+    assert config.read_bytes() == original

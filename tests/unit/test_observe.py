@@ -27,11 +27,34 @@ def _version(folder: Path, name: str, saved_model: bytes = b"pb") -> None:
         (folder / name / "saved_model.pb").write_bytes(saved_model)
 
 
-def test_versions_are_the_integer_named_folders(tmp_path: Path) -> None:
-    for name in ("1", "2", "10", "latest", ".3.tmp"):
+def test_versions_are_the_integer_named_entries_as_tfs_parses_them(tmp_path: Path) -> None:
+    """file_system_storage_path_source.cc AspireAllVersions/ParseVersionNumber: every child
+    whose name parses as an int64 is a version, a plain file too; `0005` is version 5."""
+    for name in ("1", "2", "10", "latest", ".3.tmp", "0005"):
         _version(tmp_path, name)
     (tmp_path / "4").write_text("a file, not a folder")
-    assert scan_model("m", tmp_path).numbers == (1, 2, 10)
+    folder = scan_model("m", tmp_path)
+    assert folder.numbers == (1, 2, 4, 5, 10)
+    four, five = folder.version(4), folder.version(5)
+    assert four is not None and four.plain_file and not four.loadable
+    assert five is not None and five.path.endswith("0005") and five.loadable
+    assert folder.duplicates == {}
+
+
+def test_version_names_parse_as_tensorflow_s_safe_strto64_does(tmp_path: Path) -> None:
+    """file_system_storage_path_source.cc ParseVersionNumber calls strings::safe_strto64
+    (tensorflow/core/lib/strings/numbers.cc): spaces around and a '-' allowed, no '+'."""
+    for name in ("+6", " 7", "8\t", "1e3", "0x9", "-", "-2"):
+        _version(tmp_path, name)
+    assert scan_model("m", tmp_path).numbers == (-2, 7, 8)
+
+
+def test_two_folders_naming_one_version_are_found(tmp_path: Path) -> None:
+    for name in ("4", "0004", "1"):
+        _version(tmp_path, name)
+    folder = scan_model("m", tmp_path)
+    assert folder.numbers == (1, 4)
+    assert folder.duplicates == {4: ("0004", "4")}
 
 
 def test_folder_names_beyond_int64_are_not_versions(tmp_path: Path) -> None:

@@ -153,7 +153,11 @@ SCENARIOS = {
         observed(),
         steps=["+ zoo: add model (base_path /models/zoo)", "+ zoo: load version 1"],
         phases=0,
-        problems=["desired.yaml:7:3: models.zoo: model folder /models/zoo does not exist"],
+        problems=[
+            "desired.yaml:7:3: models.zoo: model folder /models/zoo does not exist; with a"
+            " base_path missing, TFS stops loading and unloading versions of every model (its"
+            " file-system poll gives up at the first missing one)"
+        ],
     ),
     "prune off leaves an unknown model alone": Scenario(
         desired(),
@@ -690,3 +694,66 @@ def test_a_labelled_model_under_latest_or_all_is_pinned_to_the_versions_on_disk(
 def test_an_unlabelled_model_under_latest_keeps_the_policy_for_tfs_to_follow() -> None:
     result = plan(animals("    versions: {latest: 2}\n"), observed(on_disk={"animals": [1, 2, 3]}))
     assert result.target.models[0].policy == Latest(2)
+
+
+# --- a missing base_path stops TFS's file-system poll for every model (issue 9) ------------------
+
+
+def _with_old_model_folder(state: Observed, *, exists: bool, outside: bool = False) -> Observed:
+    old = ModelDir("old", "/host/old", exists, outside=outside)
+    return replace(state, disk=DiskState((*state.disk.models, old)))
+
+
+def test_an_unmanaged_model_whose_folder_is_missing_blocks_the_plan() -> None:
+    """file_system_storage_path_source.cc PollFileSystemForConfig returns at the first servable
+    whose base path is missing: no model gets new versions until it is back, managed or not."""
+    config = LAB_CONFIG.replace("}\n}\n", f"}}\n  {OLD_MODEL}\n}}\n")
+    state = _with_old_model_folder(observed(config), exists=False)
+    result = plan(animals("    versions: [1, 2, 3]\n    labels: {stable: 3}\n"), state)
+    assert result.blocked and result.phases == ()
+    (problem,) = problems(result)
+    assert problem.startswith("models.config: old: base_path /models/old: model folder /host/old")
+    assert "TFS stops loading and unloading versions of every model" in problem
+
+
+def test_a_pruned_model_whose_folder_is_missing_blocks_the_plan_it_stays_in_for_a_phase() -> None:
+    config = LAB_CONFIG.replace("}\n}\n", f"}}\n  {OLD_MODEL}\n}}\n")
+    state = _with_old_model_folder(observed(config, {"animals": [1, 2, 3, 4]}), exists=False)
+    spec = "    versions: [1, 2, 3, 4]\n    labels: {stable: 4}\n"
+    result = plan(desired(f"  animals:\n{spec}", prune=True, lab=False), state)
+    assert result.blocked, result.phases
+    assert any("old: base_path /models/old" in p for p in problems(result))
+
+
+def test_a_base_path_outside_the_models_folder_is_not_judged() -> None:
+    config = LAB_CONFIG.replace("}\n}\n", f"}}\n  {OLD_MODEL}\n}}\n")
+    state = _with_old_model_folder(observed(config), exists=False, outside=True)
+    result = plan(animals("    versions: [1, 2, 3]\n    labels: {stable: 3}\n"), state)
+    assert not result.blocked and result.phases
+
+
+def _with_versions(*extra: VersionDir) -> Observed:
+    state = observed(on_disk={"animals": [1, 2, 3]})
+    (animals_dir,) = state.disk.models
+    ordered = sorted((*animals_dir.versions, *extra), key=lambda v: (v.version, v.path))
+    folder = replace(animals_dir, versions=tuple(ordered))
+    return replace(state, disk=DiskState((folder,)))
+
+
+def test_a_plain_file_with_a_version_s_name_is_a_problem() -> None:
+    """file_system_storage_path_source.cc: every child whose name parses is a version, a
+    plain file too; TFS would try to load it and fail."""
+    state = _with_versions(VersionDir(7, "/host/animals/7", False, plain_file=True))
+    result = plan(desired(), state)
+    assert result.blocked
+    assert any(
+        "/host/animals/7 is a plain file with a version's name: TFS takes it for version 7" in p
+        for p in problems(result)
+    )
+
+
+def test_two_folders_naming_one_version_are_a_problem() -> None:
+    state = _with_versions(VersionDir(2, "/host/animals/0002", True))
+    result = plan(desired(), state)
+    assert result.blocked
+    assert any("0002 and 2 in /host/animals both name version 2" in p for p in problems(result))

@@ -17,7 +17,7 @@ from reconciler.observe import (
     Observed,
     VersionDir,
 )
-from reconciler.plan import Drift, plan_config
+from reconciler.plan import STOPS_EVERY_MODEL, Drift, plan_config
 from reconciler.problems import Location, Problem
 from reconciler.tfs_config import ServingConfig, parse_config
 
@@ -219,10 +219,10 @@ def test_a_rollback_with_no_file_yet_writes_the_config() -> None:
 @pytest.mark.parametrize(
     ("disk", "message"),
     [
-        (DiskState(()), "model folder /models/animals does not exist"),
+        (DiskState(()), f"model folder /models/animals does not exist; {STOPS_EVERY_MODEL}"),
         (
             DiskState((folder("animals", [1, 2, 3], exists=False),)),
-            "model folder /host/animals does not exist",
+            f"model folder /host/animals does not exist; {STOPS_EVERY_MODEL}",
         ),
         (
             DiskState((folder("animals", [1, 2]),)),

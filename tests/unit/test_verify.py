@@ -156,3 +156,110 @@ def test_tfs_not_answering_fails(request_file: Path) -> None:
 def test_expected_output_shapes_drop_the_batch_dimension() -> None:
     assert expected_output_shapes(METADATA) == [(3,)]
     assert expected_output_shapes({"metadata": {}}) == []
+
+
+# --- the request against the signature (issue 9) -------------------------------------------------
+
+
+def _metadata(inputs: dict[str, tuple[str, list[int]]]) -> dict[str, Any]:
+    tensors = {
+        name: {
+            "dtype": dtype,
+            "tensor_shape": {"dim": [{"size": str(d)} for d in dims], "unknown_rank": False},
+        }
+        for name, (dtype, dims) in inputs.items()
+    }
+    return {
+        "metadata": {"signature_def": {"signature_def": {"serving_default": {"inputs": tensors}}}}
+    }
+
+
+IMAGE = _metadata({"input_image": ("DT_FLOAT", [-1, 8, 8, 3])})
+PIXELS = [[[0.5, 0.5, 0.5]] * 8] * 8
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"instances": [PIXELS]}, None),
+        ({"instances": [{"input_image": PIXELS}]}, None),
+        ({"inputs": {"input_image": [PIXELS]}}, None),
+        ({"inputs": [PIXELS, PIXELS]}, None),
+        ({"instances": [{"image": PIXELS}]}, "JSON object: does not have named input: input_image"),
+        ({"inputs": {"image": [PIXELS]}}, "Missing named input: input_image in 'inputs' object."),
+        ({"instances": [[[["a", "b", "c"]] * 8] * 8]}, "not of expected type: DT_FLOAT"),
+        ({"instances": [[[[1.0, 2.0]] * 8] * 8]}, "shape [1, 8, 8, 2] (batch of 1)"),
+        ({"instances": [PIXELS, PIXELS[:4]]}, "instances have different shapes"),
+        ({"instances": []}, "No values in 'instances' array"),
+        ({"instances": [PIXELS], "inputs": [PIXELS]}, "expecting only one of 'inputs' or"),
+        ({"instances": [PIXELS], "signature_name": "other"}, "has no signature 'other'"),
+    ],
+)
+def test_a_request_is_checked_against_the_signature_as_json_tensor_cc_does(
+    body: Any, problem: str | None
+) -> None:
+    """util/json_tensor.cc FillPredictRequestFromJson: named inputs, dtypes, equal shapes."""
+    from reconciler.verify import request_problems
+
+    found = request_problems(body, IMAGE)
+    if problem is None:
+        assert found == []
+    else:
+        assert any(problem in text for text in found), found
+
+
+def test_two_inputs_need_every_instance_to_name_both() -> None:
+    from reconciler.verify import request_problems
+
+    metadata = _metadata({"a": ("DT_INT64", [-1]), "b": ("DT_STRING", [-1])})
+    assert request_problems({"instances": [{"a": 1, "b": "x"}]}, metadata) == []
+    assert request_problems({"instances": [1]}, metadata)
+    assert (
+        "does not have named input: b" in request_problems({"instances": [{"a": 1}]}, metadata)[0]
+    )
+    assert "DT_INT64" in request_problems({"instances": [{"a": 1.5, "b": "x"}]}, metadata)[0]
+
+
+def test_verification_checks_the_loaded_version_s_signature_before_predicting(
+    tfs: FakeTfs, tmp_path: Path
+) -> None:
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps({"instances": [{"image": PIXELS}]}))
+    tfs.answers[("GET", "/v1/models/animals/versions/4/metadata")] = (200, IMAGE)
+    with pytest.raises(VerifyFailed, match="does not fit its signature: JSON object: does not"):
+        verify_version(TfsRest(tfs.url), "animals", 4, str(request))
+    assert not [seen for seen in tfs.seen if seen[0] == "POST"]  # never sent
+
+
+def test_signature_problems_name_the_verify_field_s_file_and_line(
+    tfs: FakeTfs, tmp_path: Path
+) -> None:
+    from reconciler.desired import load_desired
+    from reconciler.verify import signature_problems
+
+    (tmp_path / "req.json").write_text(json.dumps({"instances": [{"image": PIXELS}]}))
+    (tmp_path / "animals.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1, 2, 3]\n"
+        "    labels: {stable: 2}\n    verify:\n      request: req.json\n"
+    )
+    tfs.answers[("GET", "/v1/models/animals/versions/2/metadata")] = (200, IMAGE)
+    problems, notes = signature_problems(load_desired(tmp_path), TfsRest(tfs.url))
+    assert notes == []
+    (problem,) = problems
+    assert str(problem).startswith(f"{tmp_path / 'animals.yaml'}:7:")
+    assert "does not fit the signature of animals version 2: JSON object" in str(problem)
+
+
+def test_signature_problems_say_so_when_tfs_does_not_answer(tmp_path: Path) -> None:
+    from reconciler.desired import load_desired
+    from reconciler.verify import signature_problems
+
+    (tmp_path / "req.json").write_text(json.dumps({"instances": [PIXELS]}))
+    (tmp_path / "animals.yaml").write_text(
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1]\n"
+        "    labels: {stable: 1}\n    verify:\n      request: req.json\n"
+    )
+    problems, notes = signature_problems(
+        load_desired(tmp_path), TfsRest(f"http://127.0.0.1:{free_port()}")
+    )
+    assert problems == [] and "not checked against signatures" in notes[0]

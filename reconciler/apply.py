@@ -567,7 +567,7 @@ class Converger:
             )
         phases: tuple[ServingConfig, ...] = (target,)
         if self.reloader.phased:
-            basis = live_basis(attempted, self._live(names, labels))
+            basis = live_basis(attempted, self._live(names, labels), target)
             phases = phases_between(basis, target, disk)
             if not phases or phases[-1] != target:
                 phases = (*phases, target)

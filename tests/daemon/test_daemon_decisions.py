@@ -111,8 +111,9 @@ def test_a_hand_edit_to_an_empty_list_is_repaired_from_what_tfs_serves_labels_an
         assert phase.models[0].label_map == LAB_LABELS, "a phase pushed without the labels"
     # Put back as the last apply left it: base_path '/models/animals/' with its slash.
     assert parse_config(config.read_text()) == served
-    (record,) = read_history(daemon.options.settings.state_path)
-    assert record.outcome == "applied"
+    started, record = read_history(daemon.options.settings.state_path)  # one apply, written ahead
+    assert (started.outcome, record.outcome) == ("started", "applied")
+    assert started.id == record.id
 
 
 PROMOTED = """\

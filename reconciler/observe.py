@@ -170,12 +170,12 @@ def scan_model(name: str, folder: Path) -> ModelDir:
 
 
 def _version_number(name: str) -> int | None:
-    """The version a name stands for, as TFS parses it (ParseVersionNumber: tensorflow's
-    strings::safe_strto64): surrounding whitespace and a `-` allowed, decimal digits only,
-    no `+`; `0004` is 4. TFS ignores what does not parse."""
+    """The version a name stands for, as TFS parses it (file_system_storage_path_source.cc
+    ParseVersionNumber: absl::SimpleAtoi into an int64): surrounding ASCII whitespace and a
+    sign allowed, decimal digits only; `0004` and `+4` are 4. TFS ignores what does not parse."""
     body = name.strip(" \t\n\v\f\r")
     sign = -1 if body[:1] == "-" else 1
-    if body[:1] == "-":
+    if body[:1] in ("-", "+"):
         body = body[1:]
     if not body or not all("0" <= c <= "9" for c in body):
         return None

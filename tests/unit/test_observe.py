@@ -41,12 +41,12 @@ def test_versions_are_the_integer_named_entries_as_tfs_parses_them(tmp_path: Pat
     assert folder.duplicates == {}
 
 
-def test_version_names_parse_as_tensorflow_s_safe_strto64_does(tmp_path: Path) -> None:
-    """file_system_storage_path_source.cc ParseVersionNumber calls strings::safe_strto64
-    (tensorflow/core/lib/strings/numbers.cc): spaces around and a '-' allowed, no '+'."""
-    for name in ("+6", " 7", "8\t", "1e3", "0x9", "-", "-2"):
+def test_version_names_parse_as_absl_simple_atoi_does(tmp_path: Path) -> None:
+    """file_system_storage_path_source.cc ParseVersionNumber calls absl::SimpleAtoi: ASCII
+    spaces around and a sign allowed, decimal digits only (the simulator's disk.simple_atoi)."""
+    for name in ("+6", " 7", "8\t", "1e3", "0x9", "-", "+", "-2", "+-3"):
         _version(tmp_path, name)
-    assert scan_model("m", tmp_path).numbers == (-2, 7, 8)
+    assert scan_model("m", tmp_path).numbers == (-2, 6, 7, 8)
 
 
 def test_two_folders_naming_one_version_are_found(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import structlog
 
+from reconciler.no_follow import private_dir, read_plain
+
 log = structlog.get_logger("reconciler.config_file")
 
 LAST_KNOWN_GOOD = "last-known-good.config"
@@ -29,19 +31,25 @@ def read_text(path: Path) -> str | None:
         return None
 
 
-def write_atomic(path: Path, text: str) -> bool:
+def write_atomic(path: Path, text: str, *, follow: bool = True) -> bool:
     """Replace `path` with `text` (temp file in the same folder, fsync, rename; mode kept).
 
-    Returns False and touches nothing when the file already holds exactly `text`. A symbolic
-    link stays one: the file it points at is replaced.
+    Returns False and touches nothing when the file already holds exactly `text`. With
+    `follow` (models.config, which a user may link on purpose) a symbolic link stays one: the
+    file it points at is replaced; without it, a link in `path`'s place is refused.
     """
-    path = Path(os.path.realpath(path))
+    path = Path(os.path.realpath(path)) if follow else path
     data = text.encode("utf-8")
     try:
         try:
-            if path.read_bytes() == data:
-                return False
-            mode: int | None = stat.S_IMODE(path.stat().st_mode)
+            if follow:
+                if path.read_bytes() == data:
+                    return False
+                mode: int | None = stat.S_IMODE(path.stat().st_mode)
+            else:
+                if read_plain(path) == data:
+                    return False
+                mode = stat.S_IMODE(os.lstat(path).st_mode)
         except FileNotFoundError:
             mode = None
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,11 +58,12 @@ def write_atomic(path: Path, text: str) -> bool:
         raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from error
     try:
         with os.fdopen(fd, "wb") as handle:
+            # by descriptor: the temp file's name could be swapped for a link before a chmod
+            os.fchmod(handle.fileno(), mode if mode is not None else 0o644)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, mode if mode is not None else 0o644)
-        os.replace(temp, path)
+        os.replace(temp, path)  # renames over a link in `path`'s place, never through it
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
@@ -106,8 +115,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def save_last_known_good(state_dir: Path, text: str) -> None:
-    write_atomic(state_dir / LAST_KNOWN_GOOD, text)
+    write_atomic(private_dir(state_dir) / LAST_KNOWN_GOOD, text, follow=False)
 
 
 def last_known_good(state_dir: Path) -> str | None:
-    return read_text(state_dir / LAST_KNOWN_GOOD)
+    try:
+        return read_plain(state_dir / LAST_KNOWN_GOOD).decode("utf-8")
+    except FileNotFoundError:
+        return None

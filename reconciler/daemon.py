@@ -37,6 +37,7 @@ from reconciler.http_endpoint import HttpEndpoint, parse_address
 from reconciler.lock import acquire
 from reconciler.metrics import Metrics
 from reconciler.metrics import Outcome as MetricOutcome
+from reconciler.no_follow import private_dir
 from reconciler.observe import LiveStatus, Observed
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
@@ -647,7 +648,7 @@ class Daemon:
                 )
             target = folder / f"{hashlib.sha256(body).hexdigest()[:32]}.json"
             if not target.exists():
-                folder.mkdir(parents=True, exist_ok=True)
+                private_dir(private_dir(self.options.settings.state_path) / folder.name)
                 partial = target.with_suffix(".tmp")
                 partial.write_bytes(body)
                 os.replace(partial, target)

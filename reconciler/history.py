@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
+from reconciler.no_follow import check_plain, open_no_follow, private_dir, read_plain
 
 HISTORY_FILE = "history.jsonl"
 # The write-ahead record, appended before the first write of models.config; the apply's
@@ -97,7 +100,7 @@ def read_history(state_dir: Path) -> list[Record]:
     and logged by its line number, never quoted, and never fatal."""
     path = state_dir / HISTORY_FILE
     try:
-        lines = path.read_bytes().splitlines()
+        lines = read_plain(path).splitlines()
     except FileNotFoundError:
         return []
     records = []
@@ -176,10 +179,10 @@ def append_record(
     write of one line, fsynced. Past `max_bytes`
     the oldest records are dropped, keeping about half: a record holds two whole configs,
     and a daemon adds one per change, heal and retry."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / HISTORY_FILE
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    path = private_dir(state_dir) / HISTORY_FILE
+    fd = open_no_follow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
     try:
+        check_plain(fd, path)
         number = same_id if same_id is not None else _last_id(fd) + 1
         numbered = Record(**{**asdict(record), "id": number})
         line = json.dumps(asdict(numbered), sort_keys=True) + "\n"
@@ -198,13 +201,17 @@ def _keep_newest(path: Path, budget: int) -> None:
     and always the last one."""
     kept: list[bytes] = []
     total = 0
-    for line in reversed(path.read_bytes().splitlines(keepends=True)):
+    for line in reversed(read_plain(path).splitlines(keepends=True)):
         if kept and total + len(line) > budget:
             break
         kept.append(line)
         total += len(line)
     partial = path.with_name(f".{path.name}.tmp")
-    partial.write_bytes(b"".join(reversed(kept)))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial)  # left by a crash; O_EXCL below creates a file of its own
+    fd = open_no_follow(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(b"".join(reversed(kept)))
     os.replace(partial, path)
 
 

@@ -21,6 +21,7 @@ repository root, ready to be validated and shown in error messages.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,31 @@ _REPOSITORY_VARIABLES = {
     "GIT_NAMESPACE",
     "GIT_PREFIX",
 }
+
+
+# Keys of a repository's own config (scope local or worktree) that name a program git would
+# run, or that decide whether it runs one. The clone may belong to a deploy user, and the
+# reconciler typically runs as root: on every call each of these is reset (to the system and
+# global values only), so nothing the clone's config names ever runs.
+_RUNS_A_PROGRAM = re.compile(
+    r"core\.(fsmonitor|hookspath|sshcommand|gitproxy|askpass|pager|editor|alternaterefscommand)"
+    r"|credential\.(.*\.)?helper|filter\..*\.(clean|smudge|process|required)"
+    r"|diff\.external|diff\..*\.(textconv|command)|merge\..*\.driver|gpg\.(.*\.)?program"
+    r"|sequence\.editor|pager\..*|remote\..*\.(uploadpack|receivepack|vcs)",
+    re.DOTALL,
+)
+_UNTRUSTED_SCOPES = {"local", "worktree"}
+# Set on every call after the repository's config, so they win: no fsmonitor, no hooks, no
+# command transport, no submodule or maintenance work behind a fetch.
+_ALWAYS = (
+    ("core.fsmonitor", "false"),
+    ("core.hooksPath", os.devnull),
+    ("protocol.ext.allow", "never"),
+    ("fetch.recurseSubmodules", "false"),
+    ("submodule.recurse", "false"),
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
+)
 
 
 class GitError(RuntimeError):
@@ -207,7 +233,7 @@ class GitSource:
         if self.work_tree is not None:
             base = [*base, "--work-tree", str(self.work_tree)]
         cwd = self.work_tree if self.work_tree is not None else self.git_dir
-        return _run([*base, *args], cwd=cwd, stdin=stdin, check=check)
+        return _run(list(args), cwd=cwd, stdin=stdin, check=check, trust=cwd, base=base)
 
 
 def open_local(
@@ -222,6 +248,7 @@ def open_local(
     if not desired_path.exists():
         raise GitError(f"{desired_path} does not exist")
     start = desired_path if desired_path.is_dir() else desired_path.parent
+    found = _work_tree_of(start)
     out = _run(
         [
             "rev-parse",
@@ -230,8 +257,9 @@ def open_local(
             "--git-dir",
             "--git-common-dir",
         ],
-        cwd=start,
+        cwd=found,
         check=False,
+        trust=found,
     )
     if out.returncode != 0:
         raise GitError(
@@ -239,7 +267,7 @@ def open_local(
         )
     top, git_dir, common_dir = (Path(line) for line in out.stdout.decode().splitlines())
     if branch is None:
-        head = _run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=top, check=False)
+        head = _run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=top, check=False, trust=top)
         if head.returncode != 0:
             raise GitError(f"HEAD of {top} is detached, so there is no branch to follow; name one")
         branch = head.stdout.decode().strip()
@@ -286,11 +314,29 @@ def open_remote(
 
 
 def _remote_default_branch(remote_url: str, cwd: Path) -> str:
-    out = _run(["ls-remote", "--symref", "--", remote_url, "HEAD"], cwd=cwd)
+    out = _run(["ls-remote", "--symref", "--", remote_url, "HEAD"], cwd=cwd, trust=cwd)
     for line in out.stdout.decode().splitlines():
         if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
             return line.removeprefix("ref: refs/heads/").removesuffix("\tHEAD")
     raise GitError(f"{remote_url} names no default branch; name the branch to follow")
+
+
+def _work_tree_of(start: Path) -> Path:
+    """The work tree holding `start`, found as git would (the nearest folder with a `.git`),
+    and trusted only when that `.git` belongs to the folder's owner or to this user: a
+    repository someone else planted in a shared folder above the desired state is refused."""
+    for folder in (start, *start.parents):
+        marker = folder / ".git"
+        if not os.path.lexists(marker):
+            continue
+        owner, holder = os.lstat(marker).st_uid, os.stat(folder).st_uid
+        if owner not in (holder, os.geteuid()):
+            raise GitError(
+                f"{marker} belongs to uid {owner}, but {folder} to uid {holder}: refusing a "
+                "repository another user may have planted above the desired state"
+            )
+        return folder
+    raise GitError(f"{start} is not inside a git work tree: no .git in it or above it")
 
 
 def _check_branch_name(branch: str, cwd: Path) -> None:
@@ -303,20 +349,73 @@ GIT_TIMEOUT = 120.0
 
 
 def _run(
-    args: list[str], cwd: Path, stdin: bytes | None = None, check: bool = True
+    args: list[str],
+    cwd: Path,
+    stdin: bytes | None = None,
+    check: bool = True,
+    trust: Path | None = None,
+    base: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[bytes]:
+    """Run git. `trust` is the one repository the call may read although another user owns
+    it (git's "dubious ownership" check would refuse a deploy user's clone); what its config
+    names to run is reset first (see _RUNS_A_PROGRAM)."""
+    config: list[tuple[str, str]] = list(_ALWAYS)
+    if trust is not None:
+        trusted = [("safe.directory", os.path.realpath(trust))]
+        config = [*trusted, *_neutralized(base, cwd, [*trusted, *_ALWAYS]), *_ALWAYS]
+    return _git_process([*base, *args], cwd, stdin, check, config)
+
+
+def _neutralized(
+    base: Sequence[str], cwd: Path, config: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Settings that undo each key of `_RUNS_A_PROGRAM` the repository's own config sets:
+    the key emptied (which also resets a list, like credential.helper), then given back its
+    system and global values, if any."""
+    listing = _git_process(
+        [*base, "config", "--list", "--show-scope", "--includes", "-z"], cwd, None, True, config
+    ).stdout.split(b"\0")
+    untrusted: dict[str, None] = {}
+    trusted: dict[str, list[str]] = {}
+    for scope, entry in zip(listing[0::2], listing[1::2], strict=False):
+        key, _, value = entry.decode("utf-8", "surrogateescape").partition("\n")
+        if not _RUNS_A_PROGRAM.fullmatch(key):
+            continue
+        if scope.decode() in _UNTRUSTED_SCOPES:
+            untrusted[key] = None
+        elif scope.decode() in ("system", "global"):
+            trusted.setdefault(key, []).append(value)
+    return [
+        pair for key in untrusted for pair in [(key, ""), *((key, v) for v in trusted.get(key, []))]
+    ]
+
+
+def _git_process(
+    args: list[str],
+    cwd: Path,
+    stdin: bytes | None,
+    check: bool,
+    config: list[tuple[str, str]],
+) -> subprocess.CompletedProcess[bytes]:
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _REPOSITORY_VARIABLES
+        and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+    }
     env = {
-        **{k: v for k, v in os.environ.items() if k not in _REPOSITORY_VARIABLES},
+        **inherited,
         "LC_ALL": "C",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_OPTIONAL_LOCKS": "0",
+        # GIT_CONFIG_KEY_<n>, not -c: a key's subsection may hold '=' (filter."a=b".clean)
+        "GIT_CONFIG_COUNT": str(len(config)),
+        **{f"GIT_CONFIG_KEY_{i}": key for i, (key, _) in enumerate(config)},
+        **{f"GIT_CONFIG_VALUE_{i}": value for i, (_, value) in enumerate(config)},
     }
     try:
         out = subprocess.run(
-            # The repository is the one the service is configured to follow, typically owned
-            # by a deploy user, not the service's: git's "dubious ownership" check would
-            # refuse it (and the daemon would not start).
-            ["git", "-c", "safe.directory=*", *args],
+            ["git", *args],
             cwd=cwd,
             input=stdin,
             capture_output=True,

@@ -324,3 +324,78 @@ def test_a_repository_owned_by_another_user_is_read(repo: Path) -> None:
         os.lchown(path, 65534, 65534)
     source = open_local(repo / "desired_state")
     assert source.snapshot().files[0][0] == "desired_state/animals.yaml"
+
+
+# --- a hostile clone -----------------------------------------------------------
+
+
+def _hostile(repo: Path, markers: Path) -> None:
+    """Every program a clone's own .git/config can name for git to run, each leaving a
+    marker file when it runs."""
+    markers.mkdir()
+    hooks = markers.parent / "hooks"
+    hooks.mkdir()
+    for hook in ("reference-transaction", "post-checkout", "post-merge", "pre-auto-gc"):
+        (hooks / hook).write_text(f"#!/bin/sh\ntouch {markers}/hook-{hook}\n")
+        (hooks / hook).chmod(0o755)
+    (repo / ".gitattributes").write_text("* filter=evil diff=evil\n")
+    commit(repo, {}, "attributes")
+    settings = {
+        "core.fsmonitor": f"touch {markers}/fsmonitor; false",
+        "core.hooksPath": str(hooks),
+        "core.sshCommand": f"touch {markers}/ssh; false",
+        "core.pager": f"touch {markers}/pager; cat",
+        "core.askPass": f"{markers}/askpass",
+        "filter.evil.clean": f"touch {markers}/clean; cat",
+        "filter.evil.smudge": f"touch {markers}/smudge; cat",
+        "filter.evil.required": "true",
+        "diff.evil.textconv": f"touch {markers}/textconv; cat",
+        "credential.helper": f"!touch {markers}/credential",
+        "protocol.ext.allow": "always",
+        "protocol.allow": "always",
+        f"url.ext::sh -c touch% {markers}/ext.insteadOf": "hostile:",
+        "fetch.recurseSubmodules": "yes",
+        "gc.auto": "1",
+    }
+    for key, value in settings.items():
+        git(repo, "config", key, value)
+    # racily clean: git must re-read (and so filter) the file to tell whether it changed
+    os.utime(repo / "desired_state" / "animals.yaml", (0, 0))
+    (repo / ".git" / "index").touch()
+
+
+@pytest.mark.parametrize("owner", ["self", "another user"])
+def test_nothing_a_clones_config_names_is_run(
+    repo: Path, remote: Path, tmp_path: Path, owner: str
+) -> None:
+    """A clone's .git/config (a deploy user's) must not make the reconciler (root) run
+    anything: fsmonitor, hooks, filters, ssh, pager, credential helpers, ext:: transports."""
+    markers = tmp_path / "markers"
+    _hostile(repo, markers)
+    if owner == "another user":
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give the clone to another user")
+        for path in [repo, *repo.rglob("*")]:
+            os.lchown(path, 65534, 65534)
+    source = open_local(repo / "desired_state")
+    assert source.snapshot().files[0][0] == "desired_state/animals.yaml"
+    source.is_dirty()
+    source.head_commit()
+    assert open_local(repo / "desired_state", remote_url=str(remote)).fetch()
+    for url in ("hostile:x", "ssh://127.0.0.1:1/x.git"):
+        with pytest.raises(GitError):
+            open_local(repo / "desired_state", remote_url=url).fetch()
+    assert sorted(p.name for p in markers.iterdir()) == []
+
+
+def test_a_repository_planted_above_the_desired_state_by_another_user_is_refused(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a repository to another user")
+    shared = tmp_path / "shared"
+    git(tmp_path, "init", "--quiet", str(shared))
+    os.chown(shared / ".git", 65534, 65534)
+    (shared / "desired").mkdir()
+    with pytest.raises(GitError, match="another user may have planted"):
+        open_local(shared / "desired")

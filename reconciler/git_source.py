@@ -36,6 +36,9 @@ __all__ = [
     "open_remote",
 ]
 
+MAX_FILE_BYTES = 1024 * 1024
+"""Larger files are read only far enough to tell (desired.MAX_FILE_BYTES is the same limit)."""
+
 REMOTE_NAME = "tfs-reconciler"
 """Remote-tracking refs fetched by the daemon live under refs/remotes/<REMOTE_NAME>/."""
 
@@ -141,30 +144,40 @@ class GitSource:
         out = self._git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
         return out.stdout.decode().strip() or None
 
-    def snapshot(self, commit: str | None = None) -> Snapshot:
+    def snapshot(self, commit: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> Snapshot:
         """The committed desired-state files at ``commit`` (default: ``resolve()``).
 
         Only regular files are read; symbolic links and submodules under the
-        path are skipped. Raises GitError when the path is not in that commit.
+        path are skipped. Of a file larger than ``max_bytes`` (its size read
+        from the object header) only the first ``max_bytes + 1`` bytes are
+        read: enough to tell it is too large, without holding it in memory.
+        Raises GitError when the path is not in that commit.
         """
         commit = self.resolve() if commit is None else commit
         pathspec = [self.path] if self.path else []
-        listing = self._git("ls-tree", "-r", "-z", "--full-tree", commit, "--", *pathspec)
+        # -l: each blob's size, from its object header, before any content is read
+        listing = self._git("ls-tree", "-r", "-l", "-z", "--full-tree", commit, "--", *pathspec)
         entries: list[tuple[str, str]] = []
+        heads: dict[str, bytes] = {}
         for record in listing.stdout.split(b"\0"):
             if not record:
                 continue
-            meta, _, name = record.partition(b"\t")
-            mode, kind, oid = meta.decode().split(" ")
+            meta, _, raw_name = record.partition(b"\t")
+            mode, kind, oid, size = meta.decode().split()
             if kind == "blob" and mode in _REGULAR_FILE_MODES:
-                entries.append((name.decode("utf-8", errors="surrogateescape"), oid))
-        if not entries:
+                name = raw_name.decode("utf-8", errors="surrogateescape")
+                if size.isdigit() and int(size) > max_bytes:  # "BAD": left to cat-file
+                    heads[name] = self._read_head(oid, max_bytes + 1)
+                else:
+                    entries.append((name, oid))
+        if not entries and not heads:
             raise GitError(
                 f"{self.path or 'the repository'} holds no files in commit {commit[:12]} "
                 f"({self.ref}); is the desired-state path committed?"
             )
         contents = self._read_blobs([oid for _, oid in entries])
-        files = tuple(sorted(zip((name for name, _ in entries), contents, strict=True)))
+        read = zip((name for name, _ in entries), contents, strict=True)
+        files = tuple(sorted([*read, *heads.items()]))
         return Snapshot(commit=commit, ref=self.ref, path=self.path, files=files)
 
     def is_dirty(self, paths: Sequence[str] | None = None) -> bool:
@@ -208,6 +221,27 @@ class GitSource:
         )
 
     # --- plumbing --------------------------------------------------------------
+
+    def _read_head(self, oid: str, count: int) -> bytes:
+        """The first ``count`` bytes of blob ``oid``, streamed: git stops when the pipe closes."""
+        base = ["--git-dir", str(self.git_dir)]
+        cwd = self.work_tree if self.work_tree is not None else self.git_dir
+        config = _config(cwd, cwd, base)
+        try:
+            with subprocess.Popen(
+                ["git", *base, "cat-file", "blob", oid],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=_environment(config),
+            ) as process:
+                assert process.stdout is not None
+                head = process.stdout.read(count)
+                process.kill()
+        except FileNotFoundError as error:
+            raise GitError("the git command is not installed") from error
+        return head
 
     def _read_blobs(self, oids: list[str]) -> list[bytes]:
         out = self._git("cat-file", "--batch", stdin=b"".join(f"{o}\n".encode() for o in oids))
@@ -359,11 +393,14 @@ def _run(
     """Run git. `trust` is the one repository the call may read although another user owns
     it (git's "dubious ownership" check would refuse a deploy user's clone); what its config
     names to run is reset first (see _RUNS_A_PROGRAM)."""
-    config: list[tuple[str, str]] = list(_ALWAYS)
-    if trust is not None:
-        trusted = [("safe.directory", os.path.realpath(trust))]
-        config = [*trusted, *_neutralized(base, cwd, [*trusted, *_ALWAYS]), *_ALWAYS]
-    return _git_process([*base, *args], cwd, stdin, check, config)
+    return _git_process([*base, *args], cwd, stdin, check, _config(cwd, trust, base))
+
+
+def _config(cwd: Path, trust: Path | None, base: Sequence[str]) -> list[tuple[str, str]]:
+    if trust is None:
+        return list(_ALWAYS)
+    trusted = [("safe.directory", os.path.realpath(trust))]
+    return [*trusted, *_neutralized(base, cwd, [*trusted, *_ALWAYS]), *_ALWAYS]
 
 
 def _neutralized(
@@ -397,29 +434,13 @@ def _git_process(
     check: bool,
     config: list[tuple[str, str]],
 ) -> subprocess.CompletedProcess[bytes]:
-    inherited = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _REPOSITORY_VARIABLES
-        and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
-    }
-    env = {
-        **inherited,
-        "LC_ALL": "C",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_OPTIONAL_LOCKS": "0",
-        # GIT_CONFIG_KEY_<n>, not -c: a key's subsection may hold '=' (filter."a=b".clean)
-        "GIT_CONFIG_COUNT": str(len(config)),
-        **{f"GIT_CONFIG_KEY_{i}": key for i, (key, _) in enumerate(config)},
-        **{f"GIT_CONFIG_VALUE_{i}": value for i, (_, value) in enumerate(config)},
-    }
     try:
         out = subprocess.run(
             ["git", *args],
             cwd=cwd,
             input=stdin,
             capture_output=True,
-            env=env,
+            env=_environment(config),
             check=False,
             timeout=GIT_TIMEOUT,
         )
@@ -432,3 +453,23 @@ def _git_process(
             f"git {' '.join(args)} failed ({out.returncode}): {out.stderr.decode().strip()}"
         )
     return out
+
+
+def _environment(config: list[tuple[str, str]]) -> dict[str, str]:
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _REPOSITORY_VARIABLES
+        and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+    }
+    env: dict[str, str] = {
+        **inherited,
+        "LC_ALL": "C",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_OPTIONAL_LOCKS": "0",
+        # GIT_CONFIG_KEY_<n>, not -c: a key's subsection may hold '=' (filter."a=b".clean)
+        "GIT_CONFIG_COUNT": str(len(config)),
+        **{f"GIT_CONFIG_KEY_{i}": key for i, (key, _) in enumerate(config)},
+        **{f"GIT_CONFIG_VALUE_{i}": value for i, (_, value) in enumerate(config)},
+    }
+    return env

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from reconciler.desired import MAX_FILE_BYTES as DESIRED_MAX
 from reconciler.git_source import REMOTE_NAME, GitError, open_local, open_remote
 
 GIT_ENV = {
@@ -399,3 +401,25 @@ def test_a_repository_planted_above_the_desired_state_by_another_user_is_refused
     (shared / "desired").mkdir()
     with pytest.raises(GitError, match="another user may have planted"):
         open_local(shared / "desired")
+
+
+def test_a_file_over_the_limit_is_read_only_far_enough_to_tell(repo: Path) -> None:
+    commit(repo, {"desired_state/big.yaml": b"a: 1\n" + b"#" * 5000})
+    files = dict(open_local(repo / "desired_state").snapshot(max_bytes=100).files)
+    assert files["desired_state/big.yaml"] == (b"a: 1\n" + b"#" * 5000)[:101]
+    assert files["desired_state/plants.yaml"] == b"model: plants\n"
+
+
+def test_a_huge_committed_blob_is_never_held_in_memory(repo: Path) -> None:
+    """A 300 MiB blob under desired_state/ made the daemon peak at 650 MiB: sizes come from
+    the object header, and only the limit + 1 bytes of a larger blob are read."""
+    commit(repo, {"desired_state/huge.yaml": b"#" * (24 * 1024 * 1024)})
+    source = open_local(repo / "desired_state")
+    tracemalloc.start()
+    try:
+        files = dict(source.snapshot().files)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(files["desired_state/huge.yaml"]) == DESIRED_MAX + 1
+    assert peak < 8 * 1024 * 1024

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import posixpath
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -18,11 +21,12 @@ from jsonschema import Draft202012Validator
 from reconciler import yaml_nodes
 from reconciler.by_name import index_by_name
 from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, served_versions
-from reconciler.problems import InputError, Location, Problem
+from reconciler.problems import InputError, Location, Problem, excerpt
 from reconciler.yaml_nodes import Marks, dotted
 
 API_VERSION = "tfs-reconciler/v1"
 MAX_FILE_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # a verify request: a REST predict body
 DEFAULT_PLATFORM = "tensorflow"
 
 
@@ -212,7 +216,7 @@ def _parse_one(
             Problem(
                 marks.of_value(()),
                 "",
-                f"expected a mapping with apiVersion and models, got {_describe(data)}",
+                f"expected a mapping with apiVersion and models, got {_kind(data)}",
             )
         )
         return None
@@ -292,8 +296,8 @@ def _model(
             Problem(
                 marks.of_value((*here, "base_path")),
                 dotted((*here, "base_path")),
-                f"'{spec.get('base_path')}' is outside the serving root {serving_root}"
-                " (TFS sees only what is under it; '..' is not allowed)",
+                f"'{excerpt(str(spec.get('base_path')))}' is outside the serving root"
+                f" {serving_root} (TFS sees only what is under it; '..' is not allowed)",
             )
         )
     verify_request = None
@@ -354,11 +358,25 @@ _TYPE_NOUNS = {
 }
 
 
+def _kind(value: Any) -> str:
+    """What a value is, without quoting it: a whole document that is not a mapping may be
+    a secrets file."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, list):
+        return "a list"
+    return "a number" if isinstance(value, int | float) else type(value).__name__
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
     if isinstance(value, str):
-        return f"'{value}' (a string)"
+        return f"'{excerpt(value)}' (a string)"
     if isinstance(value, float):
         return f"{value} (a float)"
     if value is None:
@@ -389,7 +407,7 @@ def _explain(error: jsonschema.ValidationError, marks: Marks) -> Iterable[Proble
             yield Problem(
                 marks.of_key((*path, key)),
                 dotted((*path, key)),
-                f"unknown key '{key}' (allowed: {', '.join(allowed)})",
+                f"unknown key '{excerpt(key)}' (allowed: {', '.join(allowed)})",
             )
         return
     if kind == "required":
@@ -401,7 +419,8 @@ def _explain(error: jsonschema.ValidationError, marks: Marks) -> Iterable[Proble
         yield Problem(
             marks.of_key((*path, str(error.instance))),
             dotted((*path, str(error.instance))),
-            f"'{error.instance}' is not a valid {noun} name. {rule.get('description', '')}",
+            f"'{excerpt(str(error.instance))}' is not a valid {noun} name."
+            f" {rule.get('description', '')}",
         )
         return
     if kind == "oneOf" and path and path[-1] == "versions":
@@ -452,7 +471,13 @@ def _explain(error: jsonschema.ValidationError, marks: Marks) -> Iterable[Proble
     if kind == "minItems":
         yield Problem(where, field, "must list at least one version")
         return
-    yield Problem(where, field, error.message)
+    if kind == "pattern":
+        yield Problem(where, field, f"{_describe(error.instance)} does not match {rule[kind]}")
+        return
+    if kind == "minLength":
+        yield Problem(where, field, "must not be empty")
+        return
+    yield Problem(where, field, excerpt(error.message, 120))
 
 
 def read_documents(path: Path) -> list[tuple[str, bytes]]:
@@ -467,21 +492,49 @@ def read_documents(path: Path) -> list[tuple[str, bytes]]:
         )
         if not files:
             raise InputError([Problem(Location(str(path)), "", "no *.yaml or *.yml files here")])
-    elif path.is_file():
+    elif path.exists():  # a FIFO or a device too: refused below, by name
         files = [path]
     else:
         raise InputError([Problem(Location(str(path)), "", "no such file or folder")])
     documents = []
     unreadable = []
+    root = os.path.realpath(path) if path.is_dir() else None
     for file in files:
+        if root is not None and not _lies_in(os.path.realpath(file), root):
+            why = f"a link to a file outside {path}: not read (desired-state files must lie in it)"
+            unreadable.append(Problem(Location(str(file)), "", why))
+            continue
         try:
-            with file.open("rb") as handle:
-                documents.append((str(file), handle.read(MAX_FILE_BYTES + 1)))
+            documents.append((str(file), read_bounded(file, MAX_FILE_BYTES + 1)))
         except OSError as error:  # permissions, a folder named *.yaml, a vanished file
             unreadable.append(Problem(Location(str(file)), "", f"cannot read: {error.strerror}"))
     if unreadable:
         raise InputError(unreadable)
     return documents
+
+
+def _lies_in(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of the regular file at `path`. A FIFO or a device is refused
+    and the open never waits (O_NONBLOCK): a link to one must not hang validation."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, min(limit - size, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def check_verify_requests(state: DesiredState) -> None:
@@ -493,12 +546,16 @@ def check_verify_requests(state: DesiredState) -> None:
         where = model.locate("verify.request")
         field = f"models.{model.name}.verify.request"
         try:
-            body = json.loads(Path(model.verify_request).read_bytes())
+            raw = read_bounded(Path(model.verify_request), MAX_REQUEST_BYTES + 1)
+            if len(raw) > MAX_REQUEST_BYTES:
+                raise ValueError(f"larger than the limit of {MAX_REQUEST_BYTES} bytes")
+            body = json.loads(raw)
         except FileNotFoundError:
             problems.append(Problem(where, field, f"no such file: {model.verify_request}"))
             continue
         except (OSError, ValueError, RecursionError) as error:  # JSON nested too deeply
-            problems.append(Problem(where, field, f"cannot read {model.verify_request}: {error}"))
+            why = error.strerror if isinstance(error, OSError) else error
+            problems.append(Problem(where, field, f"cannot read {model.verify_request}: {why}"))
             continue
         if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
             problems.append(

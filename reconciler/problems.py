@@ -32,6 +32,18 @@ class Problem:
         return f"{self.location}:{field} {_one_line(self.message)}"
 
 
+EXCERPT_CHARS = 32
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` as a message quotes it: whole when short, else clearly cut. A value of an
+    invalid document may be a secret (a link to a credentials file), so no message quotes
+    more of it than this."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}[... {len(text) - limit} more characters cut]"
+
+
 def _one_line(text: str) -> str:
     """Line breaks from the input (a key or value quoted in a message) shown escaped, so
     every problem prints as exactly one line."""

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from reconciler.problems import Location, Problem
+from reconciler.problems import Location, Problem, excerpt
 
 Path = tuple[str | int, ...]
 
@@ -194,7 +194,8 @@ def _key_problem(node: yaml.ScalarNode) -> str | None:
         meaning = f"a number ({_int_notation(node.value)})"
     else:
         return None
-    return f"key {node.value} is read as {meaning} by YAML 1.1; quote it: '{node.value}'"
+    key = excerpt(node.value)
+    return f"key {key} is read as {meaning} by YAML 1.1; quote it: '{key}'"
 
 
 class _Builder:
@@ -225,7 +226,10 @@ class _Builder:
         try:
             value = self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as error:
-            self.problems.append(Problem(self._where(node), dotted(path), f"bad value: {error}"))
+            why = error.problem if isinstance(error, yaml.MarkedYAMLError) else str(error)
+            self.problems.append(
+                Problem(self._where(node), dotted(path), f"bad value: {excerpt(str(why), 120)}")
+            )
             return None
         except Exception:
             # SafeConstructor trusts explicit tags: `!!int one`, `!!int ''`, `!!bool maybe`
@@ -235,7 +239,8 @@ class _Builder:
                 Problem(
                     self._where(node),
                     dotted(path),
-                    f"bad value: {node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}",
+                    f"bad value: {excerpt(repr(node.value))} is not a valid"
+                    f" {excerpt(node.tag.rsplit(':', 1)[-1])}",
                 )
             )
             return None
@@ -246,8 +251,8 @@ class _Builder:
                 Problem(
                     self._where(node),
                     dotted(path),
-                    f"{node.value} is ambiguous: YAML 1.1 reads it as {meaning};"
-                    f" {self.advice(path, kind)}",
+                    f"{excerpt(node.value)} is ambiguous: YAML 1.1 reads it as"
+                    f" {excerpt(meaning, 80)}; {self.advice(path, kind)}",
                 )
             )
         return value
@@ -269,7 +274,7 @@ class _Builder:
                     Problem(
                         where,
                         dotted((*path, key)),
-                        f"duplicate key '{key}' (first at line {first.line})",
+                        f"duplicate key '{excerpt(key)}' (first at line {first.line})",
                     )
                 )
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -492,8 +493,8 @@ def test_serving_root_slash_accepts_any_absolute_base_path() -> None:
     ("text", "got"),
     [
         ("- 1\n- 2\n", "a list"),
-        ("hello\n", "'hello' (a string)"),
-        ("3\n", "3"),
+        ("hello\n", "a string of 5 characters"),
+        ("3\n", "a number"),
         ("null\n", "null"),
         ("---\n", "null"),
     ],
@@ -665,7 +666,7 @@ def test_unreadable_file_is_reported_not_raised(
     def denied(*_args: object, **_kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "open", denied)
+    monkeypatch.setattr("reconciler.desired.os.open", denied)
     with pytest.raises(InputError) as caught:
         read_documents(tmp_path)
     assert str(caught.value) == f"{tmp_path / 'a.yaml'}: cannot read: Permission denied"
@@ -678,6 +679,72 @@ def test_verify_request_nested_too_deeply_is_reported(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_desired(file)
     assert f"models.m.verify.request: cannot read {tmp_path}/body.json:" in str(caught.value)
+
+
+# --- hostile files: links to secrets, FIFOs, devices ------------------------------------------
+
+SECRET = "DB_PASSWORD=hunter2-correct-horse-battery-staple\n"
+
+
+def test_a_link_to_a_file_outside_the_desired_folder_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "secrets.env").write_text(SECRET)
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "animals.yaml").symlink_to(tmp_path / "secrets.env")
+    (desired / "inside.yaml").symlink_to(desired / "real.txt")
+    (desired / "real.txt").write_text(LAB_YAML.replace("animals", "plants"))
+    with pytest.raises(InputError) as caught:
+        read_documents(desired)
+    assert str(caught.value) == (
+        f"{desired / 'animals.yaml'}: a link to a file outside {desired}: not read"
+        " (desired-state files must lie in it)"
+    )
+    (desired / "animals.yaml").unlink()
+    assert [m.name for m in load_desired(desired).models] == ["plants"]
+
+
+def test_an_invalid_document_is_never_quoted_whole(tmp_path: Path) -> None:
+    (tmp_path / "secrets.yaml").write_text(SECRET)
+    with pytest.raises(InputError) as caught:
+        load_desired(tmp_path / "secrets.yaml")
+    assert "hunter2" not in str(caught.value)
+    assert str(caught.value).endswith("got a string of 48 characters")
+
+
+def test_a_long_value_is_quoted_only_as_a_clearly_cut_excerpt() -> None:
+    secret = "x" * 20 + "hunter2-correct-horse-battery-staple"
+    reported = problems(
+        f"apiVersion: {secret}\nmodels:\n  m: {{versions: [1], base_path: ../{secret}}}\n"
+        f"{secret}: 1\n"
+    )
+    assert len(reported) == 3
+    for message in reported:
+        assert "staple" not in message.split(": ", 2)[2]
+        assert "more characters cut]" in message
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_or_device_is_refused_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.yaml")
+    with pytest.raises(InputError) as caught:
+        read_documents(tmp_path / "fifo.yaml")
+    assert str(caught.value) == f"{tmp_path / 'fifo.yaml'}: cannot read: not a regular file"
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "kmsg.yaml").symlink_to("/proc/kmsg")
+    with pytest.raises(InputError) as caught:
+        read_documents(desired)
+    assert "a link to a file outside" in str(caught.value)
+
+
+@pytest.mark.timeout(20)
+def test_a_verify_request_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "body.json")
+    file = tmp_path / "m.yaml"
+    file.write_text(model_doc("versions: [1]\nverify: {request: body.json}\n"))
+    with pytest.raises(InputError) as caught:
+        load_desired(file)
+    assert str(caught.value).endswith(f"cannot read {tmp_path}/body.json: not a regular file")
 
 
 # --- no input ever crashes -----------------------------------------------------------------------

@@ -223,9 +223,11 @@ def _parse_one(
     reported = {p.field for p in found if p.field}  # no second message for a bad YAML value
     schema_problems = [p for p in _schema_problems(data, marks) if p.field not in reported]
     problems.extend(schema_problems)  # `found` is in already
-    flawed = schema_problems + found
     # Every problem at once: the rules a schema can't state still run on each model whose
-    # own part of the document is well-formed.
+    # own part of the document is well-formed. A problem with a key (unknown, misspelt as a
+    # boolean) spoils no value: the model's other problems are still found.
+    at_key = {dotted(path): where for path, where in marks.keys.items()}
+    flawed = [p for p in schema_problems + found if at_key.get(p.field) != p.location]
     spoiled = _prefixes(p.field for p in flawed)
     if not isinstance(data.get("models"), dict) or any(p.field == "models" for p in flawed):
         return None

@@ -821,3 +821,24 @@ def test_the_schema_with_references_inlined_finds_the_same_errors(document: obje
     assert found(inlined) == found(plain)
     without_defs = {k: v for k, v in _inline_refs(schema()).items() if k != "$defs"}
     assert "$ref" not in json.dumps(without_defs)
+
+
+def test_an_unknown_key_hides_no_other_problem_of_its_model() -> None:
+    reported = problems(
+        model_doc(
+            """\
+            versions: [1, 2]
+            labels: {stable: 9}
+            extra: 1
+            base_path: ../x
+            """
+        )
+        + "  n:\n    versions: [1]\n    labels: {stable: 9}\n"
+    )
+    assert [message.split(": ")[1] for message in reported] == [
+        "models.m.labels.stable",
+        "models.m.extra",
+        "models.m.base_path",
+        "models.n",
+        "models.n.labels.stable",
+    ]

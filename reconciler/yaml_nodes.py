@@ -62,7 +62,9 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, message: str, where: Location) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 def plain_advice(_path: Path, kind: Kind) -> str:
@@ -113,7 +115,7 @@ def load(text: str, file: str, advice: Advice = plain_advice) -> tuple[Any, Mark
     try:
         data = builder.build(nodes[0], ())
     except _TooLarge as error:
-        return None, marks, [Problem(Location(file), "", str(error))]
+        return None, marks, [Problem(error.where, "", str(error))]
     return data, marks, builder.problems
 
 
@@ -204,23 +206,46 @@ class _Builder:
         self.advice = advice
         self.problems: list[Problem] = []
         self.budget = MAX_NODES
+        self.built: set[int] = set()  # ids of the nodes built: one built again is an alias
+        self.aliases_used: list[Location] = []  # where the aliases being expanded stand
         self.constructor = yaml.SafeLoader("")
 
     def _where(self, node: yaml.Node) -> Location:
         return Location(self.marks.file, node.start_mark.line + 1, node.start_mark.column + 1)
 
-    def build(self, node: yaml.Node, path: Path) -> Any:
+    def build(self, node: yaml.Node, path: Path, used_at: Location | None = None) -> Any:
+        """`node` as plain data; `used_at` is where it is referred to (its key, or the list
+        holding it): an alias stands there, and the node's own mark is its anchor's."""
+        alias = id(node) in self.built
+        if not alias:
+            self.built.add(id(node))
+            return self._build(node, path)
+        self.aliases_used.append(used_at or self._where(node))
+        try:
+            return self._build(node, path)
+        finally:
+            self.aliases_used.pop()
+
+    def _too_large(self, message: str, node: yaml.Node) -> _TooLarge:
+        # An alias bomb or a recursive alias: the line of the outermost alias that led here
+        where = self.aliases_used[0] if self.aliases_used else self._where(node)
+        return _TooLarge(message, where)
+
+    def _build(self, node: yaml.Node, path: Path) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise _TooLarge(f"document expands to more than {MAX_NODES} values (aliases?)")
+            raise self._too_large(
+                f"document expands to more than {MAX_NODES} values (aliases?)", node
+            )
         if len(path) > MAX_DEPTH:
-            raise _TooLarge(f"document nests deeper than {MAX_DEPTH} levels")
+            raise self._too_large(f"document nests deeper than {MAX_DEPTH} levels", node)
         self.marks.values.setdefault(path, self._where(node))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
-        return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        where = self._where(node)
+        return [self.build(item, (*path, i), where) for i, item in enumerate(node.value)]
 
     def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
         try:
@@ -283,7 +308,7 @@ class _Builder:
             if unnamed is not None:
                 self.problems.append(Problem(where, dotted((*path, key)), unnamed))
             self.marks.keys[(*path, key)] = where
-            result[key] = self.build(value_node, (*path, key))
+            result[key] = self.build(value_node, (*path, key), where)
         return result
 
 

@@ -573,20 +573,27 @@ def test_yaml_error_keeps_what_pyyaml_was_parsing() -> None:
 def test_alias_bomb_is_rejected_without_expanding_it() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    # a0..a3 expand to 12,344 values; a4 (line 5), to 111,111: its first alias is the culprit
     assert problems("\n".join(lines) + "\n") == [
-        "f.yaml: document expands to more than 100000 values (aliases?)"
+        "f.yaml:5:5: document expands to more than 100000 values (aliases?)"
     ]
 
 
-def test_recursive_alias_is_rejected() -> None:
-    (message,) = problems("apiVersion: tfs-reconciler/v1\nmodels: &m {m: *m}\n")
-    assert "nests deeper than" in message
+def test_recursive_alias_is_rejected_where_the_alias_stands() -> None:
+    (message,) = problems("apiVersion: tfs-reconciler/v1\nmodels: &m\n  m: *m\n")
+    assert message == "f.yaml:3:3: document nests deeper than 64 levels"
 
 
-def test_deeply_nested_document_is_rejected() -> None:
-    (message,) = problems("[" * 1000 + "]" * 1000)
-    assert message.startswith("f.yaml: ")
+@pytest.mark.parametrize("depth", [100, 1000, 100_000])
+def test_deeply_nested_document_is_rejected_with_a_line(depth: int) -> None:
+    (message,) = problems("apiVersion: x\nmodels: " + "[" * depth + "]" * depth)
+    assert message.startswith("f.yaml:2:")
     assert "nest" in message
+
+
+def test_deep_block_nesting_is_rejected_where_it_passes_the_limit() -> None:
+    text = "apiVersion: x\nmodels:\n" + "".join("  " * i + "a:\n" for i in range(1, 100))
+    assert problems(text) == ["f.yaml:67:131: document nests deeper than 64 levels"]
 
 
 def test_oversized_file_is_rejected() -> None:

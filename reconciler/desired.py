@@ -302,6 +302,15 @@ def _model(
                 f" {serving_root} (TFS sees only what is under it; '..' is not allowed)",
             )
         )
+    elif _unopenable(base_path) is not None:
+        problems.append(
+            Problem(
+                marks.of_value((*here, "base_path")),
+                dotted((*here, "base_path")),
+                f"'{excerpt(base_path)}' is not a path a file system can hold:"
+                f" {_unopenable(base_path)}",
+            )
+        )
     verify_request = None
     if "verify" in spec:
         folder = posixpath.dirname(file)
@@ -345,6 +354,22 @@ def _base_path(value: str | None, name: str, serving_root: str) -> str | None:
     if path == root or not path.startswith(root.rstrip("/") + "/"):
         return None
     return path
+
+
+NAME_MAX = 255  # bytes in one folder name (Linux, and TFS's file systems)
+PATH_MAX = 4095  # bytes in a whole path
+
+
+def _unopenable(path: str) -> str | None:
+    """Why no file system can hold `path`, or None. Names count in UTF-8 bytes: 64 emoji or
+    128 letters with combining marks already pass NAME_MAX."""
+    if "\0" in path:
+        return "it holds a NUL character"
+    if len(path.encode("utf-8", "surrogatepass")) > PATH_MAX:
+        return f"it is longer than {PATH_MAX} bytes"
+    if any(len(part.encode("utf-8", "surrogatepass")) > NAME_MAX for part in path.split("/")):
+        return f"a folder name in it is longer than {NAME_MAX} bytes (in UTF-8)"
+    return None
 
 
 def _join(versions: Iterable[int]) -> str:

@@ -22,6 +22,7 @@ from reconciler.desired import (
     read_documents,
     schema,
 )
+from reconciler.observe import scan_disk
 from reconciler.policy import AllVersions, Latest, Specific
 from reconciler.problems import InputError, Location
 
@@ -849,3 +850,26 @@ def test_an_unknown_key_hides_no_other_problem_of_its_model() -> None:
         "models.n",
         "models.n.labels.stable",
     ]
+
+
+@pytest.mark.parametrize(
+    ("base_path", "why"),
+    [
+        ("\U0001f600" * 64, "a folder name in it is longer than 255 bytes (in UTF-8)"),
+        ("e\u0301" * 90, "a folder name in it is longer than 255 bytes (in UTF-8)"),
+        ("a/" * 2100, "it is longer than 4095 bytes"),
+        ("a\\0b", "it holds a NUL character"),
+    ],
+    ids=["emoji", "combining-marks", "long", "nul"],
+)
+def test_a_base_path_no_file_system_can_hold_is_rejected(base_path: str, why: str) -> None:
+    (message,) = problems(model_doc(f'versions: [1]\nbase_path: "{base_path}"\n'))
+    assert message.startswith("f.yaml:5:16: models.m.base_path: '")
+    assert message.endswith(f" is not a path a file system can hold: {why}")
+
+
+def test_a_base_path_of_emoji_within_the_limits_is_taken(tmp_path: Path) -> None:
+    name = "\U0001f600" * 63 + "\u0301"  # 254 bytes
+    state = parse(model_doc(f'versions: [1]\nbase_path: "{name}"\n'))
+    assert state.models[0].base_path == "/models/" + name
+    scan_disk({"m": state.models[0].base_path}, "/models", tmp_path)

@@ -22,11 +22,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import cost, downtime, latency, live, scale, webhook
+from bench import cost, downtime, hostile, latency, live, scale, webhook
 from bench.common import Section, machine
 
 PARTS: dict[str, tuple[str, Callable[[Section, bool], object]]] = {
     "scale": ("Scale: parse, plan + render, disk scan", scale.run),
+    "hostile": ("Hostile input: a document at the size limit", hostile.run),
     "latency": ("Commit-to-live latency", latency.run),
     "cost": ("Cost: idle daemon CPU and peak RSS", cost.run),
     "live": ("Live read: diff and status over many models", live.run),

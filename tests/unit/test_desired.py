@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import textwrap
@@ -13,9 +14,11 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from reconciler.desired import (
+    MAX_EXPLAINED_MODELS,
     MAX_FILE_BYTES,
     DesiredState,
     _inline_refs,
+    _valid_model,
     _validator,
     load_desired,
     parse_documents,
@@ -873,3 +876,44 @@ def test_a_base_path_of_emoji_within_the_limits_is_taken(tmp_path: Path) -> None
     state = parse(model_doc(f'versions: [1]\nbase_path: "{name}"\n'))
     assert state.models[0].base_path == "/models/" + name
     scan_disk({"m": state.models[0].base_path}, "/models", tmp_path)
+
+
+_names = st.one_of(st.text(max_size=6), st.sampled_from(["m", "a.b", "-x", "9", "x" * 129]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_names, st.one_of(_model_specs, _scalars))
+def test_the_quick_model_check_agrees_with_the_schema(name: str, spec: object) -> None:
+    """A model the quick check passes skips jsonschema: it must be exactly the valid ones."""
+    errors = list(
+        _validator().iter_errors({"apiVersion": "tfs-reconciler/v1", "models": {name: spec}})
+    )
+    assert _valid_model(name, spec) == (not errors)
+
+
+def test_past_the_explained_limit_each_flawed_model_still_gets_a_line() -> None:
+    count = MAX_EXPLAINED_MODELS + 3
+    lines = [f"  m{i}: {{versions: [0], labels: {{stable: 1}}}}" for i in range(count)]
+    reported = problems("apiVersion: tfs-reconciler/v1\nmodels:\n" + "\n".join(lines) + "\n")
+    assert len(reported) == count
+    assert (
+        reported[0]
+        == "f.yaml:3:19: models.m0.versions[0]: 0 is not a valid version: must be 1 or more"
+    )
+    assert reported[-1] == (
+        f"f.yaml:{count + 2}:{len(str(count - 1)) + 6}: models.m{count - 1}: has problems, not"
+        f" listed: more than {MAX_EXPLAINED_MODELS} models in this file have some; fix those first"
+    )
+
+
+def test_judging_leaves_the_garbage_collector_as_it_found_it() -> None:
+    assert gc.isenabled()
+    problems("apiVersion: 1\n")
+    parse(LAB_YAML)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse(LAB_YAML)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class VersionDir:
     path: str  # host path
     loadable: bool  # holds a non-empty saved_model.pb or saved_model.pbtxt
     plain_file: bool = False  # a file with a version's name: TFS takes it for one, and fails
+    refused: str = ""  # why it is not taken although it is there (a link out of the root)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class ModelDir:
     versions: tuple[VersionDir, ...] = ()
     error: str = ""  # why it could not be read (permission denied, a name too long...)
     outside: bool = False  # its base_path is outside the serving root: not seen from here
+    refused: str = ""  # why it counts as absent although it is there (a link out of the root)
 
     @property
     def numbers(self) -> tuple[int, ...]:
@@ -143,10 +146,25 @@ def host_path(base_path: str, serving_root: str, models_dir: Path) -> Path | Non
     return models_dir / posixpath.relpath(path, root)
 
 
-def scan_model(name: str, folder: Path) -> ModelDir:
+OUTSIDE_ROOT = (
+    "is a link to a folder outside the models folder: TFS is given only what lies under"
+    " its serving root, links included"
+)
+
+
+def scan_model(
+    name: str, folder: Path, root: str | None = None, models_dir: str | None = None
+) -> ModelDir:
+    """The version folders of one model. With `root` (the models folder's real path), a
+    model folder, version folder or SavedModel file that a link leads out of it counts as
+    absent: in TFS's container the link would lead elsewhere, or nowhere; the rule for a
+    base_path outside the serving root, applied after links."""
     # os.scandir, not Path.iterdir + is_dir: the directory entry's type spares a stat per
     # entry, and plain strings spare pathlib's overhead (a scan of 1,000 models took ~2x).
     base = str(folder)
+    plain = os.path.dirname(base) == models_dir and not os.path.islink(base)
+    if root is not None and not plain and not _lies_in(os.path.realpath(base), root):
+        return ModelDir(name, base, exists=False, refused=OUTSIDE_ROOT)
     try:
         with os.scandir(base) as listing:
             entries = list(listing)
@@ -161,12 +179,25 @@ def scan_model(name: str, folder: Path) -> ModelDir:
         number = _version_number(entry.name)
         if number is None:
             continue
-        if _is_dir(entry):
-            versions.append(VersionDir(number, entry.path, _loadable(entry.path)))
-        else:
+        if not _is_dir(entry):
             versions.append(VersionDir(number, entry.path, False, plain_file=True))
+        elif root is not None and _is_link(entry) and not _lies_in(os.path.realpath(entry), root):
+            versions.append(VersionDir(number, entry.path, False, refused=OUTSIDE_ROOT))
+        else:
+            versions.append(VersionDir(number, entry.path, _loadable(entry.path, root)))
     ordered = sorted(versions, key=lambda v: (v.version, os.path.basename(v.path)))
     return ModelDir(name, base, True, tuple(ordered))
+
+
+def _lies_in(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
 def _version_number(name: str) -> int | None:
@@ -190,10 +221,16 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _loadable(folder: str) -> bool:
+def _loadable(folder: str, root: str | None = None) -> bool:
     for file in SAVED_MODEL_FILES:
+        path = os.path.join(folder, file)
         try:
-            if os.stat(os.path.join(folder, file)).st_size > 0:
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                if root is not None and not _lies_in(os.path.realpath(path), root):
+                    continue
+                info = os.stat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_size > 0:
                 return True
         except OSError:
             continue
@@ -203,12 +240,13 @@ def _loadable(folder: str) -> bool:
 def scan_disk(base_paths: Mapping[str, str], serving_root: str, models_dir: Path) -> DiskState:
     """Scan the version folders of each model (name -> base_path as TFS sees it)."""
     models = []
+    root = os.path.realpath(models_dir)
     for name, base_path in sorted(base_paths.items()):
         folder = host_path(base_path, serving_root, models_dir)
         if folder is None:
             models.append(ModelDir(name, base_path, exists=False, outside=True))
         else:
-            models.append(scan_model(name, folder))
+            models.append(scan_model(name, folder, root, str(models_dir)))
     return DiskState(tuple(models))
 
 

@@ -357,12 +357,16 @@ def _problems(desired: DesiredState, observed: Observed, current: ServingConfig)
                     )
                 )
             elif not version.loadable and not version.plain_file:
+                why = (
+                    f"{version.path} {version.refused}"
+                    if version.refused
+                    else f"{version.path} holds no saved_model.pb or saved_model.pbtxt"
+                )
                 problems.append(
                     Problem(
                         model.locate("versions"),
                         f"{field}.versions",
-                        f"version {number} has no SavedModel: {version.path} holds no "
-                        "saved_model.pb or saved_model.pbtxt",
+                        f"version {number} has no SavedModel: {why}",
                     )
                 )
         problems.extend(_version_name_problems(model, folder, field))
@@ -399,7 +403,8 @@ def _missing(folder: ModelDir | None, base_path: str) -> str:
     if folder is not None and folder.error:
         return f"cannot read model folder {folder.path}: {folder.error}"
     where = folder.path if folder is not None else base_path
-    return f"model folder {where} does not exist; {STOPS_EVERY_MODEL}"
+    what = (folder.refused if folder is not None else "") or "does not exist"
+    return f"model folder {where} {what}; {STOPS_EVERY_MODEL}"
 
 
 def _version_name_problems(model: DesiredModel, folder: ModelDir, field: str) -> list[Problem]:

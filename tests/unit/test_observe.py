@@ -10,15 +10,19 @@ from typing import Any
 
 import pytest
 
+from reconciler.desired import parse_documents
 from reconciler.observe import (
+    OUTSIDE_ROOT,
     LiveModel,
     LiveVersion,
+    Observed,
     TfsUnreachable,
     host_path,
     read_live,
     scan_disk,
     scan_model,
 )
+from reconciler.plan import plan
 
 
 def _version(folder: Path, name: str, saved_model: bytes = b"pb") -> None:
@@ -157,3 +161,68 @@ def test_a_model_folder_it_may_not_read_is_unreadable_not_fatal(
     monkeypatch.setattr(os, "scandir", scandir)
     folder = scan_model("m", tmp_path)
     assert (folder.exists, folder.error) == (False, "Permission denied")
+
+
+# --- links: what lies outside the models folder is not TFS's -----------------------------------
+
+
+def test_a_version_folder_linked_out_of_the_models_folder_is_not_taken(tmp_path: Path) -> None:
+    """The rule for a base_path outside the serving root, applied after links: in TFS's
+    container a link out of its mount leads elsewhere, or nowhere."""
+    models, outside = tmp_path / "models", tmp_path / "outside"
+    _version(outside, "2")
+    _version(models / "m", "1")
+    (models / "m" / "2").symlink_to(outside / "2")
+    (models / "m" / "3").symlink_to(models / "m" / "1")  # a link within the folder is fine
+    disk = scan_disk({"m": "/models/m"}, "/models", models)
+    folder = disk.model("m")
+    assert folder is not None
+    assert {v.version: (v.loadable, v.refused) for v in folder.versions} == {
+        1: (True, ""),
+        2: (False, OUTSIDE_ROOT),
+        3: (True, ""),
+    }
+
+
+def test_a_saved_model_linked_out_of_the_models_folder_is_not_taken(tmp_path: Path) -> None:
+    models, outside = tmp_path / "models", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "saved_model.pb").write_bytes(b"pb")
+    (models / "m" / "1").mkdir(parents=True)
+    (models / "m" / "1" / "saved_model.pb").symlink_to(outside / "saved_model.pb")
+    folder = scan_disk({"m": "/models/m"}, "/models", models).model("m")
+    assert folder is not None and [v.loadable for v in folder.versions] == [False]
+
+
+def test_a_model_folder_linked_out_of_the_models_folder_is_not_taken(tmp_path: Path) -> None:
+    models, outside = tmp_path / "models", tmp_path / "outside"
+    _version(outside / "m", "1")
+    models.mkdir()
+    (models / "m").symlink_to(outside / "m")
+    (models / "zoo").symlink_to(outside)
+    disk = scan_disk({"m": "/models/m", "n": "/models/zoo/m"}, "/models", models)
+    for name in ("m", "n"):
+        folder = disk.model(name)
+        assert folder is not None and not folder.exists and folder.refused == OUTSIDE_ROOT
+
+
+def test_a_models_folder_reached_through_a_link_is_scanned_as_usual(tmp_path: Path) -> None:
+    _version(tmp_path / "real" / "m", "1")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    folder = scan_disk({"m": "/models/m"}, "/models", tmp_path / "link").model("m")
+    assert folder is not None and folder.numbers == (1,) and folder.versions[0].loadable
+
+
+def test_the_plan_names_a_version_linked_out_of_the_models_folder(tmp_path: Path) -> None:
+    models, outside = tmp_path / "models", tmp_path / "outside"
+    _version(outside, "1")
+    (models / "m").mkdir(parents=True)
+    (models / "m" / "1").symlink_to(outside / "1")
+    desired = parse_documents(
+        [("f.yaml", b"apiVersion: tfs-reconciler/v1\nmodels:\n  m: {versions: [1]}\n")]
+    )
+    disk = scan_disk({"m": "/models/m"}, "/models", models)
+    (problem,) = plan(desired, Observed(disk, None)).problems
+    assert str(problem) == (
+        f"f.yaml:3:17: models.m.versions: version 1 has no SavedModel: {models}/m/1 {OUTSIDE_ROOT}"
+    )

@@ -82,7 +82,7 @@ def load(text: str, file: str, advice: Advice = plain_advice) -> tuple[Any, Mark
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
+        where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
         hint = _tab_hint(text, error.problem_mark)
         return None, marks, [Problem(where, "", f"invalid YAML: {_explain(error)}{hint}")]
     except yaml.reader.ReaderError as error:  # its str() spans two lines, with an offset
@@ -93,19 +93,19 @@ def load(text: str, file: str, advice: Advice = plain_advice) -> tuple[Any, Mark
         what = f"character #x{code:04x}: " if code is not None else ""
         return None, marks, [Problem(where, "", f"invalid YAML: {what}{error.reason}")]
     except yaml.YAMLError as error:
-        return None, marks, [Problem(Location(file), "", f"invalid YAML: {error}")]
+        return None, marks, [Problem(Location(file, 1, 1), "", f"invalid YAML: {error}")]
     except RecursionError:  # PyYAML's composer recurses once per nesting level
         return (
             None,
             marks,
-            [Problem(Location(file), "", f"document nests deeper than {MAX_DEPTH} levels")],
+            [Problem(Location(file, 1, 1), "", f"document nests deeper than {MAX_DEPTH} levels")],
         )
     nodes = [n for n in nodes if n is not None]
     if not nodes:
         return (
             None,
             marks,
-            [Problem(Location(file), "", "empty file: expected a desired-state document")],
+            [Problem(Location(file, 1, 1), "", "empty file: expected a desired-state document")],
         )
     if len(nodes) > 1:
         second = nodes[1].start_mark

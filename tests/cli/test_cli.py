@@ -93,7 +93,7 @@ BAD_INPUTS = {
         "animals.yaml:3:39: models.animals.base_path: '/etc' is outside the serving root",
     ),
     "not a mapping": (b"- animals\n", "animals.yaml:1:1: expected a mapping"),
-    "empty file": (b"", "animals.yaml: empty file: expected a desired-state document"),
+    "empty file": (b"", "animals.yaml:1:1: empty file: expected a desired-state document"),
     "non-UTF-8": (b"apiVersion: \xff\n", "animals.yaml:1:13: not UTF-8 text"),
     "alias bomb": (
         b"a: &a [x, x, x, x, x, x, x, x, x, x]\n"
@@ -101,7 +101,7 @@ BAD_INPUTS = {
             f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n".encode()
             for i in range(8)
         ),
-        "animals.yaml: document expands to more than 100000 values (aliases?)",
+        "animals.yaml:5:4: document expands to more than 100000 values (aliases?)",
     ),
     "oversized": (b"#" * (1024 * 1024 + 10), "animals.yaml: file is larger than the limit"),
     "octal version": (

@@ -512,7 +512,7 @@ def test_document_that_is_not_a_mapping_is_rejected(text: str, got: str) -> None
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
 def test_empty_file_is_rejected(text: str) -> None:
-    assert problems(text) == ["f.yaml: empty file: expected a desired-state document"]
+    assert problems(text) == ["f.yaml:1:1: empty file: expected a desired-state document"]
 
 
 def test_several_documents_in_one_file_are_rejected() -> None:
@@ -768,6 +768,7 @@ def _parses_or_reports(raw: bytes) -> None:
         assert error.problems, "an InputError always carries at least one problem"
         for problem in error.problems:
             assert "\n" not in str(problem), "every problem prints as one line"
+            assert problem.location.file == "f.yaml" and problem.location.line >= 1, problem
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -609,7 +609,7 @@ def read_documents(path: Path) -> list[tuple[str, bytes]]:
             p
             for p in path.rglob("*")
             if p.suffix in (".yaml", ".yml")
-            and p.is_file()
+            and not p.is_dir()  # a FIFO or a dangling link too: refused below, by name
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
         if not files:

@@ -114,6 +114,17 @@ BAD_INPUTS = {
         "animals.yaml:3:1: invalid YAML: while scanning for the next token (line 3), found"
         " character that cannot start any token (a tab: YAML indents with spaces only)",
     ),
+    "base_path of 64 emoji": (
+        "apiVersion: tfs-reconciler/v1\nmodels:\n  animals: {versions: [1], base_path: "
+        f"{chr(0x1F600) * 64}}}\n".encode(),
+        "animals.yaml:3:39: models.animals.base_path: '/models/"
+        + chr(0x1F600) * 24
+        + "[... 40 more characters cut]' is not a path a file system can hold",
+    ),
+    "nested too deep": (
+        b"apiVersion: tfs-reconciler/v1\nmodels: " + b"[" * 100 + b"]" * 100 + b"\n",
+        "animals.yaml:2:74: document nests deeper than 64 levels",
+    ),
 }
 
 
@@ -138,6 +149,22 @@ def test_apply_on_each_bad_input_leaves_models_config_byte_equal(lab: Path, case
     assert result.returncode == 1
     assert BAD_INPUTS[case][1] in result.stderr
     assert config(lab).read_bytes() == before
+
+
+def test_a_desired_file_linked_to_a_secret_or_a_fifo_is_refused_unread(lab: Path) -> None:
+    secret = lab / "secrets.env"
+    secret.write_text("DB_PASSWORD=hunter2-correct-horse\n")
+    desired(lab).unlink()
+    desired(lab).symlink_to(secret)
+    os.mkfifo(lab / "fifo")
+    (lab / "desired_state" / "plants.yaml").symlink_to(lab / "fifo")
+    os.mkfifo(lab / "desired_state" / "fifo.yaml")
+    result = run(lab, "validate")
+    no_traceback(result)
+    assert result.returncode == 1
+    assert "hunter2" not in result.stdout + result.stderr
+    assert result.stderr.count("a link to a file outside desired_state: not read") == 2
+    assert "desired_state/fifo.yaml: cannot read: not a regular file" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["diff", "apply"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import structlog
 
-from reconciler.no_follow import private_dir, read_plain
+from reconciler.no_follow import followed, private_dir, read_plain
+from reconciler.regular_file import read_bounded
 
 log = structlog.get_logger("reconciler.config_file")
 
 LAST_KNOWN_GOOD = "last-known-good.config"
+MAX_CONFIG_BYTES = 64 * 1024 * 1024  # models.config for 10,000 models is about 5 MiB
 
 
 def default_state_dir(config_path: Path) -> Path:
@@ -26,9 +29,18 @@ def default_state_dir(config_path: Path) -> Path:
 
 def read_text(path: Path) -> str | None:
     try:
-        return path.read_text("utf-8")
+        return read_config_bytes(path).decode("utf-8")
     except FileNotFoundError:
         return None
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """models.config's bytes: a regular file (a FIFO or device in its place is refused, never
+    waited on), at most MAX_CONFIG_BYTES."""
+    raw = read_bounded(path, MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES} bytes", str(path))
+    return raw
 
 
 def write_atomic(path: Path, text: str, *, follow: bool = True) -> bool:
@@ -38,12 +50,12 @@ def write_atomic(path: Path, text: str, *, follow: bool = True) -> bool:
     `follow` (models.config, which a user may link on purpose) a symbolic link stays one: the
     file it points at is replaced; without it, a link in `path`'s place is refused.
     """
-    path = Path(os.path.realpath(path)) if follow else path
     data = text.encode("utf-8")
     try:
+        path = followed(path) if follow else path
         try:
             if follow:
-                if path.read_bytes() == data:
+                if read_config_bytes(path) == data:
                     return False
                 mode: int | None = stat.S_IMODE(path.stat().st_mode)
             else:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import itertools
 import json
 import os
 import posixpath
 import re
-import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -25,6 +23,7 @@ from reconciler import yaml_nodes
 from reconciler.by_name import index_by_name
 from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, served_versions
 from reconciler.problems import InputError, Location, Problem, excerpt
+from reconciler.regular_file import read_bounded
 from reconciler.yaml_nodes import Marks, dotted
 
 API_VERSION = "tfs-reconciler/v1"
@@ -637,26 +636,6 @@ def read_documents(path: Path) -> list[tuple[str, bytes]]:
 
 def _lies_in(real: str, root: str) -> bool:
     return real == root or real.startswith(root.rstrip("/") + "/")
-
-
-def read_bounded(path: Path, limit: int) -> bytes:
-    """At most `limit` bytes of the regular file at `path`. A FIFO or a device is refused
-    and the open never waits (O_NONBLOCK): a link to one must not hang validation."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while size < limit:
-            chunk = os.read(fd, min(limit - size, 1024 * 1024))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def check_verify_requests(state: DesiredState) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from reconciler.no_follow import check_plain, open_no_follow
+from reconciler.no_follow import check_plain, followed, open_no_follow
 
 __all__ = ["AlreadyRunningError", "ConfigLock", "acquire", "lock_path"]
 
@@ -76,7 +76,7 @@ class ConfigLock:
 def acquire(config: Path, role: str) -> ConfigLock:
     """Take the lock of the models.config at ``config`` as ``role`` (daemon, apply...), or
     raise AlreadyRunningError naming the holder. Never waits."""
-    path = lock_path(config)
+    path = lock_path(followed(config))
     # The models folder is often writable by whoever publishes models: a symlink or a hard
     # link planted under the lock's name must not make the holder truncate another file.
     fd = open_no_follow(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)

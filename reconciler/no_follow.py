@@ -14,7 +14,14 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["UnsafePathError", "check_plain", "open_no_follow", "private_dir", "read_plain"]
+__all__ = [
+    "UnsafePathError",
+    "check_plain",
+    "followed",
+    "open_no_follow",
+    "private_dir",
+    "read_plain",
+]
 
 
 class UnsafePathError(OSError):
@@ -38,6 +45,23 @@ def open_no_follow(path: Path | str, flags: int, mode: int = 0o600) -> int:
                 path, "it is a symbolic link, and the reconciler does not follow links it writes"
             ) from None
         raise
+
+
+def followed(path: Path) -> Path:
+    """The real path of a file the user may have linked on purpose (models.config): a link
+    is followed only when this user or root made it, as the kernel's protected_symlinks does
+    in shared folders; one planted by someone else who can write its folder is refused."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return Path(os.path.realpath(path))
+    if stat.S_ISLNK(info.st_mode) and info.st_uid not in (os.geteuid(), 0):
+        raise UnsafePathError(
+            path,
+            f"it is a symbolic link made by uid {info.st_uid}, not by this user or root:"
+            " not followed (name the file it points at instead)",
+        )
+    return Path(os.path.realpath(path))
 
 
 def check_plain(fd: int, path: Path | str) -> None:

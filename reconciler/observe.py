@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler.by_name import index_by_name
+from reconciler.config_file import read_config_bytes
 from reconciler.problems import InputError, Location, Problem
 from reconciler.tfs_config import ServingConfig, parse_config
 
@@ -253,7 +254,7 @@ def scan_disk(base_paths: Mapping[str, str], serving_root: str, models_dir: Path
 def read_config(path: Path) -> ServingConfig | None:
     """The current models.config, or None when there is none yet."""
     try:
-        raw = path.read_bytes()
+        raw = read_config_bytes(path)
     except FileNotFoundError:
         return None
     except OSError as error:

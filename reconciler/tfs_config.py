@@ -15,7 +15,7 @@ from google.protobuf import text_encoding, text_format
 
 from reconciler.by_name import index_by_name
 from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy
-from reconciler.problems import InputError, Location, Problem
+from reconciler.problems import InputError, Location, Problem, excerpt
 from reconciler.proto import tensorflow_serving_pb2 as pb
 
 _MANAGED_FIELDS = ("name", "base_path", "model_platform", "model_version_policy", "version_labels")
@@ -90,8 +90,13 @@ def parse_config(text: str, source: str = "models.config") -> ServingConfig:
         message = text_format.Parse(text, pb.ModelServerConfig())
     except text_format.ParseError as error:
         line, column = error.GetLine() or 0, error.GetColumn() or 0
+        why = str(error)
+        lines = text.splitlines()
+        if 0 < line <= len(lines) and lines[line - 1].strip():
+            # protobuf quotes the whole line: a link to a secrets file would be shown
+            why = why.replace(lines[line - 1], excerpt(lines[line - 1]))
         raise InputError(
-            [Problem(Location(source, line, column), "", f"not a valid ModelServerConfig: {error}")]
+            [Problem(Location(source, line, column), "", f"not a valid ModelServerConfig: {why}")]
         ) from None
     return from_proto(message, source)
 

@@ -677,7 +677,7 @@ def test_unreadable_file_is_reported_not_raised(
     def denied(*_args: object, **_kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("reconciler.desired.os.open", denied)
+    monkeypatch.setattr("reconciler.regular_file.os.open", denied)
     with pytest.raises(InputError) as caught:
         read_documents(tmp_path)
     assert str(caught.value) == f"{tmp_path / 'a.yaml'}: cannot read: Permission denied"

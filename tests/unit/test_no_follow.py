@@ -14,6 +14,8 @@ from reconciler.config_file import last_known_good, save_last_known_good, write_
 from reconciler.history import HISTORY_FILE, Record, _keep_newest, append_record, read_history
 from reconciler.lock import acquire, lock_path
 from reconciler.no_follow import UnsafePathError
+from reconciler.observe import read_config
+from reconciler.problems import InputError
 
 SECRET = b"root:x:0:0:root:/root:/bin/bash\n"
 
@@ -153,3 +155,46 @@ def test_models_config_linked_on_purpose_is_written_through_its_link(
     assert write_atomic(link, "model_config_list { config { name: 'a' } }\n")
     assert link.is_symlink()
     assert "name: 'a'" in (models / "models.config").read_text()
+
+
+# --- models.config: a link the user made is followed, one planted by another user is not ------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a link as another user needs root")
+def test_a_models_config_link_planted_by_another_user_is_not_followed(
+    models: Path, victim: Path
+) -> None:
+    config = models / "models.config"
+    config.unlink()
+    config.symlink_to(victim)
+    os.lchown(config, 4242, 4242)
+    with pytest.raises(OSError, match="made by uid 4242"):
+        write_atomic(config, "model_config_list {}\n")
+    with pytest.raises(UnsafePathError, match="made by uid 4242"):
+        acquire(config, "apply")
+    assert victim.read_bytes() == SECRET
+    assert not (victim.parent / ".passwd.lock").exists()
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_or_device_as_models_config_is_refused_without_waiting(models: Path) -> None:
+    config = models / "models.config"
+    config.unlink()
+    os.mkfifo(config)
+    with pytest.raises(InputError, match="not a regular file"):
+        read_config(config)
+    with pytest.raises(OSError, match="not a regular file"):
+        write_atomic(config, "model_config_list {}\n")
+    config.unlink()
+    config.symlink_to("/dev/zero")
+    with pytest.raises(InputError, match="not a regular file"):
+        read_config(config)
+
+
+def test_an_invalid_models_config_is_quoted_only_in_part(models: Path) -> None:
+    config = models / "models.config"
+    # protobuf's error for a bad string quotes the whole line it stands on
+    config.write_text('model_config_list { config { base_path: "' + "h" * 80 + '\\360" } }\n')
+    with pytest.raises(InputError) as caught:
+        read_config(config)
+    assert "h" * 40 not in str(caught.value)

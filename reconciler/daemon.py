@@ -604,7 +604,7 @@ class Daemon:
         if self._source is None:
             documents = read_documents(settings.desired)
             state = self._parse((settings.serving_root, tuple(documents)), documents)
-            check_verify_requests(state)
+            check_verify_requests(state, settings.desired)
             return state, revision_of(settings.desired)
         commit = self._source.resolve()
         key = (settings.serving_root, commit)

@@ -638,14 +638,23 @@ def _lies_in(real: str, root: str) -> bool:
     return real == root or real.startswith(root.rstrip("/") + "/")
 
 
-def check_verify_requests(state: DesiredState) -> None:
-    """The verify request files exist and hold a TFS REST predict body."""
+def check_verify_requests(state: DesiredState, desired: Path | None = None) -> None:
+    """The verify request files exist and hold a TFS REST predict body; read from `desired`
+    (the desired-state folder, or file), they must lie in it, as its YAML files must."""
     problems = []
+    root = None
+    if desired is not None:
+        root = os.path.realpath(desired if desired.is_dir() else desired.parent)
     for model in state.models:
         if model.verify_request is None:
             continue
         where = model.locate("verify.request")
         field = f"models.{model.name}.verify.request"
+        if root is not None and not _lies_in(os.path.realpath(model.verify_request), root):
+            problems.append(
+                Problem(where, field, f"{model.verify_request} is outside {desired}: not read")
+            )
+            continue
         try:
             raw = read_bounded(Path(model.verify_request), MAX_REQUEST_BYTES + 1)
             if len(raw) > MAX_REQUEST_BYTES:
@@ -669,5 +678,5 @@ def check_verify_requests(state: DesiredState) -> None:
 def load_desired(path: Path, serving_root: str = "/models") -> DesiredState:
     """Read, validate and merge the desired state at `path` (the imperative edge)."""
     state = parse_documents(read_documents(path), serving_root)
-    check_verify_requests(state)
+    check_verify_requests(state, path)
     return state

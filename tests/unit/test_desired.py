@@ -748,6 +748,22 @@ def test_a_fifo_or_device_is_refused_without_waiting(tmp_path: Path) -> None:
     assert "a link to a file outside" in str(caught.value)
 
 
+@pytest.mark.parametrize("request_path", ["../secret.json", "/etc/passwd", "link.json"])
+def test_a_verify_request_outside_the_desired_folder_is_not_read(
+    tmp_path: Path, request_path: str
+) -> None:
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (tmp_path / "secret.json").write_text('{"instances": ["hunter2"]}')
+    (desired / "link.json").symlink_to(tmp_path / "secret.json")
+    (desired / "m.yaml").write_text(
+        model_doc(f"versions: [1]\nverify: {{request: '{request_path}'}}\n")
+    )
+    with pytest.raises(InputError) as caught:
+        load_desired(desired)
+    assert str(caught.value).endswith(f"is outside {desired}: not read")
+
+
 @pytest.mark.timeout(20)
 def test_a_verify_request_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "body.json")

@@ -123,7 +123,7 @@ BAD_INPUTS = {
     ),
     "nested too deep": (
         b"apiVersion: tfs-reconciler/v1\nmodels: " + b"[" * 100 + b"]" * 100 + b"\n",
-        "animals.yaml:2:74: document nests deeper than 64 levels",
+        "animals.yaml:2:73: document nests deeper than 64 levels",
     ),
 }
 

@@ -37,7 +37,9 @@ __all__ = [
 ]
 
 MAX_FILE_BYTES = 1024 * 1024
-"""Larger files are read only far enough to tell (desired.MAX_FILE_BYTES is the same limit)."""
+"""Larger YAML files are read only far enough to tell (desired.MAX_FILE_BYTES is the same)."""
+MAX_OTHER_BYTES = 16 * 1024 * 1024
+"""The same for other files: verify requests (desired.MAX_REQUEST_BYTES is the same)."""
 
 REMOTE_NAME = "tfs-reconciler"
 """Remote-tracking refs fetched by the daemon live under refs/remotes/<REMOTE_NAME>/."""
@@ -144,12 +146,18 @@ class GitSource:
         out = self._git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
         return out.stdout.decode().strip() or None
 
-    def snapshot(self, commit: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> Snapshot:
+    def snapshot(
+        self,
+        commit: str | None = None,
+        max_bytes: int = MAX_FILE_BYTES,
+        max_other_bytes: int = MAX_OTHER_BYTES,
+    ) -> Snapshot:
         """The committed desired-state files at ``commit`` (default: ``resolve()``).
 
         Only regular files are read; symbolic links and submodules under the
-        path are skipped. Of a file larger than ``max_bytes`` (its size read
-        from the object header) only the first ``max_bytes + 1`` bytes are
+        path are skipped. Of a file larger than ``max_bytes`` (``max_other_bytes``
+        for a file not named *.yaml or *.yml; sizes are read from the object
+        header) only the first ``max_bytes + 1`` bytes are
         read: enough to tell it is too large, without holding it in memory.
         Raises GitError when the path is not in that commit.
         """
@@ -166,8 +174,9 @@ class GitSource:
             mode, kind, oid, size = meta.decode().split()
             if kind == "blob" and mode in _REGULAR_FILE_MODES:
                 name = raw_name.decode("utf-8", errors="surrogateescape")
-                if size.isdigit() and int(size) > max_bytes:  # "BAD": left to cat-file
-                    heads[name] = self._read_head(oid, max_bytes + 1)
+                limit = max_bytes if name.endswith((".yaml", ".yml")) else max_other_bytes
+                if size.isdigit() and int(size) > limit:  # "BAD": left to cat-file
+                    heads[name] = self._read_head(oid, limit + 1)
                 else:
                     entries.append((name, oid))
         if not entries and not heads:

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from reconciler.desired import MAX_FILE_BYTES as DESIRED_MAX
-from reconciler.git_source import REMOTE_NAME, GitError, open_local, open_remote
+from reconciler.desired import MAX_REQUEST_BYTES
+from reconciler.git_source import (
+    MAX_FILE_BYTES,
+    MAX_OTHER_BYTES,
+    REMOTE_NAME,
+    GitError,
+    open_local,
+    open_remote,
+)
 
 GIT_ENV = {
     **os.environ,
@@ -404,9 +412,12 @@ def test_a_repository_planted_above_the_desired_state_by_another_user_is_refused
 
 
 def test_a_file_over_the_limit_is_read_only_far_enough_to_tell(repo: Path) -> None:
-    commit(repo, {"desired_state/big.yaml": b"a: 1\n" + b"#" * 5000})
-    files = dict(open_local(repo / "desired_state").snapshot(max_bytes=100).files)
-    assert files["desired_state/big.yaml"] == (b"a: 1\n" + b"#" * 5000)[:101]
+    big = b"a: 1\n" + b"#" * 5000
+    commit(repo, {"desired_state/big.yaml": big, "desired_state/body.json": big})
+    source = open_local(repo / "desired_state")
+    files = dict(source.snapshot(max_bytes=100, max_other_bytes=200).files)
+    assert files["desired_state/big.yaml"] == big[:101]
+    assert files["desired_state/body.json"] == big[:201]
     assert files["desired_state/plants.yaml"] == b"model: plants\n"
 
 
@@ -422,4 +433,5 @@ def test_a_huge_committed_blob_is_never_held_in_memory(repo: Path) -> None:
     finally:
         tracemalloc.stop()
     assert len(files["desired_state/huge.yaml"]) == DESIRED_MAX + 1
+    assert (MAX_FILE_BYTES, MAX_OTHER_BYTES) == (DESIRED_MAX, MAX_REQUEST_BYTES)
     assert peak < 8 * 1024 * 1024

@@ -28,11 +28,13 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        field = f" {_one_line(self.field)}:" if self.field else ""
+        # a field names the keys leading to it: keys of an invalid document, cut like values
+        field = f" {_one_line(excerpt(self.field, FIELD_CHARS))}:" if self.field else ""
         return f"{self.location}:{field} {_one_line(self.message)}"
 
 
 EXCERPT_CHARS = 32
+FIELD_CHARS = 160
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:

@@ -934,3 +934,9 @@ def test_judging_leaves_the_garbage_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_long_key_is_cut_in_the_field_too() -> None:
+    (message,) = problems(LAB_YAML + "k" * 500 + ": 1\n")
+    assert message.startswith("f.yaml:9:1: " + "k" * 160 + "[... 340 more characters cut]: ")
+    assert "k" * 161 not in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -25,9 +26,11 @@ from reconciler.desired import (
     read_documents,
     schema,
 )
-from reconciler.observe import scan_disk
+from reconciler.observe import Observed, scan_disk
+from reconciler.plan import plan
 from reconciler.policy import AllVersions, Latest, Specific
 from reconciler.problems import InputError, Location
+from reconciler.render import plan_text
 
 LAB_YAML = """\
 apiVersion: tfs-reconciler/v1
@@ -802,6 +805,7 @@ _YAML_PIECES = st.sampled_from(
         "}", "[", "]", ":", ",", "'", '"', "? ", "<<: ", "---\n", "...\n", "%YAML 1.1\n", "|\n",
         ">\n", "#", "~", "null", "true", "2.0", "-1", "0x1f", "1_000", "2001-12-14", ".inf",
         "\t", "\xff", "\u2028", "\ufeff", "\x00", "prune: ", "base_path: ", "../x", "verify: ",
+        "\U0001f600" * 64, "e\u0301" * 90, "k" * 300, '"\\0"', "- " * 70,
     ]
 )
 # fmt: on
@@ -811,6 +815,29 @@ _YAML_PIECES = st.sampled_from(
 @given(st.lists(_YAML_PIECES, max_size=40).map("".join))
 def test_no_yaml_like_text_crashes_validation(text: str) -> None:
     _parses_or_reports(text.encode("utf-8", "surrogatepass"))
+
+
+_base_paths = st.lists(
+    st.sampled_from(["a", "/", "..", ".", "\U0001f600" * 16, "e\u0301", " ", "\x00", "\u202e"]),
+    min_size=1,
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_base_paths)
+def test_no_base_path_crashes_a_plan(base_path: str) -> None:
+    """As a commit is judged: validated, its folders scanned, planned (an emoji base_path
+    made the scan raise ENAMETOOLONG in-process)."""
+    document = model_doc(f"versions: [1]\nbase_path: {json.dumps(base_path)}\n")
+    try:
+        state = parse(document)
+    except InputError as error:
+        assert all(p.location.line >= 1 for p in error.problems)
+        return
+    with tempfile.TemporaryDirectory() as models:
+        disk = scan_disk({m.name: m.base_path for m in state.models}, "/models", Path(models))
+        plan_text(plan(state, Observed(disk, None)), "models.config")
 
 
 _scalars = st.one_of(

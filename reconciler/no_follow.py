@@ -73,7 +73,13 @@ def check_plain(fd: int, path: Path | str) -> None:
 
 
 def read_plain(path: Path | str) -> bytes:
-    """The bytes of one of the reconciler's own files, opened without following a link."""
+    """The bytes of one of the reconciler's own files, opened without following a link, in a
+    folder that is no link either and that others cannot write: a planted state folder would
+    feed `history` and `rollback` records someone else wrote."""
+    folder = os.path.dirname(path) or "."
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafePathError(folder, "the state folder is a symbolic link or writable by others")
     fd = open_no_follow(path, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as handle:
         check_plain(fd, path)

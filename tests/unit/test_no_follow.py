@@ -198,3 +198,22 @@ def test_an_invalid_models_config_is_quoted_only_in_part(models: Path) -> None:
     with pytest.raises(InputError) as caught:
         read_config(config)
     assert "h" * 40 not in str(caught.value)
+
+
+def test_a_planted_state_folder_feeds_no_records_to_history_or_rollback(
+    tmp_path: Path, models: Path
+) -> None:
+    elsewhere = tmp_path / "planted"
+    append_record(elsewhere, record())
+    save_last_known_good(elsewhere, "model_config_list {}\n")
+    (models / ".tfs-reconciler").symlink_to(elsewhere)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        read_history(models / ".tfs-reconciler")
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        last_known_good(models / ".tfs-reconciler")
+    open_to_all = tmp_path / "open"
+    append_record(open_to_all, record())
+    open_to_all.chmod(0o777)
+    with pytest.raises(UnsafePathError, match="writable by others"):
+        read_history(open_to_all)
+    assert read_history(elsewhere)[0].message == "m"

@@ -8,19 +8,10 @@ import json
 import tempfile
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import history
 from reconciler.history import HISTORY_FILE, Record, append_record, read_history
-
-# Lines of another JSON shape ([] or null) and nesting past the parser's limit still raise in
-# read_history and _last_id until the tolerant reading of issue 10 (branch wt-heal, which adds
-# history.parse_record) is merged: these targets run from then on.
-pytestmark = pytest.mark.skipif(
-    not hasattr(history, "parse_record"), reason="needs the tolerant history reading (wt-heal)"
-)
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

@@ -90,7 +90,8 @@ def private_dir(path: Path) -> Path:
     """`path` as a folder only this user can write: created with mode 0700 when missing;
     refused when it is a symbolic link, not a folder, another user's, or writable by others."""
     if not os.path.lexists(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # a file in the way: mkdir below says so
+            path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):  # made at the same moment elsewhere
             os.mkdir(path, 0o700)
     info = os.lstat(path)

@@ -146,6 +146,8 @@ def test_a_commit_moving_stable_is_live_within_a_second(
     ) and step["seconds"] >= 0, step
     # Every apply records its commit: logs (above), status, history, metrics.
     assert any(f"STATUS=reconciling {commit}" in m for _, m in notify.messages)
+    # The pass logs `reconciled`, then tells systemd: the datagram may come a moment later.
+    notify.wait_for("STATUS", f"in sync at {commit}")
     assert notify.lines("STATUS")[-1][1] == f"in sync at {commit}"
     document = status_json(repo, daemon, sim.rest_url)
     assert document["source"] == "daemon" and document["in_sync"] is True

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 from jsonschema import Draft202012Validator
 
-from reconciler import yaml_nodes
+from reconciler import kubelet_volume, yaml_nodes
 from reconciler.by_name import index_by_name
 from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, served_versions
 from reconciler.problems import InputError, Location, Problem, excerpt
@@ -603,6 +603,9 @@ def _explain(error: jsonschema.ValidationError, marks: Marks) -> Iterable[Proble
 
 def read_documents(path: Path) -> list[tuple[str, bytes]]:
     """The desired-state files at `path` (a file, or every *.yaml / *.yml under a folder)."""
+    from_kubelet = kubelet_volume.read_generation(path, read_documents)  # a ConfigMap volume
+    if from_kubelet is not None:
+        return from_kubelet
     if path.is_dir():
         files = sorted(
             p

@@ -52,6 +52,7 @@ from reconciler.settings import (
     read_env_file,
     settings_environment,
 )
+from reconciler.sidecar import SidecarError
 from reconciler.signals import GracefulInterrupt
 from reconciler.status import status_document, status_text, sync_state
 from reconciler.tfs_config import parse_config, render_config
@@ -558,6 +559,14 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
         help="seconds of quiet that end a burst of file events (default: %(default)s)",
     )
     group.add_argument(
+        "--sidecar",
+        action="store_true",
+        default=_env("sidecar", False),
+        help="run in a Kubernetes pod beside TFS: /readyz is model-aware, single-file mounts "
+        "are refused, TFS's flags are read from its process (shareProcessNamespace) and "
+        "refused when a restart would not boot or a config poll would race the pushes",
+    )
+    group.add_argument(
         "--env-file",
         default=_env("env-file", None),
         help="KEY=VALUE settings (TFS_RECONCILER_*) read at start and again on SIGHUP",
@@ -603,6 +612,7 @@ def _to_daemon_options(args: argparse.Namespace) -> DaemonOptions:
         debounce=args.debounce,
         webhook_addr=args.webhook_addr,
         webhook_secret_file=args.webhook_secret_file,
+        sidecar=args.sidecar,
     )
 
 
@@ -637,7 +647,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.env_file}: {error}") from None
     try:
         return Daemon(options, reread).run()
-    except (GitError, WebhookSecretError) as error:
+    except (GitError, WebhookSecretError, SidecarError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -42,6 +42,7 @@ from reconciler.observe import LiveStatus, Observed
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
 from reconciler.problems import InputError, Problem
+from reconciler.readiness import LiveReadiness
 from reconciler.reconcile import (
     Revision,
     execute,
@@ -51,6 +52,7 @@ from reconciler.reconcile import (
 )
 from reconciler.settings import Settings
 from reconciler.settle import Settle
+from reconciler.sidecar import FlagCheck, refuse_single_file_mounts
 from reconciler.signals import SignalThread
 from reconciler.status import status_document
 from reconciler.tfs_config import ServingConfig, changed_models, parse_config, render_config
@@ -97,6 +99,7 @@ class DaemonOptions:
     webhook_addr: str | None = None
     webhook_secret_file: str | None = None
     settle: float = 1.0  # seconds a models.config the daemon did not write must read the same
+    sidecar: bool = False  # in a Kubernetes pod beside TFS: see reconciler.sidecar
 
 
 @dataclass
@@ -144,6 +147,7 @@ class Daemon:
         self._webhook: WebhookReceiver | None = None
         self._webhook_metrics: WebhookMetrics | None = None
         self._settle = Settle(options.settle)
+        self._flag_check: FlagCheck | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -151,6 +155,9 @@ class Daemon:
         settings = self.options.settings
         config = settings.config_path
         webhook = self._webhook_receiver()  # before anything: an unusable secret stops here
+        if self.options.sidecar:
+            refuse_single_file_mounts(settings.desired, config)
+            self._flag_check = FlagCheck(config)
         # Beside the config, not in the state folder: one writer per models.config, whatever
         # --state-dir each is given.
         with acquire(config, "daemon"), self._signal_thread():
@@ -165,6 +172,7 @@ class Daemon:
                 self.status,
                 # /healthz fails when the loop has not come round for this long.
                 liveness_timeout=2 * self.options.resync + settings.timeout + 60,
+                readiness=self._model_readiness() if self.options.sidecar else None,
             )
             with endpoint, webhook or contextlib.nullcontext():
                 log.info(
@@ -387,6 +395,12 @@ class Daemon:
                 outcome="invalid",
                 commit=revision.commit,
             )
+            self._after_first(endpoint)
+            return
+        if self._flag_check is not None and (refused := self._flag_check.problems(desired)):
+            for why in refused:
+                log.error("refused", problem=why, commit=revision.commit)
+            self._error("; ".join(refused), outcome="invalid", commit=revision.commit)
             self._after_first(endpoint)
             return
         left_alone: list[str] = []
@@ -727,6 +741,15 @@ class Daemon:
             metrics,
         )
         return self._webhook
+
+    def _model_readiness(self) -> LiveReadiness:
+        settings = self.options.settings
+
+        def desired() -> DesiredState | None:
+            with self._memory.lock:
+                return self._memory.desired
+
+        return LiveReadiness(desired, lambda: TfsRest(settings.rest_url, settings.request_timeout))
 
     # --- signals and status -------------------------------------------------------------------
 

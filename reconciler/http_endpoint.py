@@ -5,7 +5,8 @@ A bounded waitress server (``reconciler.http_server``) in a background thread se
 - ``/healthz``: 200 while the daemon's loop is alive, i.e. it called
   ``beat()`` within ``liveness_timeout`` seconds; 503 otherwise.
 - ``/readyz``: 503 until ``set_ready()`` (after the first successful
-  reconcile), 200 after.
+  reconcile), 200 after; with a ``readiness`` callback, its answer (given
+  whether ``set_ready()`` was called): model-aware readiness in a pod.
 - ``/metrics``: the Prometheus text exposition of the given registry.
 - ``/status``: the JSON document returned by the daemon's ``status`` callback
   (``tfs-reconciler status`` reads it with ``read_status()``).
@@ -30,6 +31,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.http_server import DEFAULT_LIMITS, BoundedHttpServer, Limits, StartResponse
+from reconciler.readiness import Readiness
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -89,9 +91,11 @@ class HttpEndpoint:
         status: StatusCallback,
         *,
         liveness_timeout: float | None = None,
+        readiness: Callable[[bool], Readiness] | None = None,
         clock: Callable[[], float] = time.monotonic,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        self._readiness_check = readiness
         self._requested = address
         self._registry = registry
         self._status = status
@@ -159,6 +163,14 @@ class HttpEndpoint:
     def _readiness(self) -> tuple[HTTPStatus, dict[str, Any]]:
         with self._lock:
             ready = self._ready
+        if self._readiness_check is not None:
+            try:
+                answer = self._readiness_check(ready)
+            except Exception as error:  # a fault of the check: not ready, and said why
+                log.exception("readiness_check_failed")
+                answer = Readiness(False, (f"the readiness check failed: {error!r}",))
+            ready, body = answer.ready, answer.document()
+            return (HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE), body
         return (HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE), {"ready": ready}
 
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:

@@ -1,0 +1,111 @@
+"""Model-aware readiness (``/readyz`` with ``--sidecar``): can this pod's TFS answer every
+request the desired state names?
+
+Ready when the reconciler has converged once since it started, TFS answers, every desired
+model has an AVAILABLE version, and every desired label resolves (through TFS's label
+metadata, the lookup a request by label makes) to an AVAILABLE version. Which version a label
+resolves to does not matter: during a promotion the old version serves under the label until
+the label moves, and the pod stays ready. Whether the pod serves exactly the desired state is
+``/status``, not readiness: a ConfigMap change reaches every pod at about the same time, and
+a probe that failed while a new version loads would empty the Service.
+
+``decide`` is the pure rule; ``LiveReadiness`` reads TFS for it (at most once per
+``max_age`` seconds, however often the kubelet and others probe).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.desired import DesiredState
+from reconciler.observe import LiveStatus, StatusSource, read_live
+
+__all__ = ["LiveReadiness", "Readiness", "decide"]
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reasons: tuple[str, ...] = ()
+
+    def document(self) -> dict[str, Any]:
+        return {"ready": self.ready, "reasons": list(self.reasons)}
+
+
+def decide(desired: DesiredState | None, live: LiveStatus | None, converged: bool) -> Readiness:
+    """Whether the pod may take traffic, with every reason it may not."""
+    if not converged:
+        return Readiness(False, ("not converged yet since the reconciler started",))
+    if desired is None:
+        return Readiness(False, ("no desired state read yet",))
+    if live is None:
+        return Readiness(False, ("TFS not asked yet",))
+    if not live.reachable:
+        return Readiness(False, (f"TFS does not answer: {live.error}".rstrip(": "),))
+    reasons: list[str] = []
+    for model in desired.models:
+        found = live.model(model.name)
+        if found is None or not found.found:
+            reasons.append(f"model {model.name}: not served by TFS")
+            continue
+        available = set(found.available)
+        if not available:
+            states = ", ".join(f"{v.version} {v.state}" for v in found.versions) or "none"
+            reasons.append(f"model {model.name}: no AVAILABLE version (versions: {states})")
+        resolved = dict(found.labels)
+        for label, _wanted in model.labels:
+            version = resolved.get(label)
+            if version is None:
+                reasons.append(f"model {model.name}: label {label} resolves to no version")
+            elif version not in available:
+                reasons.append(
+                    f"model {model.name}: label {label} resolves to version {version},"
+                    " which is not AVAILABLE"
+                )
+    return Readiness(not reasons, tuple(reasons))
+
+
+class LiveReadiness:
+    """`decide` on what TFS says now; the answer is kept `max_age` seconds."""
+
+    def __init__(
+        self,
+        desired: Callable[[], DesiredState | None],
+        source: Callable[[], StatusSource],
+        *,
+        max_age: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._desired = desired
+        self._source = source
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._kept: tuple[float, bool, DesiredState | None, Readiness] | None = None
+
+    def __call__(self, converged: bool) -> Readiness:
+        desired = self._desired()
+        with self._lock:  # concurrent probes share one read of TFS
+            now = self._clock()
+            kept = self._kept
+            if (
+                kept is not None
+                and now - kept[0] < self._max_age
+                and kept[1] == converged
+                and kept[2] is desired
+            ):
+                return kept[3]
+            live = None
+            if converged and desired is not None:
+                live = read_live(self._source(), [m.name for m in desired.models], _labels(desired))
+            answer = decide(desired, live, converged)
+            self._kept = (self._clock(), converged, desired, answer)
+            return answer
+
+
+def _labels(desired: DesiredState) -> Mapping[str, list[str]]:
+    return {m.name: [label for label, _ in m.labels] for m in desired.models}

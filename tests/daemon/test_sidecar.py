@@ -156,6 +156,7 @@ def test_readiness_stays_up_through_a_promotion_and_goes_down_while_tfs_restarts
     # TFS restarts: not ready while it is down and until its labels resolve again.
     again = restarted(sim)
     sims.append(again)
+    wait_until(lambda: readyz(daemon)[0] == 503, GENEROUS, what="not ready while TFS is down")
     code, body = readyz(daemon)
     assert code == 503 and "TFS does not answer" in body["reasons"][0], body
     again.start()

@@ -156,12 +156,17 @@ def test_the_pod_converges_a_configmap_update_and_a_tfs_restart_boots_with_its_l
         wait_until(label_is(pod.rest_url, "stable", 3), GENEROUS, 0.05, "stable moved to 3")
         assert pod.readyz()[0] == 200
 
+        applied = pod.reconciler.logs().count(b'"outcome": "applied"')
+        assert applied >= 2  # the first convergence and the ConfigMap update
         pod.tfs.stop(timeout=10)
+        wait_until(lambda: pod.readyz()[0] == 503, GENEROUS, 0.2, "not ready while TFS is down")
         code, body = pod.readyz()
         assert code == 503 and "TFS does not answer" in body["reasons"][0], body
         pod.tfs.start()  # boots from the pod-local models.config the sidecar wrote
         wait_until(lambda: pod.readyz()[0] == 200, GENEROUS, 0.2, "ready after the restart")
         assert label_version(pod.rest_url, "stable") == 3
+        # Not pushed again by the sidecar: TFS booted with the labels in the file.
+        assert pod.reconciler.logs().count(b'"outcome": "applied"') == applied
         assert "Failed to start server" not in pod.tfs.logs().decode(errors="replace")
 
 

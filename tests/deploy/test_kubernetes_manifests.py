@@ -188,6 +188,9 @@ def check_deployment(deployment: Object, objects: list[Object]) -> argparse.Name
     assert probe_port(reconciler, reconciler["livenessProbe"]) == metrics.port
     assert probe_port(tfs, tfs["livenessProbe"]) == port(tfs, "http")
     assert flags.reload == "grpc"
+    # Model-aware readiness and the trap checks; TFS's flags are read from its process.
+    assert flags.sidecar is True
+    assert pod["shareProcessNamespace"] is True
 
     # TFS reads the models.config the reconciler writes: one emptyDir, writable by it alone.
     tfs_args = dict(a.removeprefix("--").split("=", 1) for a in tfs["args"])

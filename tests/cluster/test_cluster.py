@@ -4,7 +4,7 @@ One command, for a user with a cluster, kubectl and the images pushed::
 
     KUBECONFIG=~/.kube/config \\
     TFS_RECONCILER_IMAGE=registry.example/tfs-reconciler:1.0 \\
-    .venv/bin/python -m pytest tests/kubernetes -v
+    .venv/bin/python -m pytest tests/cluster -v
 
 Optional: ``TFS_IMAGE`` (default ``tensorflow/serving:2.19.0``), ``TFS_K8S_NAMESPACE``
 (default ``tfs-reconciler-check``; created when missing, and then deleted at the end) and

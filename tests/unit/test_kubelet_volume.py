@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired import parse_documents, read_documents
+from reconciler.desired import load_desired, parse_documents, read_documents
 from reconciler.kubelet_volume import generation, read_generation
 from reconciler.problems import InputError
 from reconciler.testing.kubelet import AtomicWriter
@@ -142,3 +142,12 @@ def test_a_plain_folder_is_not_a_kubelet_volume(tmp_path: Path) -> None:
     (tmp_path / "..data").symlink_to("/etc")  # not the kubelet's: read as a plain folder
     assert generation(tmp_path) is None
     assert [n for n, _ in read_documents(tmp_path)] == [str(tmp_path / "a.yaml")]
+
+
+def test_a_verify_request_in_the_configmap_is_accepted(tmp_path: Path) -> None:
+    """The kubelet's links (key -> ..data/key -> ..TIMESTAMP/key) resolve inside the folder:
+    the desired-state checks that refuse links out of it accept them."""
+    text = model("a", 1) + b"    verify:\n      request: req.json\n"
+    AtomicWriter(tmp_path).write({"a.yaml": text, "req.json": b'{"instances": [1]}'})
+    state = load_desired(tmp_path)
+    assert state.models[0].verify_request == str(tmp_path / "req.json")

@@ -15,8 +15,16 @@ import time
 from pathlib import Path
 
 from bench.common import Section, median, model_name, ms, table
-from bench.lab import Daemon, Lab, daemon_available, desired_yaml, lab, label_version, wait_until
-from reconciler.history import read_history
+from bench.lab import (
+    Daemon,
+    Lab,
+    daemon_available,
+    desired_yaml,
+    lab,
+    label_version,
+    outcomes,
+    wait_until,
+)
 from reconciler.testing import SimulatorProcess
 
 MODELS = 1_000
@@ -103,12 +111,12 @@ def idle(models: int, window: float, resync: str | None, moves: int = 0) -> dict
 
 def _move(the_lab: Lab, rest_url: str, models: int, stable: int) -> float | None:
     """Commit `stable` for the first model; seconds until TFS resolves it (None: 120 s)."""
-    records = len(read_history(the_lab.state_dir))
+    records = len(outcomes(the_lab.state_dir))
     first = model_name(0)
     began = time.perf_counter()
     the_lab.commit(desired_for(models, {0: stable}), f"stable {stable}")
     seen = wait_until(lambda: label_version(rest_url, first, "stable") == stable, 120, 0.02)
-    wait_until(lambda: len(read_history(the_lab.state_dir)) > records, 120, 0.05)
+    wait_until(lambda: len(outcomes(the_lab.state_dir)) > records, 120, 0.05)
     return None if seen is None else seen - began
 
 

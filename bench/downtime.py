@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import EXAMPLE_MODELS, Section, median, merged, outages, table
-from bench.lab import MODEL, Daemon, Lab, animals, daemon_available, lab
-from reconciler.history import read_history
+from bench.lab import MODEL, Daemon, Lab, animals, daemon_available, lab, outcomes
 from reconciler.testing import SimulatorProcess
 
 BODY = json.dumps(json.loads((EXAMPLE_MODELS.parent / "dog_example.json").read_text())).encode()
@@ -168,17 +167,17 @@ def with_daemon(mode: str, count: int, tfs_poll: float) -> Result:
         Load(tfs.rest_url).running() as load,
     ):
         stable, canary = 1, 2
-        records = len(read_history(the_lab.state_dir))
+        records = len(outcomes(the_lab.state_dir))
         started = time.perf_counter()
         for _ in range(count):
             text, stable, canary = promoted(stable, canary)
             the_lab.commit(text, f"promote {stable}")
             deadline = time.perf_counter() + 60
-            while len(read_history(the_lab.state_dir)) <= records:
+            while len(outcomes(the_lab.state_dir)) <= records:
                 if time.perf_counter() > deadline:
                     raise RuntimeError(f"no history record in 60 s:\n{the_lab.root}")
                 time.sleep(0.01)
-            history = read_history(the_lab.state_dir)
+            history = outcomes(the_lab.state_dir)
             records = len(history)
             result.promotions += 1
             if history[-1].outcome != "applied":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.common import EXAMPLE_MODELS, model_name
 from reconciler.desired import parse_documents
+from reconciler.history import STARTED, Record, read_history
 from reconciler.observe import Observed, scan_disk
 from reconciler.plan import plan
 from reconciler.testing.simulator import free_port
@@ -125,12 +126,16 @@ def git(repo: Path, *args: str) -> str:
 @contextlib.contextmanager
 def lab(initial: str, *, git_repo: bool = False, models: int = 0) -> Iterator[Lab]:
     """A lab with the example `animals` model (versions 1-3), or `models` generated models
-    (5 versions each, saved_model.pb symlinked to the example's) when models > 0."""
+    (5 versions each, saved_model.pb symlinked to one copy of the example's) when models > 0.
+
+    The copy lies inside the models folder: a link out of it is not served (TFS is given only
+    what lies under the serving root)."""
     with tempfile.TemporaryDirectory(prefix="tfs-bench-") as temp:
         root = Path(temp)
         models_dir = root / "models"
         if models:
-            source = EXAMPLE_MODELS / MODEL / "1"
+            source = models_dir / ".saved-model"
+            shutil.copytree(EXAMPLE_MODELS / MODEL / "1", source)
             for index in range(models):
                 for version in range(1, 6):
                     folder = models_dir / model_name(index) / str(version)
@@ -260,3 +265,9 @@ def daemon_available() -> bool:
         [EXECUTABLE, "run", "--help"], capture_output=True, timeout=60, check=False
     )
     return done.returncode == 0
+
+
+def outcomes(state_dir: Path) -> list[Record]:
+    """The history's records of finished applies: an apply writes a "started" record ahead of
+    its first write, then its outcome under the same id."""
+    return [record for record in read_history(state_dir) if record.outcome != STARTED]

@@ -36,9 +36,9 @@ from bench.lab import (
     get_json,
     lab,
     label_version,
+    outcomes,
     wait_until,
 )
-from reconciler.history import read_history
 from reconciler.testing import SimulatorProcess
 
 POLL_SECONDS = 1.0
@@ -217,7 +217,7 @@ def daemon(mode: str, count: int) -> Samples:
             the_lab, tfs.rest_url, tfs.grpc_target, "--git", f"--reload={mode}", "--resync=3600"
         ),
     ):
-        done = {"records": len(read_history(the_lab.state_dir))}
+        done = {"records": len(outcomes(the_lab.state_dir))}
 
         def change(the_lab: Lab, stable: int) -> None:
             the_lab.commit(state(stable), f"stable -> {stable}")
@@ -225,7 +225,7 @@ def daemon(mode: str, count: int) -> Samples:
 
         def settled() -> bool:
             # one history record per applied change: wait for it before the next commit
-            count = len(read_history(the_lab.state_dir))
+            count = len(outcomes(the_lab.state_dir))
             if count > done["records"]:
                 done["records"] = count
                 return True
@@ -252,7 +252,7 @@ def sidecar_configmap(count: int) -> Samples:
                 "--reload=grpc", "--resync=3600",
             ),
         ):  # fmt: skip
-            done = {"records": len(read_history(the_lab.state_dir))}
+            done = {"records": len(outcomes(the_lab.state_dir))}
             swapped_at: list[float] = []
 
             def at(step: str) -> None:
@@ -273,7 +273,7 @@ def sidecar_configmap(count: int) -> Samples:
                     stable = new
 
                 def recorded() -> bool:
-                    records = len(read_history(the_lab.state_dir))
+                    records = len(outcomes(the_lab.state_dir))
                     if records > done["records"]:
                         done["records"] = records
                         return True
@@ -306,10 +306,10 @@ def daemon_new_version(count: int) -> Samples:
         SimulatorProcess(the_lab.models_dir, poll_seconds=POLL_SECONDS) as tfs,
         Daemon(the_lab, tfs.rest_url, tfs.grpc_target, "--git", "--reload=grpc", "--resync=3600"),
     ):
-        records = len(read_history(the_lab.state_dir))
+        records = len(outcomes(the_lab.state_dir))
 
         def recorded() -> bool:
-            return len(read_history(the_lab.state_dir)) > records
+            return len(outcomes(the_lab.state_dir)) > records
 
         for number in range(count):
             time.sleep(random.uniform(0.0, 0.2))
@@ -322,11 +322,11 @@ def daemon_new_version(count: int) -> Samples:
                 samples.latencies.append(seen - started)
             if wait_until(recorded, TIMEOUT, 0.01) is None:
                 samples.failures += 1
-            records = len(read_history(the_lab.state_dir))
+            records = len(outcomes(the_lab.state_dir))
             the_lab.commit(without, f"drop 3 ({number})")
             if wait_until(recorded, TIMEOUT, 0.01) is None:
                 samples.failures += 1
-            records = len(read_history(the_lab.state_dir))
+            records = len(outcomes(the_lab.state_dir))
     return samples
 
 

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 from bench.common import Section, median, ms, percentile, table
-from bench.lab import MODEL, Daemon, animals, git, lab, label_version, wait_until
+from bench.lab import MODEL, Daemon, animals, git, lab, label_version, outcomes, wait_until
 from bench.latency import HEADERS, POLL_SECONDS, TIMEOUT, Samples
-from reconciler.history import read_history
 from reconciler.testing import SimulatorProcess
 from reconciler.testing.hooks import github_push, post
 from reconciler.testing.simulator import free_port
@@ -55,7 +54,7 @@ def webhook(count: int) -> Samples:
             ),
         ):  # fmt: skip
             stable = label_version(tfs.rest_url, MODEL, "stable") or 2
-            records = len(read_history(the_lab.state_dir))
+            records = len(outcomes(the_lab.state_dir))
             for _ in range(count):
                 time.sleep(random.uniform(0.0, 0.2))
                 new = 5 - stable
@@ -76,7 +75,7 @@ def webhook(count: int) -> Samples:
                     samples.finished.append(time.perf_counter() - started)
                 else:
                     samples.failures += 1
-                records = len(read_history(the_lab.state_dir))
+                records = len(outcomes(the_lab.state_dir))
                 stable = label_version(tfs.rest_url, MODEL, "stable") or stable
     return samples
 
@@ -86,7 +85,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def _recorded(state_dir: Path, before: int) -> bool:
-    return len(read_history(state_dir)) > before
+    return len(outcomes(state_dir)) > before
 
 
 def _resolves(rest_url: str, version: int) -> bool:

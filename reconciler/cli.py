@@ -17,14 +17,8 @@ from typing import Any, NoReturn, TextIO
 import structlog
 
 from reconciler import __version__, logs, webhook
-from reconciler.apply import (
-    Outcome,
-    ProgressHook,
-    Reloader,
-    ReloadMode,
-    choose_reloader,
-)
 from reconciler.config_file import read_text
+from reconciler.converge import Outcome
 from reconciler.convergence import Progress
 from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.desired import DesiredState, load_desired
@@ -44,6 +38,7 @@ from reconciler.reconcile import (
     revision_of,
     with_signature_problems,
 )
+from reconciler.reload import Reloader, ReloadMode, choose_reloader
 from reconciler.render import plan_json, plan_text
 from reconciler.settings import (
     ENV_FILE_VARIABLE,
@@ -58,6 +53,7 @@ from reconciler.status import status_document, status_text, sync_state
 from reconciler.tfs_config import parse_config, render_config
 from reconciler.tfs_rest import TfsRest
 from reconciler.verify import signature_problems
+from reconciler.wait import ProgressHook
 from reconciler.webhook import WebhookSecretError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.observe import DiskState, LiveStatus
 from reconciler.policy import served_versions
+from reconciler.state import DiskState, LiveStatus
 from reconciler.tfs_config import ConfigModel, ServingConfig
 
 

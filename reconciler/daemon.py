@@ -21,8 +21,8 @@ from typing import Any, Literal
 import structlog
 
 from reconciler import sd_notify
-from reconciler.apply import Outcome, Reloader, ReloadMode, choose_reloader
 from reconciler.config_file import write_atomic
+from reconciler.converge import Outcome
 from reconciler.convergence import Progress
 from reconciler.desired import (
     DesiredState,
@@ -50,6 +50,7 @@ from reconciler.reconcile import (
     revision_of,
     with_signature_problems,
 )
+from reconciler.reload import Reloader, ReloadMode, choose_reloader
 from reconciler.settings import Settings
 from reconciler.settle import Settle
 from reconciler.sidecar import FlagCheck, refuse_single_file_mounts

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from reconciler.desired import DesiredModel, DesiredState
-from reconciler.observe import DiskState, LiveModel, LiveStatus, ModelDir, Observed
 from reconciler.policy import Specific, describe, served_versions
 from reconciler.problems import Location, Problem
+from reconciler.state import DiskState, LiveModel, LiveStatus, ModelDir, Observed
 from reconciler.tfs_config import ConfigModel, ServingConfig, changed_models
 
 

@@ -9,17 +9,19 @@ from pathlib import Path
 
 import structlog
 
-from reconciler.apply import Converger, Outcome, ProgressHook, Reloader
-from reconciler.config_file import read_text
+from reconciler.config_store import ConfigStore, FileConfigStore
+from reconciler.converge import Converger, Outcome, Target
 from reconciler.desired import DesiredState
 from reconciler.git_source import GitError, open_local
 from reconciler.history import STARTED_MESSAGE, Record, append_record
 from reconciler.observe import Observed, observe
 from reconciler.plan import Plan, Step, StepKind, plan
+from reconciler.reload import Reloader
 from reconciler.settings import Settings
 from reconciler.tfs_config import ServingConfig, render_config
 from reconciler.tfs_rest import TfsRest
 from reconciler.verify import signature_problems, verify_version
+from reconciler.wait import ProgressHook
 
 log = structlog.get_logger("reconciler")
 
@@ -92,16 +94,16 @@ def execute(
     interrupted: Callable[[], bool] | None = None,
     action: str = "apply",
     target_text: str | None = None,
+    store: ConfigStore | None = None,
 ) -> tuple[Outcome, Record | None]:
     """Converge on `the_plan` and record the outcome in the history (no record for a no-op);
     `action` says what asked for it in the record ("apply", "rollback to ..."); `target_text`
     is written for the plan's target instead of its canonical rendering (a rollback restores
     the very bytes it recorded)."""
+    if store is None:
+        store = FileConfigStore(settings.config_path, settings.state_path)
     converger = Converger(
-        config_path=settings.config_path,
-        state_dir=settings.state_path,
-        status=rest,
-        reloader=reloader,
+        Target(rest, store, reloader),
         timeout=settings.timeout,
         file_system_poll=settings.file_system_poll,
         verifier=(lambda m, v, f: verify_version(rest, m, v, f)) if verify else None,
@@ -110,7 +112,7 @@ def execute(
         interrupted=interrupted,
         target_text=target_text,
     )
-    before = read_text(settings.config_path)
+    before = store.read()
     started: list[Record] = []
     tried: list[bool] = []
 
@@ -135,7 +137,7 @@ def execute(
     try:
         outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, but keep the history true
-        now = read_text(settings.config_path)
+        now = store.read()
         if now != before:
             _record(
                 settings,

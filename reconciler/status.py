@@ -6,9 +6,9 @@ from typing import Any
 
 from reconciler.desired import DesiredState
 from reconciler.history import Record
-from reconciler.observe import Observed
 from reconciler.plan import Plan
 from reconciler.policy import describe, served_versions
+from reconciler.state import Observed
 
 
 def status_document(

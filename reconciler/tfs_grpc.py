@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 
-from reconciler.observe import LiveModel, LiveVersion, TfsUnreachable
 from reconciler.proto import tensorflow_serving_pb2 as pb
 from reconciler.proto import tensorflow_serving_pb2_grpc as pb_grpc
 from reconciler.proto.error_codes_pb2 import Code
+from reconciler.state import LiveModel, LiveVersion, TfsUnreachable
 from reconciler.tfs_config import ServingConfig, to_proto
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from reconciler.observe import LiveModel, LiveVersion, TfsUnreachable
+from reconciler.state import LiveModel, LiveVersion, TfsUnreachable
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Any
 from urllib.parse import quote
 
 from reconciler.desired import DesiredModel, DesiredState
-from reconciler.observe import TfsUnreachable
 from reconciler.problems import Problem
+from reconciler.state import TfsUnreachable
 from reconciler.tfs_rest import TfsRest
 
 

@@ -13,11 +13,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler import sd_notify
-from reconciler.apply import ReloadMode
 from reconciler.config_file import write_atomic
 from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.history import read_history
 from reconciler.http_endpoint import HttpEndpoint
+from reconciler.reload import ReloadMode
 from reconciler.settings import Settings
 from reconciler.testing import SimulatorProcess
 from reconciler.tfs_config import parse_config

@@ -158,10 +158,12 @@ def test_stale_temporaries_of_a_killed_write_are_removed_and_nothing_else(tmp_pa
 
 
 def test_an_apply_removes_stale_temporaries_first(tmp_path: Path) -> None:
-    from reconciler.apply import Converger, NoReload
+    from reconciler.config_store import FileConfigStore
+    from reconciler.converge import Converger, Target
     from reconciler.desired import DesiredState
     from reconciler.observe import DiskState
     from reconciler.plan import Plan
+    from reconciler.reload import NoReload
     from reconciler.tfs_config import ServingConfig
 
     config = tmp_path / "models.config"
@@ -171,7 +173,8 @@ def test_an_apply_removes_stale_temporaries_first(tmp_path: Path) -> None:
     state.mkdir()
     stale_lkg = state / ".last-known-good.config.x_Y1z2W3.tmp"
     stale_lkg.write_text("half")
-    converger = Converger(config, state, status=None, reloader=NoReload())  # type: ignore[arg-type]
+    target = Target(None, FileConfigStore(config, state), NoReload())  # type: ignore[arg-type]
+    converger = Converger(target)
     empty = ServingConfig()
     converger.apply(Plan(empty, empty, (), ()), DiskState(), DesiredState(()))
     assert not stale.exists() and not stale_lkg.exists()

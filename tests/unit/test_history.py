@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.apply import Outcome
+from reconciler.config_store import ConfigStore, FileConfigStore
+from reconciler.converge import Outcome
 from reconciler.history import (
     HISTORY_FILE,
     Record,
@@ -229,11 +231,11 @@ def test_a_finished_apply_s_start_record_is_not_a_change_of_its_own() -> None:
     assert rollback_target(records, None).config == "A"
 
 
-def _lab_apply(lab: Path) -> tuple[Outcome, Record | None, Path]:
-    from reconciler.apply import NoReload
+def _lab_apply(lab: Path, store: ConfigStore | None = None) -> tuple[Outcome, Record | None, Path]:
     from reconciler.desired import load_desired
     from reconciler.plan import plan
     from reconciler.reconcile import Revision, execute, observe_for
+    from reconciler.reload import NoReload
     from reconciler.settings import Settings
     from reconciler.tfs_rest import TfsRest
 
@@ -253,26 +255,28 @@ def _lab_apply(lab: Path) -> tuple[Outcome, Record | None, Path]:
         rest=TfsRest("http://127.0.0.1:9"),
         revision=Revision(),
         verify=False,
+        store=store,
     )
     return outcome, kept, config.state_path
 
 
-def test_a_started_record_is_written_before_the_first_write_of_the_config(
-    lab: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import reconciler.apply as apply_module
-    from reconciler import config_file
+@dataclass(frozen=True)
+class HistoryAtWrites(FileConfigStore):
+    """The lab's models.config; what the history held at each write of it."""
 
+    seen: list[list[Record]] = field(default_factory=list)
+
+    def write(self, text: str) -> bool:
+        self.seen.append(read_history(self.state_dir))
+        return super().write(text)
+
+
+def test_a_started_record_is_written_before_the_first_write_of_the_config(lab: Path) -> None:
     original = (lab / "models" / "models.config").read_text()
-    seen: list[list[Record]] = []
-    real_write = config_file.write_atomic
-
-    def write(path: Path, text: str) -> bool:
-        seen.append(read_history(lab / "models" / ".tfs-reconciler"))
-        return real_write(path, text)
-
-    monkeypatch.setattr(apply_module, "write_atomic", write)
-    _, _, state = _lab_apply(lab)
+    models = lab / "models"
+    store = HistoryAtWrites(models / "models.config", models / ".tfs-reconciler")
+    seen = store.seen
+    _, _, state = _lab_apply(lab, store)
     (ahead,) = seen[0]
     assert ahead.outcome == "started" and ahead.previous == original
     assert ahead.config is not None and "value: 3" in ahead.config

@@ -15,22 +15,16 @@ from pathlib import Path
 
 import pytest
 
-import reconciler.apply as apply_module
-from reconciler import config_file
-from reconciler.apply import (
-    Converger,
-    NoReload,
-    Outcome,
-    ReloadFailed,
-    ReloadMode,
-    RestartReloader,
-    describe_serving,
-)
+import reconciler.reload as reload_module
+from reconciler.config_store import ConfigStore, FileConfigStore
+from reconciler.converge import Converger, Outcome, Target
 from reconciler.desired import DesiredState, load_desired
 from reconciler.docker_target import DockerError
 from reconciler.observe import LiveModel, LiveVersion, Observed, TfsUnreachable, observe
 from reconciler.plan import Plan, plan
 from reconciler.policy import served_versions
+from reconciler.preflight import describe_serving
+from reconciler.reload import NoReload, ReloadFailed, ReloadMode, RestartReloader
 from reconciler.tfs_config import ServingConfig
 from reconciler.tfs_grpc import ReloadAbandoned, ReloadRejected
 from reconciler.verify import VerifyFailed
@@ -185,16 +179,35 @@ class FakeReloader:
         self.tfs.take(config)
 
 
+@dataclass(frozen=True)
+class FailingWrites(FileConfigStore):
+    """The lab's models.config, where write number n (from 1) raises `fail(n)` if not None."""
+
+    fail: Callable[[int], OSError | None] = lambda n: None
+    texts: list[str] = field(default_factory=list)
+
+    def write(self, text: str) -> bool:
+        self.texts.append(text)
+        error = self.fail(len(self.texts))
+        if error is not None:
+            raise error
+        return super().write(text)
+
+
 @dataclass
 class Bed:
     lab: Path
     clock: Clock
     tfs: FakeTfs
     reloader: FakeReloader
+    store: ConfigStore | None = None  # None: the lab's models.config
 
     @property
     def config_path(self) -> Path:
         return self.lab / "models" / "models.config"
+
+    def failing_writes(self, fail: Callable[[int], OSError | None]) -> FailingWrites:
+        return FailingWrites(self.config_path, self.lab / "state", fail)
 
     def desire(self, versions: str, labels: dict[str, int], extra: str = "") -> DesiredState:
         lines = "\n".join(f"      {k}: {v}" for k, v in labels.items())
@@ -226,11 +239,9 @@ class Bed:
     ) -> tuple[Plan, Outcome]:
         observed = self.observed(desired)
         the_plan = plan(desired, observed)
+        store = self.store or FileConfigStore(self.config_path, self.lab / "state")
         converger = Converger(
-            config_path=self.config_path,
-            state_dir=self.lab / "state",
-            status=self.tfs,
-            reloader=reloader or self.reloader,  # type: ignore[arg-type]
+            Target(self.tfs, store, reloader or self.reloader),  # type: ignore[arg-type]
             clock=self.clock,
             sleep=self.clock.sleep,
             **options,  # type: ignore[arg-type]
@@ -337,12 +348,12 @@ def test_the_timeout_bounds_the_whole_command_rollback_included_against_a_hangin
         raise ReloadRejected("DEADLINE_EXCEEDED", "Deadline Exceeded")
 
     hanging = type("Hanging", (), {"reload": staticmethod(hang)})()
-    reloader = apply_module.GrpcReloader(client=hanging)
+    reloader = reload_module.GrpcReloader(client=hanging)
     _, outcome = bed.converge(
         bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"stable": 4}), reloader, timeout=10.0
     )
     assert outcome.result in ("rolled_back", "failed"), outcome.message
-    assert bed.clock() <= 10.0 + apply_module.MIN_STEP_SECONDS
+    assert bed.clock() <= 10.0 + reload_module.MIN_STEP_SECONDS
 
 
 def test_failed_verification_moves_no_label_and_rolls_back(bed: Bed) -> None:
@@ -520,19 +531,12 @@ def test_with_a_restart_a_failed_verification_restarts_back(bed: Bed) -> None:
     assert bed.tfs.labels == LAB_LABELS
 
 
-def test_a_write_that_fails_mid_apply_rolls_back(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_write_that_fails_mid_apply_rolls_back(bed: Bed) -> None:
     original = bed.config_path.read_bytes()
     bed.add_version(4)
-    real_write = config_file.write_atomic
-    writes: list[str] = []
-
-    def write_twice_then_fail(path: Path, text: str) -> None:
-        writes.append(text)
-        if len(writes) == 2:  # phase 2 of the apply (phase 1 is written and live)
-            raise OSError(28, "No space left on device")
-        real_write(path, text)
-
-    monkeypatch.setattr(apply_module, "write_atomic", write_twice_then_fail)
+    # Phase 2 of the apply fails (phase 1 is written and live).
+    full = OSError(28, "No space left on device")
+    bed.store = bed.failing_writes(lambda n: full if n == 2 else None)
     _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}))
     assert outcome.result == "rolled_back", outcome.message
     assert "No space left on device" in outcome.message
@@ -540,27 +544,17 @@ def test_a_write_that_fails_mid_apply_rolls_back(bed: Bed, monkeypatch: pytest.M
     assert bed.tfs.labels == LAB_LABELS and bed.tfs.state(4) == "END"
 
 
-def test_a_rollback_that_cannot_write_says_what_the_file_holds(
-    bed: Bed, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_rollback_that_cannot_write_says_what_the_file_holds(bed: Bed) -> None:
     bed.add_version(4)
-    real_write = config_file.write_atomic
-    writes: list[str] = []
-
-    def write_once(path: Path, text: str) -> None:
-        writes.append(text)
-        if len(writes) > 1:
-            raise OSError(30, "Read-only file system")
-        real_write(path, text)
-
-    monkeypatch.setattr(apply_module, "write_atomic", write_once)
+    read_only = OSError(30, "Read-only file system")
+    bed.store = store = bed.failing_writes(lambda n: read_only if n > 1 else None)
     _, outcome = bed.converge(bed.desire("[1, 2, 3, 4]", LAB_LABELS | {"canary": 4}))
     assert outcome.result == "failed"
     assert "Rolling back to the last-known-good config failed too: [Errno 30]" in outcome.message
     assert f"{bed.config_path} is unchanged since the failure" in outcome.message
     assert "last-known-good config is in " in outcome.message
     assert "TFS serves now: animals versions 1, 2, 3, 4 (" in outcome.message  # read again
-    assert bed.config_path.read_text() == writes[0]  # phase 1, as the message says
+    assert bed.config_path.read_text() == store.texts[0]  # phase 1, as the message says
 
 
 def test_a_retried_version_that_fails_as_fast_as_before_fails_the_change(bed: Bed) -> None:
@@ -741,19 +735,9 @@ def test_a_reload_that_failed_after_moving_labels_is_rolled_back_from_what_serve
     assert all(state == "AVAILABLE" for _, _, state in bed.tfs.label_log)
 
 
-def test_a_rollback_with_no_reload_does_not_claim_what_tfs_serves(
-    bed: Bed, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_write = config_file.write_atomic
-    writes: list[str] = []
-
-    def fail_first(path: Path, text: str) -> bool:
-        writes.append(text)
-        if len(writes) == 1:
-            raise OSError(28, "No space left on device")
-        return real_write(path, text)
-
-    monkeypatch.setattr(apply_module, "write_atomic", fail_first)
+def test_a_rollback_with_no_reload_does_not_claim_what_tfs_serves(bed: Bed) -> None:
+    full = OSError(28, "No space left on device")
+    bed.store = bed.failing_writes(lambda n: full if n == 1 else None)
     _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS | {"stable": 3}), NoReload())
     assert outcome.result == "rolled_back", outcome.message
     assert "serving now" not in outcome.message
@@ -797,7 +781,7 @@ def test_a_push_adding_a_model_tfs_never_lists_is_given_up_after_a_few_polls(bed
     )
     original = bed.config_path.read_bytes()
     client = HangingOnNewModels(bed.tfs, bed.clock)
-    reloader = apply_module.GrpcReloader(client=client)  # type: ignore[arg-type]
+    reloader = reload_module.GrpcReloader(client=client)  # type: ignore[arg-type]
     _, outcome = bed.converge(bed.desire("[1, 2, 3]", LAB_LABELS), reloader, timeout=120.0)
     assert outcome.result == "failed", outcome.message
     assert client.abandoned and "iris has no version listed" in outcome.message

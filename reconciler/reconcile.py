@@ -6,19 +6,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from reconciler.config_file import read_text
 from reconciler.config_store import ConfigStore, FileConfigStore
 from reconciler.converge import Converger, Outcome, Target
-from reconciler.desired import DesiredState
+from reconciler.desired import DesiredState, load_desired
 from reconciler.git_source import GitError, open_local
-from reconciler.history import STARTED_MESSAGE, Record, append_record
+from reconciler.history import (
+    STARTED_MESSAGE,
+    Record,
+    RollbackTarget,
+    append_record,
+    read_history,
+    rollback_target,
+)
 from reconciler.observe import Observed, observe
-from reconciler.plan import Plan, Step, StepKind, plan
+from reconciler.plan import Plan, Step, StepKind, plan, plan_config
+from reconciler.problems import InputError, Problem
 from reconciler.reload import Reloader
 from reconciler.settings import Settings
-from reconciler.tfs_config import ServingConfig, render_config
+from reconciler.status import status_document
+from reconciler.tfs_config import ServingConfig, parse_config, render_config
 from reconciler.tfs_rest import TfsRest
 from reconciler.verify import signature_problems, verify_version
 from reconciler.wait import ProgressHook
@@ -254,3 +265,117 @@ def reconcile(
         interrupted=interrupted,
     )
     return the_plan, outcome, record
+
+
+class NoRollbackTarget(LookupError):
+    """The history holds no config to roll back to (the message says why)."""
+
+
+def rollback(
+    settings: Settings,
+    reloader: Reloader,
+    record_id: int | None,
+    *,
+    on_goal: Callable[[RollbackTarget], None] | None = None,
+    on_progress: ProgressHook | None = None,
+    interrupted: Callable[[], bool] | None = None,
+) -> tuple[RollbackTarget, Plan, Outcome]:
+    """Converge back on the config of history record `record_id` (None: the change before
+    the last) and record it; `on_goal` hears which config before anything changes. Raises
+    NoRollbackTarget when the history holds no such record. The caller holds the config's lock:
+    the history is read under it, since its holder may be appending to it."""
+    try:
+        goal = rollback_target(read_history(settings.state_path), record_id)
+    except LookupError as error:
+        raise NoRollbackTarget(str(error)) from None
+    if on_goal is not None:
+        on_goal(goal)
+    rest = TfsRest(settings.rest_url, settings.request_timeout)
+    empty = DesiredState(models=())
+    target = parse_config(goal.config, goal.describe)
+    observed = observe_for(settings, empty, rest if reloader.waits else None, target)
+    the_plan = plan_config(observed, target, goal.describe)
+    outcome, _ = execute(
+        the_plan,
+        observed,
+        empty,
+        settings=settings,
+        reloader=reloader,
+        rest=rest,
+        revision=Revision(goal.commit, goal.dirty),
+        verify=False,
+        on_progress=on_progress,
+        interrupted=interrupted,
+        action=f"rollback to {goal.describe}",
+        target_text=goal.config,
+    )
+    return goal, the_plan, outcome
+
+
+def local_status(settings: Settings) -> dict[str, Any]:
+    """The status document as this process sees it (when no daemon answers for it)."""
+    unreadable: str | None = None
+    try:
+        records = read_history(settings.state_path)
+    except OSError as error:  # the status is still worth showing
+        records, unreadable = [], f"cannot read the history: {error}"
+    last = records[-1] if records else None
+    try:
+        desired = load_desired(settings.desired, settings.serving_root)
+    except InputError as error:
+        return status_document(
+            None,
+            None,
+            None,
+            last=last,
+            last_error="; ".join(e for e in (str(error), unreadable) if e),
+            source="cli",
+            config=settings.real_config_path,
+        )
+    observed = observe_for(settings, desired, TfsRest(settings.rest_url, settings.request_timeout))
+    return status_document(
+        desired,
+        observed,
+        plan(desired, observed),
+        last=last,
+        last_error=unreadable,
+        source="cli",
+        config=settings.real_config_path,
+    )
+
+
+@dataclass(frozen=True)
+class Validation:
+    desired: DesiredState
+    problems: tuple[Problem, ...]  # verify requests that do not fit a signature TFS serves
+    notes: tuple[str, ...]  # what could not be checked, and why
+
+
+def validate(path: Path, serving_root: str, rest_url: str) -> Validation:
+    """The desired state at `path` (InputError when it does not parse or validate), its verify
+    requests checked against the signatures TFS serves."""
+    desired = load_desired(path, serving_root)
+    problems, notes = signature_problems(desired, TfsRest(rest_url))
+    return Validation(desired, tuple(problems), tuple(notes))
+
+
+@dataclass(frozen=True)
+class Diff:
+    plan: Plan
+    observed: Observed
+    relayout: bool  # models.config changes, and is not laid out now as it would be written
+
+
+def diff(settings: Settings) -> Diff:
+    """What an apply would change now; nothing is written."""
+    desired = load_desired(settings.desired, settings.serving_root)
+    rest = TfsRest(settings.rest_url, settings.request_timeout)
+    observed = observe_for(settings, desired, rest)
+    result = with_signature_problems(plan(desired, observed), desired, rest)
+    text = read_text(settings.config_path)
+    relayout = bool(
+        result.changes_config
+        and result.current is not None
+        and text != render_config(result.current)
+    )
+    return Diff(result, observed, relayout)

@@ -6,6 +6,7 @@ import difflib
 from typing import Any
 
 from reconciler.plan import Plan
+from reconciler.state import LiveModel, LiveStatus
 from reconciler.tfs_config import render_config
 
 _COLOURS = {"+": "\x1b[32m", "-": "\x1b[31m", "~": "\x1b[33m", "!": "\x1b[35m", "@": "\x1b[36m"}
@@ -122,4 +123,28 @@ def plan_json(plan: Plan, config_path: str, live: dict[str, Any]) -> dict[str, A
             {"model": d.model, "version": d.version, "label": d.label, "message": d.message}
             for d in plan.drift
         ],
+    }
+
+
+def live_model_json(model: LiveModel) -> dict[str, Any]:
+    """What TFS serves of one model, as `diff --output json` and `status` show it."""
+    return {
+        "found": model.found,
+        "versions": [
+            {"version": v.version, "state": v.state, "error": v.error_message}
+            for v in model.versions
+        ],
+        "labels": dict(model.labels),
+    }
+
+
+def live_json(live: LiveStatus | None) -> dict[str, Any]:
+    """What was read from TFS (`asked` False: it was not asked), for `diff --output json`."""
+    if live is None:
+        return {"asked": False}
+    return {
+        "asked": True,
+        "reachable": live.reachable,
+        "error": live.error,
+        "models": {m.name: live_model_json(m) for m in live.models},
     }

@@ -8,6 +8,7 @@ from reconciler.desired import DesiredState
 from reconciler.history import Record
 from reconciler.plan import Plan
 from reconciler.policy import describe, served_versions
+from reconciler.render import live_model_json
 from reconciler.state import Observed
 
 
@@ -35,14 +36,7 @@ def status_document(
         }
         live = observed.live.model(model.name) if observed and observed.live else None
         if live is not None:
-            entry["live"] = {
-                "found": live.found,
-                "versions": [
-                    {"version": v.version, "state": v.state, "error": v.error_message}
-                    for v in live.versions
-                ],
-                "labels": dict(live.labels),
-            }
+            entry["live"] = live_model_json(live)
         drift = [d.message for d in the_plan.drift if d.model == model.name] if the_plan else []
         pending = [str(s) for s in the_plan.steps if s.model == model.name] if the_plan else []
         entry["differences"] = pending + drift

@@ -21,11 +21,11 @@ from bench.lab import (
     daemon_available,
     desired_yaml,
     lab,
-    label_version,
     outcomes,
     wait_until,
 )
 from reconciler.testing import SimulatorProcess
+from reconciler.testing.lab import label_version
 
 MODELS = 1_000
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -6,6 +6,7 @@ Everything lives in a temporary folder and talks over 127.0.0.1 only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -23,6 +24,7 @@ from reconciler.desired import parse_documents
 from reconciler.history import STARTED, Record, read_history
 from reconciler.observe import Observed, scan_disk
 from reconciler.plan import plan
+from reconciler.testing import lab as testing_lab
 from reconciler.testing.simulator import free_port
 from reconciler.tfs_config import render_config
 
@@ -33,6 +35,7 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "bench",
     "GIT_COMMITTER_EMAIL": "bench@localhost",
 }
+git = functools.partial(testing_lab.git, env={**os.environ, **GIT_ENV})
 EXECUTABLE = str(Path(sys.executable).with_name("tfs-reconciler"))
 
 
@@ -111,18 +114,6 @@ class Lab:
         ]
 
 
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **GIT_ENV},
-        timeout=30,
-    )
-    return done.stdout
-
-
 @contextlib.contextmanager
 def lab(initial: str, *, git_repo: bool = False, models: int = 0) -> Iterator[Lab]:
     """A lab with the example `animals` model (versions 1-3), or `models` generated models
@@ -173,18 +164,6 @@ def get_json(rest_url: str, path: str, timeout: float = 2.0) -> tuple[int, objec
         return reply.status, json.loads(reply.read() or b"null")
     finally:
         connection.close()
-
-
-def label_version(rest_url: str, model: str, label: str) -> int | None:
-    """Where TFS resolves `label` now (label metadata), None when unknown or unreachable."""
-    try:
-        status, body = get_json(rest_url, f"/v1/models/{model}/labels/{label}/metadata")
-    except (OSError, ValueError, http.client.HTTPException):
-        return None
-    if status != 200 or not isinstance(body, dict):
-        return None
-    version = body.get("model_spec", {}).get("version")
-    return int(version) if version else None
 
 
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.005) -> float | None:

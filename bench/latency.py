@@ -35,11 +35,11 @@ from bench.lab import (
     daemon_available,
     get_json,
     lab,
-    label_version,
     outcomes,
     wait_until,
 )
 from reconciler.testing import SimulatorProcess
+from reconciler.testing.lab import label_version
 
 POLL_SECONDS = 1.0
 LAB_POLL_SECONDS = 60.0

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 from bench.common import Section, median, ms, percentile, table
-from bench.lab import MODEL, Daemon, animals, git, lab, label_version, outcomes, wait_until
+from bench.lab import MODEL, Daemon, animals, git, lab, outcomes, wait_until
 from bench.latency import HEADERS, POLL_SECONDS, TIMEOUT, Samples
 from reconciler.testing import SimulatorProcess
 from reconciler.testing.hooks import github_push, post
+from reconciler.testing.lab import label_version
 from reconciler.testing.simulator import free_port
 from reconciler.webhook import PATH
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import subprocess
 import tracemalloc
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from reconciler.git_source import (
     open_local,
     open_remote,
 )
+from reconciler.testing import lab
 
 GIT_ENV = {
     **os.environ,
@@ -29,13 +30,7 @@ GIT_ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
     "GIT_CONFIG_NOSYSTEM": "1",
 }
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
+git = functools.partial(lab.git, env=GIT_ENV)
 
 
 def write(path: Path, text: str | bytes) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.git_source import open_local
+from reconciler.testing import lab
 from reconciler.watch import FILES_CHANGED, Trigger
 
 DEBOUNCE = 0.1
@@ -27,10 +28,7 @@ GIT_ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
     "GIT_CONFIG_NOSYSTEM": "1",
 }
-
-
-def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, check=True)
+git = functools.partial(lab.git, env=GIT_ENV)
 
 
 @pytest.fixture

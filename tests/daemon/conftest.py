@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from reconciler.testing import SimulatorProcess
+from reconciler.testing.lab import LabRepo
 from reconciler.testing.simulator import free_port
 
-from .daemon_harness import DaemonProcess, LabRepo, NotifySocket
+from .daemon_harness import DaemonProcess, NotifySocket
 
 LOAD = 0.2  # seconds every version load takes in the simulator
 

@@ -5,12 +5,11 @@
   `kill(signal)`, `stop()` (SIGTERM, then SIGKILL after a timeout, so no test leaks one).
 - `NotifySocket`: an AF_UNIX SOCK_DGRAM socket standing in for systemd's NOTIFY_SOCKET; a
   thread collects every datagram with the time it arrived.
-- `LabRepo`: the lab (models/ and desired_state/) in a git work tree, desired_state/ committed.
+(`LabRepo`, `git`, `wait_until` and `label_version` are reconciler.testing.lab's.)
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -26,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from reconciler.testing.lab import label_version
 
 MODEL = "animals"
 
@@ -43,57 +44,6 @@ def desired_text(versions: str, labels: Mapping[str, int]) -> str:
     return DESIRED_YAML.format(
         versions=versions, labels="\n".join(f"      {k}: {v}" for k, v in labels.items())
     )
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=30
-    )
-    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
-    return out.stdout.strip()
-
-
-GIT_IDENTITY = (
-    "-c", "user.name=Test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false",
-)  # fmt: skip
-
-
-@dataclass
-class LabRepo:
-    root: Path
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def desired(self) -> Path:
-        return self.root / "desired_state"
-
-    @property
-    def config(self) -> Path:
-        return self.models / "models.config"
-
-    def write(self, text: str, name: str = "animals.yaml") -> Path:
-        path = self.desired / name
-        path.write_text(text)
-        return path
-
-    def commit(self, message: str, *paths: str) -> str:
-        git(self.root, "add", "--all", "--", *(paths or ("desired_state",)))
-        git(self.root, *GIT_IDENTITY, "commit", "--quiet", "-m", message)
-        return git(self.root, "rev-parse", "HEAD")
-
-    @classmethod
-    def create(cls, root: Path, lab: Path) -> LabRepo:
-        shutil.copytree(lab, root, dirs_exist_ok=True)
-        for path in [root, *root.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        (root / ".gitignore").write_text("models/\n")
-        git(root, "init", "--quiet", "--initial-branch=main")
-        repo = cls(root)
-        repo.commit("lab desired state", "desired_state", ".gitignore")
-        return repo
 
 
 def add_version(models: Path, number: int, source: int = 3) -> Path:
@@ -120,20 +70,9 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def label_version(rest_url: str, label: str) -> int | None:
-    """The version `label` resolves to in TFS's metadata API (None if it does not answer)."""
-    try:
-        status, body = http_get(f"{rest_url}/v1/models/{MODEL}/labels/{label}/metadata")
-    except (OSError, http.client.HTTPException):
-        return None
-    if status != 200:
-        return None
-    return int(json.loads(body)["model_spec"]["version"])
-
-
 def label_is(rest_url: str, label: str, version: int) -> Callable[[], bool]:
     """A condition for `wait_until`: `label` resolves to `version`."""
-    return lambda: label_version(rest_url, label) == version
+    return lambda: label_version(rest_url, MODEL, label) == version
 
 
 def commit_is(commit: str) -> Callable[[dict[str, Any]], bool]:
@@ -150,19 +89,6 @@ def version_states(rest_url: str) -> dict[int, str]:
         if found.get(number) in (None, "END"):
             found[number] = entry["state"]
     return found
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = ""
-) -> float:
-    """Poll `condition` until truthy; returns the seconds it took. AssertionError on timeout."""
-    started = time.monotonic()
-    while True:
-        if condition():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout} s: {what or condition}")
-        time.sleep(interval)
 
 
 # --- NOTIFY_SOCKET ----------------------------------------------------------------------------

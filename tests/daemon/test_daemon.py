@@ -24,25 +24,22 @@ from typing import Any
 import pytest
 
 from reconciler.testing import SimulatorProcess
+from reconciler.testing.lab import GIT_IDENTITY, LabRepo, git, label_version, wait_until
 from reconciler.testing.traffic import PredictStream
 from reconciler.tfs_config import ServingConfig, parse_config
 from reconciler.tfs_grpc import TfsGrpc
 
 from .conftest import StartDaemon, StartSim
 from .daemon_harness import (
-    GIT_IDENTITY,
+    MODEL,
     DaemonProcess,
-    LabRepo,
     NotifySocket,
     add_version,
     commit_is,
     desired_text,
-    git,
     http_get,
     label_is,
-    label_version,
     version_states,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -121,7 +118,7 @@ def test_a_commit_moving_stable_is_live_within_a_second(
     ready = next(m for _, m in notify.messages if "READY=1" in m)
     assert f"MAINPID={daemon.pid}" in ready.splitlines()
     assert f"STATUS=in sync at {head}" in ready.splitlines()
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
 
     times = []
     for stable, labels in ((3, PROMOTED), (2, LAB_LABELS), (3, PROMOTED)):
@@ -172,13 +169,13 @@ def test_uncommitted_edits_are_never_applied_in_git_mode(
         mark = daemon.count()
         daemon.wait_for_event("reconciled", after=mark, timeout=5)
     assert daemon.wait_for_event("reconciled", after=mark)["outcome"] == "noop"
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
     assert repo.config.read_bytes() == config
     assert not daemon.events("invalid_desired_state")
 
     (repo.desired / "other.yaml").unlink()
     commit = repo.commit("promote")
-    wait_until(lambda: label_version(sim.rest_url, "stable") == 3, 5)
+    wait_until(lambda: label_version(sim.rest_url, MODEL, "stable") == 3, 5)
     daemon.wait_for_event("reconciled", lambda e: e.get("commit") == commit)
 
 
@@ -190,7 +187,7 @@ def test_an_invalid_commit_is_reported_with_file_and_line_and_the_old_state_keep
     repo.write(desired_text("[1, 2, 3]", PROMOTED))
     good = repo.commit("promote")
     daemon.wait_for_event("reconciled", lambda e: e.get("commit") == good)
-    wait_until(lambda: label_version(sim.rest_url, "stable") == 3, 5)
+    wait_until(lambda: label_version(sim.rest_url, MODEL, "stable") == 3, 5)
     config = repo.config.read_bytes()
 
     # stable names a version the policy does not serve (line 7 of the file).
@@ -211,7 +208,7 @@ def test_an_invalid_commit_is_reported_with_file_and_line_and_the_old_state_keep
     assert f"commit {good[:12]}" in text, text
     # The previous state keeps serving, through several resyncs.
     time.sleep(1.5)
-    assert label_version(sim.rest_url, "stable") == 3
+    assert label_version(sim.rest_url, MODEL, "stable") == 3
     assert repo.config.read_bytes() == config
     assert daemon.process.poll() is None
     _, metrics = http_get(f"{daemon.metrics_url}/metrics")
@@ -224,7 +221,7 @@ def test_an_invalid_commit_is_reported_with_file_and_line_and_the_old_state_keep
     repo.write(desired_text("[1, 2, 3]", LAB_LABELS))
     fixed = repo.commit("fix: stable back to 2")
     started = time.monotonic()
-    wait_until(lambda: label_version(sim.rest_url, "stable") == 2, 5)
+    wait_until(lambda: label_version(sim.rest_url, MODEL, "stable") == 2, 5)
     print(f"\nfix commit to live after an invalid commit: {time.monotonic() - started:.3f} s")
     daemon.wait_for_event("reconciled", lambda e: e.get("commit") == fixed)
     assert status_json(repo, daemon, sim.rest_url)["last_error"] is None
@@ -240,7 +237,7 @@ def test_a_yaml_syntax_error_is_reported_with_file_and_line(
     repo.commit("broken yaml")
     event = daemon.wait_for_event("invalid_desired_state", timeout=5)
     assert re.search(r"desired_state/animals\.yaml:\d+", event["problem"]), event
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
 
 
 # --- drift ---------------------------------------------------------------------------------
@@ -258,7 +255,7 @@ def test_a_hand_edit_of_models_config_is_reverted(
     hand_edit(repo)
     edited = time.monotonic()
     wait_until(lambda: served_config(repo) == original, 5, what="config restored")
-    wait_until(lambda: label_version(sim.rest_url, "stable") == 2, 5)
+    wait_until(lambda: label_version(sim.rest_url, MODEL, "stable") == 2, 5)
     print(f"\nhand edit of models.config reverted in {time.monotonic() - edited:.3f} s")
     drift = daemon.wait_for_event("drift", after=mark)
     assert "! animals: models.config was edited" in drift["drift"]
@@ -274,7 +271,9 @@ def test_without_self_heal_drift_is_reported_but_not_repaired(
     daemon = run_with(sim, start_daemon, "--git", "--no-self-heal")
     daemon.wait_for_event("reconciled")
     edited = hand_edit(repo)
-    wait_until(lambda: label_version(sim.rest_url, "stable") == 1, 5, what="TFS read the edit")
+    wait_until(
+        lambda: label_version(sim.rest_url, MODEL, "stable") == 1, 5, what="TFS read the edit"
+    )
 
     mark = daemon.count()
     daemon.wait_for_event("drift", after=mark, timeout=5)
@@ -284,7 +283,7 @@ def test_without_self_heal_drift_is_reported_but_not_repaired(
     states = [v for _, v in notify.lines("STATUS") if not v.startswith("reconciling")]
     assert states[-1].startswith("drift left alone (self-heal off) in animals at "), states
     assert repo.config.read_bytes() == edited
-    assert label_version(sim.rest_url, "stable") == 1
+    assert label_version(sim.rest_url, MODEL, "stable") == 1
     document = status_json(repo, daemon, sim.rest_url)
     assert document["in_sync"] is False
     assert document["models"]["animals"]["differences"], document
@@ -296,7 +295,7 @@ def test_without_self_heal_drift_is_reported_but_not_repaired(
     # A commit is still applied (only drift repair is off).
     repo.write(desired_text("[1, 2, 3]", PROMOTED))
     repo.commit("promote")
-    wait_until(lambda: label_version(sim.rest_url, "stable") == 3, 5)
+    wait_until(lambda: label_version(sim.rest_url, MODEL, "stable") == 3, 5)
 
 
 def test_a_version_folder_appearing_under_latest_is_loaded(
@@ -322,7 +321,7 @@ def test_a_version_folder_appearing_under_latest_is_loaded(
     print(f"\nnew version folder to AVAILABLE (resync 30 s, so the watcher): "
           f"{time.monotonic() - appeared:.3f} s")  # fmt: skip
     wait_until(lambda: version_states(sim.rest_url).get(2) == "END", 5, what="2 unloaded")
-    assert label_version(sim.rest_url, "stable") == 3
+    assert label_version(sim.rest_url, MODEL, "stable") == 3
 
 
 def test_with_git_the_verify_request_is_the_committed_one(
@@ -342,7 +341,7 @@ def test_with_git_the_verify_request_is_the_committed_one(
     applied = daemon.wait_for_event("reconciled", commit_is(commit), timeout=10)
     assert applied["outcome"] == "applied", daemon.text
     assert "via=version:4" in sim.log  # verified, with the committed body
-    assert label_version(sim.rest_url, "canary") == 4
+    assert label_version(sim.rest_url, MODEL, "canary") == 4
 
 
 def test_with_git_a_verify_request_that_is_not_committed_is_refused_on_every_pass(
@@ -361,7 +360,7 @@ def test_with_git_a_verify_request_that_is_not_committed_is_refused_on_every_pas
     mark = daemon.count()
     again = daemon.wait_for_event("invalid_desired_state", after=mark, timeout=5)  # next resync
     assert again["problem"] == first["problem"]
-    assert label_version(sim.rest_url, "canary") == 3
+    assert label_version(sim.rest_url, MODEL, "canary") == 3
 
 
 def test_under_latest_a_new_folder_never_drops_a_labelled_version(
@@ -382,7 +381,7 @@ def test_under_latest_a_new_folder_never_drops_a_labelled_version(
         time.sleep(1.0)  # several of TFS's file-system polls
     assert stable.failures == []
     assert version_states(sim.rest_url).get(5) is None  # not loaded behind the label's back
-    assert label_version(sim.rest_url, "stable") == 3
+    assert label_version(sim.rest_url, MODEL, "stable") == 3
 
 
 # --- TFS unreachable ----------------------------------------------------------------------
@@ -415,7 +414,7 @@ def test_with_tfs_unreachable_the_daemon_stays_up_and_converges_once_it_answers(
         wait_until(lambda: http_get(f"{base}/readyz")[0] == 200, 20, what="readyz 200")
         print(f"\nconverged {time.monotonic() - started:.2f} s after TFS started (backoff)")
         assert status_json(repo, daemon, sim.rest_url)["last_error"] is None
-        assert label_version(sim.rest_url, "stable") == 2
+        assert label_version(sim.rest_url, MODEL, "stable") == 2
     finally:
         sim.stop()
 
@@ -464,14 +463,14 @@ def test_sigterm_during_an_apply_finishes_the_phase_in_flight_and_exits_0(
     assert names.count("phase_written") == 1 and "interrupted" in names, daemon.text
     assert "reconcile_failed" not in names
     assert version_states(sim.rest_url).get(4) == "AVAILABLE"
-    assert label_version(sim.rest_url, "canary") == 3
+    assert label_version(sim.rest_url, MODEL, "canary") == 3
     assert temp_files(repo) == []
     notify.wait_for("STOPPING", "1", timeout=2)
 
     again = run_with(sim, start_daemon, "--git")
     applied = again.wait_for_event("reconciled", lambda e: e["outcome"] == "applied")
     assert applied["commit"] == commit
-    assert label_version(sim.rest_url, "canary") == 4
+    assert label_version(sim.rest_url, MODEL, "canary") == 4
 
 
 def test_a_models_config_that_does_not_parse_is_put_back_and_the_daemon_runs_on(
@@ -488,7 +487,7 @@ def test_a_models_config_that_does_not_parse_is_put_back_and_the_daemon_runs_on(
     assert "not a valid ModelServerConfig" in invalid["problem"], invalid
     assert served_config(repo) == original
     assert daemon.process.poll() is None
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
 
 
 def test_without_self_heal_a_models_config_that_does_not_parse_is_reported_not_fatal(
@@ -756,7 +755,7 @@ def test_a_push_to_the_remote_becomes_live(
     repo.write(desired_text("[1, 2, 3]", {"deprecated": 1, "stable": 1, "canary": 3}))
     repo.commit("local only")
     time.sleep(1.2)
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
 
     (dev / "desired_state" / "animals.yaml").write_text(desired_text("[1, 2, 3]", PROMOTED))
     git(dev, "add", "desired_state")
@@ -764,7 +763,7 @@ def test_a_push_to_the_remote_becomes_live(
     git(dev, "push", "--quiet", "origin", "main")
     pushed = time.monotonic()
     pushed_commit = git(dev, "rev-parse", "HEAD")
-    wait_until(lambda: label_version(sim.rest_url, "stable") == 3, 10, what="push live")
+    wait_until(lambda: label_version(sim.rest_url, MODEL, "stable") == 3, 10, what="push live")
     print(f"\npush to live with --git-interval 0.5: {time.monotonic() - pushed:.3f} s")
     assert time.monotonic() - pushed < 3
     daemon.wait_for_event("reconciled", lambda e: e.get("commit") == pushed_commit)
@@ -807,7 +806,7 @@ def test_tfs_serving_another_config_is_drift_and_is_repaired(
     mark = daemon.count()
     with TfsGrpc(sim.grpc_target) as client:
         client.reload(other)
-    assert label_version(sim.rest_url, "stable") == 3
+    assert label_version(sim.rest_url, MODEL, "stable") == 3
     pushed = time.monotonic()
     wait_until(label_is(sim.rest_url, "stable", 2), 5, what="stable repaired")
     wait_until(label_is(sim.rest_url, "deprecated", 1), 5, what="deprecated repaired")
@@ -828,12 +827,12 @@ def test_a_version_that_fails_to_load_is_rolled_back_and_not_retried_unchanged(
     repo.commit("canary -> 4 (corrupt)")
     failed = daemon.wait_for_event("reconcile_failed", timeout=15)
     assert failed["outcome"] == "rolled_back", failed
-    assert label_version(sim.rest_url, "canary") == 3
+    assert label_version(sim.rest_url, MODEL, "canary") == 3
     # The resync within the backoff does not retry the same failing target.
     daemon.wait_for_event("waiting_for_change", timeout=3)
     document = status_json(repo, daemon, sim.rest_url)
     assert "4" in (document["last_error"] or ""), document
-    assert label_version(sim.rest_url, "canary") == 3
+    assert label_version(sim.rest_url, MODEL, "canary") == 3
 
     repo.write(desired_text("[1, 2, 3]", LAB_LABELS))
     fixed = repo.commit("revert")
@@ -925,7 +924,7 @@ def test_a_remote_that_cannot_be_fetched_is_shown_in_status_and_the_last_state_s
     assert re.search(r"tfs_reconciler_git_fetch_failures_total [1-9]", metrics.decode())
     document = status_json(repo, daemon, sim.rest_url)
     assert "remote.git" in (document["last_error"] or ""), document
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
     assert daemon.process.poll() is None
 
     moved.rename(bare)
@@ -945,12 +944,12 @@ def test_an_invalid_first_commit_still_sends_ready_but_readyz_waits_for_a_good_o
     assert http_get(f"{base}/healthz")[0] == 200
     assert http_get(f"{base}/readyz")[0] == 503
     assert "animals.yaml:" in (status_json(repo, daemon, sim.rest_url)["last_error"] or "")
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
 
     repo.write(desired_text("[1, 2, 3]", PROMOTED))
     repo.commit("fixed")
     wait_until(lambda: http_get(f"{base}/readyz")[0] == 200, 5, what="readyz 200")
-    assert label_version(sim.rest_url, "stable") == 3
+    assert label_version(sim.rest_url, MODEL, "stable") == 3
 
 
 def test_sigterm_while_backing_off_exits_0_at_once(

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from reconciler.testing.flood import Flood
+from reconciler.testing.lab import LabRepo, git, wait_until
 from reconciler.webhook import PATH
 
 from .conftest import StartDaemon, StartSim
-from .daemon_harness import DaemonProcess, LabRepo, git, wait_until
+from .daemon_harness import DaemonProcess
 
 pytestmark = pytest.mark.integration
 

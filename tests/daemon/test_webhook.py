@@ -18,17 +18,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.testing.hooks import github_ping, github_push, gitlab_push, post
+from reconciler.testing.lab import GIT_IDENTITY, LabRepo, git, label_version, wait_until
 from reconciler.webhook import PATH
 
 from .conftest import StartDaemon, StartSim
 from .daemon_harness import (
-    GIT_IDENTITY,
+    MODEL,
     DaemonProcess,
-    LabRepo,
     desired_text,
-    git,
-    label_version,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -101,7 +98,7 @@ def test_a_signed_push_is_live_at_once_and_unsigned_or_missigned_hooks_fetch_not
     daemon, url, rest_url = start_with_webhook(
         start_sim, start_daemon, remote, "--git-interval", "600"
     )
-    assert label_version(rest_url, "stable") == 2
+    assert label_version(rest_url, MODEL, "stable") == 2
     assert post(url, *github_ping(SECRET))[0] == 200
 
     pushed = remote.push(PROMOTED, "promote 3 to stable")
@@ -118,12 +115,12 @@ def test_a_signed_push_is_live_at_once_and_unsigned_or_missigned_hooks_fetch_not
     assert metric(daemon, "webhook_refused_total", reason="unsigned") == 2
     assert metric(daemon, "webhook_refused_total", reason="bad_signature") == 2
     assert not [e for e in daemon.events("fetched") if e.get("trigger") == "webhook"]
-    assert label_version(rest_url, "stable") == 2
+    assert label_version(rest_url, MODEL, "stable") == 2
 
     # GitHub's signed push: fetched and live. The body's commit is only a hint.
     started = time.monotonic()
     assert post(url, *github_push(SECRET, MAIN, "0" * 40))[0] == 202
-    wait_until(lambda: label_version(rest_url, "stable") == 3, 30, what="GitHub push live")
+    wait_until(lambda: label_version(rest_url, MODEL, "stable") == 3, 30, what="GitHub push live")
     print(f"\nGitHub push to live through the webhook: {time.monotonic() - started:.3f} s")
     daemon.wait_for_event("reconciled", lambda e: e.get("commit") == pushed)
 
@@ -131,7 +128,7 @@ def test_a_signed_push_is_live_at_once_and_unsigned_or_missigned_hooks_fetch_not
     back = remote.push(BACK, "back to 2")
     started = time.monotonic()
     assert post(url, *gitlab_push(SECRET, MAIN, back))[0] == 202
-    wait_until(lambda: label_version(rest_url, "stable") == 2, 30, what="GitLab push live")
+    wait_until(lambda: label_version(rest_url, MODEL, "stable") == 2, 30, what="GitLab push live")
     print(f"GitLab push to live through the webhook: {time.monotonic() - started:.3f} s")
     daemon.wait_for_event("reconciled", lambda e: e.get("commit") == back)
     assert metric(daemon, "webhook_fetches_total") == 2
@@ -157,7 +154,7 @@ def test_a_flood_of_signed_hooks_costs_one_or_two_fetches(
     with ThreadPoolExecutor(max_workers=hooks) as pool:
         statuses = list(pool.map(send, requests))
     assert statuses == [202] * hooks
-    wait_until(lambda: label_version(rest_url, "stable") == 3, 30, what="push live")
+    wait_until(lambda: label_version(rest_url, MODEL, "stable") == 3, 30, what="push live")
     daemon.wait_for_event("reconciled", lambda e: e.get("commit") == pushed, after=mark)
     wait_until(
         lambda: (
@@ -182,7 +179,9 @@ def test_a_lost_hook_is_caught_up_by_the_periodic_fetch(
         start_sim, start_daemon, remote, "--git-interval", "1"
     )
     pushed = remote.push(PROMOTED, "promote, no hook")
-    wait_until(lambda: label_version(rest_url, "stable") == 3, 30, what="push live by polling")
+    wait_until(
+        lambda: label_version(rest_url, MODEL, "stable") == 3, 30, what="push live by polling"
+    )
     daemon.wait_for_event("reconciled", lambda e: e.get("commit") == pushed)
     assert metric(daemon, "webhook_fetches_total") == 0
 

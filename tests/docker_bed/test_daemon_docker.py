@@ -18,18 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon.daemon_harness import (
-    DaemonProcess,
-    LabRepo,
-    commit_is,
-    desired_text,
-    git,
-    label_is,
-    label_version,
-    wait_until,
-)
+from daemon.daemon_harness import MODEL, DaemonProcess, commit_is, desired_text, label_is
 
 from reconciler.testing import docker_bed
+from reconciler.testing.lab import LabRepo, git, label_version, wait_until
 from reconciler.tfs_config import parse_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
@@ -57,7 +49,7 @@ def test_done_when_with_tfs_in_docker_commit_live_drift_reverted_invalid_reporte
     git(root, "init", "--quiet", "--initial-branch=main")
     repo = LabRepo(root)
     repo.commit("lab desired state")
-    assert label_version(tfs_container.rest_url, "stable") == 2
+    assert label_version(tfs_container.rest_url, MODEL, "stable") == 2
 
     daemon = DaemonProcess(
         [
@@ -109,7 +101,7 @@ def test_done_when_with_tfs_in_docker_commit_live_drift_reverted_invalid_reporte
     event = daemon.wait_for_event("invalid_desired_state", timeout=5)
     assert re.search(r"desired_state/animals\.yaml:\d+", event["problem"]), event
     time.sleep(1.2)
-    assert label_version(tfs_container.rest_url, "stable") == 2
+    assert label_version(tfs_container.rest_url, MODEL, "stable") == 2
     assert parse_config(config.read_text()) == served
 
     daemon.kill(signal.SIGTERM)

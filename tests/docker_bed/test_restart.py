@@ -16,9 +16,12 @@ import pytest
 
 from reconciler.testing import SimulatorProcess
 from reconciler.testing.docker_bed import StartTfsContainer
-from reconciler.testing.traffic import PredictStream, request
+from reconciler.testing.lab import label_version
+from reconciler.testing.traffic import PredictStream
 
 pytestmark = pytest.mark.docker
+
+MODEL = "animals"
 
 REPO = Path(__file__).resolve().parents[2]
 DOG_EXAMPLE = REPO / "examples" / "dog_example.json"
@@ -31,11 +34,6 @@ def write_desired(lab: Path, labels: dict[str, int]) -> None:
         f"apiVersion: tfs-reconciler/v1\nmodels:\n  animals:\n    versions: [1, 2, 3]\n"
         f"    labels:\n{lines}\n"
     )
-
-
-def label_version(rest_url: str, label: str) -> int | None:
-    status, body = request(rest_url, "GET", f"/v1/models/animals/labels/{label}/metadata")
-    return int(body["model_spec"]["version"]) if status == 200 else None
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:
@@ -89,7 +87,7 @@ def test_restart_converges_and_reports_what_it_costs(
         elapsed = time.monotonic() - started
 
     assert result.returncode == 0, output(result)
-    assert label_version(tfs.rest_url, "stable") == 3
+    assert label_version(tfs.rest_url, MODEL, "stable") == 3
     print(
         f"\n--reload restart promotion: {len(stream.failures)} of {stream.total} stable predicts "
         f"failed (outage {stream.outage_seconds:.2f} s, one request every ~5 ms); apply took "
@@ -116,7 +114,7 @@ def test_restart_with_the_docker_engine_down_is_a_clear_error(lab: Path) -> None
             "10",
             DOCKER_HOST="unix:///nonexistent.sock",
         )
-        assert label_version(sim.rest_url, "stable") == 2
+        assert label_version(sim.rest_url, MODEL, "stable") == 2
     assert result.returncode == 1, output(result)
     assert "Traceback" not in result.stderr
     assert "error: the Docker engine does not answer" in result.stderr, output(result)

@@ -7,6 +7,7 @@ a `SimulatorProcess` on loopback. Load times are short (0.3 s) so each scenario 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon.daemon_harness import wait_until
 
 from reconciler.lock import acquire
 from reconciler.testing import SimulatorProcess, traffic
+from reconciler.testing.lab import git as lab_git
+from reconciler.testing.lab import label_version, wait_until
 from reconciler.testing.simulator import free_port
 from reconciler.testing.traffic import request
 
@@ -132,11 +134,6 @@ def predictions(rest_url: str, route: str) -> Any:
     return body["predictions"]
 
 
-def label_version(rest_url: str, label: str) -> int | None:
-    status, body = get(rest_url, f"/v1/models/{MODEL}/labels/{label}/metadata")
-    return int(body["model_spec"]["version"]) if status == 200 else None
-
-
 def states(rest_url: str) -> dict[int, str]:
     """The newest state of each version (END entries stay listed)."""
     _, body = get(rest_url, f"/v1/models/{MODEL}")
@@ -206,7 +203,7 @@ def test_promotion_of_canary_to_stable_drops_no_request(
     assert stream.total > 10
     assert all(answer in (v2, v3) for answer in stream.answers)
     assert stream.answers[0] == v2 and stream.answers[-1] == v3
-    assert label_version(sim.rest_url, "stable") == 3
+    assert label_version(sim.rest_url, MODEL, "stable") == 3
     assert states(sim.rest_url) == {1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE"}
     if reload == "grpc":
         assert reload_requests(sim) == 1
@@ -273,7 +270,7 @@ def test_a_version_appearing_on_disk_is_loaded_before_canary_moves_to_it(
     assert "reload_refused" not in sim.log
     assert canary.failures == [] and stable.failures == []
     assert all(answer == v2 for answer in stable.answers)
-    assert label_version(sim.rest_url, "canary") == 4
+    assert label_version(sim.rest_url, MODEL, "canary") == 4
     assert states(sim.rest_url)[4] == "AVAILABLE"
 
 
@@ -294,7 +291,7 @@ def test_a_three_phase_promotion_drops_no_request(
     assert "3 phase(s) applied" in result.stdout
     assert stable.failures == [] and canary.failures == []
     assert states(sim.rest_url) == {1: "AVAILABLE", 2: "END", 3: "AVAILABLE", 4: "AVAILABLE"}
-    assert label_version(sim.rest_url, "stable") == 4
+    assert label_version(sim.rest_url, MODEL, "stable") == 4
     assert "FAILED_PRECONDITION" not in sim.log
 
 
@@ -314,7 +311,7 @@ def test_ctrl_c_finishes_the_phase_in_flight_records_it_and_a_second_apply_finis
     assert "SIGINT: finishing the phase in flight, then stopping" in err
     assert "interrupted after phase 1 of 2" in err
     assert states(sim.rest_url)[4] == "AVAILABLE"  # the phase in flight finished...
-    assert label_version(sim.rest_url, "canary") == 3  # ...and the next never started
+    assert label_version(sim.rest_url, MODEL, "canary") == 3  # ...and the next never started
     records = json.loads(cli("history", "--output", "json").stdout)
     assert [r["outcome"] for r in records] == ["interrupted"]
     assert records[-1]["config"] == config_text(lab).decode()
@@ -322,7 +319,7 @@ def test_ctrl_c_finishes_the_phase_in_flight_records_it_and_a_second_apply_finis
     again = cli("apply", "--reload", "grpc", "--timeout", "20")
     assert again.returncode == 0, output(again)
     assert "label canary 3 -> 4" in again.stdout and "load version" not in again.stdout
-    assert label_version(sim.rest_url, "canary") == 4
+    assert label_version(sim.rest_url, MODEL, "canary") == 4
 
 
 def test_a_second_ctrl_c_stops_at_once(lab: Path, start_sim: StartSim) -> None:
@@ -365,7 +362,7 @@ def test_apply_and_rollback_are_refused_while_another_writer_holds_the_config(
     assert config_text(lab) == before
     assert reload_requests(sim) == pushes
     assert cli("apply", "--reload", "grpc").returncode == 0
-    assert label_version(sim.rest_url, "stable") == 3
+    assert label_version(sim.rest_url, MODEL, "stable") == 3
 
 
 def test_a_new_label_on_a_new_version_is_set_only_once_it_is_available(
@@ -383,7 +380,7 @@ def test_a_new_label_on_a_new_version_is_set_only_once_it_is_available(
     # Before the label exists TFS answers 400 (unknown label); it must never answer 404.
     others = [f for f in beta.failures if "Unrecognized servable version label" not in f]
     assert others == []
-    assert label_version(sim.rest_url, "beta") == 4
+    assert label_version(sim.rest_url, MODEL, "beta") == 4
 
 
 def test_the_label_moves_only_once_the_new_version_has_loaded(
@@ -400,7 +397,7 @@ def test_the_label_moves_only_once_the_new_version_has_loaded(
     assert result.returncode == 0, output(result)
     converged = float(re.search(r"applied in ([0-9.]+) s", result.stdout)[1])  # type: ignore[index]
     assert converged >= load
-    assert label_version(sim.rest_url, "stable") == 4
+    assert label_version(sim.rest_url, MODEL, "stable") == 4
     assert states(sim.rest_url)[4] == "AVAILABLE"
 
 
@@ -428,7 +425,7 @@ def test_a_corrupt_version_is_rolled_back_with_the_old_labels_serving_throughout
     assert "stable=2" in result.stderr
     assert stream.failures == [], f"{len(stream.failures)} of {stream.total} failed"
     assert stream.total > 5 and all(answer == v2 for answer in stream.answers)
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
     assert config_text(lab) == original
     assert "FAILED_PRECONDITION" not in sim.log
 
@@ -444,7 +441,7 @@ def test_a_corrupt_version_is_rolled_back_with_reload_poll(lab: Path, start_sim:
     assert "version 4 failed to load" in result.stderr
     assert stream.failures == []
     assert config_text(lab) == original
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
 
 
 def test_a_timeout_rolls_back(lab: Path, start_sim: StartSim) -> None:
@@ -463,7 +460,7 @@ def test_a_timeout_rolls_back(lab: Path, start_sim: StartSim) -> None:
     assert "Rolled back" in result.stderr, output(result)
     assert config_text(lab) == original
     assert stream.failures == [] and all(answer == v2 for answer in stream.answers)
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
     print(f"\n--timeout 1 with a 5 s load: exit 1 after {elapsed:.2f} s")
 
 
@@ -507,7 +504,7 @@ def test_a_version_whose_signature_the_request_does_not_fit_is_rolled_back(
     assert "Rolled back" in result.stderr
     assert config_text(lab) == original
     assert stream.failures == [] and all(answer == v2 for answer in stream.answers)
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
 
 
 def test_a_version_that_answers_well_passes_verification(lab: Path, start_sim: StartSim) -> None:
@@ -518,7 +515,7 @@ def test_a_version_that_answers_well_passes_verification(lab: Path, start_sim: S
     result = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
     assert result.returncode == 0, output(result)
     assert re.search(r"predict model=animals version=4 via=version:4", sim.log)
-    assert label_version(sim.rest_url, "stable") == 4
+    assert label_version(sim.rest_url, MODEL, "stable") == 4
 
 
 def test_reload_none_refuses_a_label_on_a_version_tfs_has_not_loaded(
@@ -539,7 +536,7 @@ def test_reload_none_refuses_a_label_on_a_version_tfs_has_not_loaded(
     wait_until(lambda: states(sim.rest_url).get(4) == "AVAILABLE", 10)
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 4, "canary": 3})
     assert cli_for(lab, sim)("apply").returncode == 0
-    wait_until(lambda: label_version(sim.rest_url, "stable") == 4, 10)
+    wait_until(lambda: label_version(sim.rest_url, MODEL, "stable") == 4, 10)
     assert "config_file_not_applied" not in sim.log
 
 
@@ -563,7 +560,7 @@ def test_a_base_path_change_that_would_drop_the_served_versions_is_refused(
         moved = cli_for(lab, sim)("apply", "--reload", "grpc", "--timeout", "20")
     assert moved.returncode == 0, output(moved)
     assert stable.failures == []
-    assert label_version(sim.rest_url, "stable") == 4
+    assert label_version(sim.rest_url, MODEL, "stable") == 4
 
 
 def test_a_base_path_move_drops_unlabelled_versions_left_behind_in_one_change(
@@ -580,7 +577,7 @@ def test_a_base_path_move_drops_unlabelled_versions_left_behind_in_one_change(
         moved = cli("apply", "--reload", "grpc", "--timeout", "20")
     assert moved.returncode == 0, output(moved)
     assert stable.failures == []
-    assert label_version(sim.rest_url, "canary") == 4
+    assert label_version(sim.rest_url, MODEL, "canary") == 4
     assert states(sim.rest_url)[2] == "END"
 
 
@@ -608,7 +605,7 @@ def test_a_model_left_alone_whose_folder_was_deleted_is_refused_before_anything_
     assert "old: base_path /models/old: model folder" in result.stderr, output(result)
     assert "versions of every model" in result.stderr
     assert config_text(lab) == before and reload_requests(sim) == 0
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
     diff = cli_for(lab, sim)("diff")
     assert diff.returncode == 1 and "old: base_path /models/old" in output(diff)
 
@@ -654,7 +651,7 @@ def test_grpc_port_closed_while_rest_answers_restores_the_config(
     assert "Traceback" not in result.stderr
     assert f"TFS gRPC at {closed}: UNAVAILABLE" in result.stderr
     assert config_text(lab) == original
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
 
 
 # --- history and rollback ---------------------------------------------------------------
@@ -672,7 +669,7 @@ def test_history_records_applies_and_rollback_converges_back(
     write_desired(lab, "[1, 2, 3, 4]", {"deprecated": 1, "stable": 3, "canary": 4})
     second = cli("apply", "--reload", "grpc")
     assert second.returncode == 0, output(second)
-    assert label_version(sim.rest_url, "canary") == 4
+    assert label_version(sim.rest_url, MODEL, "canary") == 4
 
     history = cli("history", "--output", "json")
     assert history.returncode == 0, output(history)
@@ -687,7 +684,7 @@ def test_history_records_applies_and_rollback_converges_back(
 
     assert back.returncode == 0, output(back)
     assert config_text(lab) == after_first
-    assert label_version(sim.rest_url, "canary") == 3
+    assert label_version(sim.rest_url, MODEL, "canary") == 3
     assert states(sim.rest_url) == {1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE", 4: "END"}
     assert "FAILED_PRECONDITION" not in sim.log
     assert back.stdout.startswith("Rolling back to the config record 2 replaced.\n")
@@ -699,7 +696,7 @@ def test_history_records_applies_and_rollback_converges_back(
     # Rolling back again undoes the rollback, like `kubectl rollout undo`.
     again = cli("rollback", "--reload", "grpc")
     assert again.returncode == 0, output(again)
-    assert label_version(sim.rest_url, "canary") == 4
+    assert label_version(sim.rest_url, MODEL, "canary") == 4
 
 
 def test_rollback_after_a_single_apply_returns_to_the_config_before_it(
@@ -710,10 +707,10 @@ def test_rollback_after_a_single_apply_returns_to_the_config_before_it(
     cli = cli_for(lab, sim)
     write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
     assert cli("apply", "--reload", "grpc").returncode == 0
-    assert label_version(sim.rest_url, "stable") == 3
+    assert label_version(sim.rest_url, MODEL, "stable") == 3
     back = cli("rollback", "--reload", "grpc")
     assert back.returncode == 0, output(back)
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
     assert "FAILED_PRECONDITION" not in sim.log
 
 
@@ -754,7 +751,7 @@ def test_rollback_to_a_numbered_record(lab: Path, start_sim: StartSim) -> None:
         assert cli("apply", "--reload", "grpc").returncode == 0
     back = cli("rollback", "1", "--reload", "grpc")
     assert back.returncode == 0, output(back)
-    assert label_version(sim.rest_url, "stable") == 3
+    assert label_version(sim.rest_url, MODEL, "stable") == 3
     missing = cli("rollback", "99", "--reload", "grpc")
     assert missing.returncode == 1 and "no record 99" in missing.stderr
 
@@ -778,7 +775,7 @@ def test_applying_the_same_broken_version_again_fails_fast_not_by_timeout(
     assert second.returncode == 1, output(second)
     assert "version 4 failed to load" in second.stderr, output(second)
     assert elapsed < 10, f"took {elapsed:.1f} s: waited for the timeout"
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2
 
 
 def test_rollback_to_a_config_whose_version_is_gone_from_disk_is_refused(
@@ -815,11 +812,7 @@ def test_history_records_the_commit_of_the_desired_state_and_whether_it_was_dirt
         GIT_COMMITTER_EMAIL="t@example.com",
     )
 
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=lab, env=env, capture_output=True, text=True, check=True
-        )
-        return done.stdout.strip()
+    git = functools.partial(lab_git, lab, env=env)
 
     git("init", "-q", "-b", "main")
     write_desired(lab, "[1, 2, 3]", {"deprecated": 1, "stable": 3, "canary": 3})
@@ -886,7 +879,7 @@ def test_with_a_5_s_file_system_poll_the_new_version_loads_and_the_label_moves(
         "apply", "--reload", "grpc", "--timeout", "60", "--file-system-poll-seconds", "5"
     )
     assert result.returncode == 0, output(result)
-    assert label_version(sim.rest_url, "canary") == 4
+    assert label_version(sim.rest_url, MODEL, "canary") == 4
 
 
 def test_tfs_that_never_polls_its_disk_is_named_as_the_cause_well_before_the_timeout(
@@ -907,7 +900,7 @@ def test_tfs_that_never_polls_its_disk_is_named_as_the_cause_well_before_the_tim
     assert "--file_system_poll_wait_seconds 0" in result.stderr
     assert "Rolled back" in result.stderr
     assert config_text(lab) == original
-    assert label_version(sim.rest_url, "canary") == 3
+    assert label_version(sim.rest_url, MODEL, "canary") == 3
 
 
 def test_a_verify_request_that_does_not_fit_the_signature_is_rejected_at_validate(
@@ -955,7 +948,7 @@ def test_a_reload_that_failed_with_the_new_config_in_force_is_rolled_back_from_w
     assert "Rolled back" in result.stderr
     assert config_text(lab) == original
     assert stream.failures == []
-    assert label_version(sim.rest_url, "canary") == 3
+    assert label_version(sim.rest_url, MODEL, "canary") == 3
     wait_until(
         lambda: (
             get(sim.rest_url, "/v1/models/iris")[0] == 404
@@ -988,4 +981,4 @@ def test_a_new_model_on_tfs_that_never_polls_is_given_up_on_well_before_the_time
     assert "nothing was pushed back" in result.stderr
     assert time.monotonic() - started < 200  # not the 300 s --timeout (a generous bound)
     assert config_text(lab) == original
-    assert label_version(sim.rest_url, "stable") == 2
+    assert label_version(sim.rest_url, MODEL, "stable") == 2

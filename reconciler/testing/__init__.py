@@ -8,7 +8,8 @@ a lab.
   memory, to test a converger without processes or sleeping (:mod:`reconciler.testing.fakes`);
 - :class:`LabRepo`, :func:`git`, :func:`wait_until`, :func:`label_version`: a desired state in
   a git repository, and the helpers a test of a running reconciler needs
-  (:mod:`reconciler.testing.lab`).
+  (:mod:`reconciler.testing.lab`);
+- :class:`ReconcilerProcess`: ``tfs-reconciler ARGS`` as a process, its log read as events.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from reconciler.testing.simulator import SimulatorError, SimulatorExited, Simula
 if TYPE_CHECKING:
     from reconciler.testing.fakes import FakeClock, FakeReloader, FakeTfs
     from reconciler.testing.lab import LabRepo, git, label_version, wait_until
+    from reconciler.testing.process import ReconcilerProcess
 
 # Imported when first used: the simulator (python -m reconciler.testing.tfs_sim) imports this
 # package, and should not pay for the reconciler's modules the fakes are built on.
 _LAZY = {
     **dict.fromkeys(("FakeClock", "FakeReloader", "FakeTfs"), "reconciler.testing.fakes"),
     **dict.fromkeys(("LabRepo", "git", "label_version", "wait_until"), "reconciler.testing.lab"),
+    "ReconcilerProcess": "reconciler.testing.process",
 }
 
 
@@ -42,6 +45,7 @@ __all__ = [
     "FakeReloader",
     "FakeTfs",
     "LabRepo",
+    "ReconcilerProcess",
     "SimulatorError",
     "SimulatorExited",
     "SimulatorProcess",

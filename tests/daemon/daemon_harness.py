@@ -1,8 +1,6 @@
 """Run the installed `tfs-reconciler run` as a real process and watch what it says.
 
-- `DaemonProcess`: the console script in a subprocess (own process group), stderr (JSON lines,
-  not a TTY) captured to a file and parsed into events; `events()`, `wait_for_event()`,
-  `kill(signal)`, `stop()` (SIGTERM, then SIGKILL after a timeout, so no test leaks one).
+- `DaemonProcess`: reconciler.testing's ReconcilerProcess.
 - `NotifySocket`: an AF_UNIX SOCK_DGRAM socket standing in for systemd's NOTIFY_SOCKET; a
   thread collects every datagram with the time it arrived.
 (`LabRepo`, `git`, `wait_until` and `label_version` are reconciler.testing.lab's.)
@@ -13,20 +11,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.testing.lab import label_version
+from reconciler.testing import lab
+
+# The lab's helpers, for the tests that import them from here.
+from reconciler.testing.lab import GIT_IDENTITY as GIT_IDENTITY
+from reconciler.testing.lab import LabRepo as LabRepo
+from reconciler.testing.lab import git as git
+from reconciler.testing.lab import wait_until as wait_until
+from reconciler.testing.process import ReconcilerProcess
+
+DaemonProcess = ReconcilerProcess  # the name these tests knew it by
 
 MODEL = "animals"
 
@@ -70,9 +75,14 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def label_version(rest_url: str, label: str) -> int | None:
+    """The version `label` of the lab's model resolves to now (reconciler.testing.lab's)."""
+    return lab.label_version(rest_url, MODEL, label)
+
+
 def label_is(rest_url: str, label: str, version: int) -> Callable[[], bool]:
     """A condition for `wait_until`: `label` resolves to `version`."""
-    return lambda: label_version(rest_url, MODEL, label) == version
+    return lambda: label_version(rest_url, label) == version
 
 
 def commit_is(commit: str) -> Callable[[dict[str, Any]], bool]:
@@ -155,98 +165,3 @@ class NotifySocket:
                     return at
             time.sleep(0.02)
         raise AssertionError(f"no {key}={value or '*'} within {timeout} s: {self.messages}")
-
-
-# --- the daemon process -----------------------------------------------------------------------
-
-
-class DaemonProcess:
-    """`tfs-reconciler run ARGS` with `env` added; stderr parsed as JSON events."""
-
-    def __init__(
-        self, args: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
-    ) -> None:
-        self.args = ["tfs-reconciler", *args]
-        self.log_path = log_path
-        base = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            base.pop(name, None)
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            self.args,
-            cwd=cwd,
-            env={**base, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.started_at = time.monotonic()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        found = []
-        for line in self.text.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and (name is None or event.get("event") == name):
-                found.append(event)
-        return found
-
-    def wait_for_event(
-        self,
-        name: str,
-        where: Callable[[dict[str, Any]], bool] = lambda _: True,
-        timeout: float = 15.0,
-        after: int = 0,
-    ) -> dict[str, Any]:
-        """The first event `name` (from the `after`-th event on) satisfying `where`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            events = self.events()[after:]
-            for event in events:
-                if event.get("event") == name and where(event):
-                    return event
-            if self.process.poll() is not None and time.monotonic() > deadline - timeout + 0.5:
-                raise AssertionError(
-                    f"the daemon exited ({self.process.returncode}) without {name}:\n{self.text}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {name} event within {timeout} s:\n{self.text}")
-            time.sleep(0.02)
-
-    def count(self) -> int:
-        """How many events so far (a mark for `wait_for_event(after=...)`)."""
-        return len(self.events())
-
-    @property
-    def metrics_url(self) -> str:
-        event = self.wait_for_event("http_endpoint_started")
-        return f"http://{event['address']}"
-
-    def kill(self, signum: int) -> None:
-        os.kill(self.process.pid, signum)
-
-    def wait(self, timeout: float = 15.0) -> int:
-        return self.process.wait(timeout)
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, wait, then SIGKILL the whole group; safe to call twice."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        self._log.close()
-        return self.process.returncode

@@ -241,6 +241,30 @@ def daemon_options(parser: argparse.ArgumentParser) -> None:
         help="repair drift (a hand-edited models.config, a TFS serving another config); "
         "--no-self-heal only reports it (default: on)",
     )
+    _git_options(group)
+    group.add_argument(
+        "--debounce",
+        type=option_types.seconds_or_zero,
+        default=env_default("debounce", "0.05"),
+        help="seconds of quiet that end a burst of file events (default: %(default)s)",
+    )
+    group.add_argument(
+        "--sidecar",
+        action="store_true",
+        default=env_default("sidecar", False),
+        help="run in a Kubernetes pod beside TFS: /readyz is model-aware, single-file mounts "
+        "are refused, TFS's flags are read from its process (shareProcessNamespace) and "
+        "refused when a restart would not boot or a config poll would race the pushes",
+    )
+    group.add_argument(
+        "--env-file",
+        default=env_default("env-file", None),
+        help="KEY=VALUE settings (TFS_RECONCILER_*) read at start and again on SIGHUP",
+    )
+
+
+def _git_options(group: argparse._ArgumentGroup) -> None:
+    """Following a branch, fetching a remote, and the webhook that asks for a fetch."""
     group.add_argument(
         "--git",
         action=argparse.BooleanOptionalAction,
@@ -278,25 +302,6 @@ def daemon_options(parser: argparse.ArgumentParser) -> None:
         "--webhook-secret-file",
         default=env_default("webhook-secret-file", None),
         help="file holding the hooks' secret (never the secret itself on the command line)",
-    )
-    group.add_argument(
-        "--debounce",
-        type=option_types.seconds_or_zero,
-        default=env_default("debounce", "0.05"),
-        help="seconds of quiet that end a burst of file events (default: %(default)s)",
-    )
-    group.add_argument(
-        "--sidecar",
-        action="store_true",
-        default=env_default("sidecar", False),
-        help="run in a Kubernetes pod beside TFS: /readyz is model-aware, single-file mounts "
-        "are refused, TFS's flags are read from its process (shareProcessNamespace) and "
-        "refused when a restart would not boot or a config poll would race the pushes",
-    )
-    group.add_argument(
-        "--env-file",
-        default=env_default("env-file", None),
-        help="KEY=VALUE settings (TFS_RECONCILER_*) read at start and again on SIGHUP",
     )
 
 

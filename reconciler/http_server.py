@@ -17,6 +17,7 @@ module adds on top of its ``maintenance`` hook:
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import threading
 from collections.abc import Callable, Iterable
@@ -57,6 +58,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+LOOP_SECONDS = 1  # waitress's poll timeout and the period of the deadline checks
 
 
 class _ErrorTask(ErrorTask):  # type: ignore[misc]
@@ -162,9 +164,11 @@ class BoundedHttpServer:
             port=self._port,
             threads=limits.threads,
             connection_limit=connections + 16,  # eviction keeps below; waitress's own stop
-            channel_timeout=limits.idle_timeout,
-            cleanup_interval=min(1.0, limits.idle_timeout, limits.request_timeout),
-            asyncore_loop_timeout=0.5,
+            # waitress takes these three as whole seconds (int()): a 0.5 s loop timeout
+            # became 0, a busy loop that burnt a third of a core while idle.
+            channel_timeout=max(1, math.ceil(limits.idle_timeout)),
+            cleanup_interval=LOOP_SECONDS,
+            asyncore_loop_timeout=LOOP_SECONDS,
             max_request_body_size=limits.max_body,
             max_request_header_size=limits.max_header,
             ident="tfs-reconciler",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from reconciler.policy import served_versions
 from reconciler.state import DiskState, LiveStatus
 from reconciler.tfs_config import ConfigModel, ServingConfig
+from reconciler.version_state import VersionState
 
 
 @dataclass(frozen=True)
@@ -96,13 +97,13 @@ def assess(
             continue
         for number in want.serve:
             entry = status.latest(number)
-            if entry is None or entry.state != "AVAILABLE":
+            if entry is None or entry.state != VersionState.AVAILABLE:
                 to_load += 1
             if entry is None:
                 waits_for_poll(f"{want.model} version {number} is not listed yet")
-            elif entry.state == "AVAILABLE":
+            elif entry.state == VersionState.AVAILABLE:
                 continue
-            elif entry.state == "END" and entry.error_code != "OK":
+            elif entry.state == VersionState.END and entry.error_code != "OK":
                 if (want.model, number, entry.error_message) in known_failures:
                     waits_for_poll(f"{want.model} version {number} is END (earlier failure)")
                 else:
@@ -110,17 +111,17 @@ def assess(
                         f"{want.model} version {number} failed to load: "
                         f"{entry.error_code}: {entry.error_message}"
                     )
-            elif entry.state == "END":
+            elif entry.state == VersionState.END:
                 waits_for_poll(f"{want.model} version {number} is END (unloaded before)")
             else:
-                if entry.state == "LOADING":
+                if entry.state == VersionState.LOADING:
                     loading.append(f"{want.model} version {number}")
                 pending.append(f"{want.model} version {number} is {entry.state}")
         for number in want.gone:
             entry = status.latest(number)
-            if entry is not None and entry.state == "AVAILABLE":
+            if entry is not None and entry.state == VersionState.AVAILABLE:
                 waits_for_poll(f"{want.model} version {number} is AVAILABLE, not unloaded yet")
-            elif entry is not None and entry.state != "END":
+            elif entry is not None and entry.state != VersionState.END:
                 pending.append(f"{want.model} version {number} is {entry.state}, not unloaded yet")
         resolved = dict(status.labels)
         for label, number in want.labels:
@@ -144,7 +145,7 @@ def end_failures(live: LiveStatus) -> frozenset[tuple[str, int, str]]:
         (model.name, version.version, version.error_message)
         for model in live.models
         for version in model.versions
-        if version.state == "END" and version.error_code != "OK"
+        if version.state == VersionState.END and version.error_code != "OK"
     )
 
 
@@ -162,6 +163,6 @@ def still_known(
     for name, number, message in known:
         status = live.model(name)
         entry = status.latest(number) if status is not None else None
-        if entry is None or (entry.state == "END" and entry.error_message == message):
+        if entry is None or (entry.state == VersionState.END and entry.error_message == message):
             kept.add((name, number, message))
     return frozenset(kept)

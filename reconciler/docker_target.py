@@ -6,6 +6,8 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from reconciler.errors import TransientError
+
 if TYPE_CHECKING:
     import docker
 
@@ -39,7 +41,7 @@ def _sdk() -> ModuleType:
     return importlib.import_module("docker")
 
 
-class DockerError(Exception):
+class DockerError(TransientError):
     """The Docker engine or the TFS container cannot be used; the message says why."""
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["CONTENT_TYPE", "OUTCOMES", "Metrics", "Outcome"]
+from reconciler.outcome import Result
 
-Outcome = Literal["applied", "written", "noop", "invalid", "error", "rolled_back"]
-OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+__all__ = ["CONTENT_TYPE", "OUTCOMES", "Metrics"]
+
+# A pass stopped by SIGTERM between phases is not counted: the next start finishes it.
+OUTCOMES = tuple(r for r in Result if r is not Result.INTERRUPTED)
+_CONVERGED = (Result.APPLIED, Result.WRITTEN, Result.NOOP)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 NAMESPACE = "tfs_reconciler"
@@ -110,7 +112,7 @@ class Metrics:
 
     def record_reconcile(
         self,
-        outcome: Outcome,
+        outcome: Result,
         *,
         finished_at: float,
         convergence_seconds: float | None = None,
@@ -125,7 +127,7 @@ class Metrics:
         self.reconciles.labels(outcome=outcome).inc()
         if convergence_seconds is not None:
             self.convergence_seconds.observe(convergence_seconds)
-        if outcome in ("applied", "written", "noop"):
+        if outcome in _CONVERGED:
             self.last_success.set(finished_at)
 
     def record_drift(self, models: Iterable[str]) -> None:

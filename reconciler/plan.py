@@ -20,6 +20,7 @@ from reconciler.policy import Specific, describe, served_versions
 from reconciler.problems import Location, Problem
 from reconciler.state import DiskState, LiveModel, LiveStatus, ModelDir, Observed
 from reconciler.tfs_config import ConfigModel, ServingConfig, changed_models
+from reconciler.version_state import VersionState
 
 
 class StepKind(StrEnum):
@@ -615,7 +616,7 @@ def _drift(current: ServingConfig, observed: Observed) -> list[Drift]:
             entry = status.latest(number)
             if entry is None:
                 found.append(Drift(model.name, f"version {number} is not loaded", number))
-            elif entry.state != "AVAILABLE":
+            elif entry.state != VersionState.AVAILABLE:
                 detail = f": {entry.error_message}" if entry.error_message else ""
                 found.append(
                     Drift(model.name, f"version {number} is {entry.state}{detail}", number)

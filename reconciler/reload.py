@@ -12,6 +12,7 @@ from typing import Protocol
 import structlog
 
 from reconciler.docker_target import DockerError, DockerTarget
+from reconciler.errors import StepError
 from reconciler.state import TfsUnreachable
 from reconciler.tfs_config import ServingConfig
 from reconciler.tfs_grpc import ReloadAbandoned, ReloadRejected, TfsGrpc
@@ -30,7 +31,7 @@ class ReloadMode(StrEnum):
     NONE = "none"
 
 
-class ReloadFailed(Exception):
+class ReloadFailed(StepError):
     """A reload could not be attempted (for example a base_path TFS would hang on)."""
 
 

@@ -9,7 +9,9 @@ from functools import cached_property
 from typing import Protocol
 
 from reconciler.by_name import index_by_name
+from reconciler.errors import TransientError
 from reconciler.tfs_config import ServingConfig
+from reconciler.version_state import VersionState
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,12 @@ class LiveModel:
 
     @property
     def available(self) -> tuple[int, ...]:
-        return tuple(sorted(v.version for v in self.versions if v.state == "AVAILABLE"))
+        return tuple(sorted(v.version for v in self.versions if v.state == VersionState.AVAILABLE))
 
     def latest(self, number: int) -> LiveVersion | None:
         """The newest status entry for a version (END entries stay listed after a reload)."""
         found = [v for v in self.versions if v.version == number]
-        live = [v for v in found if v.state != "END"]
+        live = [v for v in found if v.state != VersionState.END]
         return (live or found)[-1] if found else None
 
 
@@ -115,7 +117,7 @@ class Observed:
     applied: ServingConfig | None = None
 
 
-class TfsUnreachable(Exception):
+class TfsUnreachable(TransientError):
     """TFS did not answer (connection refused, timeout, not HTTP)."""
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from reconciler.errors import StepError
 from reconciler.proto import tensorflow_serving_pb2 as pb
 from reconciler.proto import tensorflow_serving_pb2_grpc as pb_grpc
 from reconciler.proto.error_codes_pb2 import Code
@@ -14,7 +15,7 @@ from reconciler.state import LiveModel, LiveVersion, TfsUnreachable
 from reconciler.tfs_config import ServingConfig, to_proto
 
 
-class ReloadRejected(Exception):
+class ReloadRejected(StepError):
     """TFS refused a config, or failed part-way through it: a failed reload may already have
     put the new config and labels in force (ServerCore::ReloadConfig), so read what serves."""
 
@@ -24,7 +25,7 @@ class ReloadRejected(Exception):
         super().__init__(f"TFS refused the config ({code}): {message}")
 
 
-class ReloadAbandoned(Exception):
+class ReloadAbandoned(StepError):
     """A push given up on while TFS still worked on it; the message says why."""
 
 

@@ -9,12 +9,13 @@ from typing import Any
 from urllib.parse import quote
 
 from reconciler.desired import DesiredModel, DesiredState
+from reconciler.errors import StepError
 from reconciler.problems import Problem
 from reconciler.state import TfsUnreachable
 from reconciler.tfs_rest import TfsRest
 
 
-class VerifyFailed(Exception):
+class VerifyFailed(StepError):
     """A version answered the verification request badly; no label moves to it."""
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from reconciler.convergence import Progress, assess, expectations, still_known
+from reconciler.errors import StepError
 from reconciler.observe import DiskState, LiveStatus, StatusSource, read_live
 from reconciler.tfs_config import ServingConfig
 
@@ -25,7 +26,7 @@ ProgressHook = Callable[[Progress, float], None]
 Failures = frozenset[tuple[str, int, str]]  # (model, version, error) seen in END
 
 
-class ConvergeFailed(Exception):
+class ConvergeFailed(StepError):
     """TFS did not reach the wanted state: a load failed, or the time ran out."""
 
 

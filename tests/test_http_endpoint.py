@@ -23,6 +23,7 @@ from reconciler.http_endpoint import (
 )
 from reconciler.http_server import Limits
 from reconciler.metrics import Metrics
+from reconciler.outcome import Result
 from reconciler.testing.flood import Flood
 
 LOOPBACK = Address("127.0.0.1", 0)
@@ -105,7 +106,7 @@ def test_readyz_is_503_until_marked_ready(endpoint: HttpEndpoint) -> None:
 def test_metrics_serves_the_registry_as_text_exposition(
     endpoint: HttpEndpoint, metrics: Metrics
 ) -> None:
-    metrics.record_reconcile("applied", finished_at=42.0)
+    metrics.record_reconcile(Result.APPLIED, finished_at=42.0)
     code, content_type, body = get(endpoint, "/metrics")
     assert code == 200
     assert content_type.startswith("text/plain")

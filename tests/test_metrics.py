@@ -7,6 +7,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.metrics import OUTCOMES, Metrics
+from reconciler.outcome import Result
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -21,7 +22,7 @@ def test_every_outcome_is_exposed_at_zero_before_any_reconcile() -> None:
 
 def test_a_successful_reconcile_counts_and_moves_last_success() -> None:
     metrics = Metrics.create()
-    metrics.record_reconcile("applied", finished_at=1_700_000_000.0, convergence_seconds=4.2)
+    metrics.record_reconcile(Result.APPLIED, finished_at=1_700_000_000.0, convergence_seconds=4.2)
     assert sample(metrics, "tfs_reconciler_reconciles_total", outcome="applied") == 1
     assert sample(metrics, "tfs_reconciler_last_success_timestamp_seconds") == 1_700_000_000.0
     assert sample(metrics, "tfs_reconciler_convergence_seconds_count") == 1
@@ -30,11 +31,11 @@ def test_a_successful_reconcile_counts_and_moves_last_success() -> None:
     assert sample(metrics, "tfs_reconciler_convergence_seconds_bucket", le="2.5") == 0
 
 
-@pytest.mark.parametrize("outcome", ["error", "invalid", "rolled_back"])
-def test_a_failed_reconcile_does_not_move_last_success(outcome: str) -> None:
+@pytest.mark.parametrize("outcome", [Result.ERROR, Result.INVALID, Result.ROLLED_BACK])
+def test_a_failed_reconcile_does_not_move_last_success(outcome: Result) -> None:
     metrics = Metrics.create()
-    metrics.record_reconcile("noop", finished_at=100.0)
-    metrics.record_reconcile(outcome, finished_at=200.0)  # type: ignore[arg-type]
+    metrics.record_reconcile(Result.NOOP, finished_at=100.0)
+    metrics.record_reconcile(outcome, finished_at=200.0)
     assert sample(metrics, "tfs_reconciler_reconciles_total", outcome=outcome) == 1
     assert sample(metrics, "tfs_reconciler_last_success_timestamp_seconds") == 100.0
 
@@ -72,7 +73,7 @@ def test_only_the_last_applied_commit_is_exposed() -> None:
 
 def test_two_metric_sets_share_nothing_and_stay_out_of_the_global_registry() -> None:
     first, second = Metrics.create(), Metrics.create()
-    first.record_reconcile("error", finished_at=0.0)
+    first.record_reconcile(Result.ERROR, finished_at=0.0)
     assert sample(second, "tfs_reconciler_reconciles_total", outcome="error") == 0
     names = {metric.name for metric in REGISTRY.collect()}
     assert not any(name.startswith("tfs_reconciler") for name in names)

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from reconciler import sd_notify
 from reconciler.config_file import write_atomic
 from reconciler.daemon import Daemon, DaemonOptions
+from reconciler.daemon_pass import Scope
 from reconciler.history import read_history
 from reconciler.http_endpoint import HttpEndpoint
 from reconciler.reload import ReloadMode
@@ -65,8 +66,8 @@ def make_daemon(lab: Path, sim: SimulatorProcess, clock: FakeClock) -> Daemon:
     return Daemon(DaemonOptions(settings, reload=ReloadMode.GRPC), clock=clock)
 
 
-def one_pass(daemon: Daemon, scope: str = "change") -> None:
-    daemon._pass(cast(HttpEndpoint, FakeEndpoint()), scope)  # type: ignore[arg-type]
+def one_pass(daemon: Daemon, scope: Scope = "change") -> None:
+    daemon._pass(cast(HttpEndpoint, FakeEndpoint()), scope)
 
 
 def test_a_models_config_rewritten_in_place_is_not_taken_for_empty_on_one_read(
@@ -105,7 +106,7 @@ def test_a_hand_edit_to_an_empty_list_is_repaired_from_what_tfs_serves_labels_an
 
     clock.now += daemon.options.settle
     one_pass(daemon)
-    repair = daemon._memory.plan
+    repair = daemon._runner.seen.plan
     assert repair is not None and repair.phases
     for phase in repair.phases:
         assert phase.models[0].label_map == LAB_LABELS, "a phase pushed without the labels"
@@ -162,10 +163,10 @@ def test_a_history_it_cannot_write_is_reported_and_retried_not_fatal(
     assert error in daemon.status()["last_error"]
     assert errors_counted(daemon) == 1
     assert statuses[-1].startswith("error, retrying in "), statuses
-    assert daemon._memory.retry_at > clock.now
+    assert daemon._backoff.retry_at > clock.now
 
     history.rmdir()
-    clock.now = daemon._memory.retry_at
+    clock.now = daemon._backoff.retry_at
     daemon._safe_pass(cast(HttpEndpoint, FakeEndpoint()), "resync")
     assert daemon._memory.last_error is None
 

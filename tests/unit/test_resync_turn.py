@@ -3,7 +3,7 @@ fills in the status document, unless TFS no longer answers."""
 
 from __future__ import annotations
 
-from reconciler.daemon import _merge, resync_turn
+from reconciler.daemon_pass import merge_live, resync_turn
 from reconciler.observe import LiveModel, LiveStatus, LiveVersion
 
 
@@ -31,6 +31,6 @@ def test_a_shrinking_model_list_keeps_the_cursor_in_range() -> None:
 def test_status_shows_no_stale_live_state_once_tfs_stops_answering() -> None:
     seen = LiveStatus(True, (LiveModel("animals", True, (LiveVersion(2, "AVAILABLE"),)),))
     gone = LiveStatus(False, error="connection refused")
-    assert _merge(seen, gone) == gone
-    merged = _merge(seen, LiveStatus(True, (LiveModel("birds", True),)))
+    assert merge_live(seen, gone) == gone
+    merged = merge_live(seen, LiveStatus(True, (LiveModel("birds", True),)))
     assert merged is not None and [m.name for m in merged.models] == ["animals", "birds"]

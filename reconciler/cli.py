@@ -43,6 +43,7 @@ from reconciler.options import (
     validate_options,
     with_settings,
 )
+from reconciler.outcome import Result
 from reconciler.plan import Plan
 from reconciler.problems import InputError
 from reconciler.reconcile import (
@@ -291,7 +292,7 @@ def _report(
 ) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
-    if outcome.result == "noop":
+    if outcome.result == Result.NOOP:
         if asked_tfs:
             print(f"No changes: TFS and models.config already match {wanted}.")
         else:
@@ -306,7 +307,7 @@ def _report(
         print(f"Done: {outcome.message} in {outcome.seconds:.2f} s.")
         return EXIT_OK
     print(f"error: {outcome.message}", file=sys.stderr)
-    return EXIT_INTERRUPTED if outcome.result == "interrupted" else EXIT_ERROR
+    return EXIT_INTERRUPTED if outcome.result == Result.INTERRUPTED else EXIT_ERROR
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -351,7 +352,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(f"        ({record.action})")
         for step in record.steps:
             print(f"        {step}")
-        if not record.outcome.startswith("applied") and record.outcome != "written":
+        if not record.outcome.startswith(Result.APPLIED) and record.outcome != Result.WRITTEN:
             print(f"        {record.message}")
     return EXIT_OK
 

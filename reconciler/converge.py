@@ -17,6 +17,7 @@ from reconciler.config_store import ConfigStore
 from reconciler.convergence import end_failures
 from reconciler.desired import DesiredState
 from reconciler.docker_target import TFS_FILE_SYSTEM_POLL, DockerError
+from reconciler.outcome import Result
 from reconciler.plan import Plan, labels_needing_a_load
 from reconciler.preflight import missing_folders, names_and_labels, to_verify, version_changes
 from reconciler.reload import (
@@ -58,7 +59,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.result in ("noop", "applied", "written")
+        return self.result in (Result.NOOP, Result.APPLIED, Result.WRITTEN)
 
 
 Verifier = Callable[[str, int, str], None]  # (model, version, request file) -> raises VerifyFailed
@@ -137,7 +138,7 @@ class Converger:
         if not plan.changes_config and (not heal or not self.reloader.waits):
             phases = ()  # only drift, and repairing it is not asked for (or cannot be seen)
         if not phases:
-            return Outcome("noop", "nothing to do", config=self.store.read())
+            return Outcome(Result.NOOP, "nothing to do", config=self.store.read())
         if self.reloader.phased:
             return phases
         early = labels_needing_a_load(plan, disk)
@@ -230,7 +231,7 @@ class Converger:
                 since_start=round(self.clock() - started, 3),
             )
             applied = phase
-        result = "applied" if self.reloader.waits else "written"
+        result = Result.APPLIED if self.reloader.waits else Result.WRITTEN
         return Outcome(
             result,
             f"{len(phases)} phase(s) {result}",
@@ -279,7 +280,7 @@ class Converger:
                 "finish, or roll back"
             )
         log.warning("interrupted", phase=done, of=total, commit=self.commit)
-        return Outcome("interrupted", message, done, self.clock() - started, self.store.read())
+        return Outcome(Result.INTERRUPTED, message, done, self.clock() - started, self.store.read())
 
     def _disk_not_polled(
         self, previous: ServingConfig | None, phases: tuple[ServingConfig, ...], disk: DiskState

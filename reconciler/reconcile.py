@@ -24,6 +24,7 @@ from reconciler.history import (
     rollback_target,
 )
 from reconciler.observe import Observed, observe
+from reconciler.outcome import Result
 from reconciler.plan import Plan, Step, StepKind, plan, plan_config
 from reconciler.problems import InputError, Problem
 from reconciler.reload import Reloader
@@ -153,7 +154,7 @@ def execute(
             _record(
                 settings,
                 Outcome(
-                    "interrupted",
+                    Result.INTERRUPTED,
                     "stopped at once by a second interrupt, in the middle of a phase",
                     config=now,
                 ),
@@ -165,7 +166,7 @@ def execute(
                 started,
             )
         raise
-    if outcome.result == "noop" or (tried and not started):
+    if outcome.result == Result.NOOP or (tried and not started):
         return outcome, None  # nothing to record, or the history cannot take it
     for step in the_plan.steps if outcome.ok else ():
         log.info(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from reconciler.outcome import Result
 from reconciler.plan import live_basis, phases_between
 from reconciler.preflight import describe_live, describe_serving, names_and_labels
 from reconciler.reload import MIN_STEP_SECONDS, RELOAD_FAILURES
@@ -71,7 +72,7 @@ def roll_back(
             f"asked: --reload {converger.reloader.mode.value})"
         )
     log.warning("rolled_back", error=str(error), serving=serving, commit=converger.commit)
-    return "rolled_back", f"{error}. {done}"
+    return Result.ROLLED_BACK, f"{error}. {done}"
 
 
 def _rollback_phases(

@@ -117,10 +117,10 @@ class Lab:
 @contextlib.contextmanager
 def lab(initial: str, *, git_repo: bool = False, models: int = 0) -> Iterator[Lab]:
     """A lab with the example `animals` model (versions 1-3), or `models` generated models
-    (5 versions each, saved_model.pb symlinked to one copy of the example's) when models > 0.
+    (5 versions each, saved_model.pb hard-linked to one copy of the example's) when models > 0.
 
-    The copy lies inside the models folder: a link out of it is not served (TFS is given only
-    what lies under the serving root)."""
+    Hard links, as a real version folder holds regular files (a symbolic link would be
+    resolved at every scan, to check that it stays under the serving root)."""
     with tempfile.TemporaryDirectory(prefix="tfs-bench-") as temp:
         root = Path(temp)
         models_dir = root / "models"
@@ -130,9 +130,7 @@ def lab(initial: str, *, git_repo: bool = False, models: int = 0) -> Iterator[La
             for index in range(models):
                 for version in range(1, 6):
                     folder = models_dir / model_name(index) / str(version)
-                    folder.mkdir(parents=True)
-                    for item in source.iterdir():
-                        (folder / item.name).symlink_to(item)
+                    shutil.copytree(source, folder, copy_function=os.link)
         else:
             shutil.copytree(EXAMPLE_MODELS, models_dir, ignore=shutil.ignore_patterns("*.config"))
         if git_repo:

@@ -29,7 +29,6 @@ from reconciler.reload import (
 from reconciler.rollback import STEP_FAILURES, roll_back
 from reconciler.state import DiskState, LiveStatus, StatusSource, TfsUnreachable
 from reconciler.tfs_config import ServingConfig, render_config
-from reconciler.verify import VerifyFailed
 from reconciler.wait import Failures, ProgressHook, Waiter
 
 log = structlog.get_logger("reconciler.apply")
@@ -217,7 +216,7 @@ class Converger:
             phase_started = self.clock()
             try:
                 known = self._step(run, number, phase, applied, known)
-            except (*STEP_FAILURES, VerifyFailed) as error:
+            except STEP_FAILURES as error:
                 result, message = roll_back(
                     self, error, phase, plan.current, previous_text, disk, started
                 )

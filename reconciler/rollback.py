@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from reconciler.errors import StepError, TransientError
 from reconciler.outcome import Result
 from reconciler.plan import live_basis, phases_between
 from reconciler.preflight import describe_live, describe_serving, names_and_labels
@@ -14,7 +15,6 @@ from reconciler.reload import MIN_STEP_SECONDS, RELOAD_FAILURES
 from reconciler.state import DiskState
 from reconciler.tfs_config import ServingConfig, changed_models, render_config
 from reconciler.tfs_grpc import ReloadAbandoned
-from reconciler.wait import ConvergeFailed
 
 if TYPE_CHECKING:
     from reconciler.converge import Converger
@@ -22,11 +22,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("reconciler.apply")
 
 # What can go wrong in a step (write, reload, wait), for an apply and for its rollback alike.
-STEP_FAILURES = (
-    *RELOAD_FAILURES,
-    ConvergeFailed,
-    OSError,  # writing models.config (a full disk, a read-only folder)
-)
+# What rolls an apply back: its two error families (errors.py), and a write of models.config
+# that failed (a full disk, a read-only folder).
+STEP_FAILURES = (StepError, TransientError, OSError)
 
 Ended = tuple[str, str]  # (result, message): "rolled_back" or "failed"
 

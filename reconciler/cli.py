@@ -17,7 +17,7 @@ from reconciler import __version__, logs
 from reconciler.converge import Outcome
 from reconciler.convergence import Progress
 from reconciler.daemon import Daemon
-from reconciler.desired import load_desired
+from reconciler.desired_files import load_desired
 from reconciler.docker_target import DockerError
 from reconciler.git_source import GitError
 from reconciler.history import read_history, unfinished

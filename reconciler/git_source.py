@@ -39,7 +39,7 @@ __all__ = [
 MAX_FILE_BYTES = 1024 * 1024
 """Larger YAML files are read only far enough to tell (desired.MAX_FILE_BYTES is the same)."""
 MAX_OTHER_BYTES = 16 * 1024 * 1024
-"""The same for other files: verify requests (desired.MAX_REQUEST_BYTES is the same)."""
+"""The same for other files: verify requests (desired_files.MAX_REQUEST_BYTES is the same)."""
 
 REMOTE_NAME = "tfs-reconciler"
 """Remote-tracking refs fetched by the daemon live under refs/remotes/<REMOTE_NAME>/."""

@@ -13,7 +13,8 @@ import structlog
 from reconciler.config_file import read_text
 from reconciler.config_store import ConfigStore, FileConfigStore
 from reconciler.converge import Converger, Outcome, Target
-from reconciler.desired import DesiredState, load_desired
+from reconciler.desired import DesiredState
+from reconciler.desired_files import load_desired
 from reconciler.git_source import GitError, open_local
 from reconciler.history import (
     STARTED_MESSAGE,

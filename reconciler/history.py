@@ -13,6 +13,9 @@ from typing import Any
 import structlog
 
 from reconciler.no_follow import check_plain, open_no_follow, private_dir, read_plain
+from reconciler.outcome import Result
+from reconciler.problems import InputError
+from reconciler.tfs_config import ServingConfig, parse_config
 
 HISTORY_FILE = "history.jsonl"
 # The write-ahead record, appended before the first write of models.config; the apply's
@@ -243,3 +246,14 @@ def _separator(fd: int) -> str:
     next is a line of its own rather than the torn line's corrupt end."""
     size = os.fstat(fd).st_size
     return "\n" if size and os.pread(fd, 1, size - 1) != b"\n" else ""
+
+
+def last_applied(records: list[Record]) -> ServingConfig | None:
+    """The config the last successful apply left in models.config, if it still parses."""
+    for record in reversed(records):
+        if record.outcome in (Result.APPLIED, Result.WRITTEN) and record.config is not None:
+            try:
+                return parse_config(record.config, f"history record {record.id}")
+            except InputError:
+                return None
+    return None

@@ -221,49 +221,15 @@ def _model(
     before = len(problems)
     policy = _policy(spec["versions"])
     labels: dict[str, int] = spec.get("labels") or {}
-    if isinstance(policy, Specific):
-        served = served_versions(policy, ())
-        for label, version in labels.items():
-            if version not in served:
-                problems.append(
-                    Problem(
-                        marks.of_value((*here, "labels", label)),
-                        dotted((*here, "labels", label)),
-                        f"version {version} is not served (served: {_join(served)})",
-                    )
-                )
+    problems.extend(_label_problems(policy, labels, here, marks))
     base_path = _base_path(spec.get("base_path"), name, serving_root)
-    if base_path is None:
-        problems.append(
-            Problem(
-                marks.of_value((*here, "base_path")),
-                dotted((*here, "base_path")),
-                f"'{excerpt(str(spec.get('base_path')))}' is outside the serving root"
-                f" {serving_root} (TFS sees only what is under it; '..' is not allowed)",
-            )
-        )
-    elif _unopenable(base_path) is not None:
-        problems.append(
-            Problem(
-                marks.of_value((*here, "base_path")),
-                dotted((*here, "base_path")),
-                f"'{excerpt(base_path)}' is not a path a file system can hold:"
-                f" {_unopenable(base_path)}",
-            )
-        )
+    problems.extend(_base_path_problems(base_path, spec, here, marks, serving_root))
     verify_request = None
     if "verify" in spec:
         folder = posixpath.dirname(file)
         verify_request = posixpath.join(folder, spec["verify"]["request"])
     if len(problems) > before or base_path is None:
         return None
-    fields = [("versions", marks.of_value((*here, "versions")))]
-    fields += [
-        (key, marks.of_value((*here, key))) for key in ("base_path", "platform") if key in spec
-    ]
-    fields += [(f"labels.{lb}", marks.of_value((*here, "labels", lb))) for lb in labels]
-    if "verify" in spec:
-        fields.append(("verify.request", marks.of_value((*here, "verify", "request"))))
     return DesiredModel(
         name=name,
         policy=policy,
@@ -271,9 +237,72 @@ def _model(
         base_path=base_path,
         platform=spec.get("platform", DEFAULT_PLATFORM),
         location=marks.of_key(here),
-        field_locations=tuple(fields),
+        field_locations=_field_locations(spec, labels, here, marks),
         verify_request=verify_request,
     )
+
+
+def _label_problems(
+    policy: VersionPolicy, labels: dict[str, int], here: yaml_nodes.Path, marks: Marks
+) -> list[Problem]:
+    """A label on a version the model's own list does not serve (latest and all: the disk
+    decides, so the plan judges them)."""
+    if not isinstance(policy, Specific):
+        return []
+    served = served_versions(policy, ())
+    return [
+        Problem(
+            marks.of_value((*here, "labels", label)),
+            dotted((*here, "labels", label)),
+            f"version {version} is not served (served: {_join(served)})",
+        )
+        for label, version in labels.items()
+        if version not in served
+    ]
+
+
+def _base_path_problems(
+    base_path: str | None,
+    spec: dict[str, Any],
+    here: yaml_nodes.Path,
+    marks: Marks,
+    serving_root: str,
+) -> list[Problem]:
+    """A base_path outside the serving root, or one no file system can hold."""
+    where, field = marks.of_value((*here, "base_path")), dotted((*here, "base_path"))
+    if base_path is None:
+        return [
+            Problem(
+                where,
+                field,
+                f"'{excerpt(str(spec.get('base_path')))}' is outside the serving root"
+                f" {serving_root} (TFS sees only what is under it; '..' is not allowed)",
+            )
+        ]
+    if _unopenable(base_path) is not None:
+        return [
+            Problem(
+                where,
+                field,
+                f"'{excerpt(base_path)}' is not a path a file system can hold:"
+                f" {_unopenable(base_path)}",
+            )
+        ]
+    return []
+
+
+def _field_locations(
+    spec: dict[str, Any], labels: dict[str, int], here: yaml_nodes.Path, marks: Marks
+) -> tuple[tuple[str, Location], ...]:
+    """Where each of the model's fields stands, for the plan's problems about them."""
+    fields = [("versions", marks.of_value((*here, "versions")))]
+    fields += [
+        (key, marks.of_value((*here, key))) for key in ("base_path", "platform") if key in spec
+    ]
+    fields += [(f"labels.{lb}", marks.of_value((*here, "labels", lb))) for lb in labels]
+    if "verify" in spec:
+        fields.append(("verify.request", marks.of_value((*here, "verify", "request"))))
+    return tuple(fields)
 
 
 def _policy(versions: Any) -> VersionPolicy:

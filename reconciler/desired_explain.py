@@ -64,20 +64,11 @@ def explain(error: jsonschema.ValidationError, marks: Marks) -> Iterable[Problem
     kind = error.validator
     rule: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     if kind == "additionalProperties":
-        allowed = sorted(rule.get("properties", {}))
-        extra = set(error.instance) if isinstance(error.instance, dict) else set()
-        for key in sorted(extra - set(allowed)):
-            yield Problem(
-                marks.of_key((*path, key)),
-                dotted((*path, key)),
-                f"unknown key '{excerpt(key)}' (allowed: {', '.join(allowed)})",
-            )
-        return
-    if kind == "required":
+        yield from _unknown_keys(error, path, rule, marks)
+    elif kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         yield Problem(where, field, f"missing required key '{missing}'")
-        return
-    if "propertyNames" in error.schema_path:
+    elif "propertyNames" in error.schema_path:
         noun = "label" if path and path[-1] == "labels" else "model"
         yield Problem(
             marks.of_key((*path, str(error.instance))),
@@ -85,59 +76,71 @@ def explain(error: jsonschema.ValidationError, marks: Marks) -> Iterable[Problem
             f"'{excerpt(str(error.instance))}' is not a valid {noun} name."
             f" {rule.get('description', '')}",
         )
-        return
-    if kind == "oneOf" and path and path[-1] == "versions":
-        branch = (
-            0
-            if isinstance(error.instance, list)
-            else 1
-            if isinstance(error.instance, dict)
-            else None
-        )
-        subs = [e for e in error.context or [] if e.relative_schema_path[0] == branch]
-        if branch is not None and subs:
-            for sub in subs:
-                yield from explain(sub, marks)
-            return
+    elif kind == "oneOf" and path and path[-1] == "versions":
+        yield from _not_a_policy(error, marks)
+    else:
+        yield Problem(where, field, _message(error, path, rule))
+
+
+def _unknown_keys(
+    error: jsonschema.ValidationError,
+    path: tuple[str | int, ...],
+    rule: dict[str, Any],
+    marks: Marks,
+) -> Iterable[Problem]:
+    allowed = sorted(rule.get("properties", {}))
+    extra = set(error.instance) if isinstance(error.instance, dict) else set()
+    for key in sorted(extra - set(allowed)):
         yield Problem(
-            where,
-            field,
-            f"{describe(error.instance)} is not a version policy:"
-            " use a list of versions, {latest: N} or all",
+            marks.of_key((*path, key)),
+            dotted((*path, key)),
+            f"unknown key '{excerpt(key)}' (allowed: {', '.join(allowed)})",
         )
+
+
+def _not_a_policy(error: jsonschema.ValidationError, marks: Marks) -> Iterable[Problem]:
+    """`versions` matches none of the policies: the errors of the one its shape is meant for
+    (a list, a mapping), or one line naming the three."""
+    branch = (
+        0 if isinstance(error.instance, list) else 1 if isinstance(error.instance, dict) else None
+    )
+    subs = [e for e in error.context or [] if e.relative_schema_path[0] == branch]
+    if branch is not None and subs:
+        for sub in subs:
+            yield from explain(sub, marks)
         return
-    if kind == "type":
-        expected = error.validator_value
-        noun = _TYPE_NOUNS.get(expected, expected) if isinstance(expected, str) else "valid"
-        yield Problem(where, field, f"{describe(error.instance)} is not {noun}")
-        return
-    if kind == "minimum":
-        what = "a valid count" if path and path[-1] == "latest" else "a valid version"
-        yield Problem(
-            where, field, f"{error.instance} is not {what}: must be {error.validator_value} or more"
-        )
-        return
-    if kind == "maximum":
-        what = "a valid count" if path and path[-1] == "latest" else "a valid version"
-        yield Problem(
-            where, field, f"{error.instance} is not {what}: must be {error.validator_value} or less"
-        )
-        return
-    if kind == "const":
-        yield Problem(
-            where, field, f"must be {error.validator_value}, got {describe(error.instance)}"
-        )
-        return
-    if kind == "uniqueItems":
-        yield Problem(where, field, "lists a version more than once")
-        return
-    if kind == "minItems":
-        yield Problem(where, field, "must list at least one version")
-        return
-    if kind == "pattern":
-        yield Problem(where, field, f"{describe(error.instance)} does not match {rule[kind]}")
-        return
-    if kind == "minLength":
-        yield Problem(where, field, "must not be empty")
-        return
-    yield Problem(where, field, excerpt(error.message, 120))
+    path = tuple(error.absolute_path)
+    yield Problem(
+        marks.of_value(path),
+        dotted(path),
+        f"{describe(error.instance)} is not a version policy:"
+        " use a list of versions, {latest: N} or all",
+    )
+
+
+def _message(
+    error: jsonschema.ValidationError, path: tuple[str | int, ...], rule: dict[str, Any]
+) -> str:
+    """What is wrong with one value, by the schema rule it breaks."""
+    kind = error.validator
+    what = "a valid count" if path and path[-1] == "latest" else "a valid version"
+    match kind:
+        case "type":
+            expected = error.validator_value
+            noun = _TYPE_NOUNS.get(expected, expected) if isinstance(expected, str) else "valid"
+            return f"{describe(error.instance)} is not {noun}"
+        case "minimum":
+            return f"{error.instance} is not {what}: must be {error.validator_value} or more"
+        case "maximum":
+            return f"{error.instance} is not {what}: must be {error.validator_value} or less"
+        case "const":
+            return f"must be {error.validator_value}, got {describe(error.instance)}"
+        case "uniqueItems":
+            return "lists a version more than once"
+        case "minItems":
+            return "must list at least one version"
+        case "pattern":
+            return f"{describe(error.instance)} does not match {rule[kind]}"
+        case "minLength":
+            return "must not be empty"
+    return excerpt(error.message, 120)

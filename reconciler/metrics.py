@@ -44,21 +44,9 @@ class Metrics:
     @classmethod
     def create(cls) -> Metrics:
         registry = CollectorRegistry(auto_describe=True)
-        reconciles = Counter(
-            "reconciles",
-            "Reconcile passes, by outcome, as the log's reconciled and reconcile_failed "
-            "events say it: applied (changed and converged), written (--reload none: "
-            "models.config written, TFS not asked), noop (nothing to change), invalid "
-            "(desired state rejected or plan blocked), error, rolled_back.",
-            ["outcome"],
-            namespace=NAMESPACE,
-            registry=registry,
-        )
-        for outcome in OUTCOMES:
-            reconciles.labels(outcome=outcome)
         return cls(
             registry=registry,
-            reconciles=reconciles,
+            reconciles=_reconciles(registry),
             drift_detected=Counter(
                 "drift_detected",
                 "Times a model's served state was found different from the desired state "
@@ -148,6 +136,23 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric in this registry."""
         return generate_latest(self.registry)
+
+
+def _reconciles(registry: CollectorRegistry) -> Counter:
+    """The pass counter, every outcome's series present from the start (at 0)."""
+    reconciles = Counter(
+        "reconciles",
+        "Reconcile passes, by outcome, as the log's reconciled and reconcile_failed "
+        "events say it: applied (changed and converged), written (--reload none: "
+        "models.config written, TFS not asked), noop (nothing to change), invalid "
+        "(desired state rejected or plan blocked), error, rolled_back.",
+        ["outcome"],
+        namespace=NAMESPACE,
+        registry=registry,
+    )
+    for outcome in OUTCOMES:
+        reconciles.labels(outcome=outcome)
+    return reconciles
 
 
 def _replace(gauge: Gauge, values: Mapping[str, int]) -> None:

@@ -76,68 +76,81 @@ def desired_problems(
             )
         )
     for model in desired.models:
-        field = f"models.{model.name}"
-        folder = observed.disk.model(model.name)
-        if folder is None or not folder.exists:
-            problems.append(Problem(model.location, field, _missing(folder, model.base_path)))
-            continue
-        served = served_versions(model.policy, folder.numbers)
-        if not served:
+        problems.extend(_model_problems(model, observed, current))
+    return problems
+
+
+def _model_problems(
+    model: DesiredModel, observed: Observed, current: ServingConfig
+) -> list[Problem]:
+    """What stops TFS from serving one desired model: its folder, its versions on disk, its
+    labels, and what the config it serves now rules out."""
+    field = f"models.{model.name}"
+    folder = observed.disk.model(model.name)
+    if folder is None or not folder.exists:
+        return [Problem(model.location, field, _missing(folder, model.base_path))]
+    served = served_versions(model.policy, folder.numbers)
+    problems = _served_problems(model, folder, served, field)
+    problems.extend(_version_name_problems(model, folder, field))
+    for label, number in model.labels:
+        if number not in served:
             problems.append(
                 Problem(
-                    model.locate("versions"),
+                    model.locate(f"labels.{label}"),
+                    f"{field}.labels.{label}",
+                    f"version {number} is not served by {describe(model.policy)} "
+                    f"(served: {', '.join(map(str, served)) or 'none'})",
+                )
+            )
+    existing = current.model(model.name)
+    if existing is not None:
+        moved = move_problem(existing, model.base_path, observed, model.locate("base_path"), field)
+        problems.extend([moved] if moved is not None else [])
+    if existing is not None and existing.platform and existing.platform != model.platform:
+        problems.append(
+            Problem(
+                model.location,
+                f"{field}.platform",
+                f"TFS cannot change a served model's platform ({existing.platform} -> "
+                f"{model.platform}); remove the model first, then add it back",
+            )
+        )
+    return problems
+
+
+def _served_problems(
+    model: DesiredModel, folder: ModelDir, served: tuple[int, ...], field: str
+) -> list[Problem]:
+    """The versions the policy serves from `folder`: none at all, or one missing or holding
+    no SavedModel."""
+    where = model.locate("versions")
+    problems: list[Problem] = []
+    if not served:
+        problems.append(
+            Problem(
+                where,
+                f"{field}.versions",
+                f"no version folders in {folder.path} for {describe(model.policy)}",
+            )
+        )
+    for number in served:
+        version = folder.version(number)
+        if version is None:
+            problems.append(
+                Problem(
+                    where,
                     f"{field}.versions",
-                    f"no version folders in {folder.path} for {describe(model.policy)}",
+                    f"version {number} is not on disk: {folder.path}/{number} does not exist",
                 )
             )
-        for number in served:
-            version = folder.version(number)
-            if version is None:
-                problems.append(
-                    Problem(
-                        model.locate("versions"),
-                        f"{field}.versions",
-                        f"version {number} is not on disk: {folder.path}/{number} does not exist",
-                    )
-                )
-            elif not version.loadable and not version.plain_file:
-                why = (
-                    f"{version.path} {version.refused}"
-                    if version.refused
-                    else f"{version.path} holds no saved_model.pb or saved_model.pbtxt"
-                )
-                problems.append(
-                    Problem(
-                        model.locate("versions"),
-                        f"{field}.versions",
-                        f"version {number} has no SavedModel: {why}",
-                    )
-                )
-        problems.extend(_version_name_problems(model, folder, field))
-        for label, number in model.labels:
-            if number not in served:
-                problems.append(
-                    Problem(
-                        model.locate(f"labels.{label}"),
-                        f"{field}.labels.{label}",
-                        f"version {number} is not served by {describe(model.policy)} "
-                        f"(served: {', '.join(map(str, served)) or 'none'})",
-                    )
-                )
-        existing = current.model(model.name)
-        if existing is not None:
-            moved = move_problem(
-                existing, model.base_path, observed, model.locate("base_path"), field
+        elif not version.loadable and not version.plain_file:
+            why = (
+                f"{version.path} {version.refused}"
+                if version.refused
+                else f"{version.path} holds no saved_model.pb or saved_model.pbtxt"
             )
-            problems.extend([moved] if moved is not None else [])
-        if existing is not None and existing.platform and existing.platform != model.platform:
             problems.append(
-                Problem(
-                    model.location,
-                    f"{field}.platform",
-                    f"TFS cannot change a served model's platform ({existing.platform} -> "
-                    f"{model.platform}); remove the model first, then add it back",
-                )
+                Problem(where, f"{field}.versions", f"version {number} has no SavedModel: {why}")
             )
     return problems
 

@@ -9,7 +9,7 @@ from enum import StrEnum
 from reconciler.plan_versions import versions_served
 from reconciler.policy import Specific, describe
 from reconciler.state import DiskState
-from reconciler.tfs_config import ServingConfig
+from reconciler.tfs_config import ConfigModel, ServingConfig
 
 
 class StepKind(StrEnum):
@@ -66,64 +66,69 @@ class Step:
 
 
 def steps_between(current: ServingConfig, target: ServingConfig, disk: DiskState) -> list[Step]:
-    buckets: dict[StepKind, list[Step]] = {kind: [] for kind in StepKind}
+    """The steps from `current` to `target`, by kind (in StepKind's order), then by model."""
+    found: list[Step] = []
     for model in target.models:
-        before = current.model(model.name)
-        now, then = set(versions_served(before, disk)), set(versions_served(model, disk))
-        if before is None:
-            buckets[StepKind.ADD_MODEL].append(
-                Step(StepKind.ADD_MODEL, model.name, new=model.base_path)
-            )
-        else:
-            if before.effective_policy != model.effective_policy and not (
-                isinstance(model.policy, Specific) and isinstance(before.policy, Specific)
-            ):
-                buckets[StepKind.SET_POLICY].append(
-                    Step(
-                        StepKind.SET_POLICY,
-                        model.name,
-                        old=describe(before.effective_policy),
-                        new=describe(model.effective_policy),
-                    )
-                )
-            if not before.same_base_path(model.base_path):
-                buckets[StepKind.SET_BASE_PATH].append(
-                    Step(
-                        StepKind.SET_BASE_PATH,
-                        model.name,
-                        old=before.base_path,
-                        new=model.base_path,
-                    )
-                )
-        for number in sorted(then - now):
-            buckets[StepKind.LOAD_VERSION].append(Step(StepKind.LOAD_VERSION, model.name, number))
-        for number in sorted(now - then):
-            buckets[StepKind.UNLOAD_VERSION].append(
-                Step(StepKind.UNLOAD_VERSION, model.name, number)
-            )
-        old_labels = before.label_map if before is not None else {}
-        for label, number in model.labels:
-            if label not in old_labels:
-                buckets[StepKind.ADD_LABEL].append(
-                    Step(StepKind.ADD_LABEL, model.name, number, label, new=str(number))
-                )
-            elif old_labels[label] != number:
-                buckets[StepKind.MOVE_LABEL].append(
-                    Step(
-                        StepKind.MOVE_LABEL,
-                        model.name,
-                        number,
-                        label,
-                        old=str(old_labels[label]),
-                        new=str(number),
-                    )
-                )
-        for label, number in sorted(old_labels.items()):
-            if label not in model.label_map:
-                buckets[StepKind.REMOVE_LABEL].append(
-                    Step(StepKind.REMOVE_LABEL, model.name, number, label, old=str(number))
-                )
+        found += _model_steps(current.model(model.name), model, disk)
     for model in current.models:
         if target.model(model.name) is None:
-            buckets[StepKind.REMOVE_MODEL].append(Step(StepKind.REMOVE_MODEL, model.name))
-    return [step for kind in StepKind for step in buckets[kind]]
+            found.append(Step(StepKind.REMOVE_MODEL, model.name))
+    order = {kind: i for i, kind in enumerate(StepKind)}
+    return sorted(found, key=lambda step: order[step.kind])  # stable: models keep their order
+
+
+def _model_steps(before: ConfigModel | None, model: ConfigModel, disk: DiskState) -> list[Step]:
+    found = []
+    if before is None:
+        found.append(Step(StepKind.ADD_MODEL, model.name, new=model.base_path))
+    else:
+        found += _setting_steps(before, model)
+    now, then = set(versions_served(before, disk)), set(versions_served(model, disk))
+    found += [Step(StepKind.LOAD_VERSION, model.name, number) for number in sorted(then - now)]
+    found += [Step(StepKind.UNLOAD_VERSION, model.name, number) for number in sorted(now - then)]
+    return found + _label_steps(before, model)
+
+
+def _setting_steps(before: ConfigModel, model: ConfigModel) -> list[Step]:
+    """A policy change (between two lists of versions it is told by the version steps) and
+    a base_path change."""
+    found = []
+    if before.effective_policy != model.effective_policy and not (
+        isinstance(model.policy, Specific) and isinstance(before.policy, Specific)
+    ):
+        found.append(
+            Step(
+                StepKind.SET_POLICY,
+                model.name,
+                old=describe(before.effective_policy),
+                new=describe(model.effective_policy),
+            )
+        )
+    if not before.same_base_path(model.base_path):
+        found.append(
+            Step(StepKind.SET_BASE_PATH, model.name, old=before.base_path, new=model.base_path)
+        )
+    return found
+
+
+def _label_steps(before: ConfigModel | None, model: ConfigModel) -> list[Step]:
+    found = []
+    old_labels = before.label_map if before is not None else {}
+    for label, number in model.labels:
+        if label not in old_labels:
+            found.append(Step(StepKind.ADD_LABEL, model.name, number, label, new=str(number)))
+        elif old_labels[label] != number:
+            found.append(
+                Step(
+                    StepKind.MOVE_LABEL,
+                    model.name,
+                    number,
+                    label,
+                    old=str(old_labels[label]),
+                    new=str(number),
+                )
+            )
+    for label, number in sorted(old_labels.items()):
+        if label not in model.label_map:
+            found.append(Step(StepKind.REMOVE_LABEL, model.name, number, label, old=str(number)))
+    return found

@@ -77,15 +77,9 @@ def judge(
         return _refuse(HTTPStatus.METHOD_NOT_ALLOWED, "method", f"{PATH} takes POST")
     if len(body) > MAX_BODY:
         return _refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large", f"over {MAX_BODY} bytes")
-    unsigned = check_signature(headers, body, secret)
-    if unsigned == "unsigned":
-        return _refuse(
-            HTTPStatus.UNAUTHORIZED,
-            unsigned,
-            "no X-Hub-Signature-256 (GitHub, Gitea) or X-Gitlab-Token (GitLab)",
-        )
+    unsigned = _signature_refusal(headers, body, secret)
     if unsigned is not None:
-        return _refuse(HTTPStatus.FORBIDDEN, unsigned, "the signature does not match the secret")
+        return unsigned
     event = _cut(headers.get("x-github-event") or headers.get("x-gitea-event"))
     gitlab = _cut(headers.get("x-gitlab-event"))
     if event == "ping":
@@ -93,14 +87,7 @@ def judge(
     payload = _payload(headers, body)
     if payload is None:
         return _refuse(HTTPStatus.BAD_REQUEST, "malformed", "the body is not a JSON object")
-    is_push = event == "push" or (
-        gitlab is not None
-        and (
-            gitlab == "Push Hook"
-            or (gitlab == "System Hook" and payload.get("object_kind") == "push")
-        )
-    )
-    if not is_push:
+    if not _is_push(event, gitlab, payload):
         return _refuse(
             HTTPStatus.ACCEPTED, "not_push", "ignored: not a push", event=event or gitlab
         )
@@ -120,6 +107,31 @@ def judge(
         )
     return Verdict(
         "fetch", HTTPStatus.ACCEPTED, detail="fetching", event=event or gitlab, ref=ref, after=hint
+    )
+
+
+def _signature_refusal(headers: Mapping[str, str], body: bytes, secret: bytes) -> Verdict | None:
+    unsigned = check_signature(headers, body, secret)
+    if unsigned == "unsigned":
+        return _refuse(
+            HTTPStatus.UNAUTHORIZED,
+            unsigned,
+            "no X-Hub-Signature-256 (GitHub, Gitea) or X-Gitlab-Token (GitLab)",
+        )
+    if unsigned is not None:
+        return _refuse(HTTPStatus.FORBIDDEN, unsigned, "the signature does not match the secret")
+    return None
+
+
+def _is_push(event: str | None, gitlab: str | None, payload: dict[str, Any]) -> bool:
+    """GitHub and Gitea name a push `push`; GitLab `Push Hook`, or `System Hook` with a push
+    object."""
+    return event == "push" or (
+        gitlab is not None
+        and (
+            gitlab == "Push Hook"
+            or (gitlab == "System Hook" and payload.get("object_kind") == "push")
+        )
     )
 
 

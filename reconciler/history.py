@@ -20,7 +20,7 @@ from reconciler.tfs_config import ServingConfig, parse_config
 HISTORY_FILE = "history.jsonl"
 # The write-ahead record, appended before the first write of models.config; the apply's
 # outcome is appended later under the same id, and supersedes it.
-STARTED = "started"
+STARTED = Result.STARTED
 STARTED_MESSAGE = (
     "started; no outcome follows if it was stopped part-way (kill -9, power loss): "
     "models.config then holds what it had written"

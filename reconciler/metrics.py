@@ -19,7 +19,10 @@ from reconciler.outcome import Result
 __all__ = ["CONTENT_TYPE", "OUTCOMES", "Metrics"]
 
 # A pass stopped by SIGTERM between phases is not counted: the next start finishes it.
-OUTCOMES = tuple(r for r in Result if r is not Result.INTERRUPTED)
+# Nor the history's own words (a write-ahead record; an apply the plan blocked or whose rollback
+# failed is counted by the daemon as invalid or error).
+_NOT_COUNTED = (Result.INTERRUPTED, Result.STARTED, Result.BLOCKED, Result.FAILED)
+OUTCOMES = tuple(r for r in Result if r not in _NOT_COUNTED)
 _CONVERGED = (Result.APPLIED, Result.WRITTEN, Result.NOOP)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

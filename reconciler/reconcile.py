@@ -164,7 +164,7 @@ class _ApplyRecords:
     def write_ahead(self, config: str) -> None:
         self.tried = True
         self.started.append(
-            self._append(Outcome("started", STARTED_MESSAGE, config=config), ahead=True)
+            self._append(Outcome(Result.STARTED, STARTED_MESSAGE, config=config), ahead=True)
         )
 
     def interrupted(self, now: str | None) -> None:

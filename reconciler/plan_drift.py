@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.health import ModelHealth, Standing, assess_model
 from reconciler.plan_versions import versions_served
 from reconciler.policy import Specific
 from reconciler.state import Observed
 from reconciler.tfs_config import ServingConfig
-from reconciler.version_state import VersionState
 
 
 @dataclass(frozen=True)
@@ -43,30 +43,35 @@ def find_drift(current: ServingConfig, observed: Observed) -> list[Drift]:
             expected = set(status.available)
         else:
             expected = set(versions_served(model, observed.disk))
-        for number in sorted(expected):
-            entry = status.latest(number)
-            if entry is None:
-                found.append(Drift(model.name, f"version {number} is not loaded", number))
-            elif entry.state != VersionState.AVAILABLE:
-                detail = f": {entry.error_message}" if entry.error_message else ""
-                found.append(
-                    Drift(model.name, f"version {number} is {entry.state}{detail}", number)
-                )
-        for number in sorted(set(status.available) - expected):
+        found += drift_of(assess_model(model.name, status, sorted(expected), model.labels))
+    return found
+
+
+def drift_of(health: ModelHealth) -> list[Drift]:
+    """How a served model differs from its config, one Drift per version or label."""
+    name = health.model
+    found: list[Drift] = []
+    for version in health.wanted:
+        number = version.version
+        if version.standing is Standing.NOT_LISTED:
+            found.append(Drift(name, f"version {number} is not loaded", number))
+        elif version.standing is not Standing.SERVING:
+            detail = f": {version.error_message}" if version.error_message else ""
+            found.append(Drift(name, f"version {number} is {version.state}{detail}", number))
+    for number in health.extra:
+        found.append(Drift(name, f"version {number} is AVAILABLE but not configured", number))
+    for label in health.labels:
+        if label.resolved is None:
             found.append(
-                Drift(model.name, f"version {number} is AVAILABLE but not configured", number)
+                Drift(name, f"label {label.label} is unknown to TFS", label.wanted, label.label)
             )
-        resolved = dict(status.labels)
-        for label, number in model.labels:
-            if label not in resolved:
-                found.append(Drift(model.name, f"label {label} is unknown to TFS", number, label))
-            elif resolved[label] != number:
-                found.append(
-                    Drift(
-                        model.name,
-                        f"label {label} resolves to {resolved[label]}, config says {number}",
-                        number,
-                        label,
-                    )
+        elif not label.ok:
+            found.append(
+                Drift(
+                    name,
+                    f"label {label.label} resolves to {label.resolved}, config says {label.wanted}",
+                    label.wanted,
+                    label.label,
                 )
+            )
     return found

@@ -126,9 +126,7 @@ class _Tally:
 
     def _wanted(self, name: str, version: VersionHealth) -> None:
         it = f"{name} version {version.version}"
-        match version.standing:
-            case Standing.SERVING:
-                pass
+        match version.standing:  # SERVING: nothing to wait for
             case Standing.NOT_LISTED:
                 self._waits_for_poll(f"{it} is not listed yet")
             case Standing.FAILED_BEFORE:

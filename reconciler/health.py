@@ -68,23 +68,9 @@ class ModelHealth:
     labels: tuple[LabelHealth, ...] = ()
 
     @property
-    def serving(self) -> bool:
-        """TFS serves exactly what is asked: every wanted version AVAILABLE, no version to
-        leave still listed as anything but END, every label resolving as asked."""
-        return (
-            self.found
-            and all(v.standing is Standing.SERVING for v in self.wanted)
-            and not any(v.standing in _STILL_THERE for v in self.leaving)
-            and all(label.ok for label in self.labels)
-        )
-
-    @property
     def to_load(self) -> int:
         """Wanted versions not AVAILABLE yet, the one loading included."""
         return sum(v.standing is not Standing.SERVING for v in self.wanted)
-
-
-_STILL_THERE = (Standing.SERVING, Standing.IN_PROGRESS)
 
 
 def standing(

@@ -24,7 +24,7 @@ from reconciler.converge import Outcome
 from reconciler.desired import DesiredState
 from reconciler.fleet_file import Rollout
 from reconciler.fleet_phases import ReplicaPhases, replica_phases
-from reconciler.plan import live_basis, plan, plan_config
+from reconciler.plan import Plan, live_basis, plan, plan_config
 from reconciler.replica import Replica
 from reconciler.state import Observed
 from reconciler.tfs_config import ServingConfig
@@ -73,7 +73,15 @@ class Survey:
 
 def survey_of(replica: Replica, desired: DesiredState, observed: Observed) -> Survey:
     """A replica's way from what it serves (`observed`) to `desired` (pure)."""
-    the_plan = plan(desired, observed)
+    return _survey(replica, plan(desired, observed), observed)
+
+
+def survey_to(replica: Replica, target: ServingConfig, observed: Observed, source: str) -> Survey:
+    """A replica's way back to `target` (a config it served before, named by `source`)."""
+    return _survey(replica, plan_config(observed, target, source), observed)
+
+
+def _survey(replica: Replica, the_plan: Plan, observed: Observed) -> Survey:
     if the_plan.problems:
         return Survey(replica, None, observed.config, tuple(str(p) for p in the_plan.problems))
     live = observed.live

@@ -217,3 +217,19 @@ def test_a_replica_stopped_mid_rollout_neither_hangs_it_nor_counts_healthy(fleet
     assert record["outcome"] in ("rolled_back", "rollback_failed")
     running = [n for n in NAMES if n != "tfs-d"]
     assert {n: v for n, v in fleet.labels().items() if n in running} == dict.fromkeys(running, 2)
+
+
+def test_rollback_returns_every_replica_to_what_it_served_before_the_last_rollout(
+    fleet: Fleet,
+) -> None:
+    promote(fleet.lab)
+    assert fleet.apply().returncode == 0
+    result = fleet.cli("rollback", "--reload", "grpc", "--file-system-poll-seconds", "0.2")
+    assert result.returncode == 0, output(result)
+    assert "before rollout 1" in result.stdout
+    assert fleet.labels() == dict.fromkeys(NAMES, 2)
+    assert fleet.labels("deprecated") == dict.fromkeys(NAMES, 1)
+    for name in NAMES:
+        assert fleet.states(name)[1] == "AVAILABLE"
+    history = json.loads(fleet.cli("history", "--output", "json").stdout)
+    assert [r["outcome"] for r in history] == ["done", "done"]

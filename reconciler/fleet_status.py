@@ -102,7 +102,7 @@ def label_disagreements(replicas: list[dict[str, Any]]) -> dict[str, dict[str, d
     }
 
 
-_STATE_WORDS = {"in_sync": "in sync", "unknown": "UNKNOWN", "not_in_sync": "NOT in sync"}
+_STATE_WORDS = {"in_sync": "in sync", "unknown": "UNKNOWN (not read)", "not_in_sync": "NOT in sync"}
 
 
 def fleet_text(document: dict[str, Any]) -> str:

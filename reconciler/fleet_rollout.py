@@ -203,6 +203,10 @@ class FleetOutcome:
         return self.result.exit_code
 
 
+def _never() -> bool:
+    return False
+
+
 RunAll = Callable[[Sequence[Callable[[], T]]], list[T]]
 
 
@@ -270,6 +274,14 @@ class FleetRollout:
             touched.extend(wave)
             reports = self._step(the_plan, wave, Phase.PREPARE)
             prepared += [r.replica for r in reports if r.ok]
+            if self.interrupted():  # a replica stopped by it has not failed
+                return self._end(
+                    FleetResult.INTERRUPTED,
+                    f"interrupted in wave {number}: its replicas hold what they loaded, labels"
+                    " untouched; apply again to finish, or roll back",
+                    failed,
+                    started,
+                )
             failed += [r.replica for r in reports if not r.ok]
             if len(failed) > self.rollout.max_failures:
                 return self._halt(the_plan, touched, failed, started, f"in wave {number}")
@@ -325,7 +337,10 @@ class FleetRollout:
         started = self.clock()
         action = f"fleet rollout {self._generation}: {phase}"
         try:
-            outcome = self.driver.converge(replica, config, action, self.interrupted)
+            # Only a prepare stops part-way: a flip, a cleanup or a rollback, once started,
+            # finishes on every replica (a second Ctrl-C still stops at once).
+            stop = self.interrupted if phase is Phase.PREPARE else _never
+            outcome = self.driver.converge(replica, config, action, stop)
         except Exception as error:  # one replica's surprise must not leave the others half-done
             log.exception("replica_failed", replica=replica.name, phase=phase.value)
             outcome = Outcome("failed", f"{type(error).__name__}: {error}")

@@ -311,3 +311,27 @@ def test_the_log_hears_each_confirmed_step_of_this_generation(fleet: Fleet) -> N
     fleet.roll(ROLLOUT, log)
     assert {g for _, g, _ in log.serving} == {8}
     assert len(log.serving) == 15
+
+
+def test_an_interrupt_during_a_wave_stops_without_counting_failures_or_rolling_back(
+    fleet: Fleet,
+) -> None:
+    promote(fleet)
+    stop = [False]
+
+    class InterruptedInWave2(FleetRollout):
+        def _step(self, the_plan: FleetPlan, names: object, phase: Phase) -> list[Report]:
+            if names == ("tfs-b", "tfs-c"):
+                stop[0] = True  # Ctrl-C as wave 2 starts
+            return super()._step(the_plan, names, phase)  # type: ignore[arg-type]
+
+    rollout = InterruptedInWave2(
+        fleet, MemoryLog(), ROLLOUT, run_all=one_by_one, interrupted=lambda: stop[0]
+    )
+    outcome = rollout.run(fleet.plan(ROLLOUT))
+    assert outcome.result is FleetResult.INTERRUPTED and outcome.exit_code == 130
+    assert "interrupted in wave 2" in outcome.message
+    assert outcome.failed == ()
+    assert not any(r.phase is Phase.ROLLBACK for r in outcome.reports)
+    assert fleet.tfs["tfs-a"].state(4) == "AVAILABLE"  # the canary keeps what it loaded
+    assert fleet.labels() == {n: LAB_LABELS for n in NAMES}

@@ -13,7 +13,7 @@ from typing import TextIO
 
 import structlog
 
-from reconciler import __version__, logs
+from reconciler import __version__, fleet_cli, logs
 from reconciler.converge import Outcome
 from reconciler.convergence import Progress
 from reconciler.daemon import Daemon
@@ -167,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say_settings(args.command)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if getattr(args, "fleet", None):
+            handler = fleet_cli.handler(args.command)
         return handler(args)
     except InputError as error:
         _print_problems(error)

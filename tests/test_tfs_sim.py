@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
+from reconciler.testing.tfs_sim import disk
 from reconciler.testing.tfs_sim.core import CoreOptions, Servable, ServerCore
 from reconciler.testing.tfs_sim.disk import PathMap, VersionDir, poll_servable, simple_atoi
 from reconciler.testing.tfs_sim.errors import Code, TfsError
@@ -242,6 +243,24 @@ def test_version_names_parse_as_simple_atoi(tmp_path: Path) -> None:
     }
     assert found(tmp_path, VersionPolicy("latest", 1)) == {9: "/models/m/+9"}
     assert simple_atoi(" 12 ") == 12 and simple_atoi("9" * 30) is None
+
+
+@pytest.mark.parametrize("listed", [["4", "04", "1"], ["04", "1", "4"]])
+def test_two_names_of_one_version_resolve_in_sorted_order_whatever_the_directory_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: list[str]
+) -> None:
+    """file_system_storage_path_source.cc PollFileSystemForServable puts GetChildren's names
+    in a std::set (sorted), then IndexChildrenByVersion lets the later of two names for one
+    version win: "4" over "04", however readdir ordered them."""
+    for name in listed:
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(disk, "list_children", lambda _base: list(listed))
+    assert found(tmp_path, VersionPolicy("latest", 1)) == {4: "/models/m/4"}
+    assert found(tmp_path, VersionPolicy("specific", versions=frozenset({1, 4}))) == {
+        1: "/models/m/1",
+        4: "/models/m/4",
+    }
+    assert found(tmp_path, VersionPolicy("all")) == {1: "/models/m/1", 4: "/models/m/04"}
 
 
 def test_missing_base_path_is_an_error(tmp_path: Path) -> None:

@@ -608,6 +608,9 @@ def test_a_model_left_alone_whose_folder_was_deleted_is_refused_before_anything_
     assert label_version(sim.rest_url, MODEL, "stable") == 2
     diff = cli_for(lab, sim)("diff")
     assert diff.returncode == 1 and "old: base_path /models/old" in output(diff)
+    status = cli_for(lab, sim)("status")
+    assert "old: base_path /models/old" in output(status), output(status)
+    assert "versions of every model" in output(status)
 
 
 def test_no_verify_skips_the_request(lab: Path, start_sim: StartSim) -> None:

@@ -327,6 +327,18 @@ def test_flags_num_load_threads_and_load_fail_knob() -> None:
         parse_flags(["--sim_load_fail_for=m:x"])
 
 
+@pytest.mark.parametrize("bad", ["--rest_api_port=abc", "--num_load_threads=1.5"])
+def test_a_flag_value_that_does_not_parse_exits_255_as_main_cc_does(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main.cc: when tensorflow::Flags::Parse fails, the usage goes to stdout and main
+    returns -1."""
+    with pytest.raises(SystemExit) as exited:
+        parse_flags([bad])
+    assert exited.value.code == 255
+    assert capsys.readouterr().out.startswith("usage: tfs-sim")
+
+
 def test_flags_reject_a_bad_load_time_rule() -> None:
     with pytest.raises(SystemExit):
         parse_flags(["--sim_load_seconds_for=nonsense"])

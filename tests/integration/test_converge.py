@@ -922,6 +922,10 @@ def test_a_verify_request_that_does_not_fit_the_signature_is_rejected_at_validat
     assert result.returncode == 1, output(result)
     assert re.search(r"animals\.yaml:\d+:\d+: models\.animals\.verify\.request: ", result.stderr)
     assert "does not have named input: input_image" in result.stderr, output(result)
+    diff = cli("diff")
+    assert diff.returncode == 1, output(diff)
+    assert re.search(r"animals\.yaml:\d+:\d+: models\.animals\.verify\.request: ", output(diff))
+    assert "does not have named input: input_image" in output(diff)
     before = config_text(lab)
     applied = cli("apply", "--reload", "grpc", "--timeout", "20")
     assert applied.returncode == 1 and "does not have named input" in applied.stderr

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
+from reconciler.testing.tfs_sim import disk
 from reconciler.testing.tfs_sim.core import CoreOptions, Servable, ServerCore
 from reconciler.testing.tfs_sim.disk import PathMap, VersionDir, poll_servable, simple_atoi
 from reconciler.testing.tfs_sim.errors import Code, TfsError
@@ -323,6 +324,24 @@ def test_version_names_parse_as_simple_atoi(tmp_path: Path) -> None:
     assert simple_atoi(" 12 ") == 12 and simple_atoi("9" * 30) is None
 
 
+@pytest.mark.parametrize("listed", [["4", "04", "1"], ["04", "1", "4"]])
+def test_two_names_of_one_version_resolve_in_sorted_order_whatever_the_directory_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: list[str]
+) -> None:
+    """file_system_storage_path_source.cc PollFileSystemForServable puts GetChildren's names
+    in a std::set (sorted), then IndexChildrenByVersion lets the later of two names for one
+    version win: "4" over "04", however readdir ordered them."""
+    for name in listed:
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(disk, "list_children", lambda _base: list(listed))
+    assert found(tmp_path, VersionPolicy("latest", 1)) == {4: "/models/m/4"}
+    assert found(tmp_path, VersionPolicy("specific", versions=frozenset({1, 4}))) == {
+        1: "/models/m/1",
+        4: "/models/m/4",
+    }
+    assert found(tmp_path, VersionPolicy("all")) == {1: "/models/m/1", 4: "/models/m/04"}
+
+
 def test_missing_base_path_is_an_error(tmp_path: Path) -> None:
     """PollFileSystemForServable: "Could not find base path ..." (INVALID_ARGUMENT)."""
     with pytest.raises(TfsError) as error:
@@ -385,6 +404,18 @@ def test_flags_num_load_threads_and_load_fail_knob() -> None:
     assert parse_flags(["--sim_load_seconds_for=m:3=inf"]).load_seconds("m", 3) == float("inf")
     with pytest.raises(SystemExit):
         parse_flags(["--sim_load_fail_for=m:x"])
+
+
+@pytest.mark.parametrize("bad", ["--rest_api_port=abc", "--num_load_threads=1.5"])
+def test_a_flag_value_that_does_not_parse_exits_255_as_main_cc_does(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main.cc: when tensorflow::Flags::Parse fails, the usage goes to stdout and main
+    returns -1."""
+    with pytest.raises(SystemExit) as exited:
+        parse_flags([bad])
+    assert exited.value.code == 255
+    assert capsys.readouterr().out.startswith("usage: tfs-sim")
 
 
 def test_flags_reject_a_bad_load_time_rule() -> None:

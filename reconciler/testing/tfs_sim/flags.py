@@ -8,8 +8,9 @@ carry are accepted and ignored with a warning.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 
 def parse_bool(text: str) -> bool:
@@ -100,8 +101,19 @@ class Flags:
         return any(rule.matches(model, version) for rule in self.sim_load_fail_for)
 
 
+class _TfsArgumentParser(argparse.ArgumentParser):
+    """A flag value that does not parse ends start-up as main.cc ends it: tensorflow's
+    ``Flags::Parse`` logs "Couldn't interpret value ...", main.cc prints the usage on stdout
+    and returns -1 (exit status 255), not argparse's 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}", file=sys.stderr, flush=True)
+        print(self.format_usage(), end="", flush=True)
+        sys.exit(255)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _TfsArgumentParser(
         prog="tfs-sim",
         description="A TensorFlow Serving simulator for tests (REST + gRPC ModelService).",
         epilog="Other --flags of tensorflow_model_server are accepted and ignored with a warning.",

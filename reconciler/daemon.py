@@ -308,9 +308,13 @@ class Daemon:
 
         def desired() -> DesiredState | None:
             with seen.lock:
-                return seen.desired
+                return seen.accepted
 
-        return LiveReadiness(desired, lambda: TfsRest(settings.rest_url, settings.request_timeout))
+        return LiveReadiness(
+            desired,
+            lambda: TfsRest(settings.rest_url, settings.request_timeout),
+            clock=self._clock,
+        )
 
     # --- signals and status -------------------------------------------------------------------
 

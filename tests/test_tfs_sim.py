@@ -387,6 +387,30 @@ def test_flags_accept_tfs_forms_and_ignore_unknown_ones() -> None:
     )
 
 
+def test_flags_are_taken_only_as_tensorflow_s_parser_takes_them() -> None:
+    """command_line_flags.cc reads ``--name=value`` (a boolean also ``--name``) and stops at a
+    bare ``--``; anything else is an unknown argument and the flag keeps its default."""
+    flags = parse_flags(
+        [
+            "--rest_api_port",
+            "9999",
+            "-port=9000",
+            "--file_system_poll_wait_seconds=5",
+            "--",
+            "--model_config_file=/models/models.config",
+        ]
+    )
+    assert (flags.rest_api_port, flags.port) == (8501, 8500)
+    assert flags.file_system_poll_wait_seconds == 5
+    assert flags.model_config_file == ""
+    assert flags.ignored == (
+        "--rest_api_port",
+        "9999",
+        "-port=9000",
+        "--model_config_file=/models/models.config",
+    )
+
+
 def test_flags_defaults_are_tfs_defaults() -> None:
     flags = parse_flags([])
     assert (flags.port, flags.rest_api_port, flags.file_system_poll_wait_seconds) == (8500, 8501, 1)

@@ -141,7 +141,7 @@ class Daemon:
                 next_fetch = now + self.options.git_interval
             self._safe_pass(endpoint, scope)
             scope = "resync"
-            next_resync = self._clock() + self.options.resync
+            next_resync = self._next_resync()
             sd_notify.watchdog()
             while not self._stop.is_set():
                 now = self._clock()
@@ -167,6 +167,11 @@ class Daemon:
                     break
                 if self.options.git_remote and now >= next_fetch:
                     break
+
+    def _next_resync(self) -> float:
+        """When the loop resyncs next, counted from now by the options in force (a SIGHUP
+        may have changed them)."""
+        return self._clock() + self.options.resync
 
     def _start_trigger(self) -> Trigger:
         """The file watcher; when the system refuses it (inotify watches or instances used

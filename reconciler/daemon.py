@@ -145,12 +145,7 @@ class Daemon:
             sd_notify.watchdog()
             while not self._stop.is_set():
                 now = self._clock()
-                deadline = min(next_resync, next_fetch if self.options.git_remote else next_resync)
-                deadline = self._backoff.wakes_before(deadline, now)
-                if self._memory.settle_at > now:
-                    deadline = min(deadline, self._memory.settle_at)
-                if watchdog_every:
-                    deadline = min(deadline, now + watchdog_every)
+                deadline = self._wake_at(now, next_resync, next_fetch, watchdog_every)
                 wake = self._trigger.wait(timeout=max(0.0, deadline - now))
                 endpoint.beat()
                 if self._webhook is not None:
@@ -167,6 +162,19 @@ class Daemon:
                     break
                 if self.options.git_remote and now >= next_fetch:
                     break
+
+    def _wake_at(
+        self, now: float, next_resync: float, next_fetch: float, watchdog_every: float | None
+    ) -> float:
+        """When the idle loop wakes by itself: the next resync, fetch, retry or settle, and
+        soon enough to feed systemd's watchdog."""
+        deadline = min(next_resync, next_fetch if self.options.git_remote else next_resync)
+        deadline = self._backoff.wakes_before(deadline, now)
+        if self._memory.settle_at > now:
+            deadline = min(deadline, self._memory.settle_at)
+        if watchdog_every:
+            deadline = min(deadline, now + watchdog_every)
+        return deadline
 
     def _next_resync(self) -> float:
         """When the loop resyncs next, counted from now by the options in force (a SIGHUP

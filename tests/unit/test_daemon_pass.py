@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -407,3 +407,23 @@ def test_sighup_drops_what_was_removed_from_the_env_file_and_keeps_the_old_on_a_
     finally:
         if daemon._trigger is not None:
             daemon._trigger.stop()
+
+
+# --- when the idle loop wakes -----------------------------------------------------------------
+
+
+def test_the_idle_loop_wakes_for_the_next_resync_fetch_retry_settle_or_keep_alive(
+    loop: Loop,
+) -> None:
+    daemon, now = loop.daemon, loop.clock.now
+    assert daemon._wake_at(now, now + 30, now + 5, None) == now + 30  # no --git-remote: no fetch
+    assert daemon._wake_at(now, now + 30, now + 5, 0.2) == now + 0.2  # systemd's watchdog
+    daemon.options = replace(daemon.options, git_remote="https://git.example/lab.git")
+    assert daemon._wake_at(now, now + 30, now + 5, None) == now + 5
+    assert daemon._wake_at(now, now + 3, now + 5, None) == now + 3
+    daemon._memory.settle_at = now + 1
+    assert daemon._wake_at(now, now + 3, now + 5, 2.0) == now + 1
+    daemon._memory.settle_at = now - 1  # past: not waited for
+    assert daemon._wake_at(now, now + 3, now + 5, None) == now + 3
+    daemon._backoff.retry_at = now + 2
+    assert daemon._wake_at(now, now + 3, now + 5, None) == now + 2

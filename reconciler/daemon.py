@@ -36,13 +36,7 @@ from reconciler.signals import SignalThread
 from reconciler.status import status_document
 from reconciler.tfs_rest import TfsRest
 from reconciler.watch import DEFAULT_IGNORE_NAMES, FILES_CHANGED, Trigger
-from reconciler.webhook import (
-    PendingFetch,
-    WebhookMetrics,
-    WebhookReceiver,
-    WebhookSecretError,
-    read_secret,
-)
+from reconciler.webhook import PendingFetch, WebhookReceiver, read_secret, webhook_receiver
 
 __all__ = ["Daemon", "DaemonOptions"]
 
@@ -72,7 +66,6 @@ class Daemon:
         self._runner = PassRunner(options.settle, clock)
         self._hooks = PendingFetch(lambda: self._trigger.poke(WEBHOOK) if self._trigger else None)
         self._webhook: WebhookReceiver | None = None
-        self._webhook_metrics: WebhookMetrics | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -282,8 +275,8 @@ class Daemon:
     def _fetch(self, trigger: str = "interval") -> None:
         if self._source is None:
             return
-        if trigger == WEBHOOK and self._webhook_metrics is not None:
-            self._webhook_metrics.fetches.inc()
+        if trigger == WEBHOOK and self._webhook is not None:
+            self._webhook.metrics.fetches.inc()
         try:
             commit = self._source.fetch()
             log.debug("fetched", remote=self.options.git_remote, commit=commit, trigger=trigger)
@@ -299,19 +292,12 @@ class Daemon:
     def _webhook_receiver(self) -> WebhookReceiver | None:
         """The receiver of --webhook-addr (None when off); WebhookSecretError (a ValueError)
         when its secret file cannot be read or is empty."""
-        options = self.options
-        if not options.webhook_addr:
-            return None
-        if not options.webhook_secret_file:
-            raise WebhookSecretError("--webhook-addr needs --webhook-secret-file")
-        secret = read_secret(options.webhook_secret_file)
-        metrics = self._webhook_metrics = WebhookMetrics.create(self._metrics.registry)
-        self._webhook = WebhookReceiver(
-            parse_address(options.webhook_addr),
-            secret,
+        self._webhook = webhook_receiver(
+            self.options.webhook_addr,
+            self.options.webhook_secret_file,
+            self._metrics.registry,
             lambda: self._source.branch if self._source is not None else None,
             self._hooks,
-            metrics,
         )
         return self._webhook
 

@@ -4,8 +4,9 @@ someone else wrote, and readiness. No process, no socket, no sleep."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,8 +14,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler import daemon as daemon_module
-from reconciler import sd_notify
+from reconciler import logs, sd_notify
 from reconciler.backoff import MAX_BACKOFF, Backoff
+from reconciler.cli import build_parser
 from reconciler.config_file import write_atomic
 from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.daemon_pass import PassRunner, Scope
@@ -22,6 +24,7 @@ from reconciler.docker_target import DockerError
 from reconciler.errors import StepError, TransientError
 from reconciler.http_endpoint import HttpEndpoint
 from reconciler.observe import LiveModel, LiveVersion, TfsUnreachable
+from reconciler.options import rereader
 from reconciler.outcome import Result
 from reconciler.pass_result import Drift, DriftMemory, PassKind
 from reconciler.policy import served_versions
@@ -399,3 +402,74 @@ def test_a_transient_error_out_of_a_pass_is_an_environment_error_retried_with_ba
     (failed,) = named(events, "reconcile_failed")
     assert failed["outcome"] == "error" and failed["error"] == "the Docker engine does not answer"
     assert loop.daemon._backoff.retry_at == loop.clock.now + 2.0
+
+
+# --- SIGHUP ---------------------------------------------------------------------------------
+
+
+def test_sighup_drops_what_was_removed_from_the_env_file_and_keeps_the_old_on_a_bad_value(
+    lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision behind tests/daemon's SIGHUP test, with a fake clock: which resync the
+    loop counts with after each reload (a process test read it from the log's timing)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
+    monkeypatch.setattr(os, "environ", environ)  # a reread sets the env file's variables
+    monkeypatch.setattr(logs, "configure", lambda level: None)  # the log stays captured
+    monkeypatch.setattr(sd_notify, "ready", lambda text="", env=None: None)
+    env_file = tmp_path / "tfs-reconciler.env"
+    env_file.write_text("TFS_RECONCILER_RESYNC=0.3\n")
+    argv = [
+        "run",
+        "--env-file",
+        str(env_file),
+        "--desired",
+        str(lab / "desired_state"),
+        "--models-dir",
+        str(lab / "models"),
+        "--rest-url",
+        "http://tfs.invalid:8501",
+    ]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    reread = rereader(args, lambda again: build_parser().parse_args(again))
+    clock = FakeClock()
+    daemon = Daemon(reread(), reread, clock=clock)
+    try:
+        assert daemon._next_resync() == clock.now + 0.3
+
+        env_file.write_text("TFS_RECONCILER_RESYNC=abc\n")
+        with capture_logs() as events:
+            daemon._reload_settings()
+        (failed,) = named(events, "settings_reload_failed")
+        assert "TFS_RECONCILER_RESYNC" in failed["error"], failed
+        assert named(events, "settings_reloaded") == []
+        assert daemon._next_resync() == clock.now + 0.3  # the old settings go on
+
+        env_file.write_text("# back to the defaults (resync 30 s)\n")
+        with capture_logs() as events:
+            daemon._reload_settings()
+        assert len(named(events, "settings_reloaded")) == 1
+        assert daemon._next_resync() == clock.now + 30.0
+    finally:
+        if daemon._trigger is not None:
+            daemon._trigger.stop()
+
+
+# --- when the idle loop wakes -----------------------------------------------------------------
+
+
+def test_the_idle_loop_wakes_for_the_next_resync_fetch_retry_settle_or_keep_alive(
+    loop: Loop,
+) -> None:
+    daemon, now = loop.daemon, loop.clock.now
+    assert daemon._wake_at(now, now + 30, now + 5, None) == now + 30  # no --git-remote: no fetch
+    assert daemon._wake_at(now, now + 30, now + 5, 0.2) == now + 0.2  # systemd's watchdog
+    daemon.options = replace(daemon.options, git_remote="https://git.example/lab.git")
+    assert daemon._wake_at(now, now + 30, now + 5, None) == now + 5
+    assert daemon._wake_at(now, now + 3, now + 5, None) == now + 3
+    daemon._memory.settle_at = now + 1
+    assert daemon._wake_at(now, now + 3, now + 5, 2.0) == now + 1
+    daemon._memory.settle_at = now - 1  # past: not waited for
+    assert daemon._wake_at(now, now + 3, now + 5, None) == now + 3
+    daemon._backoff.retry_at = now + 2
+    assert daemon._wake_at(now, now + 3, now + 5, None) == now + 2

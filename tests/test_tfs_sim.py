@@ -29,9 +29,11 @@ from reconciler.testing.tfs_sim.json_tensor import (
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
 from reconciler.testing.tfs_sim.predict import classify_or_regress, predict, set_method_name_check
-from reconciler.testing.tfs_sim.rest import tensors_json
+from reconciler.testing.tfs_sim.rest import RestServer, tensors_json
 from reconciler.testing.tfs_sim.savedmodel import (
     SavedModelInfo,
+    Signature,
+    TensorSpec,
     load_saved_model,
     parse_saved_model,
 )
@@ -907,3 +909,25 @@ def test_method_name_is_checked_only_with_the_flag() -> None:
         )
     finally:
         set_method_name_check(False)
+
+
+# --- the REST server -----------------------------------------------------------------------
+
+
+def test_a_metadata_answer_is_rendered_once_per_loaded_version() -> None:
+    """Kept for the version's SavedModelInfo: the same answer while it stays loaded, a new one
+    once the version was loaded again from a changed SavedModel."""
+    server = RestServer(("127.0.0.1", 0), ServerCore(CoreOptions()))
+    try:
+        spec = TensorSpec("x:0", 1, (-1,))
+        first = SavedModelInfo(Path("/m/1"), {"a": Signature({"x": spec}, {"y": spec}, "m")})
+        again = SavedModelInfo(Path("/m/1"), {"b": Signature({"x": spec}, {"y": spec}, "m")})
+        text = server.metadata_text("m", Servable("m", 1, first))
+        assert server.metadata_text("m", Servable("m", 1, first)) is text
+        body = json.loads(text)
+        assert body["model_spec"] == {"name": "m", "signature_name": "", "version": "1"}
+        assert list(body["metadata"]["signature_def"]["signature_def"]) == ["a"]
+        reloaded = json.loads(server.metadata_text("m", Servable("m", 1, again)))
+        assert list(reloaded["metadata"]["signature_def"]["signature_def"]) == ["b"]
+    finally:
+        server.server_close()

@@ -44,6 +44,7 @@ from reconciler.testing.tfs_sim.predict import (
     classify_or_regress,
     predict,
 )
+from reconciler.testing.tfs_sim.savedmodel import SavedModelInfo
 
 log = logging.getLogger("tfs_sim.rest")
 
@@ -171,17 +172,7 @@ class RestHandler(BaseHTTPRequestHandler):
         if not model:
             raise TfsError(Code.INVALID_ARGUMENT, "Missing model name in request.")
         if tail == "metadata":
-            servable = core.resolve(model, number, label)
-            return _pretty(
-                {
-                    "model_spec": {
-                        "name": model,
-                        "signature_name": "",
-                        "version": str(servable.version),
-                    },
-                    "metadata": {"signature_def": servable.info.metadata_json()},
-                }
-            )
+            return self.server.metadata_text(model, core.resolve(model, number, label))
         return _pretty(status_json(core.status(model, number)))
 
     def _predict(self, model: str, version: int | None, label: str | None, body: bytes) -> str:
@@ -279,6 +270,34 @@ class RestServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    METADATA_CACHE = 20_000  # answers kept; past it the cache starts over
+
     def __init__(self, address: tuple[str, int], core: ServerCore) -> None:
         self.core = core
+        # A loaded version's metadata answer never changes: rendered once (pretty JSON is
+        # encoded in pure Python, the largest cost of a label lookup), reused until the
+        # version's SavedModelInfo is another one. Each entry holds its info, so the id in
+        # its key cannot be reused while it is kept.
+        self._metadata: dict[tuple[str, int, int], tuple[SavedModelInfo, str]] = {}
         super().__init__(address, RestHandler)
+
+    def metadata_text(self, model: str, servable: Servable) -> str:
+        """The body of a metadata answer (``GetModelMetadata`` in JSON)."""
+        key = (model, servable.version, id(servable.info))
+        kept = self._metadata.get(key)
+        if kept is not None and kept[0] is servable.info:
+            return kept[1]
+        text = _pretty(
+            {
+                "model_spec": {
+                    "name": model,
+                    "signature_name": "",
+                    "version": str(servable.version),
+                },
+                "metadata": {"signature_def": servable.info.metadata_json()},
+            }
+        )
+        if len(self._metadata) >= self.METADATA_CACHE:
+            self._metadata.clear()
+        self._metadata[key] = (servable.info, text)
+        return text

@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler.config_file import write_atomic
 from reconciler.desired import DesiredState, load_desired
+from reconciler.fleet_daemon import FleetDaemon
 from reconciler.fleet_file import DnsDiscovery, DockerDiscovery, FleetSpec, load_fleet
 from reconciler.fleet_replicas import (
     Discover,
@@ -60,10 +61,11 @@ def handler(command: str) -> Callable[[argparse.Namespace], int]:
         "status": cmd_status,
         "history": cmd_history,
         "rollback": cmd_rollback,
+        "run": cmd_run,
     }
     if command not in handlers:
         raise UsageError(
-            f"{command} does not take --fleet yet (diff, apply, status, history, rollback do)"
+            f"{command} does not take --fleet (diff, apply, status, history, rollback, run do)"
         )
     return handlers[command]
 
@@ -300,3 +302,27 @@ def cmd_history(args: argparse.Namespace) -> int:
         if record.outcome not in (FleetResult.DONE, FleetResult.NOOP):
             print(f"        {record.message}")
     return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The fleet's daemon: a rollout every --resync seconds (README, Fleet)."""
+    unsupported = [
+        option
+        for option, given in (
+            ("--git", args.git or args.git_remote),
+            ("--webhook-addr", args.webhook_addr),
+            ("--sidecar", args.sidecar),
+            ("--env-file", args.env_file),
+        )
+        if given
+    ]
+    if unsupported:
+        raise UsageError(f"run --fleet does not take {', '.join(unsupported)} yet")
+    return FleetDaemon(
+        Path(args.fleet),
+        base_settings(args),
+        ReloadMode(args.reload),
+        resync=args.resync,
+        metrics_addr=args.metrics_addr,
+        discover_for=discoverer,
+    ).run()

@@ -13,11 +13,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.testing import SimulatorProcess, traffic
 from reconciler.testing.lab import label_version, wait_until
+from reconciler.testing.simulator import free_port
 from reconciler.testing.traffic import request
 
 pytestmark = pytest.mark.integration
@@ -233,3 +235,44 @@ def test_rollback_returns_every_replica_to_what_it_served_before_the_last_rollou
         assert fleet.states(name)[1] == "AVAILABLE"
     history = json.loads(fleet.cli("history", "--output", "json").stdout)
     assert [r["outcome"] for r in history] == ["done", "done"]
+
+
+def test_the_daemon_rolls_out_a_change_and_heals_a_replica_that_drifted(fleet: Fleet) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
+    daemon = subprocess.Popen(
+        [
+            "tfs-reconciler", "run", "--fleet", str(fleet.file),
+            "--desired", str(fleet.lab / "desired_state"),
+            "--models-dir", str(fleet.lab / "models"),
+            "--state-dir", str(fleet.lab / "state"), "--reload", "grpc",
+            "--file-system-poll-seconds", "0.2", "--resync", "0.3",
+            "--metrics-addr", f"127.0.0.1:{port}",
+        ],
+        cwd=fleet.lab, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def status() -> dict[str, Any]:
+            try:
+                code, body = request(f"http://127.0.0.1:{port}", "GET", "/status")
+            except OSError:
+                return {}
+            return body if code == 200 and isinstance(body, dict) else {}
+
+        wait_until(lambda: status().get("state") == "in_sync", 30, what="in sync at start")
+        promote(fleet.lab)
+        wait_until(lambda: fleet.labels() == dict.fromkeys(NAMES, 4), 60, what="promoted")
+        wait_until(lambda: status().get("state") == "in_sync", 30, what="in sync after")
+        # tfs-e's file put back by hand: drift, healed by the next pass
+        shutil.copy(fleet.lab / "models" / "models.config", fleet.config("tfs-e"))
+        wait_until(lambda: "versions: 4" in fleet.config("tfs-e").read_text(), 30, what="healed")
+        assert fleet.labels() == dict.fromkeys(NAMES, 4)
+        _, metrics = request(f"http://127.0.0.1:{port}", "GET", "/metrics")
+        assert 'tfs_reconciler_fleet_replica_in_sync{replica="tfs-a"}' in metrics
+        assert 'tfs_reconciler_fleet_rollouts_total{result="done"}' in metrics
+        assert [r["name"] for r in status()["replicas"]] == list(NAMES)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, stderr

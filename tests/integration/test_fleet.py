@@ -179,7 +179,8 @@ FAILS_4 = ["--sim_load_fail_for=animals:4", "--max_num_load_retries=0"]
 @pytest.mark.parametrize("fleet", [{"tfs-c": FAILS_4}], indirect=True)
 def test_a_failed_load_on_one_replica_halts_and_rolls_back_leaving_labels(fleet: Fleet) -> None:
     promote(fleet.lab)
-    result = fleet.apply()
+    shared = fleet.lab / "shared.config"
+    result = fleet.apply("--config", str(shared))
     assert result.returncode == 1, output(result)
     assert "rolled_back" in result.stderr and "tfs-c" in result.stderr
     assert fleet.labels() == dict.fromkeys(NAMES, 2)
@@ -191,6 +192,7 @@ def test_a_failed_load_on_one_replica_halts_and_rolls_back_leaving_labels(fleet:
         assert "versions: 4" not in fleet.config(name).read_text()
     for name in NAMES:
         assert "value: 2" in fleet.config(name).read_text()
+    assert not shared.exists()  # the fleet's shared file only ever holds a finished rollout
 
 
 @pytest.mark.parametrize(
@@ -276,3 +278,23 @@ def test_the_daemon_rolls_out_a_change_and_heals_a_replica_that_drifted(fleet: F
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=60)
     assert daemon.returncode == 0, stderr
+
+
+def test_diff_shows_each_replica_and_the_waves_and_changes_nothing(fleet: Fleet) -> None:
+    promote(fleet.lab)
+    before = {name: fleet.config(name).read_text() for name in NAMES}
+    result = fleet.cli("diff")
+    assert result.returncode == 2, output(result)
+    assert "wave 1: tfs-a\nwave 2: tfs-b, tfs-c\nwave 3: tfs-d, tfs-e\n" in result.stdout
+    assert all(f"== {name} (" in result.stdout for name in NAMES)
+    assert {name: fleet.config(name).read_text() for name in NAMES} == before
+
+
+def test_a_shared_models_config_is_written_once_the_whole_fleet_is_done(fleet: Fleet) -> None:
+    promote(fleet.lab)
+    shared = fleet.lab / "shared" / "models.config"
+    shared.parent.mkdir()
+    result = fleet.apply("--config", str(shared))
+    assert result.returncode == 0, output(result)
+    assert shared.read_text() == fleet.config("tfs-a").read_text()
+    assert "value: 4" in shared.read_text()

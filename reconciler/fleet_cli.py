@@ -39,6 +39,7 @@ from reconciler.fleet_rollout import (
     survey_to,
 )
 from reconciler.fleet_status import fleet_status, fleet_text
+from reconciler.http_endpoint import StatusUnavailableError, read_status
 from reconciler.lock import acquire
 from reconciler.options import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, UsageError
 from reconciler.plan import plan
@@ -212,6 +213,10 @@ def _report(outcome: FleetOutcome) -> int:
         print(f"No changes: {outcome.message}.")
     elif outcome.result is FleetResult.DONE:
         print(f"Done: {outcome.message} in {outcome.seconds:.2f} s (rollout {outcome.generation}).")
+    elif outcome.result is FleetResult.BLOCKED:
+        print(
+            f"error: refusing to roll out, nothing was changed: {outcome.message}", file=sys.stderr
+        )
     else:
         print(
             f"error: rollout {outcome.generation} {outcome.result.value}: {outcome.message}",
@@ -275,9 +280,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _, base, replicas = _fleet(args)
-    desired = load_desired(base.desired, base.serving_root)
-    document = fleet_status(base, replicas, desired)
+    """The status a `run --fleet` daemon of this fleet file serves, else computed here."""
+    try:
+        document = read_status(args.metrics_addr, timeout=2.0)
+    except StatusUnavailableError:
+        document = {}
+    if document.get("fleet") != str(Path(args.fleet).resolve()):  # not about this fleet
+        _, base, replicas = _fleet(args)
+        desired = load_desired(base.desired, base.serving_root)
+        document = {"source": "cli", **fleet_status(base, replicas, desired)}
     if args.output == "json":
         print(json.dumps(document, indent=2))
     else:

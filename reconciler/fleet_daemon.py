@@ -222,6 +222,7 @@ class FleetDaemon:
             self._status = {
                 **document,
                 "source": "daemon",
+                "fleet": str(self.fleet_file.resolve()),
                 "last_rollout": last or previous,
                 "last_error": None,
             }

@@ -274,6 +274,9 @@ def test_the_daemon_rolls_out_a_change_and_heals_a_replica_that_drifted(fleet: F
         assert 'tfs_reconciler_fleet_replica_in_sync{replica="tfs-a"}' in metrics
         assert 'tfs_reconciler_fleet_rollouts_total{result="done"}' in metrics
         assert [r["name"] for r in status()["replicas"]] == list(NAMES)
+        asked = fleet.cli("status", "--output", "json", "--metrics-addr", f"127.0.0.1:{port}")
+        assert asked.returncode == 0, output(asked)
+        assert json.loads(asked.stdout)["source"] == "daemon"  # the daemon's, not recomputed
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=60)

@@ -85,6 +85,56 @@ def digest(text: str | None) -> str | None:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
+FLIP_GATE_SECONDS = 5.0
+"""How long a replica ready to flip waits for the others to be ready too (their file written,
+their history's write-ahead record made), so that all pushes leave at once: the time the
+replicas disagree on a label is then one push long, not one whole converge long."""
+
+
+@dataclass
+class Gate:
+    """Holds each of `names`, at its push, until all are there (or `timeout` passed)."""
+
+    names: set[str]
+    timeout: float = FLIP_GATE_SECONDS
+    _through: set[str] = field(default_factory=set)
+    _ready: threading.Condition = field(default_factory=threading.Condition)
+
+    def arrive(self, name: str, wait: bool = True) -> None:
+        """`name` is ready; wait for the rest (not when `wait` is false: it leaves)."""
+        with self._ready:
+            if name in self._through:
+                return
+            self._through.add(name)
+            self.names.discard(name)
+            if not self.names:
+                self._ready.notify_all()
+            elif wait:
+                self._ready.wait_for(lambda: not self.names, self.timeout)
+
+
+@dataclass
+class GatedReloader:
+    """A reloader whose first push waits at a gate."""
+
+    inner: Reloader
+    gate: Gate
+    name: str
+    mode: ReloadMode = field(init=False)
+    waits: bool = field(init=False)
+    phased: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mode, self.waits, self.phased = self.inner.mode, self.inner.waits, self.inner.phased
+
+    def check(self, target: ServingConfig) -> None:
+        self.inner.check(target)
+
+    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
+        self.gate.arrive(self.name)
+        self.inner.reload(config, timeout)
+
+
 @dataclass
 class LiveDriver:
     """Replicas as real TFS: REST for status, gRPC pushes (or their own poll of their file)."""
@@ -95,6 +145,11 @@ class LiveDriver:
     mode: ReloadMode = ReloadMode.AUTO
     _clients: dict[str, TfsGrpc] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _gate: Gate | None = None
+
+    def together(self, names: Sequence[str]) -> None:
+        """The next converge of each of `names` pushes at the same moment as the others'."""
+        self._gate = Gate(set(names)) if names else None
 
     def settings(self, replica: Replica) -> Settings:
         return replica_settings(self.base, replica)
@@ -133,7 +188,26 @@ class LiveDriver:
         settings.state_path.mkdir(parents=True, exist_ok=True)
         rest = self.rest(replica)
         reloader = self.reloader(replica)
+        gate = self._gate if self._gate is not None and replica.name in self._gate.names else None
+        if gate is not None:
+            reloader = GatedReloader(reloader, gate, replica.name)
         observed = observe_for(settings, self.desired, rest if reloader.waits else None, config)
+        try:
+            return self._execute(settings, rest, reloader, observed, config, action, interrupted)
+        finally:
+            if gate is not None:
+                gate.arrive(replica.name, wait=False)  # no push (nothing to do, refused): leave
+
+    def _execute(
+        self,
+        settings: Settings,
+        rest: TfsRest,
+        reloader: Reloader,
+        observed: Observed,
+        config: ServingConfig,
+        action: str,
+        interrupted: Callable[[], bool],
+    ) -> Outcome:
         outcome, _ = execute(
             plan_config(observed, config, action),
             observed,

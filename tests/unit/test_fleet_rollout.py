@@ -4,7 +4,7 @@ replica's step is the single-TFS converger on a plan_config, as in production.""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +67,7 @@ class Fleet:
     wrong_answer: set[str] = field(default_factory=set)  # replicas failing verification
     pushes: list[tuple[str, ServingConfig]] = field(default_factory=list)
     timeout: float = 30.0
+    gated: list[tuple[str, ...]] = field(default_factory=list)
 
     # ReplicaDriver
     def observe(self, replica: Replica) -> Observed:
@@ -103,6 +104,9 @@ class Fleet:
 
     def verify(self, replica: Replica, survey: Survey) -> str | None:
         return "wrong answer" if replica.name in self.wrong_answer else None
+
+    def together(self, names: Sequence[str]) -> None:
+        self.gated.append(tuple(names))
 
     # the test's side
     def want(self, versions: str, labels: dict[str, int]) -> None:
@@ -169,6 +173,7 @@ def test_a_promotion_prepares_in_waves_then_flips_all_then_cleans_up(fleet: Flee
         (n, Phase.CLEANUP) for n in NAMES
     ]
     assert fleet.labels() == {n: {"stable": 4, "canary": 3} for n in NAMES}
+    assert fleet.gated == [NAMES, ()]  # the flip's pushes leave together
     assert all(tfs.state(1) == "END" and tfs.state(4) == "AVAILABLE" for tfs in fleet.tfs.values())
     for name in NAMES:  # each replica's file holds what it serves
         assert "versions: 4" in (fleet.lab / "replicas" / name / "models.config").read_text()

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.config_file import write_atomic
-from reconciler.desired import DesiredState, load_desired
+from reconciler.desired import DesiredState
+from reconciler.desired_files import load_desired
 from reconciler.fleet_daemon import FleetDaemon
 from reconciler.fleet_file import DnsDiscovery, DockerDiscovery, FleetSpec, load_fleet
 from reconciler.fleet_replicas import (

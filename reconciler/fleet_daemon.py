@@ -22,7 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from reconciler.backoff import Backoff
-from reconciler.desired import load_desired
+from reconciler.desired_files import load_desired
 from reconciler.errors import TransientError
 from reconciler.fleet_file import FleetSpec, load_fleet
 from reconciler.fleet_replicas import (

@@ -24,6 +24,7 @@ from reconciler.converge import Outcome
 from reconciler.desired import DesiredState
 from reconciler.fleet_file import Rollout
 from reconciler.fleet_phases import ReplicaPhases, replica_phases
+from reconciler.outcome import Result
 from reconciler.plan import Plan, live_basis, plan, plan_config
 from reconciler.replica import Replica
 from reconciler.state import Observed
@@ -352,7 +353,7 @@ class FleetRollout:
             outcome = self.driver.converge(replica, config, action, stop)
         except Exception as error:  # one replica's surprise must not leave the others half-done
             log.exception("replica_failed", replica=replica.name, phase=phase.value)
-            outcome = Outcome("failed", f"{type(error).__name__}: {error}")
+            outcome = Outcome(Result.FAILED, f"{type(error).__name__}: {error}")
         ok = outcome.ok
         message = outcome.message
         if ok and not self.driver.serves(replica, config):

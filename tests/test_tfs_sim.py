@@ -8,9 +8,12 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import any_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
 from reconciler.testing.tfs_sim.core import CoreOptions, Servable, ServerCore
@@ -66,6 +69,82 @@ def states(m: Manager, model: str = "m") -> dict[int, str]:
 def run(m: Manager, *times: float) -> None:
     for now in times:
         m.step(now)
+
+
+class _AlwaysStepping(Manager):
+    """A manager without the fast path: every step walks every version."""
+
+    def step(self, now: float) -> None:
+        self._changed = True
+        super().step(now)
+
+
+def _seen(m: Manager, model: str) -> list[tuple[int, State, str]]:
+    return [(s.version, s.state, str(s.error)) for s in m.statuses(model)]
+
+
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("aspire"), st.sampled_from("ab"), st.frozensets(st.integers(1, 4))),
+        st.tuples(st.just("step"), st.sampled_from([0.0, 0.02, 0.3, 0.5, 1.0, 2.5])),
+        st.tuples(st.just("threads"), st.sampled_from([None, 0, 2])),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    program=_STEPS,
+    load_threads=st.sampled_from([0, 2]),
+    unload_seconds=st.sampled_from([0.0, 0.4]),
+    failing=st.frozensets(st.integers(1, 4), max_size=2),
+)
+def test_manager_fast_path_is_observably_identical(
+    program: list[tuple[Any, ...]],
+    load_threads: int,
+    unload_seconds: float,
+    failing: frozenset[int],
+) -> None:
+    """A step that skips the walk (nothing changed, nothing due) leaves every event, status
+    and answer as a step that walks every version."""
+    timing = LoadTiming(
+        max_load_retries=1,
+        retry_interval=0.5,
+        unload_seconds=unload_seconds,
+        load_threads=load_threads,
+    )
+    logs: list[list[tuple[str, int, State]]] = [[], []]
+    managers = [
+        kind(
+            timing,
+            FakeLoader(failing),
+            lambda _m, v: 0.0 if v % 2 else 1.0,
+            observer=lambda m, v, st_, _e, log=log: log.append((m, v, st_)),  # type: ignore[misc]
+        )
+        for kind, log in zip((Manager, _AlwaysStepping), logs, strict=True)
+    ]
+    now = 0.0
+    for op in program:
+        for m in managers:
+            if op[0] == "aspire":
+                aspire(m, *sorted(op[2]), model=op[1])
+            elif op[0] == "threads":
+                m.initial_load_threads = op[1]
+        if op[0] == "step":
+            now += op[1]
+        for m in managers:
+            m.step(now)
+        fast, slow = managers
+        assert logs[0] == logs[1]
+        assert fast.loading() == slow.loading()
+        for model in "ab":
+            assert _seen(fast, model) == _seen(slow, model)
+            assert fast.highest_available(model) == slow.highest_available(model)
+            for version in range(1, 5):
+                assert (fast.available(model, version) is None) == (
+                    slow.available(model, version) is None
+                )
 
 
 def test_manager_version_is_loading_for_its_load_time_then_available() -> None:

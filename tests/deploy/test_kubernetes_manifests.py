@@ -26,7 +26,7 @@ import yaml
 from kubernetes.client import ApiClient
 
 from reconciler.cli import build_parser
-from reconciler.desired import load_desired
+from reconciler.desired_files import load_desired
 
 KUBERNETES = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 BASE = KUBERNETES / "base"

@@ -833,7 +833,7 @@ def test_adding_a_model_that_loads_longer_than_the_push_deadline_converges(
 ) -> None:
     """TFS answers a push that adds a model only once the model loaded: the push may take as
     long as --timeout allows, not the reloader's minimum deadline (here 1 s, for a 3 s load)."""
-    from reconciler.desired import load_desired
+    from reconciler.desired_files import load_desired
     from reconciler.reconcile import Revision, reconcile
     from reconciler.reload import GrpcReloader
     from reconciler.settings import Settings

@@ -13,7 +13,8 @@ import pytest
 import reconciler.reload as reload_module
 from reconciler.config_store import ConfigStore, FileConfigStore
 from reconciler.converge import Converger, Outcome, Target
-from reconciler.desired import DesiredState, load_desired
+from reconciler.desired import DesiredState
+from reconciler.desired_files import load_desired
 from reconciler.docker_target import DockerError
 from reconciler.observe import Observed, TfsUnreachable, observe
 from reconciler.plan import Plan, plan

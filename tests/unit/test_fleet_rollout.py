@@ -12,7 +12,8 @@ import pytest
 
 from reconciler.config_store import FileConfigStore
 from reconciler.converge import Converger, Outcome, Target
-from reconciler.desired import DesiredState, load_desired
+from reconciler.desired import DesiredState
+from reconciler.desired_files import load_desired
 from reconciler.fleet_file import Parallel, Rollout
 from reconciler.fleet_rollout import (
     FleetOutcome,

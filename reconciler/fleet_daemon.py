@@ -135,12 +135,15 @@ class FleetDaemon:
         try:
             with self._locked(replicas):
                 outcome = self._roll(spec, driver, replicas, interrupted)
-        except AlreadyRunningError as error:
+            self._show(fleet_status(self.base, replicas, desired), outcome)
+        except (AlreadyRunningError, InputError) as error:  # a replica's models.config unreadable
             self._failed(str(error))
+            return None
+        except (TransientError, OSError) as error:
+            self._failed(f"{type(error).__name__}: {error}")
             return None
         finally:
             driver.close()
-        self._show(fleet_status(self.base, replicas, desired), outcome)
         return outcome
 
     def _roll(

@@ -78,11 +78,12 @@ def _name(replica: Replica) -> str:
     return replica.name
 
 
-def digest(text: str | None) -> str | None:
-    """A short digest of a models.config text (what `status --fleet` compares)."""
+def digest(text: str | bytes | None) -> str | None:
+    """A short digest of a models.config (what `status --fleet` compares)."""
     if text is None:
         return None
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(raw).hexdigest()[:12]
 
 
 FLIP_GATE_SECONDS = 5.0

@@ -89,3 +89,18 @@ def test_rollback_without_a_rollout_says_so(lab: Path) -> None:
     result = run(lab, "rollback", "--fleet", "fleet.yaml")
     assert result.returncode == 1
     assert "no fleet rollout to roll back" in result.stderr
+
+
+def test_one_replica_with_an_unreadable_config_does_not_hide_the_others(lab: Path) -> None:
+    (lab / "broken.config").write_bytes(b"model_config_list { config { name: \xff")
+    fleet_file(
+        lab,
+        "apiVersion: tfs-reconciler/v1\nfleet:\n  replicas:\n"
+        "    - {name: tfs-a, rest: 'http://127.0.0.1:9', config: models/models.config}\n"
+        "    - {name: tfs-b, rest: 'http://127.0.0.1:9', config: broken.config}\n",
+    )
+    result = run(lab, "status", "--fleet", "fleet.yaml", "--output", "json")
+    assert result.returncode == 1, result.stderr
+    first, second = json.loads(result.stdout)["replicas"]
+    assert first["name"] == "tfs-a" and first["models"]
+    assert second["name"] == "tfs-b" and "broken.config" in second["last_error"]

@@ -301,3 +301,46 @@ def test_a_shared_models_config_is_written_once_the_whole_fleet_is_done(fleet: F
     assert result.returncode == 0, output(result)
     assert shared.read_text() == fleet.config("tfs-a").read_text()
     assert "value: 4" in shared.read_text()
+
+
+def with_smaller_input(version_dir: Path) -> None:
+    """Version 4's serving_default takes 4x4 images: the dog example (8x8) no longer fits."""
+    from reconciler.testing.tfs_sim.savedmodel import _SAVED_MODEL
+
+    path = version_dir / "saved_model.pb"
+    proto: Any = _SAVED_MODEL()
+    proto.ParseFromString(path.read_bytes())
+    for graph in proto.meta_graphs:
+        dims = graph.signature_def["serving_default"].inputs["input_image"].tensor_shape.dim
+        dims[1].size = dims[2].size = 4
+    path.write_bytes(proto.SerializeToString())
+
+
+def promote_verified(lab: Path) -> None:
+    add_version(lab, 4)
+    shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
+    want(lab, "[2, 3, 4]", {"stable": 4, "canary": 3})
+    with (lab / "desired_state" / "animals.yaml").open("a") as desired:
+        desired.write("    verify:\n      request: dog_example.json\n")
+
+
+def test_each_replica_answers_the_verify_request_before_any_label_moves(fleet: Fleet) -> None:
+    promote_verified(fleet.lab)
+    result = fleet.apply()
+    assert result.returncode == 0, output(result)
+    for sim in fleet.sims.values():  # asked of each replica, by version, before the flip
+        assert "predict model=animals version=4 via=version:4" in sim.log
+    assert fleet.labels() == dict.fromkeys(NAMES, 4)
+
+
+def test_a_wrong_verify_answer_on_the_canary_halts_before_the_next_wave(fleet: Fleet) -> None:
+    promote_verified(fleet.lab)
+    with_smaller_input(fleet.lab / "models" / MODEL / "4")
+    result = fleet.apply()
+    assert result.returncode == 1, output(result)
+    assert "halted in wave 1" in result.stderr
+    assert "verification of animals version 4" in result.stdout
+    assert fleet.labels() == dict.fromkeys(NAMES, 2)
+    assert fleet.states("tfs-a").get(4) == "END"  # loaded for the rollout, unloaded again
+    for name in NAMES[1:]:
+        assert 4 not in fleet.states(name)

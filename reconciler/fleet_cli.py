@@ -249,7 +249,9 @@ def _shared_config(base: Settings, rollout: FleetPlan, outcome: FleetOutcome) ->
 def cmd_apply(args: argparse.Namespace) -> int:
     spec, base, replicas = _fleet(args)
     desired: DesiredState = load_desired(base.desired, base.serving_root)
-    driver = LiveDriver(base, desired, revision_of(base.desired), ReloadMode(args.reload))
+    driver = LiveDriver(
+        base, desired, revision_of(base.desired), ReloadMode(args.reload), not args.no_verify
+    )
     rollout, outcome = _run(args, spec, driver, base, driver.survey, replicas)
     code = _report(outcome)
     return code or _shared_config(base, rollout, outcome)
@@ -335,6 +337,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         base_settings(args),
         ReloadMode(args.reload),
         resync=args.resync,
+        verifies=not args.no_verify,
         metrics_addr=args.metrics_addr,
         discover_for=discoverer,
     ).run()

@@ -87,6 +87,7 @@ class FleetDaemon:
     mode: ReloadMode = ReloadMode.AUTO
     resync: float = 30.0
     retry_base: float = 2.0
+    verifies: bool = True
     metrics_addr: str = "127.0.0.1:9109"
     discover_for: Callable[[FleetSpec], Discover | None] = lambda spec: None
     clock: Callable[[], float] = time.monotonic
@@ -131,7 +132,8 @@ class FleetDaemon:
         except (TransientError, OSError) as error:  # a discovery that did not answer
             self._failed(f"{type(error).__name__}: {error}")
             return None
-        driver = LiveDriver(self.base, desired, revision_of(self.base.desired), self.mode)
+        revision = revision_of(self.base.desired)
+        driver = LiveDriver(self.base, desired, revision, self.mode, self.verifies)
         try:
             with self._locked(replicas):
                 outcome = self._roll(spec, driver, replicas, interrupted)

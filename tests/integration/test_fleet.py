@@ -344,3 +344,12 @@ def test_a_wrong_verify_answer_on_the_canary_halts_before_the_next_wave(fleet: F
     assert fleet.states("tfs-a").get(4) == "END"  # loaded for the rollout, unloaded again
     for name in NAMES[1:]:
         assert 4 not in fleet.states(name)
+
+
+def test_no_verify_skips_the_request_on_every_replica(fleet: Fleet) -> None:
+    promote_verified(fleet.lab)
+    with_smaller_input(fleet.lab / "models" / MODEL / "4")
+    result = fleet.apply("--no-verify")
+    assert result.returncode == 0, output(result)
+    assert not any("version=4 via=version:4" in sim.log for sim in fleet.sims.values())
+    assert fleet.labels() == dict.fromkeys(NAMES, 4)

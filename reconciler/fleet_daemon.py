@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -32,13 +32,20 @@ from reconciler.fleet_replicas import (
     fleet_replicas,
     replica_settings,
 )
-from reconciler.fleet_rollout import FleetOutcome, FleetResult, FleetRollout, fleet_plan
+from reconciler.fleet_rollout import (
+    FleetOutcome,
+    FleetResult,
+    FleetRollout,
+    ReplicaDriver,
+    Survey,
+    fleet_plan,
+)
 from reconciler.fleet_status import fleet_status
 from reconciler.http_endpoint import HttpEndpoint, parse_address
 from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.metrics import NAMESPACE
 from reconciler.problems import InputError
-from reconciler.reconcile import revision_of
+from reconciler.reconcile import Revision, revision_of
 from reconciler.reload import ReloadMode
 from reconciler.replica import Replica
 from reconciler.settings import Settings
@@ -48,6 +55,16 @@ from reconciler.tfs_config import render_config
 log = structlog.get_logger("reconciler.fleet")
 
 TICK = 0.2  # seconds between looks at the stop flag while waiting for the next pass
+
+
+class SurveyingDriver(ReplicaDriver, Protocol):
+    """A ReplicaDriver that also surveys a replica against its desired state."""
+
+    revision: Revision
+
+    def survey(self, replica: Replica) -> Survey: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -151,7 +168,7 @@ class FleetDaemon:
     def _roll(
         self,
         spec: FleetSpec,
-        driver: LiveDriver,
+        driver: SurveyingDriver,
         replicas: tuple[Replica, ...],
         interrupted: Callable[[], bool],
     ) -> FleetOutcome | None:

@@ -31,6 +31,7 @@ from reconciler.fleet_rollout import (
 )
 from reconciler.observe import Observed, observe
 from reconciler.plan import plan_config
+from reconciler.reconcile import Revision
 from reconciler.replica import Replica
 from reconciler.testing.fakes import FakeClock, FakeReloader, FakeTfs
 from reconciler.tfs_config import ServingConfig
@@ -108,6 +109,16 @@ class Fleet:
 
     def together(self, names: Sequence[str]) -> None:
         self.gated.append(tuple(names))
+
+    # what a daemon's pass asks besides
+    revision: Revision = field(default_factory=Revision)
+
+    def survey(self, replica: Replica) -> Survey:
+        assert self.desired is not None
+        return survey_of(replica, self.desired, self.observe(replica))
+
+    def close(self) -> None:
+        return None
 
     # the test's side
     def want(self, versions: str, labels: dict[str, int]) -> None:

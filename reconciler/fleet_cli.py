@@ -44,6 +44,7 @@ from reconciler.http_endpoint import StatusUnavailableError, read_status
 from reconciler.lock import acquire
 from reconciler.options import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, UsageError
 from reconciler.plan import plan
+from reconciler.problems import InputError, Problem
 from reconciler.reconcile import revision_of
 from reconciler.reload import ReloadMode
 from reconciler.render import plan_text
@@ -64,11 +65,10 @@ def handler(command: str) -> Callable[[argparse.Namespace], int]:
         "history": cmd_history,
         "rollback": cmd_rollback,
         "run": cmd_run,
+        "validate": cmd_validate,
     }
     if command not in handlers:
-        raise UsageError(
-            f"{command} does not take --fleet (diff, apply, status, history, rollback, run do)"
-        )
+        raise UsageError(f"{command} does not take --fleet (these do: {', '.join(handlers)})")
     return handlers[command]
 
 
@@ -341,3 +341,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_addr=args.metrics_addr,
         discover_for=discoverer,
     ).run()
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """The fleet file and the desired state, each checked (nothing is asked of a replica)."""
+    problems: list[Problem] = []
+    try:
+        spec = load_fleet(Path(args.fleet))
+    except InputError as error:
+        problems.extend(error.problems)
+        spec = None
+    path = Path(args.path or args.desired)
+    try:
+        desired = load_desired(path, args.serving_root)
+    except InputError as error:
+        problems.extend(error.problems)
+        desired = None
+    if problems:
+        raise InputError(problems)
+    assert spec is not None and desired is not None
+    found = f"; discover: {spec.discover}" if spec.discover is not None else ""
+    listed = ", ".join(r.name for r in spec.replicas) or "none"
+    print(f"{args.fleet}: valid ({len(spec.replicas)} replica(s) listed: {listed}{found})")
+    count = len(desired.models)
+    print(f"{path}: valid ({count} model{'s' if count != 1 else ''})")
+    return EXIT_OK

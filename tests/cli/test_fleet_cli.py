@@ -104,3 +104,19 @@ def test_one_replica_with_an_unreadable_config_does_not_hide_the_others(lab: Pat
     first, second = json.loads(result.stdout)["replicas"]
     assert first["name"] == "tfs-a" and first["models"]
     assert second["name"] == "tfs-b" and "broken.config" in second["last_error"]
+
+
+def test_validate_checks_the_fleet_file_and_the_desired_state_together(lab: Path) -> None:
+    fleet_file(
+        lab,
+        "apiVersion: tfs-reconciler/v1\nfleet:\n  replicas:\n    - {name: a, rest: 'http://h:1'}\n",
+    )
+    result = run(lab, "validate", "--fleet", "fleet.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "fleet.yaml: valid (1 replica(s) listed: a)" in result.stdout
+    (lab / "desired_state" / "animals.yaml").write_text("apiVersion: v2\nmodels: {}\n")
+    fleet_file(lab, "apiVersion: tfs-reconciler/v1\nfleet: {rollout: {canary: -1}}\n")
+    result = run(lab, "validate", "--fleet", "fleet.yaml")
+    assert result.returncode == 1
+    assert "fleet.yaml:2:27: fleet.rollout.canary: -1 is out of range" in result.stderr
+    assert "animals.yaml:1:13: apiVersion: must be tfs-reconciler/v1" in result.stderr

@@ -19,6 +19,7 @@ from typing import Any
 from reconciler.config_file import write_atomic
 from reconciler.desired import DesiredState
 from reconciler.desired_files import load_desired
+from reconciler.fleet_daemon import FleetDaemon
 from reconciler.fleet_file import DnsDiscovery, DockerDiscovery, FleetSpec, load_fleet
 from reconciler.fleet_replicas import (
     Discover,
@@ -39,9 +40,11 @@ from reconciler.fleet_rollout import (
     survey_to,
 )
 from reconciler.fleet_status import fleet_status, fleet_text
+from reconciler.http_endpoint import StatusUnavailableError, read_status
 from reconciler.lock import acquire
 from reconciler.options import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, UsageError
 from reconciler.plan import plan
+from reconciler.problems import InputError, Problem
 from reconciler.reconcile import revision_of
 from reconciler.reload import ReloadMode
 from reconciler.render import plan_text
@@ -61,11 +64,11 @@ def handler(command: str) -> Callable[[argparse.Namespace], int]:
         "status": cmd_status,
         "history": cmd_history,
         "rollback": cmd_rollback,
+        "run": cmd_run,
+        "validate": cmd_validate,
     }
     if command not in handlers:
-        raise UsageError(
-            f"{command} does not take --fleet yet (diff, apply, status, history, rollback do)"
-        )
+        raise UsageError(f"{command} does not take --fleet (these do: {', '.join(handlers)})")
     return handlers[command]
 
 
@@ -211,6 +214,10 @@ def _report(outcome: FleetOutcome) -> int:
         print(f"No changes: {outcome.message}.")
     elif outcome.result is FleetResult.DONE:
         print(f"Done: {outcome.message} in {outcome.seconds:.2f} s (rollout {outcome.generation}).")
+    elif outcome.result is FleetResult.BLOCKED:
+        print(
+            f"error: refusing to roll out, nothing was changed: {outcome.message}", file=sys.stderr
+        )
     else:
         print(
             f"error: rollout {outcome.generation} {outcome.result.value}: {outcome.message}",
@@ -242,7 +249,9 @@ def _shared_config(base: Settings, rollout: FleetPlan, outcome: FleetOutcome) ->
 def cmd_apply(args: argparse.Namespace) -> int:
     spec, base, replicas = _fleet(args)
     desired: DesiredState = load_desired(base.desired, base.serving_root)
-    driver = LiveDriver(base, desired, revision_of(base.desired), ReloadMode(args.reload))
+    driver = LiveDriver(
+        base, desired, revision_of(base.desired), ReloadMode(args.reload), not args.no_verify
+    )
     rollout, outcome = _run(args, spec, driver, base, driver.survey, replicas)
     code = _report(outcome)
     return code or _shared_config(base, rollout, outcome)
@@ -274,9 +283,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _, base, replicas = _fleet(args)
-    desired = load_desired(base.desired, base.serving_root)
-    document = fleet_status(base, replicas, desired)
+    """The status a `run --fleet` daemon of this fleet file serves, else computed here."""
+    try:
+        document = read_status(args.metrics_addr, timeout=2.0)
+    except StatusUnavailableError:
+        document = {}
+    if document.get("fleet") != str(Path(args.fleet).resolve()):  # not about this fleet
+        _, base, replicas = _fleet(args)
+        desired = load_desired(base.desired, base.serving_root)
+        document = {"source": "cli", **fleet_status(base, replicas, desired)}
     if args.output == "json":
         print(json.dumps(document, indent=2))
     else:
@@ -300,4 +315,54 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(f"        {step}")
         if record.outcome not in (FleetResult.DONE, FleetResult.NOOP):
             print(f"        {record.message}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The fleet's daemon: a rollout every --resync seconds (README, Fleet)."""
+    unsupported = [
+        option
+        for option, given in (
+            ("--git", args.git or args.git_remote),
+            ("--webhook-addr", args.webhook_addr),
+            ("--sidecar", args.sidecar),
+            ("--env-file", args.env_file),
+        )
+        if given
+    ]
+    if unsupported:
+        raise UsageError(f"run --fleet does not take {', '.join(unsupported)} yet")
+    return FleetDaemon(
+        Path(args.fleet),
+        base_settings(args),
+        ReloadMode(args.reload),
+        resync=args.resync,
+        verifies=not args.no_verify,
+        metrics_addr=args.metrics_addr,
+        discover_for=discoverer,
+    ).run()
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """The fleet file and the desired state, each checked (nothing is asked of a replica)."""
+    problems: list[Problem] = []
+    try:
+        spec = load_fleet(Path(args.fleet))
+    except InputError as error:
+        problems.extend(error.problems)
+        spec = None
+    path = Path(args.path or args.desired)
+    try:
+        desired = load_desired(path, args.serving_root)
+    except InputError as error:
+        problems.extend(error.problems)
+        desired = None
+    if problems:
+        raise InputError(problems)
+    assert spec is not None and desired is not None
+    found = f"; discover: {spec.discover}" if spec.discover is not None else ""
+    listed = ", ".join(r.name for r in spec.replicas) or "none"
+    print(f"{args.fleet}: valid ({len(spec.replicas)} replica(s) listed: {listed}{found})")
+    count = len(desired.models)
+    print(f"{path}: valid ({count} model{'s' if count != 1 else ''})")
     return EXIT_OK

@@ -78,11 +78,62 @@ def _name(replica: Replica) -> str:
     return replica.name
 
 
-def digest(text: str | None) -> str | None:
-    """A short digest of a models.config text (what `status --fleet` compares)."""
+def digest(text: str | bytes | None) -> str | None:
+    """A short digest of a models.config (what `status --fleet` compares)."""
     if text is None:
         return None
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+FLIP_GATE_SECONDS = 5.0
+"""How long a replica ready to flip waits for the others to be ready too (their file written,
+their history's write-ahead record made), so that all pushes leave at once: the time the
+replicas disagree on a label is then one push long, not one whole converge long."""
+
+
+@dataclass
+class Gate:
+    """Holds each of `names`, at its push, until all are there (or `timeout` passed)."""
+
+    names: set[str]
+    timeout: float = FLIP_GATE_SECONDS
+    _through: set[str] = field(default_factory=set)
+    _ready: threading.Condition = field(default_factory=threading.Condition)
+
+    def arrive(self, name: str, wait: bool = True) -> None:
+        """`name` is ready; wait for the rest (not when `wait` is false: it leaves)."""
+        with self._ready:
+            if name in self._through:
+                return
+            self._through.add(name)
+            self.names.discard(name)
+            if not self.names:
+                self._ready.notify_all()
+            elif wait:
+                self._ready.wait_for(lambda: not self.names, self.timeout)
+
+
+@dataclass
+class GatedReloader:
+    """A reloader whose first push waits at a gate."""
+
+    inner: Reloader
+    gate: Gate
+    name: str
+    mode: ReloadMode = field(init=False)
+    waits: bool = field(init=False)
+    phased: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mode, self.waits, self.phased = self.inner.mode, self.inner.waits, self.inner.phased
+
+    def check(self, target: ServingConfig) -> None:
+        self.inner.check(target)
+
+    def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
+        self.gate.arrive(self.name)
+        self.inner.reload(config, timeout)
 
 
 @dataclass
@@ -93,8 +144,14 @@ class LiveDriver:
     desired: DesiredState
     revision: Revision = field(default_factory=Revision)
     mode: ReloadMode = ReloadMode.AUTO
+    verifies: bool = True  # --no-verify: the desired state's verify requests are not sent
     _clients: dict[str, TfsGrpc] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _gate: Gate | None = None
+
+    def together(self, names: Sequence[str]) -> None:
+        """The next converge of each of `names` pushes at the same moment as the others'."""
+        self._gate = Gate(set(names)) if names else None
 
     def settings(self, replica: Replica) -> Settings:
         return replica_settings(self.base, replica)
@@ -133,7 +190,26 @@ class LiveDriver:
         settings.state_path.mkdir(parents=True, exist_ok=True)
         rest = self.rest(replica)
         reloader = self.reloader(replica)
+        gate = self._gate if self._gate is not None and replica.name in self._gate.names else None
+        if gate is not None:
+            reloader = GatedReloader(reloader, gate, replica.name)
         observed = observe_for(settings, self.desired, rest if reloader.waits else None, config)
+        try:
+            return self._execute(settings, rest, reloader, observed, config, action, interrupted)
+        finally:
+            if gate is not None:
+                gate.arrive(replica.name, wait=False)  # no push (nothing to do, refused): leave
+
+    def _execute(
+        self,
+        settings: Settings,
+        rest: TfsRest,
+        reloader: Reloader,
+        observed: Observed,
+        config: ServingConfig,
+        action: str,
+        interrupted: Callable[[], bool],
+    ) -> Outcome:
         outcome, _ = execute(
             plan_config(observed, config, action),
             observed,
@@ -156,7 +232,7 @@ class LiveDriver:
     def verify(self, replica: Replica, survey: Survey) -> str | None:
         """Each version a label moves to at the flip, with a verify request, answered right
         by this replica."""
-        if survey.phases is None:
+        if survey.phases is None or not self.verifies:
             return None
         before = survey.before or ServingConfig()
         rest = self.rest(replica)

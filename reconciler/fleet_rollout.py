@@ -149,6 +149,11 @@ class ReplicaDriver(Protocol):
         """After prepare: why a version a label is about to move to fails its verify
         request on this replica, or None."""
 
+    def together(self, names: Sequence[str]) -> None:
+        """The next converge of each of `names` pushes at the same moment as the others'
+        (bounded: a replica that never gets there holds the others a few seconds at most);
+        no names: each on its own again."""
+
 
 class FleetLog(Protocol):
     """Where a rollout is recorded: its generation, and what each replica serves."""
@@ -292,7 +297,11 @@ class FleetRollout:
             return self._end(
                 FleetResult.INTERRUPTED, "interrupted before the flip", failed, started
             )
-        flip_reports = self._step(the_plan, tuple(prepared), Phase.FLIP)
+        self.driver.together(prepared)
+        try:
+            flip_reports = self._step(the_plan, tuple(prepared), Phase.FLIP)
+        finally:
+            self.driver.together(())
         failed += [r.replica for r in flip_reports if not r.ok]
         if len(failed) > self.rollout.max_failures:
             return self._halt(the_plan, touched, failed, started, "at the flip")

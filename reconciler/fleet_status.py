@@ -8,11 +8,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from reconciler.config_file import read_text
+from reconciler.config_file import read_config_bytes
 from reconciler.desired import DesiredState
 from reconciler.fleet_replicas import digest, read_serving, replica_settings
 from reconciler.history import read_history, unfinished
 from reconciler.plan import plan
+from reconciler.problems import InputError
 from reconciler.reconcile import observe_for
 from reconciler.replica import Replica
 from reconciler.settings import Settings
@@ -31,23 +32,30 @@ def replica_status(base: Settings, replica: Replica, desired: DesiredState) -> d
     except OSError as error:
         records, unreadable = [], f"cannot read the history: {error}"
     last = records[-1] if records else None
-    observed = observe_for(settings, desired, TfsRest(replica.rest, base.request_timeout))
-    document = status_document(
-        desired,
-        observed,
-        plan(desired, observed),
-        last=last,
-        last_error=unreadable,
-        source="cli",
-        config=str(settings.config_path),
-    )
+    try:
+        observed = observe_for(settings, desired, TfsRest(replica.rest, base.request_timeout))
+    except InputError as error:  # its models.config unreadable: this replica's problem only
+        document = status_document(None, None, None, last=last, last_error=str(error), source="cli")
+    else:
+        document = status_document(
+            desired,
+            observed,
+            plan(desired, observed),
+            last=last,
+            last_error=unreadable,
+            source="cli",
+            config=str(settings.config_path),
+        )
     serving = read_serving(base.state_path, replica.name) or {}
-    text = read_text(settings.config_path)
+    try:
+        raw: bytes | None = read_config_bytes(settings.config_path)
+    except OSError:  # none yet, or unreadable (said in last_error)
+        raw = None
     return {
         "name": replica.name,
         "rest": replica.rest,
         "grpc": replica.grpc,
-        "config_digest": digest(text),
+        "config_digest": digest(raw),
         "commit": serving.get("commit") or (last.commit if last is not None else None),
         "rollout": {"generation": serving["generation"], "phase": serving["phase"]}
         if "generation" in serving

@@ -166,6 +166,11 @@ def validate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--desired", default=env_default("desired", "desired_state"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--fleet",
+        default=env_default("fleet", None),
+        help="also check this fleet file (README, Fleet)",
+    )
 
 
 def status_options(parser: argparse.ArgumentParser) -> None:

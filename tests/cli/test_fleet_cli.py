@@ -89,3 +89,34 @@ def test_rollback_without_a_rollout_says_so(lab: Path) -> None:
     result = run(lab, "rollback", "--fleet", "fleet.yaml")
     assert result.returncode == 1
     assert "no fleet rollout to roll back" in result.stderr
+
+
+def test_one_replica_with_an_unreadable_config_does_not_hide_the_others(lab: Path) -> None:
+    (lab / "broken.config").write_bytes(b"model_config_list { config { name: \xff")
+    fleet_file(
+        lab,
+        "apiVersion: tfs-reconciler/v1\nfleet:\n  replicas:\n"
+        "    - {name: tfs-a, rest: 'http://127.0.0.1:9', config: models/models.config}\n"
+        "    - {name: tfs-b, rest: 'http://127.0.0.1:9', config: broken.config}\n",
+    )
+    result = run(lab, "status", "--fleet", "fleet.yaml", "--output", "json")
+    assert result.returncode == 1, result.stderr
+    first, second = json.loads(result.stdout)["replicas"]
+    assert first["name"] == "tfs-a" and first["models"]
+    assert second["name"] == "tfs-b" and "broken.config" in second["last_error"]
+
+
+def test_validate_checks_the_fleet_file_and_the_desired_state_together(lab: Path) -> None:
+    fleet_file(
+        lab,
+        "apiVersion: tfs-reconciler/v1\nfleet:\n  replicas:\n    - {name: a, rest: 'http://h:1'}\n",
+    )
+    result = run(lab, "validate", "--fleet", "fleet.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "fleet.yaml: valid (1 replica(s) listed: a)" in result.stdout
+    (lab / "desired_state" / "animals.yaml").write_text("apiVersion: v2\nmodels: {}\n")
+    fleet_file(lab, "apiVersion: tfs-reconciler/v1\nfleet: {rollout: {canary: -1}}\n")
+    result = run(lab, "validate", "--fleet", "fleet.yaml")
+    assert result.returncode == 1
+    assert "fleet.yaml:2:27: fleet.rollout.canary: -1 is out of range" in result.stderr
+    assert "animals.yaml:1:13: apiVersion: must be tfs-reconciler/v1" in result.stderr

@@ -13,11 +13,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.testing import SimulatorProcess, traffic
 from reconciler.testing.lab import label_version, wait_until
+from reconciler.testing.simulator import free_port
 from reconciler.testing.traffic import request
 
 pytestmark = pytest.mark.integration
@@ -177,7 +179,8 @@ FAILS_4 = ["--sim_load_fail_for=animals:4", "--max_num_load_retries=0"]
 @pytest.mark.parametrize("fleet", [{"tfs-c": FAILS_4}], indirect=True)
 def test_a_failed_load_on_one_replica_halts_and_rolls_back_leaving_labels(fleet: Fleet) -> None:
     promote(fleet.lab)
-    result = fleet.apply()
+    shared = fleet.lab / "shared.config"
+    result = fleet.apply("--config", str(shared))
     assert result.returncode == 1, output(result)
     assert "rolled_back" in result.stderr and "tfs-c" in result.stderr
     assert fleet.labels() == dict.fromkeys(NAMES, 2)
@@ -189,6 +192,7 @@ def test_a_failed_load_on_one_replica_halts_and_rolls_back_leaving_labels(fleet:
         assert "versions: 4" not in fleet.config(name).read_text()
     for name in NAMES:
         assert "value: 2" in fleet.config(name).read_text()
+    assert not shared.exists()  # the fleet's shared file only ever holds a finished rollout
 
 
 @pytest.mark.parametrize(
@@ -233,3 +237,119 @@ def test_rollback_returns_every_replica_to_what_it_served_before_the_last_rollou
         assert fleet.states(name)[1] == "AVAILABLE"
     history = json.loads(fleet.cli("history", "--output", "json").stdout)
     assert [r["outcome"] for r in history] == ["done", "done"]
+
+
+def test_the_daemon_rolls_out_a_change_and_heals_a_replica_that_drifted(fleet: Fleet) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
+    daemon = subprocess.Popen(
+        [
+            "tfs-reconciler", "run", "--fleet", str(fleet.file),
+            "--desired", str(fleet.lab / "desired_state"),
+            "--models-dir", str(fleet.lab / "models"),
+            "--state-dir", str(fleet.lab / "state"), "--reload", "grpc",
+            "--file-system-poll-seconds", "0.2", "--resync", "0.3",
+            "--metrics-addr", f"127.0.0.1:{port}",
+        ],
+        cwd=fleet.lab, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def status() -> dict[str, Any]:
+            try:
+                code, body = request(f"http://127.0.0.1:{port}", "GET", "/status")
+            except OSError:
+                return {}
+            return body if code == 200 and isinstance(body, dict) else {}
+
+        wait_until(lambda: status().get("state") == "in_sync", 30, what="in sync at start")
+        promote(fleet.lab)
+        wait_until(lambda: fleet.labels() == dict.fromkeys(NAMES, 4), 60, what="promoted")
+        wait_until(lambda: status().get("state") == "in_sync", 30, what="in sync after")
+        # tfs-e's file put back by hand: drift, healed by the next pass
+        shutil.copy(fleet.lab / "models" / "models.config", fleet.config("tfs-e"))
+        wait_until(lambda: "versions: 4" in fleet.config("tfs-e").read_text(), 30, what="healed")
+        assert fleet.labels() == dict.fromkeys(NAMES, 4)
+        _, metrics = request(f"http://127.0.0.1:{port}", "GET", "/metrics")
+        assert 'tfs_reconciler_fleet_replica_in_sync{replica="tfs-a"}' in metrics
+        assert 'tfs_reconciler_fleet_rollouts_total{result="done"}' in metrics
+        assert [r["name"] for r in status()["replicas"]] == list(NAMES)
+        asked = fleet.cli("status", "--output", "json", "--metrics-addr", f"127.0.0.1:{port}")
+        assert asked.returncode == 0, output(asked)
+        assert json.loads(asked.stdout)["source"] == "daemon"  # the daemon's, not recomputed
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, stderr
+
+
+def test_diff_shows_each_replica_and_the_waves_and_changes_nothing(fleet: Fleet) -> None:
+    promote(fleet.lab)
+    before = {name: fleet.config(name).read_text() for name in NAMES}
+    result = fleet.cli("diff")
+    assert result.returncode == 2, output(result)
+    assert "wave 1: tfs-a\nwave 2: tfs-b, tfs-c\nwave 3: tfs-d, tfs-e\n" in result.stdout
+    assert all(f"== {name} (" in result.stdout for name in NAMES)
+    assert {name: fleet.config(name).read_text() for name in NAMES} == before
+
+
+def test_a_shared_models_config_is_written_once_the_whole_fleet_is_done(fleet: Fleet) -> None:
+    promote(fleet.lab)
+    shared = fleet.lab / "shared" / "models.config"
+    shared.parent.mkdir()
+    result = fleet.apply("--config", str(shared))
+    assert result.returncode == 0, output(result)
+    assert shared.read_text() == fleet.config("tfs-a").read_text()
+    assert "value: 4" in shared.read_text()
+
+
+def with_smaller_input(version_dir: Path) -> None:
+    """Version 4's serving_default takes 4x4 images: the dog example (8x8) no longer fits."""
+    from reconciler.testing.tfs_sim.savedmodel import _SAVED_MODEL
+
+    path = version_dir / "saved_model.pb"
+    proto: Any = _SAVED_MODEL()
+    proto.ParseFromString(path.read_bytes())
+    for graph in proto.meta_graphs:
+        dims = graph.signature_def["serving_default"].inputs["input_image"].tensor_shape.dim
+        dims[1].size = dims[2].size = 4
+    path.write_bytes(proto.SerializeToString())
+
+
+def promote_verified(lab: Path) -> None:
+    add_version(lab, 4)
+    shutil.copy(DOG_EXAMPLE, lab / "desired_state" / "dog_example.json")
+    want(lab, "[2, 3, 4]", {"stable": 4, "canary": 3})
+    with (lab / "desired_state" / "animals.yaml").open("a") as desired:
+        desired.write("    verify:\n      request: dog_example.json\n")
+
+
+def test_each_replica_answers_the_verify_request_before_any_label_moves(fleet: Fleet) -> None:
+    promote_verified(fleet.lab)
+    result = fleet.apply()
+    assert result.returncode == 0, output(result)
+    for sim in fleet.sims.values():  # asked of each replica, by version, before the flip
+        assert "predict model=animals version=4 via=version:4" in sim.log
+    assert fleet.labels() == dict.fromkeys(NAMES, 4)
+
+
+def test_a_wrong_verify_answer_on_the_canary_halts_before_the_next_wave(fleet: Fleet) -> None:
+    promote_verified(fleet.lab)
+    with_smaller_input(fleet.lab / "models" / MODEL / "4")
+    result = fleet.apply()
+    assert result.returncode == 1, output(result)
+    assert "halted in wave 1" in result.stderr
+    assert "verification of animals version 4" in result.stdout
+    assert fleet.labels() == dict.fromkeys(NAMES, 2)
+    assert fleet.states("tfs-a").get(4) == "END"  # loaded for the rollout, unloaded again
+    for name in NAMES[1:]:
+        assert 4 not in fleet.states(name)
+
+
+def test_no_verify_skips_the_request_on_every_replica(fleet: Fleet) -> None:
+    promote_verified(fleet.lab)
+    with_smaller_input(fleet.lab / "models" / MODEL / "4")
+    result = fleet.apply("--no-verify")
+    assert result.returncode == 0, output(result)
+    assert not any("version=4 via=version:4" in sim.log for sim in fleet.sims.values())
+    assert fleet.labels() == dict.fromkeys(NAMES, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from reconciler.fleet_file import (
     DnsDiscovery,
@@ -13,6 +14,7 @@ from reconciler.fleet_file import (
     Rollout,
     load_fleet,
     parse_fleet,
+    schema,
 )
 from reconciler.problems import InputError
 from reconciler.replica import Replica
@@ -197,3 +199,31 @@ def test_load_fleet_reads_paths_relative_to_the_file(tmp_path: Path) -> None:
     (tmp_path / "fleet.yaml").write_text(EXAMPLE)
     spec = load_fleet(tmp_path / "fleet.yaml")
     assert spec.replicas[0].config == tmp_path / "tfs-a" / "models.config"
+
+
+def test_the_schema_is_a_valid_json_schema_with_a_description_for_every_key() -> None:
+    Draft202012Validator.check_schema(schema())
+
+    def undescribed(node: object, path: str) -> list[str]:
+        found = []
+        if isinstance(node, dict):
+            for key, value in node.get("properties", {}).items():
+                ref = value.get("$ref", "") if isinstance(value, dict) else ""
+                target = schema()["$defs"].get(ref.removeprefix("#/$defs/"), {}) if ref else value
+                if "description" not in value and "description" not in target:
+                    found.append(f"{path}.{key}")
+            for key, value in node.items():
+                found += undescribed(value, f"{path}.{key}")
+        return found
+
+    assert undescribed(schema(), "") == []
+
+
+def test_the_readme_fleet_example_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Fleet", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse_fleet("README.md", example.encode())
+    assert [r.name for r in spec.replicas] == ["tfs-a"]
+    assert spec.discover == DockerDiscovery("tfs-reconciler.fleet=prod")
+    assert spec.rollout == Rollout(1, Parallel(None, 25), 0, "rollback")

@@ -4,7 +4,7 @@ replica's step is the single-TFS converger on a plan_config, as in production.""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from reconciler.fleet_rollout import (
 )
 from reconciler.observe import Observed, observe
 from reconciler.plan import plan_config
+from reconciler.reconcile import Revision
 from reconciler.replica import Replica
 from reconciler.testing.fakes import FakeClock, FakeReloader, FakeTfs
 from reconciler.tfs_config import ServingConfig
@@ -68,6 +69,7 @@ class Fleet:
     wrong_answer: set[str] = field(default_factory=set)  # replicas failing verification
     pushes: list[tuple[str, ServingConfig]] = field(default_factory=list)
     timeout: float = 30.0
+    gated: list[tuple[str, ...]] = field(default_factory=list)
 
     # ReplicaDriver
     def observe(self, replica: Replica) -> Observed:
@@ -104,6 +106,19 @@ class Fleet:
 
     def verify(self, replica: Replica, survey: Survey) -> str | None:
         return "wrong answer" if replica.name in self.wrong_answer else None
+
+    def together(self, names: Sequence[str]) -> None:
+        self.gated.append(tuple(names))
+
+    # what a daemon's pass asks besides
+    revision: Revision = field(default_factory=Revision)
+
+    def survey(self, replica: Replica) -> Survey:
+        assert self.desired is not None
+        return survey_of(replica, self.desired, self.observe(replica))
+
+    def close(self) -> None:
+        return None
 
     # the test's side
     def want(self, versions: str, labels: dict[str, int]) -> None:
@@ -170,6 +185,7 @@ def test_a_promotion_prepares_in_waves_then_flips_all_then_cleans_up(fleet: Flee
         (n, Phase.CLEANUP) for n in NAMES
     ]
     assert fleet.labels() == {n: {"stable": 4, "canary": 3} for n in NAMES}
+    assert fleet.gated == [NAMES, ()]  # the flip's pushes leave together
     assert all(tfs.state(1) == "END" and tfs.state(4) == "AVAILABLE" for tfs in fleet.tfs.values())
     for name in NAMES:  # each replica's file holds what it serves
         assert "versions: 4" in (fleet.lab / "replicas" / name / "models.config").read_text()

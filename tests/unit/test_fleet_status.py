@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from reconciler.fleet_file import FleetSpec, Rollout
 from reconciler.fleet_replicas import (
     FileFleetLog,
+    Gate,
     digest,
     fleet_history,
     fleet_replicas,
@@ -116,3 +118,44 @@ def test_the_fleet_log_records_the_rollout_and_what_each_replica_serves(tmp_path
     assert record.extra["results"] == {"tfs-a": "flip: applied"}
     assert restore_targets(record) == {"tfs-a": before}
     assert log.start(the_plan) == 2  # the next rollout's generation
+
+
+def test_the_flip_gate_holds_each_push_until_every_replica_is_there() -> None:
+    gate = Gate({"a", "b", "c"}, timeout=60)
+    passed: list[str] = []
+
+    def push(name: str) -> None:
+        gate.arrive(name)
+        passed.append(name)
+
+    threads = [threading.Thread(target=push, args=(n,)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    threads[0].join(0.2)
+    assert passed == []  # held: c is not there
+    gate.arrive("c")
+    for thread in threads:
+        thread.join(10)
+    assert sorted(passed) == ["a", "b"]
+
+
+def test_a_replica_that_leaves_the_gate_does_not_hold_the_others() -> None:
+    gate = Gate({"a", "b"}, timeout=60)
+    waiter = threading.Thread(target=gate.arrive, args=("a",))
+    waiter.start()
+    gate.arrive("b", wait=False)  # b's converge ended without a push
+    waiter.join(10)
+    assert not waiter.is_alive()
+
+
+def test_a_second_push_of_one_replica_passes_the_gate_at_once() -> None:
+    gate = Gate({"a", "b"}, timeout=60)
+    gate.arrive("a", wait=False)
+    gate.arrive("a")  # its rollback's push: not held again
+    assert gate.names == {"b"}
+
+
+def test_the_gate_holds_no_longer_than_its_timeout() -> None:
+    gate = Gate({"a", "never"}, timeout=0.01)
+    gate.arrive("a")  # returns: the other never comes
+    assert gate.names == {"never"}

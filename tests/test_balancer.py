@@ -61,9 +61,7 @@ def test_rendered_config_is_valid_for_nginx(tmp_path: Path) -> None:
     (tmp_path / "tmp").mkdir()
     config = tmp_path / "nginx.conf"
     config.write_text(
-        render_config(
-            ["127.0.0.1:1", "[::1]:2"], port=3, generation=4, fail_timeout=2, timeout=1.5
-        )
+        render_config(["127.0.0.1:1", "[::1]:2"], port=3, generation=4, fail_timeout=2, timeout=1.5)
     )
     prefix = f"{tmp_path}/"
     checked = subprocess.run(

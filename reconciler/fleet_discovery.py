@@ -250,13 +250,15 @@ class SystemResolver:
 
 def discover_dns(
     name: str,
-    rest_port: int = CONTAINER_REST_PORT,
-    grpc_port: int | None = CONTAINER_GRPC_PORT,
+    rest_port: int | None = None,
+    grpc_port: int | None = None,
     resolver: Resolver | None = None,
 ) -> tuple[Replica, ...]:
-    """The replicas behind a DNS name, by name (see the module doc). ``grpc_port`` None:
-    gRPC is not reached (such replicas need a models.config, which DNS cannot give)."""
+    """The replicas behind a DNS name, by name (see the module doc). Ports not given (the
+    fleet file may leave them out) are TFS's defaults, 8501 and 8500."""
     resolver = resolver or SystemResolver()
+    rest_port = CONTAINER_REST_PORT if rest_port is None else rest_port
+    grpc_port = CONTAINER_GRPC_PORT if grpc_port is None else grpc_port
     is_srv = name.startswith("_")
     try:
         if is_srv:
@@ -271,7 +273,7 @@ def discover_dns(
         Replica(
             name=_host_port(host, port) if several_ports else host,
             rest=f"http://{_host_port(host, port)}",
-            grpc=None if grpc_port is None else _host_port(host, grpc_port),
+            grpc=_host_port(host, grpc_port),
         )
         for host, port in targets
     ]

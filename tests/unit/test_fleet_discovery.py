@@ -201,11 +201,17 @@ def test_dns_srv_records_give_the_rest_port_per_target() -> None:
     resolver = FakeResolver(
         srv={"_rest._tcp.tfs.svc": [("tfs-1.tfs.svc", 8501), ("tfs-0.tfs.svc", 8501)]}
     )
-    replicas = discover_dns("_rest._tcp.tfs.svc", grpc_port=None, resolver=resolver)
+    replicas = discover_dns("_rest._tcp.tfs.svc", grpc_port=9000, resolver=resolver)
     assert replicas == (
-        Replica("tfs-0.tfs.svc", "http://tfs-0.tfs.svc:8501"),
-        Replica("tfs-1.tfs.svc", "http://tfs-1.tfs.svc:8501"),
+        Replica("tfs-0.tfs.svc", "http://tfs-0.tfs.svc:8501", "tfs-0.tfs.svc:9000"),
+        Replica("tfs-1.tfs.svc", "http://tfs-1.tfs.svc:8501", "tfs-1.tfs.svc:9000"),
     )
+
+
+def test_dns_ports_not_given_are_tfs_defaults() -> None:
+    resolver = FakeResolver(addresses={"tfs": ["10.0.0.1"]})
+    replicas = discover_dns("tfs", rest_port=None, grpc_port=None, resolver=resolver)
+    assert replicas == (Replica("10.0.0.1", "http://10.0.0.1:8501", "10.0.0.1:8500"),)
 
 
 def test_dns_srv_targets_sharing_a_host_are_named_with_their_port() -> None:

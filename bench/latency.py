@@ -171,7 +171,7 @@ def cli_with_load(count: int) -> Samples:
 
 def in_process(count: int) -> Samples:
     from reconciler import logs
-    from reconciler.desired import load_desired
+    from reconciler.desired_files import load_desired
     from reconciler.reconcile import Revision, reconcile
     from reconciler.reload import ReloadMode, choose_reloader
     from reconciler.settings import Settings

@@ -17,7 +17,7 @@ import time
 from bench.common import Section, median, ms, table
 from bench.cost import desired_for
 from bench.lab import lab
-from reconciler.desired import load_desired
+from reconciler.desired_files import load_desired
 from reconciler.observe import LIVE_READERS
 from reconciler.reconcile import observe_for
 from reconciler.settings import Settings

@@ -13,11 +13,11 @@ from typing import TextIO
 
 import structlog
 
-from reconciler import __version__, logs
+from reconciler import __version__, fleet_cli, logs
 from reconciler.converge import Outcome
 from reconciler.convergence import Progress
 from reconciler.daemon import Daemon
-from reconciler.desired import load_desired
+from reconciler.desired_files import load_desired
 from reconciler.docker_target import DockerError
 from reconciler.git_source import GitError
 from reconciler.history import read_history, unfinished
@@ -86,11 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
+    _add_validate(commands)
+    _add_diff(commands)
+    _add_apply(commands)
+    _add_history(commands)
+    _add_rollback(commands)
+    _add_run(commands)
+    _add_status(commands)
+    return parser
 
+
+def _add_validate(commands: argparse._SubParsersAction[Parser]) -> None:
     validate = commands.add_parser("validate", help="check desired-state files; exit 1 if invalid")
     validate_options(validate)
     validate.set_defaults(handler=cmd_validate)
 
+
+def _add_diff(commands: argparse._SubParsersAction[Parser]) -> None:
     diff = commands.add_parser(
         "diff", help="dry run: print the plan; exit 0 in sync, 2 changes pending, 1 error"
     )
@@ -98,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--output", choices=("text", "json"), default="text")
     diff.set_defaults(handler=cmd_diff)
 
+
+def _add_apply(commands: argparse._SubParsersAction[Parser]) -> None:
     apply = commands.add_parser(
         "apply", help="write models.config, reload TFS and wait until it serves the desired state"
     )
@@ -105,11 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     apply_options(apply)
     apply.set_defaults(handler=cmd_apply)
 
+
+def _add_history(commands: argparse._SubParsersAction[Parser]) -> None:
     history = commands.add_parser("history", help="list the recorded applies")
     shared_options(history)
     history.add_argument("--output", choices=("text", "json"), default="text")
     history.set_defaults(handler=cmd_history)
 
+
+def _add_rollback(commands: argparse._SubParsersAction[Parser]) -> None:
     rollback = commands.add_parser(
         "rollback", help="converge back to an earlier applied config (default: the one before)"
     )
@@ -118,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("record", nargs="?", type=int, help="history record id")
     rollback.set_defaults(handler=cmd_rollback)
 
+
+def _add_run(commands: argparse._SubParsersAction[Parser]) -> None:
     run = commands.add_parser(
         "run", help="the daemon: watch desired state and models, reconcile on change and resync"
     )
@@ -126,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     daemon_options(run)
     run.set_defaults(handler=cmd_run)
 
+
+def _add_status(commands: argparse._SubParsersAction[Parser]) -> None:
     status = commands.add_parser(
         "status", help="desired versus live per model, last apply, last error"
     )
@@ -133,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     status_options(status)
     status.add_argument("--output", choices=("text", "json"), default="text")
     status.set_defaults(handler=cmd_status)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say_settings(args.command)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if getattr(args, "fleet", None):
+            handler = fleet_cli.handler(args.command)
         return handler(args)
     except InputError as error:
         _print_problems(error)

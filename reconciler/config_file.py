@@ -86,28 +86,38 @@ def write_atomic(path: Path, text: str, *, follow: bool = True) -> bool:
 
 def remove_stale_temps(path: Path) -> tuple[str, ...]:
     """Remove the temporary files `write_atomic` left beside `path` when it was killed between
-    writing and renaming (`.NAME.XXXXXXXX.tmp`, as tempfile.mkstemp names them). Only regular
-    files of that pattern owned by this user are removed, never a symlink or what it points
-    at; call it while holding the config's lock, so no other write of ours is in flight.
-    Returns the names removed."""
+    writing and renaming (`.NAME.XXXXXXXX.tmp`, as tempfile.mkstemp names them). The folder
+    is opened once without following a link, and each name is looked at and removed through
+    that descriptor, so a folder swapped for a link meanwhile leads nowhere else; only regular
+    files of that pattern owned by this user or root are removed, never a link, a folder or a
+    FIFO, nor what a link points at. Call it while holding the config's lock, so no other
+    write of ours is in flight. Returns the names removed."""
     path = Path(os.path.realpath(path))
     pattern = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
-    removed = []
     try:
-        with os.scandir(path.parent) as listing:
-            entries = [e for e in listing if pattern.fullmatch(e.name)]
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return ()
-    for entry in entries:
+    removed = []
+    try:
         try:
-            info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            names = [name for name in os.listdir(folder) if pattern.fullmatch(name)]
+        except OSError:
+            return ()
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or info.st_uid not in (os.geteuid(), 0):
+                    continue
+                os.unlink(name, dir_fd=folder)
+            except OSError as error:
+                log.warning(
+                    "stale_temp_not_removed", path=str(path.parent / name), error=str(error)
+                )
                 continue
-            os.unlink(entry.path)
-        except OSError as error:
-            log.warning("stale_temp_not_removed", path=entry.path, error=str(error))
-            continue
-        removed.append(entry.name)
+            removed.append(name)
+    finally:
+        os.close(folder)
     if removed:
         log.info("stale_temps_removed", folder=str(path.parent), names=sorted(removed))
     return tuple(sorted(removed))

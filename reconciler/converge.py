@@ -50,7 +50,7 @@ class Target:
 
 @dataclass(frozen=True)
 class Outcome:
-    result: str  # noop, applied, written, rolled_back, failed, blocked, interrupted
+    result: Result
     message: str
     phases: int = 0
     seconds: float = 0.0
@@ -114,7 +114,7 @@ class Converger:
         # caller holds the config's lock, so none of ours is being written now.
         self.store.remove_stale_temps()
         if plan.blocked:
-            return Outcome("blocked", "; ".join(str(p) for p in plan.problems))
+            return Outcome(Result.BLOCKED, "; ".join(str(p) for p in plan.problems))
         phases = self._phases(plan, disk, heal)
         if isinstance(phases, Outcome):
             return phases
@@ -125,7 +125,7 @@ class Converger:
         baseline = self.waiter.live(names, labels) if self.reloader.waits else None
         refused = self._refusal(plan, phases, disk, baseline)
         if refused is not None:
-            return Outcome("failed", refused, 0, self.clock() - started, previous_text)
+            return Outcome(Result.FAILED, refused, 0, self.clock() - started, previous_text)
         known = end_failures(baseline) if baseline is not None else frozenset()
         return self._run(plan, phases, disk, desired, previous_text, known, names, labels)
 
@@ -143,7 +143,7 @@ class Converger:
         early = labels_needing_a_load(plan, disk)
         if early and self.reloader.mode is ReloadMode.NONE:
             return Outcome(
-                "failed",
+                Result.FAILED,
                 f"{'; '.join(early)} needs the version AVAILABLE first, and --reload none "
                 "writes models.config once without waiting (TFS would refuse the label, or "
                 "answer 404 by it while the version loads). Use --reload grpc or poll, which "

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from reconciler.health import Failure, ModelHealth, Standing, VersionHealth, assess_model
 from reconciler.policy import served_versions
 from reconciler.state import DiskState, LiveStatus
 from reconciler.tfs_config import ConfigModel, ServingConfig
@@ -69,7 +70,7 @@ def expectations(
 def assess(
     wanted: tuple[Expectation, ...],
     live: LiveStatus,
-    known_failures: frozenset[tuple[str, int, str]] = frozenset(),
+    known_failures: frozenset[Failure] = frozenset(),
 ) -> Progress:
     """Compare live status with what is wanted.
 
@@ -78,68 +79,92 @@ def assess(
     """
     if not live.reachable:
         return Progress(False, (f"TFS does not answer: {live.error}",))
-    pending: list[str] = []
-    failures: list[str] = []
-    unpolled: list[str] = []
-    loading: list[str] = []
-    to_load = 0
-
-    def waits_for_poll(text: str) -> None:
-        pending.append(text)
-        unpolled.append(text)
-
+    tally = _Tally()
     for want in wanted:
-        status = live.model(want.model)
-        if status is None or not status.found:
-            if want.serve:
-                waits_for_poll(f"{want.model} is not loaded yet")
-                to_load += len(want.serve)
-            continue
-        for number in want.serve:
-            entry = status.latest(number)
-            if entry is None or entry.state != VersionState.AVAILABLE:
-                to_load += 1
-            if entry is None:
-                waits_for_poll(f"{want.model} version {number} is not listed yet")
-            elif entry.state == VersionState.AVAILABLE:
-                continue
-            elif entry.state == VersionState.END and entry.error_code != "OK":
-                if (want.model, number, entry.error_message) in known_failures:
-                    waits_for_poll(f"{want.model} version {number} is END (earlier failure)")
-                else:
-                    failures.append(
-                        f"{want.model} version {number} failed to load: "
-                        f"{entry.error_code}: {entry.error_message}"
-                    )
-            elif entry.state == VersionState.END:
-                waits_for_poll(f"{want.model} version {number} is END (unloaded before)")
-            else:
-                if entry.state == VersionState.LOADING:
-                    loading.append(f"{want.model} version {number}")
-                pending.append(f"{want.model} version {number} is {entry.state}")
-        for number in want.gone:
-            entry = status.latest(number)
-            if entry is not None and entry.state == VersionState.AVAILABLE:
-                waits_for_poll(f"{want.model} version {number} is AVAILABLE, not unloaded yet")
-            elif entry is not None and entry.state != VersionState.END:
-                pending.append(f"{want.model} version {number} is {entry.state}, not unloaded yet")
-        resolved = dict(status.labels)
-        for label, number in want.labels:
-            if resolved.get(label) != number:
-                now = resolved.get(label)
-                where = f"resolves to {now}" if now is not None else "is unknown to TFS"
-                pending.append(f"{want.model} label {label} {where}, wanted {number}")
-    return Progress(
-        not pending and not failures,
-        tuple(pending),
-        tuple(failures),
-        tuple(unpolled),
-        tuple(loading),
-        to_load,
-    )
+        tally.add(
+            assess_model(
+                want.model,
+                live.model(want.model),
+                want.serve,
+                want.labels,
+                want.gone,
+                known_failures,
+            )
+        )
+    return tally.progress()
 
 
-def end_failures(live: LiveStatus) -> frozenset[tuple[str, int, str]]:
+@dataclass
+class _Tally:
+    """The assessments of the models a change touches, told as a Progress."""
+
+    pending: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    unpolled: list[str] = field(default_factory=list)
+    loading: list[str] = field(default_factory=list)
+    to_load: int = 0
+
+    def add(self, health: ModelHealth) -> None:
+        name = health.model
+        self.to_load += health.to_load
+        if not health.found:
+            if health.wanted:
+                self._waits_for_poll(f"{name} is not loaded yet")
+            return
+        for version in health.wanted:
+            self._wanted(name, version)
+        for version in health.leaving:
+            self._leaving(name, version)
+        for label in health.labels:
+            if not label.ok:
+                where = (
+                    f"resolves to {label.resolved}"
+                    if label.resolved is not None
+                    else "is unknown to TFS"
+                )
+                self.pending.append(f"{name} label {label.label} {where}, wanted {label.wanted}")
+
+    def _wanted(self, name: str, version: VersionHealth) -> None:
+        it = f"{name} version {version.version}"
+        match version.standing:  # SERVING: nothing to wait for
+            case Standing.NOT_LISTED:
+                self._waits_for_poll(f"{it} is not listed yet")
+            case Standing.FAILED_BEFORE:
+                self._waits_for_poll(f"{it} is END (earlier failure)")
+            case Standing.FAILED:
+                self.failures.append(
+                    f"{it} failed to load: {version.error_code}: {version.error_message}"
+                )
+            case Standing.ENDED:
+                self._waits_for_poll(f"{it} is END (unloaded before)")
+            case Standing.IN_PROGRESS:
+                if version.loading:
+                    self.loading.append(it)
+                self.pending.append(f"{it} is {version.state}")
+
+    def _leaving(self, name: str, version: VersionHealth) -> None:
+        it = f"{name} version {version.version}"
+        if version.standing is Standing.SERVING:
+            self._waits_for_poll(f"{it} is AVAILABLE, not unloaded yet")
+        elif version.standing is Standing.IN_PROGRESS:
+            self.pending.append(f"{it} is {version.state}, not unloaded yet")
+
+    def _waits_for_poll(self, text: str) -> None:
+        self.pending.append(text)
+        self.unpolled.append(text)
+
+    def progress(self) -> Progress:
+        return Progress(
+            not self.pending and not self.failures,
+            tuple(self.pending),
+            tuple(self.failures),
+            tuple(self.unpolled),
+            tuple(self.loading),
+            self.to_load,
+        )
+
+
+def end_failures(live: LiveStatus) -> frozenset[Failure]:
     """The END-with-error entries in a status, to tell old failures from new ones."""
     return frozenset(
         (model.name, version.version, version.error_message)
@@ -149,9 +174,7 @@ def end_failures(live: LiveStatus) -> frozenset[tuple[str, int, str]]:
     )
 
 
-def still_known(
-    known: frozenset[tuple[str, int, str]], live: LiveStatus
-) -> frozenset[tuple[str, int, str]]:
+def still_known(known: frozenset[Failure], live: LiveStatus) -> frozenset[Failure]:
     """The earlier failures that are still what TFS reports for their version.
 
     A version that failed before and is tried again leaves END (START, LOADING, ...): from

@@ -8,7 +8,6 @@ event costs nothing. A resync timer catches drift that makes no event here.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -19,25 +18,22 @@ import structlog
 
 from reconciler import sd_notify
 from reconciler.convergence import Progress
-from reconciler.daemon_options import DaemonOptions
+from reconciler.daemon_options import DaemonOptions, check_fixed_settings
 from reconciler.daemon_pass import Hooks, PassRunner, Scope
 from reconciler.desired import DesiredState
 from reconciler.errors import TransientError
 from reconciler.git_source import GitError, GitSource, open_local
-from reconciler.history import Record, read_history
+from reconciler.history import Record, last_applied, read_history
 from reconciler.http_endpoint import HttpEndpoint, parse_address
 from reconciler.lock import acquire
 from reconciler.metrics import Metrics
-from reconciler.outcome import Result
 from reconciler.pass_policy import PassPolicy
 from reconciler.pass_result import PassKind, PassResult
-from reconciler.problems import InputError
 from reconciler.readiness import LiveReadiness
 from reconciler.reconcile import Revision
 from reconciler.sidecar import FlagCheck, refuse_single_file_mounts
 from reconciler.signals import SignalThread
 from reconciler.status import status_document
-from reconciler.tfs_config import ServingConfig, parse_config
 from reconciler.tfs_rest import TfsRest
 from reconciler.watch import DEFAULT_IGNORE_NAMES, FILES_CHANGED, Trigger
 from reconciler.webhook import (
@@ -94,7 +90,7 @@ class Daemon:
             self._memory.last_record = _last(records)
             # What the last apply left in models.config: from the first pass on, a file that
             # differs while the desired state still asks for that is drift, also after a restart.
-            self._runner.synced_target = _last_applied(records)
+            self._runner.synced_target = last_applied(records)
             endpoint = HttpEndpoint(
                 parse_address(self.options.metrics_addr),
                 self._metrics.registry,
@@ -312,9 +308,13 @@ class Daemon:
 
         def desired() -> DesiredState | None:
             with seen.lock:
-                return seen.desired
+                return seen.accepted
 
-        return LiveReadiness(desired, lambda: TfsRest(settings.rest_url, settings.request_timeout))
+        return LiveReadiness(
+            desired,
+            lambda: TfsRest(settings.rest_url, settings.request_timeout),
+            clock=self._clock,
+        )
 
     # --- signals and status -------------------------------------------------------------------
 
@@ -341,7 +341,7 @@ class Daemon:
         try:
             if self._reread is not None:
                 self.options = self._reread()
-                _check_fixed_settings(options, self.options)
+                check_fixed_settings(options, self.options)
             self._source = None
             secret = None
             if self._webhook is not None and self.options.webhook_secret_file:
@@ -384,34 +384,5 @@ class Daemon:
             )
 
 
-def _check_fixed_settings(before: DaemonOptions, after: DaemonOptions) -> None:
-    """ValueError when a reload would change what only a restart can: the models.config the
-    daemon holds the lock of (and keeps its history beside), and the endpoint it listens on."""
-
-    def fixed(o: DaemonOptions) -> dict[str, str]:
-        return {
-            "models.config": o.settings.real_config_path,
-            "state folder": os.path.realpath(o.settings.state_path),
-            "metrics address": o.metrics_addr,
-            "webhook address": o.webhook_addr or "off",
-        }
-
-    old, new = fixed(before), fixed(after)
-    changed = [name for name in old if old[name] != new[name]]
-    if changed:
-        raise ValueError(f"the {' and '.join(changed)} can only change with a restart")
-
-
 def _last(records: list[Record]) -> Record | None:
     return records[-1] if records else None
-
-
-def _last_applied(records: list[Record]) -> ServingConfig | None:
-    """The config the last successful apply left in models.config, if it still parses."""
-    for record in reversed(records):
-        if record.outcome in (Result.APPLIED, Result.WRITTEN) and record.config is not None:
-            try:
-                return parse_config(record.config, f"history record {record.id}")
-            except InputError:
-                return None
-    return None

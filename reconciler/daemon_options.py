@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from reconciler.reload import ReloadMode
@@ -30,3 +31,21 @@ class DaemonOptions:
     webhook_secret_file: str | None = None
     settle: float = 1.0  # seconds a models.config the daemon did not write must read the same
     sidecar: bool = False  # in a Kubernetes pod beside TFS: see reconciler.sidecar
+
+
+def check_fixed_settings(before: DaemonOptions, after: DaemonOptions) -> None:
+    """ValueError when a reload would change what only a restart can: the models.config the
+    daemon holds the lock of (and keeps its history beside), and the endpoint it listens on."""
+
+    def fixed(o: DaemonOptions) -> dict[str, str]:
+        return {
+            "models.config": o.settings.real_config_path,
+            "state folder": os.path.realpath(o.settings.state_path),
+            "metrics address": o.metrics_addr,
+            "webhook address": o.webhook_addr or "off",
+        }
+
+    old, new = fixed(before), fixed(after)
+    changed = [name for name in old if old[name] != new[name]]
+    if changed:
+        raise ValueError(f"the {' and '.join(changed)} can only change with a restart")

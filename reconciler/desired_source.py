@@ -8,12 +8,8 @@ import os
 import posixpath
 from dataclasses import replace
 
-from reconciler.desired import (
-    DesiredState,
-    check_verify_requests,
-    parse_documents,
-    read_documents,
-)
+from reconciler.desired import DesiredState, parse_documents
+from reconciler.desired_files import check_verify_requests, read_documents
 from reconciler.git_source import GitError, GitSource, Snapshot
 from reconciler.no_follow import private_dir
 from reconciler.problems import InputError, Problem

@@ -21,11 +21,12 @@ repository root, ready to be validated and shown in error messages.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from reconciler.git_command import GitError, read_git_head, run_git
 
 __all__ = [
     "REMOTE_NAME",
@@ -39,52 +40,12 @@ __all__ = [
 MAX_FILE_BYTES = 1024 * 1024
 """Larger YAML files are read only far enough to tell (desired.MAX_FILE_BYTES is the same)."""
 MAX_OTHER_BYTES = 16 * 1024 * 1024
-"""The same for other files: verify requests (desired.MAX_REQUEST_BYTES is the same)."""
+"""The same for other files: verify requests (desired_files.MAX_REQUEST_BYTES is the same)."""
 
 REMOTE_NAME = "tfs-reconciler"
 """Remote-tracking refs fetched by the daemon live under refs/remotes/<REMOTE_NAME>/."""
 
 _REGULAR_FILE_MODES = {"100644", "100755"}
-# Set by git for hooks and by users; they would point every command at another repository.
-_REPOSITORY_VARIABLES = {
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-}
-
-
-# Keys of a repository's own config (scope local or worktree) that name a program git would
-# run, or that decide whether it runs one. The clone may belong to a deploy user, and the
-# reconciler typically runs as root: on every call each of these is reset (to the system and
-# global values only), so nothing the clone's config names ever runs.
-_RUNS_A_PROGRAM = re.compile(
-    r"core\.(fsmonitor|hookspath|sshcommand|gitproxy|askpass|pager|editor|alternaterefscommand)"
-    r"|credential\.(.*\.)?helper|filter\..*\.(clean|smudge|process|required)"
-    r"|diff\.external|diff\..*\.(textconv|command)|merge\..*\.driver|gpg\.(.*\.)?program"
-    r"|sequence\.editor|pager\..*|remote\..*\.(uploadpack|receivepack|vcs)",
-    re.DOTALL,
-)
-_UNTRUSTED_SCOPES = {"local", "worktree"}
-# Set on every call after the repository's config, so they win: no fsmonitor, no hooks, no
-# command transport, no submodule or maintenance work behind a fetch.
-_ALWAYS = (
-    ("core.fsmonitor", "false"),
-    ("core.hooksPath", os.devnull),
-    ("protocol.ext.allow", "never"),
-    ("fetch.recurseSubmodules", "false"),
-    ("submodule.recurse", "false"),
-    ("gc.auto", "0"),
-    ("maintenance.auto", "false"),
-)
-
-
-class GitError(RuntimeError):
-    """A git command failed, or the repository is not as the source needs it."""
 
 
 @dataclass(frozen=True)
@@ -235,22 +196,7 @@ class GitSource:
         """The first ``count`` bytes of blob ``oid``, streamed: git stops when the pipe closes."""
         base = ["--git-dir", str(self.git_dir)]
         cwd = self.work_tree if self.work_tree is not None else self.git_dir
-        config = _config(cwd, cwd, base)
-        try:
-            with subprocess.Popen(
-                ["git", *base, "cat-file", "blob", oid],
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=_environment(config),
-            ) as process:
-                assert process.stdout is not None
-                head = process.stdout.read(count)
-                process.kill()
-        except FileNotFoundError as error:
-            raise GitError("the git command is not installed") from error
-        return head
+        return read_git_head(["cat-file", "blob", oid], cwd, count, base)
 
     def _read_blobs(self, oids: list[str]) -> list[bytes]:
         out = self._git("cat-file", "--batch", stdin=b"".join(f"{o}\n".encode() for o in oids))
@@ -276,7 +222,7 @@ class GitSource:
         if self.work_tree is not None:
             base = [*base, "--work-tree", str(self.work_tree)]
         cwd = self.work_tree if self.work_tree is not None else self.git_dir
-        return _run(list(args), cwd=cwd, stdin=stdin, check=check, trust=cwd, base=base)
+        return run_git(list(args), cwd=cwd, stdin=stdin, check=check, trust=cwd, base=base)
 
 
 def open_local(
@@ -292,7 +238,7 @@ def open_local(
         raise GitError(f"{desired_path} does not exist")
     start = desired_path if desired_path.is_dir() else desired_path.parent
     found = _work_tree_of(start)
-    out = _run(
+    out = run_git(
         [
             "rev-parse",
             "--path-format=absolute",
@@ -310,7 +256,9 @@ def open_local(
         )
     top, git_dir, common_dir = (Path(line) for line in out.stdout.decode().splitlines())
     if branch is None:
-        head = _run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=top, check=False, trust=top)
+        head = run_git(
+            ["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=top, check=False, trust=top
+        )
         if head.returncode != 0:
             raise GitError(f"HEAD of {top} is detached, so there is no branch to follow; name one")
         branch = head.stdout.decode().strip()
@@ -338,7 +286,7 @@ def open_remote(
     """
     if not (cache_dir / "HEAD").exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        _run(["init", "--quiet", "--bare", str(cache_dir)], cwd=cache_dir)
+        run_git(["init", "--quiet", "--bare", str(cache_dir)], cwd=cache_dir)
     if branch is None:
         branch = _remote_default_branch(remote_url, cwd=cache_dir)
     _check_branch_name(branch, cwd=cache_dir)
@@ -357,7 +305,7 @@ def open_remote(
 
 
 def _remote_default_branch(remote_url: str, cwd: Path) -> str:
-    out = _run(["ls-remote", "--symref", "--", remote_url, "HEAD"], cwd=cwd, trust=cwd)
+    out = run_git(["ls-remote", "--symref", "--", remote_url, "HEAD"], cwd=cwd, trust=cwd)
     for line in out.stdout.decode().splitlines():
         if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
             return line.removeprefix("ref: refs/heads/").removesuffix("\tHEAD")
@@ -383,102 +331,5 @@ def _work_tree_of(start: Path) -> Path:
 
 
 def _check_branch_name(branch: str, cwd: Path) -> None:
-    if _run(["check-ref-format", "--branch", branch], cwd=cwd, check=False).returncode != 0:
+    if run_git(["check-ref-format", "--branch", branch], cwd=cwd, check=False).returncode != 0:
         raise GitError(f"{branch!r} is not a valid branch name")
-
-
-GIT_TIMEOUT = 120.0
-"""Seconds a git command may take (a fetch from an unresponsive remote must not hang the loop)."""
-
-
-def _run(
-    args: list[str],
-    cwd: Path,
-    stdin: bytes | None = None,
-    check: bool = True,
-    trust: Path | None = None,
-    base: Sequence[str] = (),
-) -> subprocess.CompletedProcess[bytes]:
-    """Run git. `trust` is the one repository the call may read although another user owns
-    it (git's "dubious ownership" check would refuse a deploy user's clone); what its config
-    names to run is reset first (see _RUNS_A_PROGRAM)."""
-    return _git_process([*base, *args], cwd, stdin, check, _config(cwd, trust, base))
-
-
-def _config(cwd: Path, trust: Path | None, base: Sequence[str]) -> list[tuple[str, str]]:
-    if trust is None:
-        return list(_ALWAYS)
-    trusted = [("safe.directory", os.path.realpath(trust))]
-    return [*trusted, *_neutralized(base, cwd, [*trusted, *_ALWAYS]), *_ALWAYS]
-
-
-def _neutralized(
-    base: Sequence[str], cwd: Path, config: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Settings that undo each key of `_RUNS_A_PROGRAM` the repository's own config sets:
-    the key emptied (which also resets a list, like credential.helper), then given back its
-    system and global values, if any."""
-    listing = _git_process(
-        [*base, "config", "--list", "--show-scope", "--includes", "-z"], cwd, None, True, config
-    ).stdout.split(b"\0")
-    untrusted: dict[str, None] = {}
-    trusted: dict[str, list[str]] = {}
-    for scope, entry in zip(listing[0::2], listing[1::2], strict=False):
-        key, _, value = entry.decode("utf-8", "surrogateescape").partition("\n")
-        if not _RUNS_A_PROGRAM.fullmatch(key):
-            continue
-        if scope.decode() in _UNTRUSTED_SCOPES:
-            untrusted[key] = None
-        elif scope.decode() in ("system", "global"):
-            trusted.setdefault(key, []).append(value)
-    return [
-        pair for key in untrusted for pair in [(key, ""), *((key, v) for v in trusted.get(key, []))]
-    ]
-
-
-def _git_process(
-    args: list[str],
-    cwd: Path,
-    stdin: bytes | None,
-    check: bool,
-    config: list[tuple[str, str]],
-) -> subprocess.CompletedProcess[bytes]:
-    try:
-        out = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            input=stdin,
-            capture_output=True,
-            env=_environment(config),
-            check=False,
-            timeout=GIT_TIMEOUT,
-        )
-    except FileNotFoundError as error:
-        raise GitError("the git command is not installed") from error
-    except subprocess.TimeoutExpired:
-        raise GitError(f"git {' '.join(args)} took more than {GIT_TIMEOUT:g} s") from None
-    if check and out.returncode != 0:
-        raise GitError(
-            f"git {' '.join(args)} failed ({out.returncode}): {out.stderr.decode().strip()}"
-        )
-    return out
-
-
-def _environment(config: list[tuple[str, str]]) -> dict[str, str]:
-    inherited = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _REPOSITORY_VARIABLES
-        and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
-    }
-    env: dict[str, str] = {
-        **inherited,
-        "LC_ALL": "C",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_OPTIONAL_LOCKS": "0",
-        # GIT_CONFIG_KEY_<n>, not -c: a key's subsection may hold '=' (filter."a=b".clean)
-        "GIT_CONFIG_COUNT": str(len(config)),
-        **{f"GIT_CONFIG_KEY_{i}": key for i, (key, _) in enumerate(config)},
-        **{f"GIT_CONFIG_VALUE_{i}": value for i, (_, value) in enumerate(config)},
-    }
-    return env

@@ -13,11 +13,14 @@ from typing import Any
 import structlog
 
 from reconciler.no_follow import check_plain, open_no_follow, private_dir, read_plain
+from reconciler.outcome import Result
+from reconciler.problems import InputError
+from reconciler.tfs_config import ServingConfig, parse_config
 
 HISTORY_FILE = "history.jsonl"
 # The write-ahead record, appended before the first write of models.config; the apply's
 # outcome is appended later under the same id, and supersedes it.
-STARTED = "started"
+STARTED = Result.STARTED
 STARTED_MESSAGE = (
     "started; no outcome follows if it was stopped part-way (kill -9, power loss): "
     "models.config then holds what it had written"
@@ -243,3 +246,14 @@ def _separator(fd: int) -> str:
     next is a line of its own rather than the torn line's corrupt end."""
     size = os.fstat(fd).st_size
     return "\n" if size and os.pread(fd, 1, size - 1) != b"\n" else ""
+
+
+def last_applied(records: list[Record]) -> ServingConfig | None:
+    """The config the last successful apply left in models.config, if it still parses."""
+    for record in reversed(records):
+        if record.outcome in (Result.APPLIED, Result.WRITTEN) and record.config is not None:
+            try:
+                return parse_config(record.config, f"history record {record.id}")
+            except InputError:
+                return None
+    return None

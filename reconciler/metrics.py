@@ -19,7 +19,10 @@ from reconciler.outcome import Result
 __all__ = ["CONTENT_TYPE", "OUTCOMES", "Metrics"]
 
 # A pass stopped by SIGTERM between phases is not counted: the next start finishes it.
-OUTCOMES = tuple(r for r in Result if r is not Result.INTERRUPTED)
+# Nor the history's own words (a write-ahead record; an apply the plan blocked or whose rollback
+# failed is counted by the daemon as invalid or error).
+_NOT_COUNTED = (Result.INTERRUPTED, Result.STARTED, Result.BLOCKED, Result.FAILED)
+OUTCOMES = tuple(r for r in Result if r not in _NOT_COUNTED)
 _CONVERGED = (Result.APPLIED, Result.WRITTEN, Result.NOOP)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -44,21 +47,9 @@ class Metrics:
     @classmethod
     def create(cls) -> Metrics:
         registry = CollectorRegistry(auto_describe=True)
-        reconciles = Counter(
-            "reconciles",
-            "Reconcile passes, by outcome, as the log's reconciled and reconcile_failed "
-            "events say it: applied (changed and converged), written (--reload none: "
-            "models.config written, TFS not asked), noop (nothing to change), invalid "
-            "(desired state rejected or plan blocked), error, rolled_back.",
-            ["outcome"],
-            namespace=NAMESPACE,
-            registry=registry,
-        )
-        for outcome in OUTCOMES:
-            reconciles.labels(outcome=outcome)
         return cls(
             registry=registry,
-            reconciles=reconciles,
+            reconciles=_reconciles(registry),
             drift_detected=Counter(
                 "drift_detected",
                 "Times a model's served state was found different from the desired state "
@@ -148,6 +139,23 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric in this registry."""
         return generate_latest(self.registry)
+
+
+def _reconciles(registry: CollectorRegistry) -> Counter:
+    """The pass counter, every outcome's series present from the start (at 0)."""
+    reconciles = Counter(
+        "reconciles",
+        "Reconcile passes, by outcome, as the log's reconciled and reconcile_failed "
+        "events say it: applied (changed and converged), written (--reload none: "
+        "models.config written, TFS not asked), noop (nothing to change), invalid "
+        "(desired state rejected or plan blocked), error, rolled_back.",
+        ["outcome"],
+        namespace=NAMESPACE,
+        registry=registry,
+    )
+    for outcome in OUTCOMES:
+        reconciles.labels(outcome=outcome)
+    return reconciles
 
 
 def _replace(gauge: Gauge, values: Mapping[str, int]) -> None:

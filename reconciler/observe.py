@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Generic, TypeVar, cast
 
 from reconciler.config_file import read_config_bytes
 from reconciler.problems import InputError, Location, Problem
@@ -180,36 +182,144 @@ def read_config(path: Path) -> ServingConfig | None:
 LIVE_READERS = 8
 """Requests to TFS in flight at once while reading many models' status."""
 
+_Item = TypeVar("_Item")
+_Read = TypeVar("_Read")
+
+
+class _Cancelled(Exception):
+    """A read nobody waits for any more was stopped."""
+
+
+def _read_all(
+    items: Sequence[_Item], read: Callable[[_Item], _Read], cancel: threading.Event | None = None
+) -> list[_Read]:
+    """`read` of every item, in order, by at most LIVE_READERS threads that take the next item
+    when done (no task queued per item). The first failure (TfsUnreachable, typically) ends
+    it: no reader starts another item, and it is raised at once; requests already in flight
+    finish on their own and are dropped. A set `cancel` stops the readers the same way
+    (_Cancelled)."""
+    if len(items) <= 1:
+        return [read(item) for item in items]
+    results: list[_Read | None] = [None] * len(items)
+    done = threading.Condition()
+    taken = finished = 0
+    failure: list[Exception] = []
+
+    def reader() -> None:
+        nonlocal taken, finished
+        while True:
+            with done:
+                if cancel is not None and cancel.is_set() and not failure:
+                    failure.append(_Cancelled())
+                    done.notify_all()
+                if failure or taken == len(items):
+                    return
+                index = taken
+                taken += 1
+            try:
+                value = read(items[index])
+            except Exception as error:
+                with done:
+                    failure.append(error)
+                    done.notify_all()
+                return
+            with done:
+                results[index] = value
+                finished += 1
+                done.notify_all()
+
+    for _ in range(min(LIVE_READERS, len(items))):
+        threading.Thread(target=reader, name="live-reader", daemon=True).start()
+    with done:
+        done.wait_for(lambda: bool(failure) or finished == len(items))
+    if failure:
+        raise failure[0]
+    return cast("list[_Read]", results)
+
+
+def _read_model(source: StatusSource, name: str, labels: Iterable[str]) -> LiveModel:
+    status = source.model_status(name)
+    resolved = []
+    if status.found:
+        for label in sorted(set(labels)):
+            version = source.label_version(name, label)
+            if version is not None:
+                resolved.append((label, version))
+    return LiveModel(name, status.found, status.versions, tuple(resolved))
+
 
 def read_live(
-    source: StatusSource, models: Iterable[str], labels: Mapping[str, Iterable[str]]
+    source: StatusSource,
+    models: Iterable[str],
+    labels: Mapping[str, Iterable[str]],
+    cancel: threading.Event | None = None,
 ) -> LiveStatus:
     """Ask TFS for each model's versions and where each of its labels resolves."""
-
-    def one(name: str) -> LiveModel:
-        status = source.model_status(name)
-        resolved = []
-        if status.found:
-            for label in sorted(set(labels.get(name, ()))):
-                version = source.label_version(name, label)
-                if version is not None:
-                    resolved.append((label, version))
-        return LiveModel(name, status.found, status.versions, tuple(resolved))
-
     names = sorted(set(models))
-    if len(names) <= 1:
-        try:
-            return LiveStatus(reachable=True, models=tuple(one(n) for n in names))
-        except TfsUnreachable as error:
-            return LiveStatus(reachable=False, error=str(error))
-    pool = ThreadPoolExecutor(max_workers=min(LIVE_READERS, len(names)))
     try:
-        found = tuple(pool.map(one, names))
+        found = _read_all(
+            names, lambda name: _read_model(source, name, labels.get(name, ())), cancel
+        )
     except TfsUnreachable as error:
         return LiveStatus(reachable=False, error=str(error))
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # one failure decides: stop asking
-    return LiveStatus(reachable=True, models=found)
+    return LiveStatus(reachable=True, models=tuple(found))
+
+
+def _read_more(
+    source: StatusSource,
+    first: LiveStatus,
+    models: Iterable[str],
+    labels: Mapping[str, Iterable[str]],
+) -> LiveStatus:
+    """`first` completed: the models it lacks, and the labels of its models it did not ask."""
+    if not first.reachable:
+        return first
+    read = {m.name: m for m in first.models}
+    rest = read_live(source, set(models) - set(read), labels)
+    if not rest.reachable:
+        return rest
+    asks = [
+        (model.name, label)
+        for model in first.models
+        if model.found
+        for label in sorted(set(labels.get(model.name, ())) - {lb for lb, _ in model.labels})
+    ]
+    try:
+        versions = _read_all(asks, lambda ask: source.label_version(*ask))
+    except TfsUnreachable as error:
+        return LiveStatus(reachable=False, error=str(error))
+    more: dict[str, list[tuple[str, int]]] = {}
+    for (name, label), version in zip(asks, versions, strict=True):
+        if version is not None:
+            more.setdefault(name, []).append((label, version))
+    for name, extra in more.items():
+        model = read[name]
+        read[name] = replace(model, labels=tuple(sorted((*model.labels, *extra))))
+    read.update((m.name, m) for m in rest.models)
+    return LiveStatus(reachable=True, models=tuple(read[name] for name in sorted(read)))
+
+
+class _Background(Generic[_Read]):
+    """`work` run in a thread of its own; `result` waits for it (and raises what it raised)."""
+
+    def __init__(self, work: Callable[[], _Read]) -> None:
+        self._value: list[_Read] = []
+        self._error: list[Exception] = []
+
+        def run() -> None:
+            try:
+                self._value.append(work())
+            except Exception as error:
+                self._error.append(error)
+
+        self._thread = threading.Thread(target=run, name="live-read", daemon=True)
+        self._thread.start()
+
+    def result(self) -> _Read:
+        self._thread.join()
+        if self._error:
+            raise self._error[0]
+        return self._value[0]
 
 
 def observe(
@@ -225,18 +335,31 @@ def observe(
     """Read disk, models.config and (when a source is given) live TFS.
 
     `models` maps each desired model to its base_path; models in the current config are
-    scanned too, and `labels` names the labels to resolve per model.
+    scanned too, and `labels` names the labels to resolve per model. The live state of the
+    desired models is read while models.config is parsed and the disk scanned (TFS answers
+    from another process); what only models.config names is asked for after.
     """
-    config = read_config(config_path)
-    base_paths = dict(models)
-    for model in config.models if config is not None else ():
-        base_paths.setdefault(model.name, model.base_path)
-    disk = scan_disk(base_paths, serving_root, models_dir)
+    wanted = set(models) if live_models is None else set(live_models)
+    early = None
+    cancel = threading.Event()
+    if live_source is not None:
+        source = live_source
+        first = {name: tuple(labels.get(name, ())) for name in wanted & set(models)}
+        early = _Background(lambda: read_live(source, first, first, cancel))
+    try:
+        config = read_config(config_path)
+        base_paths = dict(models)
+        for model in config.models if config is not None else ():
+            base_paths.setdefault(model.name, model.base_path)
+        disk = scan_disk(base_paths, serving_root, models_dir)
+    except BaseException:
+        cancel.set()  # nobody will look at the answers
+        raise
     all_labels = {name: set(names) for name, names in labels.items()}
     for model in config.models if config is not None else ():
         all_labels.setdefault(model.name, set()).update(label for label, _ in model.labels)
     live = None
-    if live_source is not None:
-        asked = base_paths if live_models is None else set(live_models) & set(base_paths)
-        live = read_live(live_source, asked, all_labels)
+    if early is not None and live_source is not None:
+        asked = base_paths if live_models is None else wanted & set(base_paths)
+        live = _read_more(live_source, early.result(), asked, all_labels)
     return Observed(disk, config, live, str(config_path))

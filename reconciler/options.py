@@ -110,6 +110,12 @@ def shared_options(parser: argparse.ArgumentParser) -> None:
         None,
         "history and last-known-good (default: .tfs-reconciler/ beside the config)",
     )
+    option(
+        "fleet",
+        None,
+        "fleet file: act on every TFS replica it lists or finds, in waves (README, Fleet);"
+        " without it, on the one TFS above",
+    )
 
 
 class UsageError(Exception):

@@ -1,5 +1,6 @@
 """Model-aware readiness (``/readyz`` with ``--sidecar``): can this pod's TFS answer every
-request the desired state names?
+request the desired state names? (The desired state of the last pass that ended in sync: a
+change not yet live, refused or rolled back is not judged.)
 
 Ready when the reconciler has converged once since it started, TFS answers, every desired
 model has an AVAILABLE version, and every desired label resolves (through TFS's label

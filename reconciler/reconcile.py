@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,8 @@ import structlog
 from reconciler.config_file import read_text
 from reconciler.config_store import ConfigStore, FileConfigStore
 from reconciler.converge import Converger, Outcome, Target
-from reconciler.desired import DesiredState, load_desired
+from reconciler.desired import DesiredState
+from reconciler.desired_files import load_desired
 from reconciler.git_source import GitError, open_local
 from reconciler.history import (
     STARTED_MESSAGE,
@@ -124,49 +125,17 @@ def execute(
         interrupted=interrupted,
         target_text=target_text,
     )
-    before = store.read()
-    started: list[Record] = []
-    tried: list[bool] = []
-
-    def write_ahead() -> None:
-        tried.append(True)
-        # Known to `history` and `rollback` even if this process is killed mid-apply.
-        started.append(
-            _record(
-                settings,
-                Outcome(
-                    "started", STARTED_MESSAGE, config=target_text or render_config(the_plan.target)
-                ),
-                the_plan,
-                reloader,
-                revision,
-                before,
-                action,
-            )
-        )
-
-    converger.before_first_write = write_ahead
+    records = _ApplyRecords(settings, the_plan, reloader, revision, store.read(), action)
+    # Known to `history` and `rollback` even if this process is killed mid-apply.
+    converger.before_first_write = lambda: records.write_ahead(
+        target_text or render_config(the_plan.target)
+    )
     try:
         outcome = converger.apply(the_plan, observed.disk, desired, heal=heal)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, but keep the history true
-        now = store.read()
-        if now != before:
-            _record(
-                settings,
-                Outcome(
-                    Result.INTERRUPTED,
-                    "stopped at once by a second interrupt, in the middle of a phase",
-                    config=now,
-                ),
-                the_plan,
-                reloader,
-                revision,
-                before,
-                action,
-                started,
-            )
+        records.interrupted(store.read())
         raise
-    if outcome.result == Result.NOOP or (tried and not started):
+    if outcome.result == Result.NOOP or (records.tried and not records.started):
         return outcome, None  # nothing to record, or the history cannot take it
     for step in the_plan.steps if outcome.ok else ():
         log.info(
@@ -175,14 +144,56 @@ def execute(
             commit=revision.commit,
             seconds=round(outcome.seconds, 3),  # the apply that made it (phase by phase)
         )
-    try:
-        record = _record(settings, outcome, the_plan, reloader, revision, before, action, started)
-    except OSError as error:
-        # The change is made (or rolled back) and its start is recorded: say so, not "failed".
-        log.error("history_not_written", error=str(error), outcome=outcome.result)
-        note = f" (its outcome could not be added to the history: {error})"
-        return replace(outcome, message=outcome.message + note), started[0] if started else None
-    return outcome, record
+    return records.finish(outcome)
+
+
+@dataclass
+class _ApplyRecords:
+    """The history records of one apply: its start, written ahead of the first write, then
+    its outcome under the same id."""
+
+    settings: Settings
+    the_plan: Plan
+    reloader: Reloader
+    revision: Revision
+    before: str | None  # models.config before the apply
+    action: str
+    started: list[Record] = field(default_factory=list)
+    tried: bool = False
+
+    def write_ahead(self, config: str) -> None:
+        self.tried = True
+        self.started.append(
+            self._append(Outcome(Result.STARTED, STARTED_MESSAGE, config=config), ahead=True)
+        )
+
+    def interrupted(self, now: str | None) -> None:
+        """Stopped in the middle of a phase: recorded when models.config changed already."""
+        if now != self.before:
+            message = "stopped at once by a second interrupt, in the middle of a phase"
+            self._append(Outcome(Result.INTERRUPTED, message, config=now))
+
+    def finish(self, outcome: Outcome) -> tuple[Outcome, Record | None]:
+        try:
+            return outcome, self._append(outcome)
+        except OSError as error:
+            # The change is made (or rolled back) and its start is recorded: say so, not "failed".
+            log.error("history_not_written", error=str(error), outcome=outcome.result)
+            note = f" (its outcome could not be added to the history: {error})"
+            started = self.started[0] if self.started else None
+            return replace(outcome, message=outcome.message + note), started
+
+    def _append(self, outcome: Outcome, ahead: bool = False) -> Record:
+        return _record(
+            self.settings,
+            outcome,
+            self.the_plan,
+            self.reloader,
+            self.revision,
+            self.before,
+            self.action,
+            None if ahead else self.started,
+        )
 
 
 _LABEL_STEPS = (StepKind.ADD_LABEL, StepKind.MOVE_LABEL, StepKind.REMOVE_LABEL)

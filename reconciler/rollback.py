@@ -26,7 +26,7 @@ log = structlog.get_logger("reconciler.apply")
 # that failed (a full disk, a read-only folder).
 STEP_FAILURES = (StepError, TransientError, OSError)
 
-Ended = tuple[str, str]  # (result, message): "rolled_back" or "failed"
+Ended = tuple[Result, str]  # (result, message): ROLLED_BACK or FAILED
 
 
 def roll_back(
@@ -137,7 +137,7 @@ def _failed_again(
         f" {converger.store.path} {holds}{saved}. TFS serves now: {now}."
     )
     log.error("rollback_failed", error=str(again), serving=now, commit=converger.commit)
-    return "failed", message
+    return Result.FAILED, message
 
 
 def _restore_only(
@@ -157,7 +157,7 @@ def _restore_only(
         restored = f"restoring {converger.store.path} failed too: {again}"
     now = describe_live(converger.waiter.live(names, labels))
     log.error("reload_abandoned", error=str(error), serving=now, commit=converger.commit)
-    return "failed", (
+    return Result.FAILED, (
         f"{error}. TFS takes no other reload until that push ends or TFS restarts "
         f"(ServerCore::ReloadConfig waits under its lock), so nothing was pushed back: "
         f"{restored}, for TFS to read at its restart. TFS serves now: {now}."

@@ -24,23 +24,7 @@ def status_document(
 ) -> dict[str, Any]:
     """A JSON-ready document; `source` says who computed it ("daemon" or "cli"), `config`
     which models.config it is about (its real path)."""
-    models: dict[str, Any] = {}
-    for model in desired.models if desired is not None else ():
-        folder = observed.disk.model(model.name) if observed is not None else None
-        entry: dict[str, Any] = {
-            "desired": {
-                "versions": list(served_versions(model.policy, folder.numbers if folder else ())),
-                "policy": describe(model.policy),
-                "labels": dict(model.labels),
-            }
-        }
-        live = observed.live.model(model.name) if observed and observed.live else None
-        if live is not None:
-            entry["live"] = live_model_json(live)
-        drift = [d.message for d in the_plan.drift if d.model == model.name] if the_plan else []
-        pending = [str(s) for s in the_plan.steps if s.model == model.name] if the_plan else []
-        entry["differences"] = pending + drift
-        models[model.name] = entry
+    models = _models(desired, observed, the_plan)
     live_status = observed.live if observed is not None else None
     # What TFS serves was not read (it did not answer): whether it serves the desired state
     # is unknown, never "in sync".
@@ -60,16 +44,44 @@ def status_document(
         "models": models,
         "unmanaged": list(the_plan.unmanaged) if the_plan else [],
         "problems": [str(p) for p in the_plan.problems] if the_plan else [],
-        "last_apply": None
-        if last is None
-        else {
-            "id": last.id,
-            "time": last.time,
-            "outcome": last.outcome,
-            "commit": last.commit,
-            "message": last.message,
-        },
+        "last_apply": _last_apply(last),
         "last_error": last_error,
+    }
+
+
+def _models(
+    desired: DesiredState | None, observed: Observed | None, the_plan: Plan | None
+) -> dict[str, Any]:
+    """Each desired model: what it asks, what TFS serves, and what differs."""
+    models: dict[str, Any] = {}
+    for model in desired.models if desired is not None else ():
+        folder = observed.disk.model(model.name) if observed is not None else None
+        entry: dict[str, Any] = {
+            "desired": {
+                "versions": list(served_versions(model.policy, folder.numbers if folder else ())),
+                "policy": describe(model.policy),
+                "labels": dict(model.labels),
+            }
+        }
+        live = observed.live.model(model.name) if observed and observed.live else None
+        if live is not None:
+            entry["live"] = live_model_json(live)
+        drift = [d.message for d in the_plan.drift if d.model == model.name] if the_plan else []
+        pending = [str(s) for s in the_plan.steps if s.model == model.name] if the_plan else []
+        entry["differences"] = pending + drift
+        models[model.name] = entry
+    return models
+
+
+def _last_apply(last: Record | None) -> dict[str, Any] | None:
+    if last is None:
+        return None
+    return {
+        "id": last.id,
+        "time": last.time,
+        "outcome": last.outcome,
+        "commit": last.commit,
+        "message": last.message,
     }
 
 

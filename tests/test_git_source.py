@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.desired import MAX_FILE_BYTES as DESIRED_MAX
-from reconciler.desired import MAX_REQUEST_BYTES
+from reconciler.desired_files import MAX_REQUEST_BYTES
 from reconciler.git_source import (
     MAX_FILE_BYTES,
     MAX_OTHER_BYTES,

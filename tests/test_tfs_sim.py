@@ -8,11 +8,15 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import any_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
+from reconciler.testing.tfs_sim import disk
 from reconciler.testing.tfs_sim.core import CoreOptions, Servable, ServerCore
 from reconciler.testing.tfs_sim.disk import PathMap, VersionDir, poll_servable, simple_atoi
 from reconciler.testing.tfs_sim.errors import Code, TfsError
@@ -66,6 +70,82 @@ def states(m: Manager, model: str = "m") -> dict[int, str]:
 def run(m: Manager, *times: float) -> None:
     for now in times:
         m.step(now)
+
+
+class _AlwaysStepping(Manager):
+    """A manager without the fast path: every step walks every version."""
+
+    def step(self, now: float) -> None:
+        self._changed = True
+        super().step(now)
+
+
+def _seen(m: Manager, model: str) -> list[tuple[int, State, str]]:
+    return [(s.version, s.state, str(s.error)) for s in m.statuses(model)]
+
+
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("aspire"), st.sampled_from("ab"), st.frozensets(st.integers(1, 4))),
+        st.tuples(st.just("step"), st.sampled_from([0.0, 0.02, 0.3, 0.5, 1.0, 2.5])),
+        st.tuples(st.just("threads"), st.sampled_from([None, 0, 2])),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    program=_STEPS,
+    load_threads=st.sampled_from([0, 2]),
+    unload_seconds=st.sampled_from([0.0, 0.4]),
+    failing=st.frozensets(st.integers(1, 4), max_size=2),
+)
+def test_manager_fast_path_is_observably_identical(
+    program: list[tuple[Any, ...]],
+    load_threads: int,
+    unload_seconds: float,
+    failing: frozenset[int],
+) -> None:
+    """A step that skips the walk (nothing changed, nothing due) leaves every event, status
+    and answer as a step that walks every version."""
+    timing = LoadTiming(
+        max_load_retries=1,
+        retry_interval=0.5,
+        unload_seconds=unload_seconds,
+        load_threads=load_threads,
+    )
+    logs: list[list[tuple[str, int, State]]] = [[], []]
+    managers = [
+        kind(
+            timing,
+            FakeLoader(failing),
+            lambda _m, v: 0.0 if v % 2 else 1.0,
+            observer=lambda m, v, st_, _e, log=log: log.append((m, v, st_)),  # type: ignore[misc]
+        )
+        for kind, log in zip((Manager, _AlwaysStepping), logs, strict=True)
+    ]
+    now = 0.0
+    for op in program:
+        for m in managers:
+            if op[0] == "aspire":
+                aspire(m, *sorted(op[2]), model=op[1])
+            elif op[0] == "threads":
+                m.initial_load_threads = op[1]
+        if op[0] == "step":
+            now += op[1]
+        for m in managers:
+            m.step(now)
+        fast, slow = managers
+        assert logs[0] == logs[1]
+        assert fast.loading() == slow.loading()
+        for model in "ab":
+            assert _seen(fast, model) == _seen(slow, model)
+            assert fast.highest_available(model) == slow.highest_available(model)
+            for version in range(1, 5):
+                assert (fast.available(model, version) is None) == (
+                    slow.available(model, version) is None
+                )
 
 
 def test_manager_version_is_loading_for_its_load_time_then_available() -> None:
@@ -244,6 +324,24 @@ def test_version_names_parse_as_simple_atoi(tmp_path: Path) -> None:
     assert simple_atoi(" 12 ") == 12 and simple_atoi("9" * 30) is None
 
 
+@pytest.mark.parametrize("listed", [["4", "04", "1"], ["04", "1", "4"]])
+def test_two_names_of_one_version_resolve_in_sorted_order_whatever_the_directory_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: list[str]
+) -> None:
+    """file_system_storage_path_source.cc PollFileSystemForServable puts GetChildren's names
+    in a std::set (sorted), then IndexChildrenByVersion lets the later of two names for one
+    version win: "4" over "04", however readdir ordered them."""
+    for name in listed:
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(disk, "list_children", lambda _base: list(listed))
+    assert found(tmp_path, VersionPolicy("latest", 1)) == {4: "/models/m/4"}
+    assert found(tmp_path, VersionPolicy("specific", versions=frozenset({1, 4}))) == {
+        1: "/models/m/1",
+        4: "/models/m/4",
+    }
+    assert found(tmp_path, VersionPolicy("all")) == {1: "/models/m/1", 4: "/models/m/04"}
+
+
 def test_missing_base_path_is_an_error(tmp_path: Path) -> None:
     """PollFileSystemForServable: "Could not find base path ..." (INVALID_ARGUMENT)."""
     with pytest.raises(TfsError) as error:
@@ -289,6 +387,30 @@ def test_flags_accept_tfs_forms_and_ignore_unknown_ones() -> None:
     )
 
 
+def test_flags_are_taken_only_as_tensorflow_s_parser_takes_them() -> None:
+    """command_line_flags.cc reads ``--name=value`` (a boolean also ``--name``) and stops at a
+    bare ``--``; anything else is an unknown argument and the flag keeps its default."""
+    flags = parse_flags(
+        [
+            "--rest_api_port",
+            "9999",
+            "-port=9000",
+            "--file_system_poll_wait_seconds=5",
+            "--",
+            "--model_config_file=/models/models.config",
+        ]
+    )
+    assert (flags.rest_api_port, flags.port) == (8501, 8500)
+    assert flags.file_system_poll_wait_seconds == 5
+    assert flags.model_config_file == ""
+    assert flags.ignored == (
+        "--rest_api_port",
+        "9999",
+        "-port=9000",
+        "--model_config_file=/models/models.config",
+    )
+
+
 def test_flags_defaults_are_tfs_defaults() -> None:
     flags = parse_flags([])
     assert (flags.port, flags.rest_api_port, flags.file_system_poll_wait_seconds) == (8500, 8501, 1)
@@ -306,6 +428,18 @@ def test_flags_num_load_threads_and_load_fail_knob() -> None:
     assert parse_flags(["--sim_load_seconds_for=m:3=inf"]).load_seconds("m", 3) == float("inf")
     with pytest.raises(SystemExit):
         parse_flags(["--sim_load_fail_for=m:x"])
+
+
+@pytest.mark.parametrize("bad", ["--rest_api_port=abc", "--num_load_threads=1.5"])
+def test_a_flag_value_that_does_not_parse_exits_255_as_main_cc_does(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main.cc: when tensorflow::Flags::Parse fails, the usage goes to stdout and main
+    returns -1."""
+    with pytest.raises(SystemExit) as exited:
+        parse_flags([bad])
+    assert exited.value.code == 255
+    assert capsys.readouterr().out.startswith("usage: tfs-sim")
 
 
 def test_flags_reject_a_bad_load_time_rule() -> None:

@@ -608,6 +608,9 @@ def test_a_model_left_alone_whose_folder_was_deleted_is_refused_before_anything_
     assert label_version(sim.rest_url, MODEL, "stable") == 2
     diff = cli_for(lab, sim)("diff")
     assert diff.returncode == 1 and "old: base_path /models/old" in output(diff)
+    status = cli_for(lab, sim)("status")
+    assert "old: base_path /models/old" in output(status), output(status)
+    assert "versions of every model" in output(status)
 
 
 def test_no_verify_skips_the_request(lab: Path, start_sim: StartSim) -> None:
@@ -833,7 +836,7 @@ def test_adding_a_model_that_loads_longer_than_the_push_deadline_converges(
 ) -> None:
     """TFS answers a push that adds a model only once the model loaded: the push may take as
     long as --timeout allows, not the reloader's minimum deadline (here 1 s, for a 3 s load)."""
-    from reconciler.desired import load_desired
+    from reconciler.desired_files import load_desired
     from reconciler.reconcile import Revision, reconcile
     from reconciler.reload import GrpcReloader
     from reconciler.settings import Settings
@@ -919,6 +922,10 @@ def test_a_verify_request_that_does_not_fit_the_signature_is_rejected_at_validat
     assert result.returncode == 1, output(result)
     assert re.search(r"animals\.yaml:\d+:\d+: models\.animals\.verify\.request: ", result.stderr)
     assert "does not have named input: input_image" in result.stderr, output(result)
+    diff = cli("diff")
+    assert diff.returncode == 1, output(diff)
+    assert re.search(r"animals\.yaml:\d+:\d+: models\.animals\.verify\.request: ", output(diff))
+    assert "does not have named input: input_image" in output(diff)
     before = config_text(lab)
     applied = cli("apply", "--reload", "grpc", "--timeout", "20")
     assert applied.returncode == 1 and "does not have named input" in applied.stderr

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,6 +158,66 @@ def test_stale_temporaries_of_a_killed_write_are_removed_and_nothing_else(tmp_pa
     assert planted.is_symlink() and outside.read_text() == "not ours"
     assert all(other.exists() for other in others)
     assert config.read_text() == "model_config_list {}\n"
+
+
+def test_only_regular_temporaries_of_this_user_or_root_are_removed(tmp_path: Path) -> None:
+    """A folder, a FIFO or another user's file named like a temporary stays: the folder is
+    often writable by whoever publishes models, and the reconciler typically runs as root."""
+    config = tmp_path / "models.config"
+    folder = tmp_path / ".models.config.dddddddd.tmp"
+    folder.mkdir()
+    (folder / "inside").write_text("keep")
+    fifo = tmp_path / ".models.config.ffffffff.tmp"
+    os.mkfifo(fifo)
+    theirs = tmp_path / ".models.config.tttttttt.tmp"
+    theirs.write_text("theirs")
+    ours = tmp_path / ".models.config.oooooooo.tmp"
+    ours.write_text("ours")
+    if os.geteuid() == 0:
+        os.chown(theirs, 4242, 4242)
+        os.chown(ours, 0, 0)
+    else:  # another user's file cannot be made here; one of ours must be taken as ours
+        theirs.unlink()
+    assert remove_stale_temps(config) == (ours.name,)
+    assert (folder / "inside").read_text() == "keep"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert not ours.exists()
+    assert os.geteuid() != 0 or theirs.read_text() == "theirs"
+
+
+def test_stale_temporaries_are_removed_through_the_folder_opened_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each name is looked at and removed relative to one descriptor of the folder: a folder
+    swapped for a link to another one once it was listed cannot lead the removal there."""
+    models, kept, elsewhere = tmp_path / "models", tmp_path / "kept", tmp_path / "elsewhere"
+    for folder in (models, elsewhere):
+        folder.mkdir()
+        (folder / ".models.config.a1B2c3D4.tmp").write_text(f"in {folder.name}")
+    real_listdir, real_scandir = os.listdir, os.scandir
+
+    def swap() -> None:
+        models.rename(kept)
+        models.symlink_to(elsewhere)
+
+    def listdir(folder: Any) -> list[str]:
+        names = real_listdir(folder)
+        swap()
+        return names
+
+    @contextlib.contextmanager
+    def scandir(folder: Any) -> Iterator[list[os.DirEntry[str]]]:
+        with real_scandir(folder) as listing:
+            entries = list(listing)
+        swap()
+        yield entries
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert remove_stale_temps(models / "models.config") == (".models.config.a1B2c3D4.tmp",)
+    monkeypatch.undo()
+    assert not (kept / ".models.config.a1B2c3D4.tmp").exists()
+    assert (elsewhere / ".models.config.a1B2c3D4.tmp").read_text() == "in elsewhere"
 
 
 def test_an_apply_removes_stale_temporaries_first(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from reconciler.convergence import (
     Expectation,
+    Progress,
     assess,
     end_failures,
     expectations,
@@ -187,3 +188,102 @@ def test_a_known_failure_is_forgotten_once_its_version_is_tried_again() -> None:
     assert still_known(known, live((4, "LOADING"))) == frozenset()
     assert still_known(known, live((4, "END", "another error"))) == frozenset()
     assert still_known(known, LiveStatus(False, error="down")) == known
+
+
+# --- the whole progress, as one value ---------------------------------------------------------
+
+
+def test_unreachable_tfs_is_one_pending_item_naming_the_error() -> None:
+    progress = assess(expectations(LAB, None, disk(1, 2, 3)), LiveStatus(False, error="refused"))
+    assert progress == Progress(False, ("TFS does not answer: refused",))
+
+
+def test_every_way_of_waiting_is_told_in_order_and_counted() -> None:
+    """Two models: each wanted version by where it stands, then those to go, then labels;
+    what only TFS's next poll can move is also unpolled; to_load adds up over the models."""
+    target = ServingConfig(
+        (
+            *config((1, 2, 3, 4, 5, 6), {"stable": 2, "canary": 6}).models,
+            *config((7, 8), name="iris").models,
+        )
+    )
+    before = ServingConfig((*config((1, 2, 9, 10)).models, *config((6,), name="iris").models))
+    on_disk = DiskState((*disk(1, 2, 3, 4, 5, 6, 9, 10).models, *disk(6, 7, 8, name="iris").models))
+    animals = LiveModel(
+        "animals",
+        True,
+        (
+            LiveVersion(1, "AVAILABLE"),
+            LiveVersion(2, "AVAILABLE"),
+            LiveVersion(3, "END", "DATA_LOSS", "old"),
+            LiveVersion(4, "END"),
+            LiveVersion(5, "LOADING"),
+            LiveVersion(6, "START"),
+            LiveVersion(9, "AVAILABLE"),
+            LiveVersion(10, "UNLOADING"),
+        ),
+        (("stable", 1),),
+    )
+    iris = LiveModel("iris", True, (LiveVersion(7, "LOADING"), LiveVersion(6, "AVAILABLE")))
+    known = frozenset({("animals", 3, "old")})
+    progress = assess(
+        expectations(target, before, on_disk), LiveStatus(True, (animals, iris)), known
+    )
+    assert progress == Progress(
+        done=False,
+        pending=(
+            "animals version 3 is END (earlier failure)",
+            "animals version 4 is END (unloaded before)",
+            "animals version 5 is LOADING",
+            "animals version 6 is START",
+            "animals version 9 is AVAILABLE, not unloaded yet",
+            "animals version 10 is UNLOADING, not unloaded yet",
+            "animals label canary is unknown to TFS, wanted 6",
+            "animals label stable resolves to 1, wanted 2",
+            "iris version 7 is LOADING",
+            "iris version 8 is not listed yet",
+            "iris version 6 is AVAILABLE, not unloaded yet",
+        ),
+        unpolled=(
+            "animals version 3 is END (earlier failure)",
+            "animals version 4 is END (unloaded before)",
+            "animals version 9 is AVAILABLE, not unloaded yet",
+            "iris version 8 is not listed yet",
+            "iris version 6 is AVAILABLE, not unloaded yet",
+        ),
+        loading=("animals version 5", "iris version 7"),
+        to_load=6,
+    )
+    assert progress.summary == (
+        "loading animals version 5, iris version 7; 6 version(s) left to load"
+    )
+
+
+def test_a_failure_is_told_apart_from_what_waits() -> None:
+    wanted = expectations(config((1, 2)), None, disk(1, 2))
+    status = live((1, "AVAILABLE"), (2, "END", "no saved_model.pb"))
+    assert assess(wanted, status) == Progress(
+        False, (), ("animals version 2 failed to load: DATA_LOSS: no saved_model.pb",), to_load=1
+    )
+
+
+def test_models_not_loaded_yet_each_add_their_versions_to_load() -> None:
+    target = ServingConfig((*config((1, 2)).models, *config((3,), name="iris").models))
+    on_disk = DiskState((*disk(1, 2).models, *disk(3, name="iris").models))
+    progress = assess(expectations(target, None, on_disk), LiveStatus(True, ()))
+    assert progress == Progress(
+        False,
+        ("animals is not loaded yet", "iris is not loaded yet"),
+        unpolled=("animals is not loaded yet", "iris is not loaded yet"),
+        to_load=3,
+    )
+
+
+def test_a_model_with_no_folder_on_disk_serves_nothing_under_latest() -> None:
+    (want,) = expectations(config(None), None, DiskState(()))
+    assert want == Expectation("animals", ())
+
+
+def test_an_earlier_failure_of_a_model_tfs_no_longer_lists_is_kept() -> None:
+    known = frozenset({("iris", 4, "old")})
+    assert still_known(known, live((1, "AVAILABLE"))) == known

@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 from structlog.testing import capture_logs
 
+from reconciler import daemon as daemon_module
 from reconciler import sd_notify
 from reconciler.backoff import MAX_BACKOFF, Backoff
 from reconciler.config_file import write_atomic
@@ -24,6 +25,7 @@ from reconciler.observe import LiveModel, LiveVersion, TfsUnreachable
 from reconciler.outcome import Result
 from reconciler.pass_result import Drift, DriftMemory, PassKind
 from reconciler.policy import served_versions
+from reconciler.readiness import Readiness
 from reconciler.reload import ReloadFailed, ReloadMode
 from reconciler.settings import Settings
 from reconciler.tfs_config import ServingConfig, parse_config, render_config
@@ -31,6 +33,13 @@ from reconciler.tfs_grpc import ReloadAbandoned, ReloadRejected
 from reconciler.tfs_rest import TfsRest
 from reconciler.verify import VerifyFailed
 from reconciler.wait import ConvergeFailed
+
+IRIS = """\
+apiVersion: tfs-reconciler/v1
+models:
+  iris:
+    versions: [1]
+"""
 
 PROMOTED = """\
 apiVersion: tfs-reconciler/v1
@@ -315,6 +324,43 @@ def test_a_first_pass_in_sync_is_ready_at_once(loop: Loop) -> None:
     loop.run()
     assert loop.endpoint.ready and loop.readies == ["in sync at work tree"]
     assert loop.counted("noop") == 1
+
+
+def test_readiness_judges_the_last_state_in_sync_not_a_change_blocked_or_rolled_back(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A ConfigMap change reaches every pod at once: were a change that never went live judged,
+    # every pod would turn unready while each TFS serves what it served before.
+    monkeypatch.setattr(daemon_module, "TfsRest", lambda *_: loop.tfs)
+    readiness = loop.daemon._model_readiness()
+    loop.run()
+    assert readiness(True).ready
+    desired = loop.lab / "desired_state"
+
+    (desired / "iris.yaml").write_text(IRIS)  # its folder does not exist: blocked
+    assert named(loop.run("change"), "blocked")
+    loop.clock.now += 2
+    assert readiness(True) == Readiness(True)
+
+    (desired / "iris.yaml").unlink()
+    loop.tfs.refuse = "shadow=2"
+    (desired / "animals.yaml").write_text(PROMOTED.replace("canary: 3}", "canary: 3, shadow: 2}"))
+    (failed,) = named(loop.run("change"), "reconcile_failed")
+    assert failed["outcome"] == "rolled_back"
+    loop.clock.now += 2
+    assert readiness(True) == Readiness(True)
+
+    loop.tfs.refuse = None
+    loop.clock.now = loop.daemon._backoff.retry_at
+    loop.run("resync")
+    loop.clock.now += 2
+    loop.tfs.reachable = False  # the accepted state is judged again: TFS must answer
+    assert not readiness(True).ready
+    loop.tfs.reachable = True
+    loop.clock.now += 2
+    assert readiness(True) == Readiness(True)
+    animals = loop.tfs.served.model("animals")
+    assert animals is not None and dict(animals.labels)["shadow"] == 2
 
 
 # --- what each kind of pass is counted as ---------------------------------------------------

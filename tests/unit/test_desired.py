@@ -14,17 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from reconciler.desired import (
+from reconciler.desired import MAX_FILE_BYTES, DesiredState, parse_documents
+from reconciler.desired_files import load_desired, read_documents
+from reconciler.desired_schema import (
     MAX_EXPLAINED_MODELS,
-    MAX_FILE_BYTES,
-    DesiredState,
-    _inline_refs,
-    _valid_model,
-    _validator,
-    load_desired,
-    parse_documents,
-    read_documents,
+    inline_refs,
     schema,
+    valid_model,
+    validator,
 )
 from reconciler.observe import Observed, scan_disk
 from reconciler.plan import plan
@@ -866,7 +863,7 @@ _documents = st.fixed_dictionaries(
 @settings(max_examples=300, deadline=None)
 @given(_documents)
 def test_the_schema_with_references_inlined_finds_the_same_errors(document: object) -> None:
-    inlined = _validator()
+    inlined = validator()
     plain = type(inlined)(schema())
 
     def found(validator: Draft202012Validator) -> list[tuple[str, str]]:
@@ -874,7 +871,7 @@ def test_the_schema_with_references_inlined_finds_the_same_errors(document: obje
         return sorted((str(list(e.absolute_path)), e.message) for e in errors)
 
     assert found(inlined) == found(plain)
-    without_defs = {k: v for k, v in _inline_refs(schema()).items() if k != "$defs"}
+    without_defs = {k: v for k, v in inline_refs(schema()).items() if k != "$defs"}
     assert "$ref" not in json.dumps(without_defs)
 
 
@@ -930,9 +927,9 @@ _names = st.one_of(st.text(max_size=6), st.sampled_from(["m", "a.b", "-x", "9", 
 def test_the_quick_model_check_agrees_with_the_schema(name: str, spec: object) -> None:
     """A model the quick check passes skips jsonschema: it must be exactly the valid ones."""
     errors = list(
-        _validator().iter_errors({"apiVersion": "tfs-reconciler/v1", "models": {name: spec}})
+        validator().iter_errors({"apiVersion": "tfs-reconciler/v1", "models": {name: spec}})
     )
-    assert _valid_model(name, spec) == (not errors)
+    assert valid_model(name, spec) == (not errors)
 
 
 def test_past_the_explained_limit_each_flawed_model_still_gets_a_line() -> None:

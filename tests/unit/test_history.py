@@ -232,7 +232,7 @@ def test_a_finished_apply_s_start_record_is_not_a_change_of_its_own() -> None:
 
 
 def _lab_apply(lab: Path, store: ConfigStore | None = None) -> tuple[Outcome, Record | None, Path]:
-    from reconciler.desired import load_desired
+    from reconciler.desired_files import load_desired
     from reconciler.plan import plan
     from reconciler.reconcile import Revision, execute, observe_for
     from reconciler.reload import NoReload

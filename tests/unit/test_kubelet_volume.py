@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired import load_desired, parse_documents, read_documents
+from reconciler.desired import parse_documents
+from reconciler.desired_files import load_desired, read_documents
 from reconciler.kubelet_volume import generation, read_generation
 from reconciler.problems import InputError
 from reconciler.testing.kubelet import AtomicWriter

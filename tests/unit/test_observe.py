@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -10,19 +11,24 @@ from typing import Any
 
 import pytest
 
+from reconciler import observe as observe_module
 from reconciler.desired import parse_documents
 from reconciler.observe import (
+    LIVE_READERS,
     OUTSIDE_ROOT,
     LiveModel,
+    LiveStatus,
     LiveVersion,
     Observed,
     TfsUnreachable,
     host_path,
+    observe,
     read_live,
     scan_disk,
     scan_model,
 )
 from reconciler.plan import plan
+from reconciler.problems import InputError
 
 
 def _version(folder: Path, name: str, saved_model: bytes = b"pb") -> None:
@@ -139,6 +145,135 @@ def test_read_live_is_unreachable_when_any_request_fails() -> None:
     status = read_live(_Tfs(down=frozenset({"m13"})), [f"m{i}" for i in range(30)], {})
     assert not status.reachable
     assert "connection refused" in status.error
+
+
+GUARD = 30.0  # seconds: only a broken read waits this long; no verdict depends on time
+
+
+class _Held(_Tfs):
+    """A TFS whose every status answer waits for `release`, but for the `down` models, which
+    fail at once; it records which threads asked."""
+
+    def __init__(self, down: frozenset[str] = frozenset()) -> None:
+        super().__init__(down)
+        self.release = threading.Event()
+        self.threads: set[int] = set()
+
+    def model_status(self, name: str) -> LiveModel:
+        with self.lock:
+            self.threads.add(threading.get_ident())
+        if name not in self.down:
+            assert self.release.wait(GUARD), "never released"
+        return super().model_status(name)
+
+
+def _readers_done() -> None:
+    """Wait for every thread of a live read to end (one may not have started yet)."""
+    while alive := [t for t in threading.enumerate() if t.name in ("live-read", "live-reader")]:
+        for thread in alive:
+            with contextlib.suppress(RuntimeError):  # "cannot join thread before it is started"
+                thread.join(GUARD)
+
+
+def test_read_live_stops_at_the_first_unreachable_answer() -> None:
+    """The first failure decides: read_live returns while the other requests are still in
+    flight, and no reader starts a model after it."""
+    names = [f"m{i:02}" for i in range(30)]
+    tfs = _Held(down=frozenset({f"m{LIVE_READERS - 1:02}"}))  # the last of the first readers
+    answer: list[LiveStatus] = []
+    caller = threading.Thread(target=lambda: answer.append(read_live(tfs, names, {})))
+    caller.start()
+    caller.join(GUARD)
+    returned_while_held = bool(answer)
+    tfs.release.set()
+    caller.join(GUARD)
+    _readers_done()
+    assert returned_while_held, "read_live waited for the requests in flight"
+    assert not answer[0].reachable and "connection refused" in answer[0].error
+    assert sorted(tfs.asked) == names[:LIVE_READERS]
+
+
+def test_read_live_reads_with_a_bounded_set_of_threads() -> None:
+    tfs = _Held()
+    tfs.release.set()
+    status = read_live(tfs, [f"m{i:03}" for i in range(300)], {})
+    assert status.reachable and len(status.models) == 300
+    assert len(tfs.asked) == 300
+    assert 1 <= len(tfs.threads) <= LIVE_READERS
+
+
+def test_observe_reads_live_state_while_it_reads_models_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TFS is asked before models.config is read; what only models.config names (a model,
+    a label) is asked for after, and the answer is the one a read of everything gives."""
+    _version(tmp_path / "a", "1")
+    _version(tmp_path / "b", "1")
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        '  config { name: "a" base_path: "/models/a" model_platform: "tensorflow"'
+        '    version_labels { key: "old" value: 1 } }\n'
+        '  config { name: "b" base_path: "/models/b" model_platform: "tensorflow" }\n'
+        "}\n"
+    )
+    asked = threading.Event()
+
+    class Tfs(_Tfs):
+        def model_status(self, name: str) -> LiveModel:
+            asked.set()
+            return super().model_status(name)
+
+    real = observe_module.read_config
+
+    def read_config(path: Path) -> Any:
+        assert asked.wait(GUARD), "models.config was read before TFS was asked"
+        return real(path)
+
+    monkeypatch.setattr(observe_module, "read_config", read_config)
+    tfs = Tfs()
+    observed = observe(
+        {"a": "/models/a"},
+        {"a": ["stable"]},
+        models_dir=tmp_path,
+        serving_root="/models",
+        config_path=config,
+        live_source=tfs,
+    )
+    assert observed.live == read_live(_Tfs(), ["a", "b"], {"a": ["old", "stable"]})
+    assert sorted(tfs.asked) == ["a", "b"]
+
+
+def test_observe_asks_only_the_live_models_given(tmp_path: Path) -> None:
+    tfs = _Tfs()
+    observed = observe(
+        {"a": "/models/a", "b": "/models/b"},
+        {},
+        models_dir=tmp_path,
+        serving_root="/models",
+        config_path=tmp_path / "models.config",
+        live_source=tfs,
+        live_models=["b"],
+    )
+    assert observed.live is not None and [m.name for m in observed.live.models] == ["b"]
+    assert tfs.asked == ["b"]
+
+
+def test_observe_stops_the_live_read_when_models_config_is_invalid(tmp_path: Path) -> None:
+    (tmp_path / "models.config").write_text("model_config_list { nonsense }\n")
+    tfs = _Held()
+    with pytest.raises(InputError):
+        observe(
+            {f"m{i:02}": f"/models/m{i:02}" for i in range(30)},
+            {},
+            models_dir=tmp_path,
+            serving_root="/models",
+            config_path=tmp_path / "models.config",
+            live_source=tfs,
+        )
+    tfs.release.set()
+    _readers_done()
+    assert len(tfs.asked) <= LIVE_READERS  # the readers in flight finished; none started more
 
 
 def test_a_model_folder_with_a_name_too_long_is_unreadable_not_fatal(tmp_path: Path) -> None:

@@ -96,6 +96,24 @@ DRIFT = {
         [Drift("animals", "version 3 is LOADING", 3)],
         DiskState((folder("aardvark", [1]), folder("animals", [1, 2, 3]))),
     ),
+    "a model not served, then two that drifted: each model is judged": Row(
+        the_file(
+            config("specific { versions: 1 }", name="aardvark", labels={}),
+            config(),
+            config("specific { versions: 1 }", name="zebra", labels={}),
+        ),
+        reachable(
+            LiveModel("aardvark", False),
+            serving((1, "AVAILABLE"), (2, "AVAILABLE"), (3, "LOADING")),
+            serving((1, "AVAILABLE"), (2, "AVAILABLE"), name="zebra", labels={}),
+        ),
+        [
+            Drift("aardvark", "TFS does not serve this model"),
+            Drift("animals", "version 3 is LOADING", 3),
+            Drift("zebra", "version 2 is AVAILABLE but not configured", 2),
+        ],
+        DiskState((folder("aardvark", [1]), folder("animals", [1, 2, 3]), folder("zebra", [1, 2]))),
+    ),
     "model not served": Row(
         the_file(config()),
         reachable(LiveModel("animals", False)),

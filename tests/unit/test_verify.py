@@ -234,7 +234,7 @@ def test_verification_checks_the_loaded_version_s_signature_before_predicting(
 def test_signature_problems_name_the_verify_field_s_file_and_line(
     tfs: FakeTfs, tmp_path: Path
 ) -> None:
-    from reconciler.desired import load_desired
+    from reconciler.desired_files import load_desired
     from reconciler.verify import signature_problems
 
     (tmp_path / "req.json").write_text(json.dumps({"instances": [{"image": PIXELS}]}))
@@ -251,7 +251,7 @@ def test_signature_problems_name_the_verify_field_s_file_and_line(
 
 
 def test_signature_problems_say_so_when_tfs_does_not_answer(tmp_path: Path) -> None:
-    from reconciler.desired import load_desired
+    from reconciler.desired_files import load_desired
     from reconciler.verify import signature_problems
 
     (tmp_path / "req.json").write_text(json.dumps({"instances": [PIXELS]}))

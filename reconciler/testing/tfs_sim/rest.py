@@ -89,8 +89,12 @@ class RestHandler(BaseHTTPRequestHandler):
 
     server: RestServer
     protocol_version = "HTTP/1.1"
-    # An answer is two writes (headers, body); with Nagle on, a keep-alive client's delayed
-    # ACK held the second one back about 40 ms.
+    # An answer goes out in one send: headers and body are buffered (the server flushes after
+    # each request), as TFS's evhttp writes a reply; unbuffered, the headers and the body were
+    # two sends, a syscall and a packet more each. With Nagle on, a keep-alive client's
+    # delayed ACK held a second send back about 40 ms; it stays off for answers larger than
+    # the buffer.
+    wbufsize = 1 << 16
     disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -1,0 +1,430 @@
+"""A rollout across a fleet of TFS replicas: prepare wave by wave, flip everywhere at once,
+clean up; halt past `max_failures`, then roll back or pause.
+
+Each replica's step is one converge of a plan to one config (`plan.plan_config`), the same
+converger a single TFS uses, with the replica as the target: `ReplicaDriver` is that seam
+(`fleet_replicas.LiveDriver` in production, an in-memory TFS in the unit tests). A replica's
+step counts only when the replica was seen serving that step's config afterwards, in this
+rollout (its generation): a status left from an earlier rollout never counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import partial
+from typing import Protocol, TypeVar
+
+import structlog
+
+from reconciler.converge import Outcome
+from reconciler.desired import DesiredState
+from reconciler.fleet_file import Rollout
+from reconciler.fleet_phases import ReplicaPhases, replica_phases
+from reconciler.outcome import Result
+from reconciler.plan import Plan, live_basis, plan, plan_config
+from reconciler.replica import Replica
+from reconciler.state import Observed
+from reconciler.tfs_config import ServingConfig
+from reconciler.waves import waves
+
+log = structlog.get_logger("reconciler.fleet")
+
+T = TypeVar("T")
+
+
+class Phase(StrEnum):
+    PREPARE = "prepare"
+    FLIP = "flip"
+    CLEANUP = "cleanup"
+    ROLLBACK = "rollback"
+
+
+class FleetResult(StrEnum):
+    NOOP = "noop"  # every replica already serves the desired state
+    DONE = "done"  # every replica converged
+    PARTIAL = "partial"  # done, but up to max_failures replicas failed and were left behind
+    BLOCKED = "blocked"  # refused before anything changed (a plan's problems)
+    HALTED = "halted"  # past max_failures, on_failure pause: stopped where it was
+    ROLLED_BACK = "rolled_back"  # past max_failures: every touched replica put back
+    ROLLBACK_FAILED = "rollback_failed"  # past max_failures, and some could not be put back
+    INTERRUPTED = "interrupted"
+
+    @property
+    def exit_code(self) -> int:
+        if self in (FleetResult.NOOP, FleetResult.DONE):
+            return 0
+        return 130 if self is FleetResult.INTERRUPTED else 1
+
+
+@dataclass(frozen=True)
+class Survey:
+    """One replica before the rollout: what it serves, what it should, and the way there."""
+
+    replica: Replica
+    phases: ReplicaPhases | None  # None: nothing to change (or it cannot be reached)
+    before: ServingConfig | None  # what it served: what a rollback returns it to
+    problems: tuple[str, ...] = ()  # why it must not be touched (the whole rollout waits)
+    unreachable: str = ""  # why it did not answer (a failure, counted at once)
+    drift: tuple[str, ...] = ()
+
+
+def survey_of(replica: Replica, desired: DesiredState, observed: Observed) -> Survey:
+    """A replica's way from what it serves (`observed`) to `desired` (pure)."""
+    return _survey(replica, plan(desired, observed), observed)
+
+
+def survey_to(replica: Replica, target: ServingConfig, observed: Observed, source: str) -> Survey:
+    """A replica's way back to `target` (a config it served before, named by `source`)."""
+    return _survey(replica, plan_config(observed, target, source), observed)
+
+
+def _survey(replica: Replica, the_plan: Plan, observed: Observed) -> Survey:
+    if the_plan.problems:
+        return Survey(replica, None, observed.config, tuple(str(p) for p in the_plan.problems))
+    live = observed.live
+    if live is not None and not live.reachable:
+        return Survey(replica, None, observed.config, unreachable=live.error or "no answer")
+    drift = tuple(str(d) for d in the_plan.drift)
+    if the_plan.in_sync:
+        return Survey(replica, None, observed.config)
+    basis = live_basis(observed.config or ServingConfig(), live, the_plan.target)
+    # What it served: its file, unless live TFS serves something else (then what it serves).
+    before = observed.config if observed.config is not None and not drift else basis
+    return Survey(
+        replica, replica_phases(basis, the_plan.target, observed.disk), before, drift=drift
+    )
+
+
+def serving(observed: Observed, config: ServingConfig) -> bool:
+    """Whether a replica serves `config`: its file holds it and live TFS serves it (its
+    versions AVAILABLE, its labels resolving), as read in `observed`."""
+    live = observed.live
+    if live is None or not live.reachable:
+        return False
+    return plan_config(observed, config).in_sync
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one step did on one replica, in one rollout (`generation`)."""
+
+    replica: str
+    generation: int
+    phase: Phase
+    ok: bool
+    result: str
+    message: str
+    seconds: float = 0.0
+
+
+def wave_done(
+    reports: Sequence[Report], names: Sequence[str], generation: int, phase: Phase
+) -> bool:
+    """Whether every replica in `names` converged on `phase` in this rollout: a report of an
+    earlier generation (an old healthy status) never counts."""
+    good = {r.replica for r in reports if r.generation == generation and r.phase is phase and r.ok}
+    return set(names) <= good
+
+
+class ReplicaDriver(Protocol):
+    """How the rollout reads and changes one replica; every call has a deadline."""
+
+    def observe(self, replica: Replica) -> Observed:
+        """Its disk, models.config and live status."""
+
+    def converge(
+        self, replica: Replica, config: ServingConfig, action: str, interrupted: Callable[[], bool]
+    ) -> Outcome:
+        """Converge it on `config` (its safe phases; rolled back to where it was on failure),
+        recorded in its history as `action`; bounded by --timeout."""
+
+    def serves(self, replica: Replica, config: ServingConfig) -> bool:
+        """Whether it serves `config` now (read afresh)."""
+
+    def verify(self, replica: Replica, survey: Survey) -> str | None:
+        """After prepare: why a version a label is about to move to fails its verify
+        request on this replica, or None."""
+
+
+class FleetLog(Protocol):
+    """Where a rollout is recorded: its generation, and what each replica serves."""
+
+    def start(self, rollout: FleetPlan) -> int:
+        """Record the rollout's start; its generation (a number no earlier rollout had)."""
+
+    def replica_serves(self, replica: Replica, generation: int, phase: Phase, config: str) -> None:
+        """`replica` serves `phase` of rollout `generation` (confirmed)."""
+
+    def finish(self, generation: int, outcome: FleetOutcome) -> None:
+        """Record how the rollout ended."""
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """The rollout, before it starts: a survey per replica, in rollout order, and the waves."""
+
+    surveys: tuple[Survey, ...]
+    waves: tuple[tuple[str, ...], ...]  # replicas to change, canary wave first
+    commit: str | None = None
+
+    @property
+    def blocked(self) -> tuple[str, ...]:
+        return tuple(f"{s.replica.name}: {p}" for s in self.surveys for p in s.problems)
+
+    @property
+    def changing(self) -> tuple[Survey, ...]:
+        return tuple(s for s in self.surveys if s.phases is not None)
+
+    def survey(self, name: str) -> Survey:
+        return next(s for s in self.surveys if s.replica.name == name)
+
+
+def fleet_plan(surveys: Sequence[Survey], rollout: Rollout, commit: str | None = None) -> FleetPlan:
+    """Waves over the replicas that change; the canary wave is the first of them in order
+    (replicas in sync are not waited on, unreachable ones are not touched)."""
+    changing = [s.replica.name for s in surveys if s.phases is not None]
+    return FleetPlan(tuple(surveys), waves(changing, rollout.canary, rollout.max_parallel), commit)
+
+
+@dataclass(frozen=True)
+class FleetOutcome:
+    result: FleetResult
+    message: str
+    generation: int = 0
+    reports: tuple[Report, ...] = ()
+    failed: tuple[str, ...] = ()  # replicas that failed (or did not answer)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return self.result.exit_code
+
+
+def _never() -> bool:
+    return False
+
+
+RunAll = Callable[[Sequence[Callable[[], T]]], list[T]]
+
+
+def in_threads(tasks: Sequence[Callable[[], T]]) -> list[T]:
+    """Run `tasks` at once, one thread each; their results in order."""
+    if len(tasks) <= 1:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="replica") as pool:
+        return list(pool.map(lambda task: task(), tasks))
+
+
+def one_by_one(tasks: Sequence[Callable[[], T]]) -> list[T]:
+    """Run `tasks` in turn (tests with a fake clock)."""
+    return [task() for task in tasks]
+
+
+@dataclass
+class FleetRollout:
+    driver: ReplicaDriver
+    log: FleetLog
+    rollout: Rollout
+    run_all: RunAll[Report] = in_threads
+    interrupted: Callable[[], bool] = lambda: False
+    clock: Callable[[], float] = time.monotonic
+    reports: list[Report] = field(default_factory=list)
+    _generation: int = field(default=0, init=False)
+
+    def run(self, the_plan: FleetPlan) -> FleetOutcome:
+        """Prepare wave by wave, flip all, clean up all; halt past max_failures."""
+        started = self.clock()
+        if the_plan.blocked:
+            return FleetOutcome(
+                FleetResult.BLOCKED, "; ".join(the_plan.blocked), seconds=self.clock() - started
+            )
+        failed = [s.replica.name for s in the_plan.surveys if s.unreachable]
+        for survey in the_plan.surveys:
+            if survey.unreachable:
+                log.warning(
+                    "replica_unreachable", replica=survey.replica.name, error=survey.unreachable
+                )
+        if not the_plan.changing and not failed:
+            return FleetOutcome(FleetResult.NOOP, "every replica serves the desired state")
+        self._generation = generation = self.log.start(the_plan)
+        outcome = self._run(the_plan, failed, started)
+        self.log.finish(generation, outcome)
+        return outcome
+
+    def _run(self, the_plan: FleetPlan, failed: list[str], started: float) -> FleetOutcome:
+        touched: list[str] = []
+        if len(failed) > self.rollout.max_failures:
+            return self._halt(the_plan, touched, failed, started, "before the first wave")
+        prepared: list[str] = []
+        for number, wave in enumerate(the_plan.waves, start=1):
+            if self.interrupted():
+                return self._end(
+                    FleetResult.INTERRUPTED, f"interrupted before wave {number}", failed, started
+                )
+            log.info(
+                "wave",
+                wave=number,
+                of=len(the_plan.waves),
+                replicas=list(wave),
+                generation=self._generation,
+            )
+            touched.extend(wave)
+            reports = self._step(the_plan, wave, Phase.PREPARE)
+            prepared += [r.replica for r in reports if r.ok]
+            if self.interrupted():  # a replica stopped by it has not failed
+                return self._end(
+                    FleetResult.INTERRUPTED,
+                    f"interrupted in wave {number}: its replicas hold what they loaded, labels"
+                    " untouched; apply again to finish, or roll back",
+                    failed,
+                    started,
+                )
+            failed += [r.replica for r in reports if not r.ok]
+            if len(failed) > self.rollout.max_failures:
+                return self._halt(the_plan, touched, failed, started, f"in wave {number}")
+        if not wave_done(self.reports, prepared, self._generation, Phase.PREPARE):
+            raise AssertionError("a prepared replica has no report of this rollout")
+        if self.interrupted():
+            return self._end(
+                FleetResult.INTERRUPTED, "interrupted before the flip", failed, started
+            )
+        flip_reports = self._step(the_plan, tuple(prepared), Phase.FLIP)
+        failed += [r.replica for r in flip_reports if not r.ok]
+        if len(failed) > self.rollout.max_failures:
+            return self._halt(the_plan, touched, failed, started, "at the flip")
+        flipped = [r.replica for r in flip_reports if r.ok]
+        cleanup = self._step(the_plan, tuple(flipped), Phase.CLEANUP)
+        left = [r.replica for r in cleanup if not r.ok]
+        if failed or left:
+            names = ", ".join(dict.fromkeys(failed))
+            what = f"{len(set(failed))} replica(s) failed and were left as they were ({names})"
+            if left:
+                what += (
+                    f"; cleanup failed on {', '.join(left)} (they serve the new labels, the"
+                    " old versions still loaded)"
+                )
+            return self._end(FleetResult.PARTIAL, what, [*failed, *left], started)
+        return self._end(
+            FleetResult.DONE,
+            f"{len(flipped)} replica(s) converged in {len(the_plan.waves)} wave(s)",
+            [],
+            started,
+        )
+
+    def _step(self, the_plan: FleetPlan, names: Sequence[str], phase: Phase) -> list[Report]:
+        """`phase` on the replicas `names` at once; one report each, kept."""
+        tasks = [partial(self._one, the_plan.survey(name), phase) for name in names]
+        reports = self.run_all(tasks)
+        self.reports.extend(reports)
+        return reports
+
+    def _one(self, survey: Survey, phase: Phase) -> Report:
+        replica = survey.replica
+        assert survey.phases is not None
+        config = {
+            Phase.PREPARE: survey.phases.prepare,
+            Phase.FLIP: survey.phases.flip,
+            Phase.CLEANUP: survey.phases.cleanup,
+        }[phase]
+        return self._converge(replica, config, phase, survey)
+
+    def _converge(
+        self, replica: Replica, config: ServingConfig, phase: Phase, survey: Survey
+    ) -> Report:
+        started = self.clock()
+        action = f"fleet rollout {self._generation}: {phase}"
+        try:
+            # Only a prepare stops part-way: a flip, a cleanup or a rollback, once started,
+            # finishes on every replica (a second Ctrl-C still stops at once).
+            stop = self.interrupted if phase is Phase.PREPARE else _never
+            outcome = self.driver.converge(replica, config, action, stop)
+        except Exception as error:  # one replica's surprise must not leave the others half-done
+            log.exception("replica_failed", replica=replica.name, phase=phase.value)
+            outcome = Outcome(Result.FAILED, f"{type(error).__name__}: {error}")
+        ok = outcome.ok
+        message = outcome.message
+        if ok and not self.driver.serves(replica, config):
+            ok, message = False, "converged, but not seen serving the config afterwards"
+        if ok and phase is Phase.PREPARE:
+            wrong = self.driver.verify(replica, survey)
+            if wrong is not None:
+                ok, message = False, wrong
+        if ok:
+            self.log.replica_serves(replica, self._generation, phase, outcome.config or "")
+        log.info(
+            "replica_step",
+            replica=replica.name,
+            phase=phase.value,
+            generation=self._generation,
+            ok=ok,
+            result=outcome.result,
+            message=message,
+        )
+        return Report(
+            replica.name,
+            self._generation,
+            phase,
+            ok,
+            outcome.result,
+            message,
+            self.clock() - started,
+        )
+
+    def _halt(
+        self, the_plan: FleetPlan, touched: list[str], failed: list[str], started: float, where: str
+    ) -> FleetOutcome:
+        why = (
+            f"halted {where}: {len(set(failed))} replica(s) failed"
+            f" ({', '.join(dict.fromkeys(failed))}),"
+            f" more than max_failures {self.rollout.max_failures}"
+        )
+        log.error("rollout_halted", generation=self._generation, failed=failed, where=where)
+        if self.rollout.on_failure == "pause" or not touched:
+            note = (
+                "; paused: replicas are left where they are" if touched else "; nothing was changed"
+            )
+            return self._end(FleetResult.HALTED, why + note, failed, started)
+        reports = self.run_all([partial(self._put_back, the_plan.survey(n)) for n in touched])
+        self.reports.extend(reports)
+        stuck = [r.replica for r in reports if not r.ok]
+        if stuck:
+            return self._end(
+                FleetResult.ROLLBACK_FAILED,
+                f"{why}; rolling back failed on {', '.join(stuck)}",
+                [*failed, *stuck],
+                started,
+            )
+        return self._end(
+            FleetResult.ROLLED_BACK,
+            f"{why}; {len(touched)} touched replica(s) rolled back to what they served",
+            failed,
+            started,
+        )
+
+    def _put_back(self, survey: Survey) -> Report:
+        if survey.before is None:
+            return Report(
+                survey.replica.name,
+                self._generation,
+                Phase.ROLLBACK,
+                True,
+                "noop",
+                "nothing to restore",
+            )
+        return self._converge(survey.replica, survey.before, Phase.ROLLBACK, survey)
+
+    def _end(
+        self, result: FleetResult, message: str, failed: list[str], started: float
+    ) -> FleetOutcome:
+        return FleetOutcome(
+            result,
+            message,
+            self._generation,
+            tuple(self.reports),
+            tuple(dict.fromkeys(failed)),
+            self.clock() - started,
+        )

@@ -85,6 +85,7 @@ class Flags:
     sim_load_seconds_for: tuple[LoadSecondsRule, ...] = ()
     sim_load_fail_for: tuple[VersionRule, ...] = ()
     sim_path_map: tuple[str, ...] = ()
+    sim_event_log: str = ""
     ignored: tuple[str, ...] = field(default=())
 
     def load_seconds(self, model: str, version: int) -> float:
@@ -219,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FROM=TO",
         help="read paths under FROM (base paths, --model_config_file) from host folder TO, "
         "e.g. /models=$PWD/models (repeatable)",
+    )
+    sim.add_argument(
+        "--sim_event_log",
+        default="",
+        metavar="FILE",
+        help="append every version state, label change and config reload to FILE as a JSON "
+        "line with seq and t (time.time()); GET /sim/events?since=N serves them in any case",
     )
     return p
 

@@ -48,6 +48,7 @@ from reconciler.testing.tfs_sim.savedmodel import SavedModelInfo
 
 log = logging.getLogger("tfs_sim.rest")
 
+SIM_EVENTS_PATH = "/sim/events"  # the simulator's event log (not TFS's)
 HANDLED_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 PREDICTION_URL = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -124,7 +125,11 @@ class RestHandler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        path = urllib.parse.urlsplit(self.path).path
+        url = urllib.parse.urlsplit(self.path)
+        path = url.path
+        if method == "GET" and path == SIM_EVENTS_PATH:
+            self._sim_events(url.query)
+            return
         if not HANDLED_PATH.fullmatch(path):
             self._reply(404, "")
             return
@@ -205,6 +210,14 @@ class RestHandler(BaseHTTPRequestHandler):
         servable: Servable = self.server.core.resolve(model, version, label)
         classify_or_regress(servable, signature_name, kind)
         return ""
+
+    def _sim_events(self, query: str) -> None:
+        """``GET /sim/events?since=N`` (the simulator's own, see :mod:`.events`)."""
+        since = urllib.parse.parse_qs(query).get("since", ["0"])[-1]
+        if not since.isdigit():
+            self._reply(400, error_json(f"since wants a whole number, got {since!r}"))
+            return
+        self._reply(200, json.dumps({"events": self.server.core.events.since(int(since))}))
 
     def _reply(self, code: int, text: str) -> None:
         data = text.encode()

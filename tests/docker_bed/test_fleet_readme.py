@@ -7,10 +7,12 @@ its output and exit status. Only the README's fixed names are replaced, so the r
 with another test or a walkthrough pasted by hand: the folder, the containers' names, their
 label, nginx's port (and the image, under ``$TFS_BED_IMAGE``).
 
-Every command must exit 0, except where its comment claims otherwise: ``# exit N`` is checked
-against its exit status, ``# prints X`` against its output (whitespace folded). The claims are
-pinned too (:data:`CLAIMS`), so deleting one does not make the walkthrough unchecked.
-The containers and nginx the run started are removed whatever happens.
+Every command must exit 0, except where the comment of a one-line command claims otherwise:
+``# exit N`` is checked against its exit status, ``# prints X`` against its output (whitespace
+folded). The claims are pinned too (:data:`CLAIMS`), so deleting one does not leave the
+walkthrough unchecked. The containers and nginx the run started are removed whatever happens.
+nginx's port is found free before the run, Docker's published ports are picked during it: when
+Docker took that port first, the run is made again on another one.
 """
 
 from __future__ import annotations

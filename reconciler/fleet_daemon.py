@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -105,6 +105,7 @@ class FleetDaemon:
     resync: float = 30.0
     retry_base: float = 2.0
     verifies: bool = True
+    self_heal: bool = True
     metrics_addr: str = "127.0.0.1:9109"
     discover_for: Callable[[FleetSpec], Discover | None] = lambda spec: None
     clock: Callable[[], float] = time.monotonic
@@ -173,6 +174,11 @@ class FleetDaemon:
         interrupted: Callable[[], bool],
     ) -> FleetOutcome | None:
         surveys = [driver.survey(r) for r in replicas]
+        if not self.self_heal:  # drift is reported (status), not repaired
+            for survey in surveys:
+                if survey.drift and not survey.changes_config:
+                    log.warning("fleet_drift", replica=survey.replica.name, drift=survey.drift)
+            surveys = [replace(s, phases=None) if not s.changes_config else s for s in surveys]
         the_plan = fleet_plan(surveys, spec.rollout, driver.revision.commit)
         fingerprint = tuple(
             (s.replica.name, render_config(s.phases.cleanup))

@@ -70,6 +70,7 @@ class Survey:
     problems: tuple[str, ...] = ()  # why it must not be touched (the whole rollout waits)
     unreachable: str = ""  # why it did not answer (a failure, counted at once)
     drift: tuple[str, ...] = ()
+    changes_config: bool = True  # False: only drift to repair (its file already holds it)
 
 
 def survey_of(replica: Replica, desired: DesiredState, observed: Observed) -> Survey:
@@ -95,7 +96,11 @@ def _survey(replica: Replica, the_plan: Plan, observed: Observed) -> Survey:
     # What it served: its file, unless live TFS serves something else (then what it serves).
     before = observed.config if observed.config is not None and not drift else basis
     return Survey(
-        replica, replica_phases(basis, the_plan.target, observed.disk), before, drift=drift
+        replica,
+        replica_phases(basis, the_plan.target, observed.disk),
+        before,
+        drift=drift,
+        changes_config=the_plan.changes_config,
     )
 
 

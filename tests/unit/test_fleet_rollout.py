@@ -352,3 +352,24 @@ def test_an_interrupt_during_a_wave_stops_without_counting_failures_or_rolling_b
     assert not any(r.phase is Phase.ROLLBACK for r in outcome.reports)
     assert fleet.tfs["tfs-a"].state(4) == "AVAILABLE"  # the canary keeps what it loaded
     assert fleet.labels() == {n: LAB_LABELS for n in NAMES}
+
+
+def test_a_cleanup_that_fails_on_one_replica_leaves_the_flip_and_says_partial(
+    fleet: Fleet,
+) -> None:
+    promote(fleet)
+
+    class StopsAfterFlip(FleetRollout):
+        def _step(self, the_plan: FleetPlan, names: object, phase: Phase) -> list[Report]:
+            if phase is Phase.CLEANUP:
+                fleet.tfs["tfs-e"].reachable = False
+            return super()._step(the_plan, names, phase)  # type: ignore[arg-type]
+
+    rollout = StopsAfterFlip(fleet, MemoryLog(), ROLLOUT, run_all=one_by_one, clock=fleet.clock)
+    outcome = rollout.run(fleet.plan(ROLLOUT))
+    assert outcome.result is FleetResult.PARTIAL and outcome.exit_code == 1
+    assert outcome.failed == ("tfs-e",)
+    assert "cleanup failed on tfs-e" in outcome.message
+    assert not any(r.phase is Phase.ROLLBACK for r in outcome.reports)  # labels stay moved
+    assert fleet.tfs["tfs-e"].labels == {"stable": 4, "canary": 3}
+    assert all(fleet.tfs[n].state(1) == "END" for n in NAMES[:4])

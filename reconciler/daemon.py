@@ -36,13 +36,7 @@ from reconciler.signals import SignalThread
 from reconciler.status import status_document
 from reconciler.tfs_rest import TfsRest
 from reconciler.watch import DEFAULT_IGNORE_NAMES, FILES_CHANGED, Trigger
-from reconciler.webhook import (
-    PendingFetch,
-    WebhookMetrics,
-    WebhookReceiver,
-    WebhookSecretError,
-    read_secret,
-)
+from reconciler.webhook import PendingFetch, WebhookReceiver, read_secret, webhook_receiver
 
 __all__ = ["Daemon", "DaemonOptions"]
 
@@ -72,7 +66,6 @@ class Daemon:
         self._runner = PassRunner(options.settle, clock)
         self._hooks = PendingFetch(lambda: self._trigger.poke(WEBHOOK) if self._trigger else None)
         self._webhook: WebhookReceiver | None = None
-        self._webhook_metrics: WebhookMetrics | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -141,16 +134,11 @@ class Daemon:
                 next_fetch = now + self.options.git_interval
             self._safe_pass(endpoint, scope)
             scope = "resync"
-            next_resync = self._clock() + self.options.resync
+            next_resync = self._next_resync()
             sd_notify.watchdog()
             while not self._stop.is_set():
                 now = self._clock()
-                deadline = min(next_resync, next_fetch if self.options.git_remote else next_resync)
-                deadline = self._backoff.wakes_before(deadline, now)
-                if self._memory.settle_at > now:
-                    deadline = min(deadline, self._memory.settle_at)
-                if watchdog_every:
-                    deadline = min(deadline, now + watchdog_every)
+                deadline = self._wake_at(now, next_resync, next_fetch, watchdog_every)
                 wake = self._trigger.wait(timeout=max(0.0, deadline - now))
                 endpoint.beat()
                 if self._webhook is not None:
@@ -167,6 +155,24 @@ class Daemon:
                     break
                 if self.options.git_remote and now >= next_fetch:
                     break
+
+    def _wake_at(
+        self, now: float, next_resync: float, next_fetch: float, watchdog_every: float | None
+    ) -> float:
+        """When the idle loop wakes by itself: the next resync, fetch, retry or settle, and
+        soon enough to feed systemd's watchdog."""
+        deadline = min(next_resync, next_fetch if self.options.git_remote else next_resync)
+        deadline = self._backoff.wakes_before(deadline, now)
+        if self._memory.settle_at > now:
+            deadline = min(deadline, self._memory.settle_at)
+        if watchdog_every:
+            deadline = min(deadline, now + watchdog_every)
+        return deadline
+
+    def _next_resync(self) -> float:
+        """When the loop resyncs next, counted from now by the options in force (a SIGHUP
+        may have changed them)."""
+        return self._clock() + self.options.resync
 
     def _start_trigger(self) -> Trigger:
         """The file watcher; when the system refuses it (inotify watches or instances used
@@ -269,8 +275,8 @@ class Daemon:
     def _fetch(self, trigger: str = "interval") -> None:
         if self._source is None:
             return
-        if trigger == WEBHOOK and self._webhook_metrics is not None:
-            self._webhook_metrics.fetches.inc()
+        if trigger == WEBHOOK and self._webhook is not None:
+            self._webhook.metrics.fetches.inc()
         try:
             commit = self._source.fetch()
             log.debug("fetched", remote=self.options.git_remote, commit=commit, trigger=trigger)
@@ -286,19 +292,12 @@ class Daemon:
     def _webhook_receiver(self) -> WebhookReceiver | None:
         """The receiver of --webhook-addr (None when off); WebhookSecretError (a ValueError)
         when its secret file cannot be read or is empty."""
-        options = self.options
-        if not options.webhook_addr:
-            return None
-        if not options.webhook_secret_file:
-            raise WebhookSecretError("--webhook-addr needs --webhook-secret-file")
-        secret = read_secret(options.webhook_secret_file)
-        metrics = self._webhook_metrics = WebhookMetrics.create(self._metrics.registry)
-        self._webhook = WebhookReceiver(
-            parse_address(options.webhook_addr),
-            secret,
+        self._webhook = webhook_receiver(
+            self.options.webhook_addr,
+            self.options.webhook_secret_file,
+            self._metrics.registry,
             lambda: self._source.branch if self._source is not None else None,
             self._hooks,
-            metrics,
         )
         return self._webhook
 
@@ -308,9 +307,13 @@ class Daemon:
 
         def desired() -> DesiredState | None:
             with seen.lock:
-                return seen.desired
+                return seen.accepted
 
-        return LiveReadiness(desired, lambda: TfsRest(settings.rest_url, settings.request_timeout))
+        return LiveReadiness(
+            desired,
+            lambda: TfsRest(settings.rest_url, settings.request_timeout),
+            clock=self._clock,
+        )
 
     # --- signals and status -------------------------------------------------------------------
 

@@ -57,6 +57,10 @@ class Seen:
     desired: DesiredState | None = None
     observed: Observed | None = None
     plan: Plan | None = None
+    # The desired state of the last pass that ended in sync: what readiness judges TFS
+    # against, so a change that is refused, blocked or rolled back (on every pod at once, for a
+    # ConfigMap) never makes a pod that serves as before unready.
+    accepted: DesiredState | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -127,6 +131,9 @@ class PassRunner:
         result = self._decide_and_execute(
             options, desired, revision, observed, rest, reloader, scope, backoff, hooks
         )
+        if result.kind.in_sync:
+            with self.seen.lock:
+                self.seen.accepted = desired
         return replace(result, seconds=self.clock() - started, config_invalid=config_invalid)
 
     def _decide_and_execute(

@@ -7,6 +7,9 @@ A bounded waitress server (``reconciler.http_server``) in a background thread se
 - ``/readyz``: 503 until ``set_ready()`` (after the first successful
   reconcile), 200 after; with a ``readiness`` callback, its answer (given
   whether ``set_ready()`` was called): model-aware readiness in a pod.
+- ``/readyz/<replica>``: in a fleet, model-aware readiness of that replica's
+  TFS (``readiness.replica_readiness``): 200, or 503 with the reasons; 404 for
+  a name the ``replica_readiness`` callback does not list.
 - ``/metrics``: the Prometheus text exposition of the given registry.
 - ``/status``: the JSON document returned by the daemon's ``status`` callback
   (``tfs-reconciler status`` reads it with ``read_status()``).
@@ -47,6 +50,9 @@ DEFAULT_ADDRESS = "127.0.0.1:9109"
 log = structlog.get_logger(__name__)
 
 StatusCallback = Callable[[], Mapping[str, Any]]
+# The fleet's per-replica checks, by name, as they are now (discovery may change the set).
+ReplicaReadiness = Callable[[], Mapping[str, Callable[[bool], Readiness]]]
+READYZ_PREFIX = "/readyz/"
 
 
 @dataclass(frozen=True)
@@ -92,10 +98,12 @@ class HttpEndpoint:
         *,
         liveness_timeout: float | None = None,
         readiness: Callable[[bool], Readiness] | None = None,
+        replica_readiness: ReplicaReadiness | None = None,
         clock: Callable[[], float] = time.monotonic,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._readiness_check = readiness
+        self._replica_readiness = replica_readiness
         self._requested = address
         self._registry = registry
         self._status = status
@@ -173,6 +181,20 @@ class HttpEndpoint:
             return (HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE), body
         return (HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE), {"ready": ready}
 
+    def _replica(self, name: str) -> tuple[HTTPStatus, dict[str, Any]]:
+        checks = self._replica_readiness() if self._replica_readiness is not None else {}
+        check = checks.get(name)
+        if check is None:
+            body = {"error": f"no replica {name!r} in the fleet", "replicas": sorted(checks)}
+            return HTTPStatus.NOT_FOUND, body
+        try:
+            answer = check(True)
+        except Exception as error:  # a fault of the check: not ready, and said why
+            log.exception("replica_readiness_check_failed", replica=name)
+            answer = Readiness(False, (f"the readiness check failed: {error!r}",))
+        code = HTTPStatus.OK if answer.ready else HTTPStatus.SERVICE_UNAVAILABLE
+        return code, {"replica": name, **answer.document()}
+
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "")
         path = environ.get("PATH_INFO", "")
@@ -185,6 +207,8 @@ class HttpEndpoint:
             code, content_type, body = _json(*self._health())
         elif path == "/readyz":
             code, content_type, body = _json(*self._readiness())
+        elif path.startswith(READYZ_PREFIX):
+            code, content_type, body = _json(*self._replica(path.removeprefix(READYZ_PREFIX)))
         elif path == "/metrics":
             code, content_type, body = (
                 HTTPStatus.OK,
@@ -221,7 +245,7 @@ def _json(code: HTTPStatus, body: Mapping[str, Any]) -> tuple[HTTPStatus, str, b
     return code, "application/json", text.encode()
 
 
-_PATHS = ["/healthz", "/readyz", "/metrics", "/status"]
+_PATHS = ["/healthz", "/readyz", "/readyz/<replica>", "/metrics", "/status"]
 
 
 class StatusUnavailableError(RuntimeError):

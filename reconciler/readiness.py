@@ -1,5 +1,6 @@
 """Model-aware readiness (``/readyz`` with ``--sidecar``): can this pod's TFS answer every
-request the desired state names?
+request the desired state names? (The desired state of the last pass that ended in sync: a
+change not yet live, refused or rolled back is not judged.)
 
 Ready when the reconciler has converged once since it started, TFS answers, every desired
 model has an AVAILABLE version, and every desired label resolves (through TFS's label
@@ -11,20 +12,29 @@ a probe that failed while a new version loads would empty the Service.
 
 ``decide`` is the pure rule; ``LiveReadiness`` reads TFS for it (at most once per
 ``max_age`` seconds, however often the kubelet and others probe).
+
+In a fleet, ``replica_readiness`` gives each replica its own ``LiveReadiness``
+(``/readyz/<replica>``, a load balancer's or Docker's health check of that TFS), asked with
+``converged=True``: a replica that serves every desired model and label takes traffic even
+before the reconciler has converged it, so a reconciler that is down or restarting never takes
+the fleet out of the balancer. Through a normal promotion each replica stays ready (the old
+version serves under the label until the flip), so readiness never empties the balancer.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.desired import DesiredState
 from reconciler.observe import LiveStatus, StatusSource, read_live
+from reconciler.replica import Replica
+from reconciler.tfs_rest import TfsRest
 
-__all__ = ["LiveReadiness", "Readiness", "decide"]
+__all__ = ["LiveReadiness", "Readiness", "decide", "replica_readiness"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,29 @@ class LiveReadiness:
             answer = decide(desired, live, converged)
             self._kept = (self._clock(), converged, desired, answer)
             return answer
+
+
+def replica_readiness(
+    replicas: Iterable[Replica],
+    desired: Callable[[], DesiredState | None],
+    *,
+    timeout: float = 2.0,
+    max_age: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    source: Callable[[Replica, float], StatusSource] = lambda r, t: TfsRest(r.rest, t),
+) -> dict[str, LiveReadiness]:
+    """One model-aware readiness check per replica, by name: ``decide`` on what that TFS says
+    (asked through ``source``, each call bounded by ``timeout`` seconds), kept ``max_age``
+    seconds. Call each with ``True`` (see the module doc). Builds values only: TFS is asked
+    when a check is called."""
+
+    def source_of(replica: Replica) -> Callable[[], StatusSource]:
+        return lambda: source(replica, timeout)
+
+    return {
+        replica.name: LiveReadiness(desired, source_of(replica), max_age=max_age, clock=clock)
+        for replica in replicas
+    }
 
 
 def _labels(desired: DesiredState) -> Mapping[str, list[str]]:

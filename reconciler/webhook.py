@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from reconciler.http_endpoint import Address
+from reconciler.http_endpoint import Address, parse_address
 from reconciler.http_server import BoundedHttpServer, Limits, StartResponse
 from reconciler.webhook_judge import (
     MAX_BODY,
@@ -57,6 +57,7 @@ __all__ = [
     "check_signature",
     "judge",
     "read_secret",
+    "webhook_receiver",
 ]
 
 log = structlog.get_logger(__name__)
@@ -184,6 +185,10 @@ class WebhookReceiver:
         )
         self._started = False
 
+    @property
+    def metrics(self) -> WebhookMetrics:
+        return self._metrics
+
     def set_secret(self, secret: bytes) -> None:
         self._secret = secret
 
@@ -260,6 +265,25 @@ class WebhookReceiver:
         self._metrics.refused.labels(reason=reason).inc()
         host = client[0] if isinstance(client, tuple) and client else None
         log.warning("webhook_refused", reason=reason, status=status.value, detail=kind, client=host)
+
+
+def webhook_receiver(
+    address: str | None,
+    secret_file: str | None,
+    registry: CollectorRegistry,
+    branch: Callable[[], str | None],
+    pending: PendingFetch,
+) -> WebhookReceiver | None:
+    """The receiver of ``--webhook-addr`` (None when it is not given), its metrics in
+    ``registry``; WebhookSecretError when its secret file is not given, cannot be read or is
+    empty."""
+    if not address:
+        return None
+    if not secret_file:
+        raise WebhookSecretError("--webhook-addr needs --webhook-secret-file")
+    secret = read_secret(secret_file)
+    metrics = WebhookMetrics.create(registry)
+    return WebhookReceiver(parse_address(address), secret, branch, pending, metrics)
 
 
 def _answer(

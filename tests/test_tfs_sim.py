@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.proto import tensorflow_serving_pb2 as pb
+from reconciler.testing.tfs_sim import disk
 from reconciler.testing.tfs_sim.core import CoreOptions, Servable, ServerCore
 from reconciler.testing.tfs_sim.disk import PathMap, VersionDir, poll_servable, simple_atoi
 from reconciler.testing.tfs_sim.errors import Code, TfsError
@@ -28,9 +29,11 @@ from reconciler.testing.tfs_sim.json_tensor import (
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
 from reconciler.testing.tfs_sim.predict import classify_or_regress, predict, set_method_name_check
-from reconciler.testing.tfs_sim.rest import tensors_json
+from reconciler.testing.tfs_sim.rest import RestServer, tensors_json
 from reconciler.testing.tfs_sim.savedmodel import (
     SavedModelInfo,
+    Signature,
+    TensorSpec,
     load_saved_model,
     parse_saved_model,
 )
@@ -323,6 +326,24 @@ def test_version_names_parse_as_simple_atoi(tmp_path: Path) -> None:
     assert simple_atoi(" 12 ") == 12 and simple_atoi("9" * 30) is None
 
 
+@pytest.mark.parametrize("listed", [["4", "04", "1"], ["04", "1", "4"]])
+def test_two_names_of_one_version_resolve_in_sorted_order_whatever_the_directory_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: list[str]
+) -> None:
+    """file_system_storage_path_source.cc PollFileSystemForServable puts GetChildren's names
+    in a std::set (sorted), then IndexChildrenByVersion lets the later of two names for one
+    version win: "4" over "04", however readdir ordered them."""
+    for name in listed:
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(disk, "list_children", lambda _base: list(listed))
+    assert found(tmp_path, VersionPolicy("latest", 1)) == {4: "/models/m/4"}
+    assert found(tmp_path, VersionPolicy("specific", versions=frozenset({1, 4}))) == {
+        1: "/models/m/1",
+        4: "/models/m/4",
+    }
+    assert found(tmp_path, VersionPolicy("all")) == {1: "/models/m/1", 4: "/models/m/04"}
+
+
 def test_missing_base_path_is_an_error(tmp_path: Path) -> None:
     """PollFileSystemForServable: "Could not find base path ..." (INVALID_ARGUMENT)."""
     with pytest.raises(TfsError) as error:
@@ -368,6 +389,30 @@ def test_flags_accept_tfs_forms_and_ignore_unknown_ones() -> None:
     )
 
 
+def test_flags_are_taken_only_as_tensorflow_s_parser_takes_them() -> None:
+    """command_line_flags.cc reads ``--name=value`` (a boolean also ``--name``) and stops at a
+    bare ``--``; anything else is an unknown argument and the flag keeps its default."""
+    flags = parse_flags(
+        [
+            "--rest_api_port",
+            "9999",
+            "-port=9000",
+            "--file_system_poll_wait_seconds=5",
+            "--",
+            "--model_config_file=/models/models.config",
+        ]
+    )
+    assert (flags.rest_api_port, flags.port) == (8501, 8500)
+    assert flags.file_system_poll_wait_seconds == 5
+    assert flags.model_config_file == ""
+    assert flags.ignored == (
+        "--rest_api_port",
+        "9999",
+        "-port=9000",
+        "--model_config_file=/models/models.config",
+    )
+
+
 def test_flags_defaults_are_tfs_defaults() -> None:
     flags = parse_flags([])
     assert (flags.port, flags.rest_api_port, flags.file_system_poll_wait_seconds) == (8500, 8501, 1)
@@ -385,6 +430,18 @@ def test_flags_num_load_threads_and_load_fail_knob() -> None:
     assert parse_flags(["--sim_load_seconds_for=m:3=inf"]).load_seconds("m", 3) == float("inf")
     with pytest.raises(SystemExit):
         parse_flags(["--sim_load_fail_for=m:x"])
+
+
+@pytest.mark.parametrize("bad", ["--rest_api_port=abc", "--num_load_threads=1.5"])
+def test_a_flag_value_that_does_not_parse_exits_255_as_main_cc_does(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main.cc: when tensorflow::Flags::Parse fails, the usage goes to stdout and main
+    returns -1."""
+    with pytest.raises(SystemExit) as exited:
+        parse_flags([bad])
+    assert exited.value.code == 255
+    assert capsys.readouterr().out.startswith("usage: tfs-sim")
 
 
 def test_flags_reject_a_bad_load_time_rule() -> None:
@@ -852,3 +909,25 @@ def test_method_name_is_checked_only_with_the_flag() -> None:
         )
     finally:
         set_method_name_check(False)
+
+
+# --- the REST server -----------------------------------------------------------------------
+
+
+def test_a_metadata_answer_is_rendered_once_per_loaded_version() -> None:
+    """Kept for the version's SavedModelInfo: the same answer while it stays loaded, a new one
+    once the version was loaded again from a changed SavedModel."""
+    server = RestServer(("127.0.0.1", 0), ServerCore(CoreOptions()))
+    try:
+        spec = TensorSpec("x:0", 1, (-1,))
+        first = SavedModelInfo(Path("/m/1"), {"a": Signature({"x": spec}, {"y": spec}, "m")})
+        again = SavedModelInfo(Path("/m/1"), {"b": Signature({"x": spec}, {"y": spec}, "m")})
+        text = server.metadata_text("m", Servable("m", 1, first))
+        assert server.metadata_text("m", Servable("m", 1, first)) is text
+        body = json.loads(text)
+        assert body["model_spec"] == {"name": "m", "signature_name": "", "version": "1"}
+        assert list(body["metadata"]["signature_def"]["signature_def"]) == ["a"]
+        reloaded = json.loads(server.metadata_text("m", Servable("m", 1, again)))
+        assert list(reloaded["metadata"]["signature_def"]["signature_def"]) == ["b"]
+    finally:
+        server.server_close()

@@ -745,6 +745,7 @@ def running_container(
     image: str = SIM_IMAGE,
     environment: Mapping[str, str] | None = None,
     name_prefix: str = "tfs-bed",
+    labels: Mapping[str, str] | None = None,
     wait_for_model: str | None = None,
     wait_for_versions: Sequence[int] = (),
     ready_timeout: float = 60.0,
@@ -754,6 +755,7 @@ def running_container(
     Like ``docker run -p 127.0.0.1:R:8501 -p 127.0.0.1:G:8500 --mount type=bind,
     source=MODELS_DIR,target=/models IMAGE ARGS...`` with free ports R and G and a random name.
     Waits for REST to answer, then for ``wait_for_versions`` of ``wait_for_model`` if given.
+    ``labels`` are added to the bed's own (e.g. a fleet's label, for discovery by label).
     """
     models_dir = models_dir.resolve()
     container: Container | None = None
@@ -773,7 +775,7 @@ def running_container(
                         f"{CONTAINER_GRPC_PORT}/tcp": (LOOPBACK, grpc_port),
                     },
                     mounts=[Mount(CONTAINER_MODELS_DIR, str(models_dir), type="bind")],
-                    labels={LABEL_BED: str(os.getpid())},
+                    labels={**(labels or {}), LABEL_BED: str(os.getpid())},
                 )
                 break
             except docker.errors.APIError as error:

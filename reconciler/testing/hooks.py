@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["github_ping", "github_push", "gitlab_push", "post", "sign"]
+__all__ = ["gitea_push", "github_ping", "github_push", "gitlab_push", "post", "sign"]
 
 Hook = tuple[dict[str, str], bytes]
 
@@ -47,6 +47,20 @@ def github_push(secret: bytes | None, ref: str, after: str, event: str = "push")
     if secret is not None:
         headers["X-Hub-Signature-256"] = sign(secret, body)
     return headers, body
+
+
+def gitea_push(secret: bytes, ref: str, after: str) -> Hook:
+    """A Gitea push event, with only Gitea's own names for the event (Gitea also signs in
+    X-Gitea-Signature, the bare hex digest, beside X-Hub-Signature-256)."""
+    body = json.dumps(_push_body(ref, after)).encode()
+    signature = sign(secret, body)
+    return {
+        "Content-Type": "application/json",
+        "X-Gitea-Event": "push",
+        "X-Gitea-Delivery": str(uuid.uuid4()),
+        "X-Gitea-Signature": signature.removeprefix("sha256="),
+        "X-Hub-Signature-256": signature,
+    }, body
 
 
 def github_ping(secret: bytes) -> Hook:

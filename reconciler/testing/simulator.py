@@ -18,6 +18,7 @@ raised with its exit code and log.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -31,7 +32,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 
 class SimulatorError(RuntimeError):
@@ -235,6 +236,14 @@ class SimulatorProcess:
             path = Path(self._log_file.name)
             self._log_text = path.read_text(encoding="utf-8", errors="replace")
             path.unlink(missing_ok=True)
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """The simulator's event log after ``since`` (``GET /sim/events``: version states,
+        labels and reloads, each with ``seq`` and ``t``; see :mod:`.tfs_sim.events`)."""
+        url = f"{self.rest_url}/sim/events?since={since}"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            events: list[dict[str, Any]] = json.load(answer)["events"]
+            return events
 
     def wait_for_log(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match[str]:
         """Wait until the log (from character ``after``) matches the regex ``pattern``."""

@@ -108,6 +108,26 @@ def test_classify_on_a_predict_only_model(tfs: Tfs) -> None:
     assert error_of(response).startswith("No classification inputs found in SignatureDef: ")
 
 
+def test_regress_on_a_predict_only_model(tfs: Tfs) -> None:
+    """regressor.cc GetRegressionSignatureDef / PreProcessRegression (method name check off,
+    TFS's default): one input and one output, but no 'inputs' input. Over REST the body is
+    read by json_tensor.cc FillClassifyRegressRequestFromJson, whose missing-'examples' text
+    names classify for regress too."""
+    a = tfs.name("a")
+    response = tfs.post(f"/v1/models/{a}:regress", body={"examples": [{"x": 1}]})
+    assert response.status_code == 400
+    assert error_of(response).startswith("No regression inputs found in SignatureDef: ")
+    response = tfs.post(f"/v1/models/{a}:regress", body={})
+    assert response.status_code == 400
+    assert error_of(response) == (
+        "JSON Value: {} When method is classify, key 'examples' is expected and was not found"
+    )
+    with pytest.raises(grpc.RpcError) as error:
+        stub(tfs).Regress(pb.RegressionRequest(model_spec=pb.ModelSpec(name=a)), timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.value.details() or "").startswith("No regression inputs found in SignatureDef: ")
+
+
 def stub(tfs: Tfs) -> pb_grpc.PredictionServiceStub:
     channel = grpc.insecure_channel(tfs.grpc_target)
     return pb_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,23 +23,32 @@ from typing import Any
 
 import docker
 import pytest
-from daemon.daemon_harness import desired_text, label_is, label_version, wait_until
+from daemon.daemon_harness import (
+    add_version,
+    desired_text,
+    label_is,
+    label_version,
+    wait_until,
+)
 from docker.models.containers import Container
 from docker.types import Mount
 
 from reconciler.testing import docker_bed
 from reconciler.testing.kubelet import AtomicWriter
+from reconciler.testing.traffic import PredictStream
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
 LAB_LABELS = {"deprecated": 1, "stable": 2, "canary": 3}
 PROMOTED = {"deprecated": 1, "stable": 3, "canary": 3}
+DOG_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dog_example.json"
 GENEROUS = 120.0  # deadlines on a busy 2-core machine, never promises
 EMPTY_CONFIG = "model_config_list {\n}\n"
 TFS_ARGS = [
     "--model_config_file=/config/models.config",
     "--allow_version_labels_for_unavailable_models=true",
     "--sim_load_seconds=0.5",
+    "--sim_load_seconds_for=animals:4=5",  # a promotion's new version loads for a while
 ]
 SIDECAR_ARGS = [
     "run", "--sidecar",
@@ -72,6 +82,7 @@ class Pod:
     tfs: Container
     reconciler: Container
     configmap: AtomicWriter
+    models: Path
     rest_port: int
     metrics_port: int
 
@@ -130,7 +141,7 @@ def run_pod(client: docker.DockerClient, image: str, tmp_path: Path) -> Iterator
             network_mode=shared, pid_mode=shared,
         )  # fmt: skip
         started.append(reconciler)
-        pod = Pod(sandbox, tfs, reconciler, configmap, rest_port, metrics_port)
+        pod = Pod(sandbox, tfs, reconciler, configmap, models, rest_port, metrics_port)
         try:
             yield pod
         except BaseException:
@@ -168,6 +179,54 @@ def test_the_pod_converges_a_configmap_update_and_a_tfs_restart_boots_with_its_l
         # Not pushed again by the sidecar: TFS booted with the labels in the file.
         assert pod.reconciler.logs().count(b'"outcome": "applied"') == applied
         assert "Failed to start server" not in pod.tfs.logs().decode(errors="replace")
+
+
+def version_state(rest_url: str, version: int) -> str | None:
+    code, body = get(f"{rest_url}/v1/models/animals/versions/{version}")
+    return body["model_version_status"][0]["state"] if code == 200 else None
+
+
+def test_readiness_stays_up_while_a_promotion_loads_a_new_version(
+    docker_client: docker.DockerClient, tfs_image: str, tmp_path: Path
+) -> None:
+    """The ConfigMap asks for a new version under `stable`: while it loads (5 s in TFS), the
+    old version serves under the label and the pod stays ready, as every pod of the
+    Deployment gets the change at about the same time."""
+    with run_pod(docker_client, tfs_image, tmp_path) as pod:
+        wait_until(lambda: pod.readyz()[0] == 200, GENEROUS, 0.2, "ready")
+        add_version(pod.models, 4)
+        promoted = {"deprecated": 1, "stable": 4, "canary": 3}
+        codes: list[int] = []
+        stop = threading.Event()
+
+        def probe() -> None:
+            while not stop.wait(0.05):
+                codes.append(pod.readyz()[0])
+
+        prober = threading.Thread(target=probe, daemon=True)
+        with PredictStream(
+            pod.rest_url, "animals", DOG_EXAMPLE.read_bytes(), label="stable", max_seconds=300
+        ) as stream:
+            prober.start()
+            try:
+                pod.configmap.write(
+                    {"animals.yaml": desired_text("[1, 2, 3, 4]", promoted).encode()}
+                )
+                wait_until(
+                    lambda: version_state(pod.rest_url, 4) == "LOADING",
+                    GENEROUS,
+                    0.05,
+                    "version 4 loading",
+                )
+                # Asked while version 4 loads and the label still names version 2.
+                assert pod.readyz()[0] == 200
+                assert label_version(pod.rest_url, "stable") == 2
+                wait_until(label_is(pod.rest_url, "stable", 4), GENEROUS, 0.05, "stable on 4")
+            finally:
+                stop.set()
+                prober.join(15)
+        assert stream.failures == []
+        assert codes and set(codes) == {200}, codes
 
 
 def test_a_single_file_bind_mount_of_the_desired_state_is_refused(

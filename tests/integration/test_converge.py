@@ -608,6 +608,9 @@ def test_a_model_left_alone_whose_folder_was_deleted_is_refused_before_anything_
     assert label_version(sim.rest_url, MODEL, "stable") == 2
     diff = cli_for(lab, sim)("diff")
     assert diff.returncode == 1 and "old: base_path /models/old" in output(diff)
+    status = cli_for(lab, sim)("status")
+    assert "old: base_path /models/old" in output(status), output(status)
+    assert "versions of every model" in output(status)
 
 
 def test_no_verify_skips_the_request(lab: Path, start_sim: StartSim) -> None:
@@ -919,6 +922,10 @@ def test_a_verify_request_that_does_not_fit_the_signature_is_rejected_at_validat
     assert result.returncode == 1, output(result)
     assert re.search(r"animals\.yaml:\d+:\d+: models\.animals\.verify\.request: ", result.stderr)
     assert "does not have named input: input_image" in result.stderr, output(result)
+    diff = cli("diff")
+    assert diff.returncode == 1, output(diff)
+    assert re.search(r"animals\.yaml:\d+:\d+: models\.animals\.verify\.request: ", output(diff))
+    assert "does not have named input: input_image" in output(diff)
     before = config_text(lab)
     applied = cli("apply", "--reload", "grpc", "--timeout", "20")
     assert applied.returncode == 1 and "does not have named input" in applied.stderr

@@ -549,17 +549,57 @@ def test_serial_loads_take_one_load_time_each_and_progress_says_which_and_how_ma
     [
         (["--model_config_file=/models/models.config"], 1.0),
         (["--file_system_poll_wait_seconds=0"], 0.0),
-        (["--file_system_poll_wait_seconds", "5", "--port=8500"], 5.0),
-        (["-file_system_poll_wait_seconds=30"], 30.0),
+        (["--file_system_poll_wait_seconds= 7"], 7.0),
         (["--file_system_poll_wait_seconds=2", "--file_system_poll_wait_seconds=-1"], -1.0),
+        # TFS reads only --name=value: these leave it at its default, 1 s.
+        (["--file_system_poll_wait_seconds", "0", "--port=8500"], 1.0),
+        (["-file_system_poll_wait_seconds=30"], 1.0),
+        (["--", "--file_system_poll_wait_seconds=0"], 1.0),
+        # Values TFS cannot parse stop it at start: not a period to wait for.
+        (["--file_system_poll_wait_seconds=5.5"], 1.0),
+        (["--file_system_poll_wait_seconds=1_0"], 1.0),
+        (["--file_system_poll_wait_seconds=4294967296"], 1.0),
     ],
 )
 def test_the_poll_period_is_read_from_the_container_s_command_line(
     args: list[str], poll: float
 ) -> None:
+    """As tensorflow's command_line_flags.cc Flags::Parse reads it (ParseIntFlag: "--",
+    the name, "=", absl::SimpleAtoi into an int32); an argument it does not match is an
+    "unknown argument" to main.cc, which goes on with the default."""
     from reconciler.docker_target import file_system_poll_in
 
     assert file_system_poll_in(args) == poll
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        (["--allow_version_labels_for_unavailable_models"], True),
+        (["--allow_version_labels_for_unavailable_models=TRUE"], True),
+        (["--allow_version_labels_for_unavailable_models=1"], True),
+        (["--allow_version_labels_for_unavailable_models=false"], False),
+        (
+            [
+                "--allow_version_labels_for_unavailable_models=true",
+                "--allow_version_labels_for_unavailable_models=false",
+            ],
+            False,
+        ),
+        (["--ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS=true"], False),
+        (["--allow_version_labels_for_unavailable_models", "true", "--"], True),
+        (["--", "--allow_version_labels_for_unavailable_models=true"], False),
+    ],
+)
+def test_the_label_flag_is_read_as_tfs_reads_it(
+    args: list[str], allowed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ParseBoolFlag: the last occurrence wins, the name is matched as written."""
+    from reconciler.docker_target import DockerTarget
+
+    target = DockerTarget("tfs")
+    monkeypatch.setattr(target, "args", lambda: args)
+    assert target.allows_labels_for_unavailable() is allowed
 
 
 def test_a_reload_that_failed_after_moving_labels_is_rolled_back_from_what_serves(

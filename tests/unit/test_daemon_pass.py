@@ -4,16 +4,19 @@ someone else wrote, and readiness. No process, no socket, no sleep."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from structlog.testing import capture_logs
 
-from reconciler import sd_notify
+from reconciler import daemon as daemon_module
+from reconciler import logs, sd_notify
 from reconciler.backoff import MAX_BACKOFF, Backoff
+from reconciler.cli import build_parser
 from reconciler.config_file import write_atomic
 from reconciler.daemon import Daemon, DaemonOptions
 from reconciler.daemon_pass import PassRunner, Scope
@@ -21,9 +24,11 @@ from reconciler.docker_target import DockerError
 from reconciler.errors import StepError, TransientError
 from reconciler.http_endpoint import HttpEndpoint
 from reconciler.observe import LiveModel, LiveVersion, TfsUnreachable
+from reconciler.options import rereader
 from reconciler.outcome import Result
 from reconciler.pass_result import Drift, DriftMemory, PassKind
 from reconciler.policy import served_versions
+from reconciler.readiness import Readiness
 from reconciler.reload import ReloadFailed, ReloadMode
 from reconciler.settings import Settings
 from reconciler.tfs_config import ServingConfig, parse_config, render_config
@@ -31,6 +36,13 @@ from reconciler.tfs_grpc import ReloadAbandoned, ReloadRejected
 from reconciler.tfs_rest import TfsRest
 from reconciler.verify import VerifyFailed
 from reconciler.wait import ConvergeFailed
+
+IRIS = """\
+apiVersion: tfs-reconciler/v1
+models:
+  iris:
+    versions: [1]
+"""
 
 PROMOTED = """\
 apiVersion: tfs-reconciler/v1
@@ -317,6 +329,43 @@ def test_a_first_pass_in_sync_is_ready_at_once(loop: Loop) -> None:
     assert loop.counted("noop") == 1
 
 
+def test_readiness_judges_the_last_state_in_sync_not_a_change_blocked_or_rolled_back(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A ConfigMap change reaches every pod at once: were a change that never went live judged,
+    # every pod would turn unready while each TFS serves what it served before.
+    monkeypatch.setattr(daemon_module, "TfsRest", lambda *_: loop.tfs)
+    readiness = loop.daemon._model_readiness()
+    loop.run()
+    assert readiness(True).ready
+    desired = loop.lab / "desired_state"
+
+    (desired / "iris.yaml").write_text(IRIS)  # its folder does not exist: blocked
+    assert named(loop.run("change"), "blocked")
+    loop.clock.now += 2
+    assert readiness(True) == Readiness(True)
+
+    (desired / "iris.yaml").unlink()
+    loop.tfs.refuse = "shadow=2"
+    (desired / "animals.yaml").write_text(PROMOTED.replace("canary: 3}", "canary: 3, shadow: 2}"))
+    (failed,) = named(loop.run("change"), "reconcile_failed")
+    assert failed["outcome"] == "rolled_back"
+    loop.clock.now += 2
+    assert readiness(True) == Readiness(True)
+
+    loop.tfs.refuse = None
+    loop.clock.now = loop.daemon._backoff.retry_at
+    loop.run("resync")
+    loop.clock.now += 2
+    loop.tfs.reachable = False  # the accepted state is judged again: TFS must answer
+    assert not readiness(True).ready
+    loop.tfs.reachable = True
+    loop.clock.now += 2
+    assert readiness(True) == Readiness(True)
+    animals = loop.tfs.served.model("animals")
+    assert animals is not None and dict(animals.labels)["shadow"] == 2
+
+
 # --- what each kind of pass is counted as ---------------------------------------------------
 
 
@@ -353,3 +402,74 @@ def test_a_transient_error_out_of_a_pass_is_an_environment_error_retried_with_ba
     (failed,) = named(events, "reconcile_failed")
     assert failed["outcome"] == "error" and failed["error"] == "the Docker engine does not answer"
     assert loop.daemon._backoff.retry_at == loop.clock.now + 2.0
+
+
+# --- SIGHUP ---------------------------------------------------------------------------------
+
+
+def test_sighup_drops_what_was_removed_from_the_env_file_and_keeps_the_old_on_a_bad_value(
+    lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision behind tests/daemon's SIGHUP test, with a fake clock: which resync the
+    loop counts with after each reload (a process test read it from the log's timing)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
+    monkeypatch.setattr(os, "environ", environ)  # a reread sets the env file's variables
+    monkeypatch.setattr(logs, "configure", lambda level: None)  # the log stays captured
+    monkeypatch.setattr(sd_notify, "ready", lambda text="", env=None: None)
+    env_file = tmp_path / "tfs-reconciler.env"
+    env_file.write_text("TFS_RECONCILER_RESYNC=0.3\n")
+    argv = [
+        "run",
+        "--env-file",
+        str(env_file),
+        "--desired",
+        str(lab / "desired_state"),
+        "--models-dir",
+        str(lab / "models"),
+        "--rest-url",
+        "http://tfs.invalid:8501",
+    ]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    reread = rereader(args, lambda again: build_parser().parse_args(again))
+    clock = FakeClock()
+    daemon = Daemon(reread(), reread, clock=clock)
+    try:
+        assert daemon._next_resync() == clock.now + 0.3
+
+        env_file.write_text("TFS_RECONCILER_RESYNC=abc\n")
+        with capture_logs() as events:
+            daemon._reload_settings()
+        (failed,) = named(events, "settings_reload_failed")
+        assert "TFS_RECONCILER_RESYNC" in failed["error"], failed
+        assert named(events, "settings_reloaded") == []
+        assert daemon._next_resync() == clock.now + 0.3  # the old settings go on
+
+        env_file.write_text("# back to the defaults (resync 30 s)\n")
+        with capture_logs() as events:
+            daemon._reload_settings()
+        assert len(named(events, "settings_reloaded")) == 1
+        assert daemon._next_resync() == clock.now + 30.0
+    finally:
+        if daemon._trigger is not None:
+            daemon._trigger.stop()
+
+
+# --- when the idle loop wakes -----------------------------------------------------------------
+
+
+def test_the_idle_loop_wakes_for_the_next_resync_fetch_retry_settle_or_keep_alive(
+    loop: Loop,
+) -> None:
+    daemon, now = loop.daemon, loop.clock.now
+    assert daemon._wake_at(now, now + 30, now + 5, None) == now + 30  # no --git-remote: no fetch
+    assert daemon._wake_at(now, now + 30, now + 5, 0.2) == now + 0.2  # systemd's watchdog
+    daemon.options = replace(daemon.options, git_remote="https://git.example/lab.git")
+    assert daemon._wake_at(now, now + 30, now + 5, None) == now + 5
+    assert daemon._wake_at(now, now + 3, now + 5, None) == now + 3
+    daemon._memory.settle_at = now + 1
+    assert daemon._wake_at(now, now + 3, now + 5, 2.0) == now + 1
+    daemon._memory.settle_at = now - 1  # past: not waited for
+    assert daemon._wake_at(now, now + 3, now + 5, None) == now + 3
+    daemon._backoff.retry_at = now + 2
+    assert daemon._wake_at(now, now + 3, now + 5, None) == now + 2

@@ -20,7 +20,7 @@ from reconciler.observe import (
     Observed,
     VersionDir,
 )
-from reconciler.plan import Plan, plan
+from reconciler.plan import Plan, Step, StepKind, plan
 from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, served_versions
 from reconciler.problems import Location
 from reconciler.render import plan_json, plan_text
@@ -757,3 +757,74 @@ def test_two_folders_naming_one_version_are_a_problem() -> None:
     result = plan(desired(), state)
     assert result.blocked
     assert any("0002 and 2 in /host/animals both name version 2" in p for p in problems(result))
+
+
+# --- problems and steps told whole (each field of each value checked) ------------------------
+
+
+def test_version_name_problems_say_where_which_field_and_what_to_do() -> None:
+    state = _with_versions(
+        VersionDir(7, "/host/animals/7", False, plain_file=True),
+        VersionDir(2, "/host/animals/0002", True),
+    )
+    assert sorted(problems(plan(desired(), state))) == [
+        "desired.yaml:5:15: models.animals.versions: /host/animals/7 is a plain file with a"
+        " version's name: TFS takes it for version 7 and fails to load it; remove or rename it",
+        "desired.yaml:5:15: models.animals.versions: 0002 and 2 in /host/animals both name"
+        " version 2 (TFS reads a version folder's name as a number); keep one",
+    ]
+
+
+def test_a_policy_serving_nothing_from_its_folder_is_told_whole() -> None:
+    result = plan(animals("    versions: {latest: 2}\n"), observed(on_disk={"animals": []}))
+    assert problems(result) == [
+        "desired.yaml:5:15: models.animals.versions: no version folders in /host/animals for"
+        " {latest: 2}"
+    ]
+
+
+def test_a_version_refused_says_why_and_one_without_a_saved_model_says_so() -> None:
+    state = observed()
+    (folder,) = state.disk.models
+    versions = (
+        folder.versions[0],
+        VersionDir(2, "/host/animals/2", False, refused="leads out of /host"),
+        VersionDir(3, "/host/animals/3", False),
+    )
+    result = plan(desired(), replace(state, disk=DiskState((replace(folder, versions=versions),))))
+    assert problems(result) == [
+        "desired.yaml:5:15: models.animals.versions: version 2 has no SavedModel:"
+        " /host/animals/2 leads out of /host",
+        "desired.yaml:5:15: models.animals.versions: version 3 has no SavedModel:"
+        " /host/animals/3 holds no saved_model.pb or saved_model.pbtxt",
+    ]
+
+
+def test_a_change_of_policy_kind_and_of_base_path_are_steps_of_their_own() -> None:
+    result = plan(
+        animals("    versions: {latest: 3}\n    base_path: /models/zoo\n"),
+        observed(on_disk={"animals": [1, 2, 3]}),
+    )
+    assert [s for s in result.steps if s.kind in (StepKind.SET_POLICY, StepKind.SET_BASE_PATH)] == [
+        Step(StepKind.SET_POLICY, "animals", old="[1, 2, 3]", new="{latest: 3}"),
+        Step(StepKind.SET_BASE_PATH, "animals", old="/models/animals/", new="/models/zoo"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "steps"),
+    [
+        ("specific { versions: 1 versions: 2 }", "[1, 2]", []),  # said by load/unload steps
+        ("latest { num_versions: 2 }", "[1, 2]", ["~ animals: versions {latest: 2} -> [1, 2]"]),
+        ("all {}", "{latest: 2}", ["~ animals: versions all -> {latest: 2}"]),
+    ],
+)
+def test_a_policy_step_is_planned_unless_both_policies_list_versions(
+    before: str, after: str, steps: list[str]
+) -> None:
+    config = (
+        "model_config_list { config { name: 'animals' base_path: '/models/animals'"
+        f" model_platform: 'tensorflow' model_version_policy {{ {before} }} }} }}"
+    )
+    result = plan(animals(f"    versions: {after}\n"), observed(config, {"animals": [1, 2]}))
+    assert [str(s) for s in result.steps if s.kind is StepKind.SET_POLICY] == steps

@@ -322,3 +322,41 @@ def test_the_problems_of_a_rollback_come_sorted_whatever_found_them() -> None:
     tfs = reachable(serving(*ALL_THREE, name="ant"))
     result = plan_config(Observed(zoo, now, tfs), back, SOURCE)
     assert [p.field for p in result.problems] == ["ant.base_path", "zebra"]
+
+
+CANARY_4 = {**LABELS, "canary": 4}
+
+
+def test_a_rollback_dropping_a_model_whose_folder_is_gone_is_blocked_at_models_config() -> None:
+    """The dropped model stays in the phases before the last (version 4 loads before canary
+    moves to it): TFS would stop loading every model's versions at its missing folder, so
+    nothing is written."""
+    old = config("specific { versions: 1 }", labels={}, name="old", base_path="/models/old")
+    now = the_file(config(), old)
+    back = the_file(
+        config("specific { versions: 1 versions: 2 versions: 3 versions: 4 }", labels=CANARY_4)
+    )
+    disk = DiskState((folder("animals", [1, 2, 3, 4]), folder("old", [1], exists=False)))
+    result = plan_config(
+        Observed(disk, now, reachable(serving(*ALL_THREE)), config_path="/m/models.config"),
+        back,
+        SOURCE,
+    )
+    assert result.problems == (
+        Problem(
+            Location("/m/models.config"),
+            "old",
+            f"base_path /models/old: model folder /host/old does not exist; {STOPS_EVERY_MODEL}."
+            " Restore the folder, or remove the model from models.config (or from the desired"
+            " state, with prune)",
+        ),
+    )
+    assert result.phases == ()
+
+
+def test_a_rollback_names_the_config_it_rolls_back_to_by_default() -> None:
+    result = plan_config(Observed(DiskState(()), None), the_file(config()))
+    assert [str(p) for p in result.problems] == [
+        "the config to roll back to: animals: model folder /models/animals does not exist;"
+        f" {STOPS_EVERY_MODEL}"
+    ]

@@ -3,6 +3,7 @@ canonical and round-trips."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from reconciler.tfs_config import (
     HEADER,
     ConfigModel,
     ServingConfig,
+    _escape,
+    _parse_rendered,
     parse_config,
+    parse_with_text_format,
     render_config,
     to_proto,
 )
@@ -293,3 +297,87 @@ def test_no_config_like_text_makes_parse_config_crash(text: str) -> None:
         parse_config(text)
     except InputError as error:
         assert error.problems
+
+
+# --- the line parser: equal to text_format wherever it answers --------------------------------
+
+
+def _both(text: str) -> tuple[object, object]:
+    """What parse_config and text_format alone make of `text` (a value, or the problems)."""
+
+    def run(parse: Callable[[str], ServingConfig]) -> object:
+        try:
+            return parse(text)
+        except InputError as error:
+            return [str(p) for p in error.problems]
+
+    return run(lambda t: parse_config.__wrapped__(t)), run(parse_with_text_format)
+
+
+_plain = st.text("ab-_./0é 'x\"\\", max_size=6)  # mostly no escapes: the line parser's case
+_plain_configs = st.lists(
+    st.builds(
+        ConfigModel,
+        name=_plain,
+        base_path=_plain,
+        platform=_plain,
+        policy=_policies,
+        labels=st.dictionaries(_plain, _int64, max_size=3).map(lambda d: tuple(sorted(d.items()))),
+    ),
+    max_size=3,
+).map(lambda ms: ServingConfig(tuple(ms)))
+_LAYOUT = st.sampled_from(["", " ", "  ", "\t", "   \r"])
+
+
+@st.composite
+def _rendered_and_reshaped(draw: st.DrawFn) -> str:
+    """A rendered config, its lines re-indented, some commented, some duplicated, dropped or
+    swapped, blank lines and stray pieces put in: text the line parser may or may not take."""
+    lines = render_config(draw(st.one_of(_plain_configs, _configs))).split("\n")
+    out: list[str] = []
+    for line in lines:
+        action = draw(
+            st.sampled_from(["keep"] * 8 + ["twice", "drop", "comment", "blank", "piece"])
+        )
+        body = draw(_LAYOUT) + line.strip() + draw(_LAYOUT)
+        if action == "twice":
+            out += [body, body]
+        elif action == "comment":
+            out += ["# " + line, body]
+        elif action == "blank":
+            out += ["", body]
+        elif action == "piece":
+            out += [body, draw(_CONFIG_PIECES)]
+        elif action == "keep":
+            out.append(body)
+    if len(out) > 2 and draw(st.booleans()):
+        i = draw(st.integers(0, len(out) - 2))
+        out[i], out[i + 1] = out[i + 1], out[i]
+    return "\n".join(out)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_rendered_and_reshaped(), _plain_configs.map(render_config)))
+def test_the_line_parser_equals_text_format_wherever_it_answers(text: str) -> None:
+    fast, slow = _both(text)
+    assert fast == slow
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_CONFIG_PIECES, max_size=40).map(" ".join))
+def test_the_line_parser_equals_text_format_on_config_like_text(text: str) -> None:
+    fast, slow = _both(text.replace(" { ", " {\n").replace(" } ", "\n}\n"))
+    assert fast == slow
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(_configs, _plain_configs))
+def test_what_render_config_writes_takes_the_line_parser(config: ServingConfig) -> None:
+    """The fast path is the one taken for the reconciler's own files (else it is no use)."""
+    if not any(m.unmanaged or _escaped(m) for m in config.models):
+        assert _parse_rendered(render_config(config)) is not None
+
+
+def _escaped(model: ConfigModel) -> bool:
+    texts = [model.name, model.base_path, model.platform, *(label for label, _ in model.labels)]
+    return any(_escape(t) != t for t in texts)

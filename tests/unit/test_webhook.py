@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from reconciler.testing.hooks import github_ping, github_push, gitlab_push, sign
+from reconciler.testing.hooks import gitea_push, github_ping, github_push, gitlab_push, sign
 from reconciler.webhook import (
     MAX_BODY,
     PATH,
@@ -70,6 +70,15 @@ def test_a_signed_push_to_the_followed_branch_fetches() -> None:
         verdict = verdict_of(hook)
         assert (verdict.action, verdict.status) == ("fetch", HTTPStatus.ACCEPTED)
         assert verdict.after == AFTER  # a hint for the log; the fetch decides
+
+
+def test_a_gitea_push_is_known_by_gitea_s_own_event_header() -> None:
+    hook = gitea_push(SECRET, MAIN, AFTER)
+    assert "X-GitHub-Event" not in hook[0]
+    verdict = verdict_of(hook)
+    assert (verdict.action, verdict.status) == ("fetch", HTTPStatus.ACCEPTED)
+    assert verdict_of(gitea_push(b"another secret", MAIN, AFTER)).status == HTTPStatus.FORBIDDEN
+    assert verdict_of(gitea_push(SECRET, "refs/heads/dev", AFTER)).action != "fetch"
 
 
 def test_github_may_send_the_payload_form_encoded() -> None:

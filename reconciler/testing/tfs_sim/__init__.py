@@ -22,7 +22,9 @@ second (TFS: whole seconds). Simulator-only: ``--sim_load_seconds`` (every load,
 ``--sim_load_seconds_for=MODEL[:VERSION]=SECONDS`` (repeatable; a version rule beats a model
 rule; ``inf`` makes the load hang, as a TFS load can), ``--sim_load_fail_for=MODEL[:VERSION]``
 (repeatable: the load fails after its time and retries), ``--sim_path_map=FROM=TO``
-(repeatable). ``kill -USR1`` dumps the threads' stacks.
+(repeatable), ``--sim_event_log=FILE`` (version states, labels and reloads as JSON lines; also
+served at ``GET /sim/events?since=N``, see :mod:`.events`). ``kill -USR1`` dumps the threads'
+stacks.
 
 Logs go to stderr, one event per line (``event key=value ...``); tests may rely on these
 events: ``version_state`` (model, version, state, error), ``config_applied``,

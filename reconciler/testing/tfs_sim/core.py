@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from reconciler.proto import tensorflow_serving_pb2 as pb
 from reconciler.testing.tfs_sim.disk import PathMap, VersionDir, poll_servable
 from reconciler.testing.tfs_sim.errors import Code, Fatal, TfsError
+from reconciler.testing.tfs_sim.events import EventLog, label_changes
 from reconciler.testing.tfs_sim.lifecycle import (
     LoadTiming,
     Manager,
@@ -102,8 +103,14 @@ class Servable:
 class ServerCore:
     """The simulated TFS ServerCore with its manager and file-system source."""
 
-    def __init__(self, options: CoreOptions, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        options: CoreOptions,
+        clock: Callable[[], float] = time.monotonic,
+        events: EventLog | None = None,
+    ) -> None:
         self._options = options
+        self.events = events or EventLog()  # version states, labels, reloads (GET /sim/events)
         self._clock = clock
         self._cond = threading.Condition(threading.RLock())
         self._reload_lock = threading.Lock()  # config_mu_: reloads run one at a time, and queue
@@ -120,6 +127,16 @@ class ServerCore:
     # --- config -----------------------------------------------------------------------
 
     def reload(self, config: pb.ModelServerConfig, wait_timeout: float | None = None) -> None:
+        """``ServerCore::ReloadConfig`` (see :meth:`_reload`), recorded in the event log."""
+        models = [c.name for c in config.model_config_list.config]
+        try:
+            self._reload(config, wait_timeout)
+        except TfsError as e:
+            self.events.record("config_reload", models=models, ok=False, error=e.message)
+            raise
+        self.events.record("config_reload", models=models, ok=True, error="")
+
+    def _reload(self, config: pb.ModelServerConfig, wait_timeout: float | None) -> None:
         """``ServerCore::ReloadConfig``; raises TfsError as TFS returns it (see module doc).
 
         ``wait_timeout`` bounds the wait for new models (TFS has none: tests only); it ends
@@ -160,7 +177,10 @@ class ServerCore:
             )
         self._config = pb.ModelServerConfig()
         self._config.CopyFrom(new)
-        self._labels = self._checked_labels()
+        labels = self._checked_labels()
+        for model, label, old, version in label_changes(self._labels, labels):
+            self.events.record("label", model=model, label=label, version=version, old=old)
+        self._labels = labels
         if new_case == "custom_model_config":
             raise Fatal(CUSTOM_CONFIG_FATAL)  # server.cc LoadCustomModelConfig: LOG(FATAL)
         check_storage_path_routes(self._config.model_config_list)
@@ -267,6 +287,13 @@ class ServerCore:
         return load_saved_model(where.host_path, shown_as=where.config_path)
 
     def _log_state(self, model: str, version: int, state: State, error: TfsError | None) -> None:
+        self.events.record(
+            "version_state",
+            model=model,
+            version=version,
+            state=state.name,
+            error=error.message if error else "",
+        )
         log_event(
             log,
             "version_state",

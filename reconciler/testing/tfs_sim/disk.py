@@ -88,6 +88,11 @@ def list_children(host_base: Path) -> list[str]:
     return os.listdir(host_base)
 
 
+def _bytes(name: str) -> bytes:
+    """A name as the file system holds it: ``std::string`` compares these bytes."""
+    return os.fsencode(name)
+
+
 def base_path_missing(config_base: str, name: str) -> TfsError:
     """``PollFileSystemForServable``'s error for a base path that does not exist."""
     return TfsError(
@@ -103,9 +108,10 @@ def poll_servable(
     """``PollFileSystemForServable``: the versions one model aspires to now.
 
     Raises TfsError when the base path is missing or unreadable. ``latest`` and ``specific``
-    index the children by version (when two names parse to one version, the later in directory
-    order wins, as ``IndexChildrenByVersion``); ``all`` takes every child that parses (the
-    first of two names for one version is the one the manager keeps). ``specific`` first tries
+    index the children by version (when two names parse to one version, the later in sorted
+    order wins, as ``IndexChildrenByVersion`` over the ``std::set`` of children: ``4`` over
+    ``04``); ``all`` takes every child that parses (the first of two names for one version,
+    in the same order, is the one the manager keeps). ``specific`` first tries
     ``base/<N>`` for every listed version (``AspireSpecificVersionsFastPath``).
     """
     if not host_base.exists():
@@ -123,8 +129,9 @@ def poll_servable(
         children = list_children(host_base)
     except OSError as e:
         raise TfsError(Code.NOT_FOUND, f"{config_base}; {e.strerror or e}") from e
-    # GetChildren of a cloud path lists descendants; TFS keeps the first path component.
-    children = list(dict.fromkeys(c.split("/", 1)[0] for c in children))
+    # GetChildren of a cloud path lists descendants; TFS keeps the first path component, in a
+    # std::set: from here on the children come in sorted (byte) order, not directory order.
+    children = sorted({c.split("/", 1)[0] for c in children}, key=_bytes)
     if policy.kind == "all":
         found: dict[int, VersionDir] = {}
         for child in children:

@@ -8,8 +8,9 @@ carry are accepted and ignored with a warning.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 
 def parse_bool(text: str) -> bool:
@@ -84,6 +85,7 @@ class Flags:
     sim_load_seconds_for: tuple[LoadSecondsRule, ...] = ()
     sim_load_fail_for: tuple[VersionRule, ...] = ()
     sim_path_map: tuple[str, ...] = ()
+    sim_event_log: str = ""
     ignored: tuple[str, ...] = field(default=())
 
     def load_seconds(self, model: str, version: int) -> float:
@@ -100,8 +102,19 @@ class Flags:
         return any(rule.matches(model, version) for rule in self.sim_load_fail_for)
 
 
+class _TfsArgumentParser(argparse.ArgumentParser):
+    """A flag value that does not parse ends start-up as main.cc ends it: tensorflow's
+    ``Flags::Parse`` logs "Couldn't interpret value ...", main.cc prints the usage on stdout
+    and returns -1 (exit status 255), not argparse's 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}", file=sys.stderr, flush=True)
+        print(self.format_usage(), end="", flush=True)
+        sys.exit(255)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _TfsArgumentParser(
         prog="tfs-sim",
         description="A TensorFlow Serving simulator for tests (REST + gRPC ModelService).",
         epilog="Other --flags of tensorflow_model_server are accepted and ignored with a warning.",
@@ -208,12 +221,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="read paths under FROM (base paths, --model_config_file) from host folder TO, "
         "e.g. /models=$PWD/models (repeatable)",
     )
+    sim.add_argument(
+        "--sim_event_log",
+        default="",
+        metavar="FILE",
+        help="append every version state, label change and config reload to FILE as a JSON "
+        "line with seq and t (time.time()); GET /sim/events?since=N serves them in any case",
+    )
     return p
 
 
+def _as_tensorflow_takes(
+    parser: argparse.ArgumentParser, argv: list[str]
+) -> tuple[list[str], list[str]]:
+    """Split `argv` as tensorflow's ``Flags::Parse`` (command_line_flags.cc) reads it: only
+    ``--name=value``, or ``--name`` alone for a boolean flag; ``--name value``, ``-name=value``
+    and everything after a bare ``--`` are left over, and main.cc prints "unknown argument"
+    and starts with the flag's default. Returns (taken, left over)."""
+    booleans = {
+        option
+        for action in parser._actions
+        if action.nargs == "?" or action.nargs == 0
+        for option in action.option_strings
+    }
+    taken: list[str] = []
+    left: list[str] = []
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            left.extend(argv[index + 1 :])
+            break
+        if arg.startswith("--") and ("=" in arg or arg in booleans):
+            taken.append(arg)
+        else:
+            left.append(arg)
+    return taken, left
+
+
 def parse_flags(argv: list[str]) -> Flags:
-    """Parse a command line; unknown flags end up in ``Flags.ignored``."""
-    parsed, unknown = build_parser().parse_known_args(argv)
+    """Parse a command line as TFS does; what it would not take ends up in ``Flags.ignored``."""
+    parser = build_parser()
+    taken, left = _as_tensorflow_takes(parser, argv)
+    parsed, unknown = parser.parse_known_args(taken)
+    unknown = [*unknown, *left]
     values: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in vars(parsed).items()
     }

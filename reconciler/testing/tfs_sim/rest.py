@@ -44,9 +44,11 @@ from reconciler.testing.tfs_sim.predict import (
     classify_or_regress,
     predict,
 )
+from reconciler.testing.tfs_sim.savedmodel import SavedModelInfo
 
 log = logging.getLogger("tfs_sim.rest")
 
+SIM_EVENTS_PATH = "/sim/events"  # the simulator's event log (not TFS's)
 HANDLED_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 PREDICTION_URL = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -123,7 +125,11 @@ class RestHandler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        path = urllib.parse.urlsplit(self.path).path
+        url = urllib.parse.urlsplit(self.path)
+        path = url.path
+        if method == "GET" and path == SIM_EVENTS_PATH:
+            self._sim_events(url.query)
+            return
         if not HANDLED_PATH.fullmatch(path):
             self._reply(404, "")
             return
@@ -171,17 +177,7 @@ class RestHandler(BaseHTTPRequestHandler):
         if not model:
             raise TfsError(Code.INVALID_ARGUMENT, "Missing model name in request.")
         if tail == "metadata":
-            servable = core.resolve(model, number, label)
-            return _pretty(
-                {
-                    "model_spec": {
-                        "name": model,
-                        "signature_name": "",
-                        "version": str(servable.version),
-                    },
-                    "metadata": {"signature_def": servable.info.metadata_json()},
-                }
-            )
+            return self.server.metadata_text(model, core.resolve(model, number, label))
         return _pretty(status_json(core.status(model, number)))
 
     def _predict(self, model: str, version: int | None, label: str | None, body: bytes) -> str:
@@ -214,6 +210,14 @@ class RestHandler(BaseHTTPRequestHandler):
         servable: Servable = self.server.core.resolve(model, version, label)
         classify_or_regress(servable, signature_name, kind)
         return ""
+
+    def _sim_events(self, query: str) -> None:
+        """``GET /sim/events?since=N`` (the simulator's own, see :mod:`.events`)."""
+        since = urllib.parse.parse_qs(query).get("since", ["0"])[-1]
+        if not since.isdigit():
+            self._reply(400, error_json(f"since wants a whole number, got {since!r}"))
+            return
+        self._reply(200, json.dumps({"events": self.server.core.events.since(int(since))}))
 
     def _reply(self, code: int, text: str) -> None:
         data = text.encode()
@@ -279,6 +283,34 @@ class RestServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    METADATA_CACHE = 20_000  # answers kept; past it the cache starts over
+
     def __init__(self, address: tuple[str, int], core: ServerCore) -> None:
         self.core = core
+        # A loaded version's metadata answer never changes: rendered once (pretty JSON is
+        # encoded in pure Python, the largest cost of a label lookup), reused until the
+        # version's SavedModelInfo is another one. Each entry holds its info, so the id in
+        # its key cannot be reused while it is kept.
+        self._metadata: dict[tuple[str, int, int], tuple[SavedModelInfo, str]] = {}
         super().__init__(address, RestHandler)
+
+    def metadata_text(self, model: str, servable: Servable) -> str:
+        """The body of a metadata answer (``GetModelMetadata`` in JSON)."""
+        key = (model, servable.version, id(servable.info))
+        kept = self._metadata.get(key)
+        if kept is not None and kept[0] is servable.info:
+            return kept[1]
+        text = _pretty(
+            {
+                "model_spec": {
+                    "name": model,
+                    "signature_name": "",
+                    "version": str(servable.version),
+                },
+                "metadata": {"signature_def": servable.info.metadata_json()},
+            }
+        )
+        if len(self._metadata) >= self.METADATA_CACHE:
+            self._metadata.clear()
+        self._metadata[key] = (servable.info, text)
+        return text

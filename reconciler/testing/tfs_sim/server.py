@@ -35,6 +35,7 @@ from reconciler.testing.tfs_sim import logs
 from reconciler.testing.tfs_sim.core import CoreOptions, ServerCore
 from reconciler.testing.tfs_sim.disk import PathMap
 from reconciler.testing.tfs_sim.errors import Code, Fatal, TfsError
+from reconciler.testing.tfs_sim.events import EventLog
 from reconciler.testing.tfs_sim.flags import Flags, parse_flags
 from reconciler.testing.tfs_sim.grpc_service import start_grpc_server
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming
@@ -170,7 +171,8 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
     except ValueError as e:
         log_event(log, "bad_flag", logging.ERROR, message=str(e))
         return 2
-    core = ServerCore(options)
+    events = EventLog(Path(flags.sim_event_log) if flags.sim_event_log else None)
+    core = ServerCore(options, events=events)
     set_method_name_check(flags.enable_signature_method_name_check)
     # --sim_path_map applies to the config file too, so a container command line works as is.
     config_file = (
@@ -239,6 +241,7 @@ def run(flags: Flags, stop: threading.Event, signals: list[int] | None = None) -
         rest_server.shutdown()
         rest_server.server_close()
     grpc_server.stop(grace=0.2).wait()
+    events.close()
     return 0
 
 

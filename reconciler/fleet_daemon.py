@@ -22,6 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from reconciler.backoff import Backoff
+from reconciler.desired import DesiredState
 from reconciler.desired_files import load_desired
 from reconciler.errors import TransientError
 from reconciler.fleet_file import FleetSpec, load_fleet
@@ -45,6 +46,7 @@ from reconciler.http_endpoint import HttpEndpoint, parse_address
 from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.metrics import NAMESPACE
 from reconciler.problems import InputError
+from reconciler.readiness import LiveReadiness, replica_readiness
 from reconciler.reconcile import Revision, revision_of
 from reconciler.reload import ReloadMode
 from reconciler.replica import Replica
@@ -114,6 +116,15 @@ class FleetDaemon:
     _status: dict[str, Any] = field(default_factory=lambda: {"state": "unknown", "replicas": []})
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _known: set[str] = field(default_factory=set)
+    # /readyz/<replica>: each replica judged against the desired state of the last pass that
+    # ended with every replica serving it (a change not yet live is not judged: a new model
+    # or label would take every replica out of the balancer at once)
+    _in_sync_desired: DesiredState | None = None
+    _checks: dict[str, LiveReadiness] = field(default_factory=dict)
+    _checked: tuple[Replica, ...] = ()
+
+    def replica_checks(self) -> dict[str, LiveReadiness]:
+        return self._checks
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -125,6 +136,7 @@ class FleetDaemon:
             self.metrics.registry,
             self.status,
             liveness_timeout=2 * self.resync + 3 * self.base.timeout + 60,
+            replica_readiness=self.replica_checks,
         )
         with endpoint, GracefulInterrupt("stopping after the step in flight") as stop:
             log.info("fleet_started", fleet=str(self.fleet_file), metrics=str(endpoint.address))
@@ -155,6 +167,13 @@ class FleetDaemon:
         try:
             with self._locked(replicas):
                 outcome = self._roll(spec, driver, replicas, interrupted)
+            if outcome is not None and outcome.exit_code == 0:
+                self._in_sync_desired = desired
+            if replicas != self._checked:
+                self._checks = replica_readiness(
+                    replicas, lambda: self._in_sync_desired, timeout=self.base.request_timeout
+                )
+                self._checked = replicas
             self._show(fleet_status(self.base, replicas, desired), outcome)
         except (AlreadyRunningError, InputError) as error:  # a replica's models.config unreadable
             self._failed(str(error))

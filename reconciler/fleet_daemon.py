@@ -40,6 +40,7 @@ from reconciler.fleet_rollout import (
     ReplicaDriver,
     Survey,
     fleet_plan,
+    served_everywhere,
 )
 from reconciler.fleet_status import fleet_status
 from reconciler.http_endpoint import HttpEndpoint, parse_address
@@ -122,6 +123,7 @@ class FleetDaemon:
     _in_sync_desired: DesiredState | None = None
     _checks: dict[str, LiveReadiness] = field(default_factory=dict)
     _checked: tuple[Replica, ...] = ()
+    _surveys: list[Survey] = field(default_factory=list)
 
     def replica_checks(self) -> dict[str, LiveReadiness]:
         return self._checks
@@ -169,6 +171,8 @@ class FleetDaemon:
                 outcome = self._roll(spec, driver, replicas, interrupted)
             if outcome is not None and outcome.exit_code == 0:
                 self._in_sync_desired = desired
+            elif self._in_sync_desired is None:  # not yet in sync since the start
+                self._in_sync_desired = served_everywhere(desired, self._surveys)
             if replicas != self._checked:
                 self._checks = replica_readiness(
                     replicas, lambda: self._in_sync_desired, timeout=self.base.request_timeout
@@ -192,7 +196,7 @@ class FleetDaemon:
         replicas: tuple[Replica, ...],
         interrupted: Callable[[], bool],
     ) -> FleetOutcome | None:
-        surveys = [driver.survey(r) for r in replicas]
+        surveys = self._surveys = [driver.survey(r) for r in replicas]
         if not self.self_heal:  # drift is reported (status), not repaired
             for survey in surveys:
                 if survey.drift and not survey.changes_config:

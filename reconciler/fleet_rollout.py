@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
 from typing import Protocol, TypeVar
@@ -102,6 +102,25 @@ def _survey(replica: Replica, the_plan: Plan, observed: Observed) -> Survey:
         drift=drift,
         changes_config=the_plan.changes_config,
     )
+
+
+def served_everywhere(desired: DesiredState, surveys: Sequence[Survey]) -> DesiredState:
+    """`desired` cut to the models, and their labels, every replica's config already holds
+    (replicas not read left out): what readiness can judge before the fleet first converged
+    without taking every replica out of a balancer for a model or label not rolled out yet."""
+    configs = [s.before for s in surveys if s.before is not None and not s.unreachable]
+    models = []
+    for model in desired.models:
+        held = [c.model(model.name) for c in configs]
+        if any(m is None for m in held):
+            continue
+        labels = tuple(
+            (label, version)
+            for label, version in model.labels
+            if all(m is not None and label in m.label_map for m in held)
+        )
+        models.append(replace(model, labels=labels))
+    return DesiredState(tuple(models), desired.prune, desired.files)
 
 
 def serving(observed: Observed, config: ServingConfig) -> bool:

@@ -25,6 +25,7 @@ from reconciler.fleet_rollout import (
     Survey,
     fleet_plan,
     one_by_one,
+    served_everywhere,
     serving,
     survey_of,
     wave_done,
@@ -373,3 +374,19 @@ def test_a_cleanup_that_fails_on_one_replica_leaves_the_flip_and_says_partial(
     assert not any(r.phase is Phase.ROLLBACK for r in outcome.reports)  # labels stay moved
     assert fleet.tfs["tfs-e"].labels == {"stable": 4, "canary": 3}
     assert all(fleet.tfs[n].state(1) == "END" for n in NAMES[:4])
+
+
+def test_readiness_before_a_first_convergence_judges_only_what_every_replica_holds(
+    fleet: Fleet,
+) -> None:
+    promote(fleet)  # stable moves, deprecated goes: every replica holds both labels now
+    surveys = fleet.plan(ROLLOUT).surveys
+    assert fleet.desired is not None
+    judged = served_everywhere(fleet.desired, surveys)
+    assert [(m.name, m.labels) for m in judged.models] == [
+        ("animals", (("canary", 3), ("stable", 4)))
+    ]
+    fleet.want("[1, 2, 3]", {"stable": 2, "brand-new": 3})  # a label no replica has yet
+    assert fleet.desired is not None
+    judged = served_everywhere(fleet.desired, fleet.plan(ROLLOUT).surveys)
+    assert judged.models[0].labels == (("stable", 2),)

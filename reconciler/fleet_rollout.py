@@ -370,22 +370,31 @@ class FleetRollout:
     ) -> Report:
         started = self.clock()
         action = f"fleet rollout {self._generation}: {phase}"
+        # Only a prepare stops part-way: a flip, a cleanup or a rollback, once started,
+        # finishes on every replica (a second Ctrl-C still stops at once).
+        stop = self.interrupted if phase is Phase.PREPARE else _never
+        outcome = Outcome(Result.FAILED, "not converged")
         try:
-            # Only a prepare stops part-way: a flip, a cleanup or a rollback, once started,
-            # finishes on every replica (a second Ctrl-C still stops at once).
-            stop = self.interrupted if phase is Phase.PREPARE else _never
             outcome = self.driver.converge(replica, config, action, stop)
+            ok, message = outcome.ok, outcome.message
+            if ok and not self.driver.serves(replica, config):
+                ok, message = False, "converged, but not seen serving the config afterwards"
+            if ok and phase is Phase.PREPARE:
+                wrong = self.driver.verify(replica, survey)
+                if wrong is not None:
+                    ok, message = False, wrong
         except Exception as error:  # one replica's surprise must not leave the others half-done
             log.exception("replica_failed", replica=replica.name, phase=phase.value)
-            outcome = Outcome(Result.FAILED, f"{type(error).__name__}: {error}")
-        ok = outcome.ok
-        message = outcome.message
-        if ok and not self.driver.serves(replica, config):
-            ok, message = False, "converged, but not seen serving the config afterwards"
-        if ok and phase is Phase.PREPARE:
-            wrong = self.driver.verify(replica, survey)
-            if wrong is not None:
-                ok, message = False, wrong
+            ok, message = False, f"{type(error).__name__}: {error}"
+        if not ok and outcome.ok and phase is Phase.PREPARE and survey.before is not None:
+            # It loaded, then failed its check (verify, serving): nothing else undoes that
+            # when the rollout goes on without it (up to max_failures).
+            try:
+                back = self.driver.converge(replica, survey.before, f"{action}: put back", _never)
+                message += f"; put back: {back.result}"
+            except Exception as error:
+                log.exception("replica_put_back_failed", replica=replica.name)
+                message += f"; putting it back failed: {type(error).__name__}: {error}"
         if ok:
             self.log.replica_serves(replica, self._generation, phase, outcome.config or "")
         log.info(

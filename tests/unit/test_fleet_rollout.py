@@ -390,3 +390,16 @@ def test_readiness_before_a_first_convergence_judges_only_what_every_replica_hol
     assert fleet.desired is not None
     judged = served_everywhere(fleet.desired, fleet.plan(ROLLOUT).surveys)
     assert judged.models[0].labels == (("stable", 2),)
+
+
+def test_a_replica_that_loaded_but_failed_verification_is_put_back_when_the_rollout_goes_on(
+    fleet: Fleet,
+) -> None:
+    promote(fleet)
+    fleet.wrong_answer = {"tfs-b"}
+    outcome = fleet.roll(Rollout(1, Parallel(2), 1, "rollback"))
+    assert outcome.result is FleetResult.PARTIAL, outcome.message
+    assert outcome.failed == ("tfs-b",)
+    assert fleet.tfs["tfs-b"].labels == LAB_LABELS
+    assert fleet.tfs["tfs-b"].state(4) == "END"  # loaded for the rollout, unloaded again
+    assert "put back: applied" in next(r.message for r in outcome.reports if not r.ok)

@@ -20,7 +20,7 @@ from reconciler.observe import (
     Observed,
     VersionDir,
 )
-from reconciler.plan import Plan, Step, StepKind, plan
+from reconciler.plan import Plan, Step, StepKind, labels_needing_a_load, plan
 from reconciler.policy import AllVersions, Latest, Specific, VersionPolicy, served_versions
 from reconciler.problems import Location
 from reconciler.render import plan_json, plan_text
@@ -828,3 +828,24 @@ def test_a_policy_step_is_planned_unless_both_policies_list_versions(
     )
     result = plan(animals(f"    versions: {after}\n"), observed(config, {"animals": [1, 2]}))
     assert [str(s) for s in result.steps if s.kind is StepKind.SET_POLICY] == steps
+
+
+def test_labels_needing_a_load_are_those_set_on_a_version_not_served_now() -> None:
+    state = observed(on_disk={"animals": [1, 2, 3, 4], "zoo": [1]})
+    change = parse_documents(
+        [
+            (
+                "desired.yaml",
+                b"apiVersion: tfs-reconciler/v1\nmodels:\n"
+                b"  animals:\n    versions: [1, 2, 3, 4]\n"
+                b"    labels: {deprecated: 1, stable: 3, canary: 4}\n"
+                b"  zoo:\n    versions: [1]\n    labels: {stable: 1}\n",
+            )
+        ]
+    )
+    result = plan(change, state)
+    assert labels_needing_a_load(result, state.disk) == (
+        "animals: label canary -> 4",
+        "zoo: label stable -> 1",
+    )  # stable 2 -> 3 moves onto a version served now
+    assert labels_needing_a_load(plan(desired(), observed()), observed().disk) == ()

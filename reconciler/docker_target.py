@@ -7,53 +7,27 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import TransientError
+from reconciler.tfs_flags import (
+    ALLOW_LABELS_FLAG,
+    FILE_SYSTEM_POLL_FLAG,
+    TFS_FILE_SYSTEM_POLL,
+    allows_labels_for_unavailable,
+    file_system_poll_in,
+    tfs_args,
+)
 
 if TYPE_CHECKING:
     import docker
 
-ALLOW_LABELS_FLAG = "--allow_version_labels_for_unavailable_models"
-FILE_SYSTEM_POLL_FLAG = "--file_system_poll_wait_seconds"
-TFS_FILE_SYSTEM_POLL = 1.0  # main.cc's default
-
-
-def _tfs_flag_values(args: list[str], flag: str) -> list[str | None]:
-    """The values TFS's flag parser (tensorflow's command_line_flags.cc, ``Flags::Parse``)
-    gives `flag` (``--name``), in order: only ``--name=value`` counts, or ``--name`` alone
-    (None: a boolean's true); ``-name``, ``--name value`` and anything after a bare ``--`` are
-    unknown arguments to TFS, which it passes over (main.cc prints "unknown argument")."""
-    found: list[str | None] = []
-    for arg in args:
-        if arg == "--":
-            break
-        if arg == flag:
-            found.append(None)
-        elif arg.startswith(flag + "="):
-            found.append(arg[len(flag) + 1 :])
-    return found
-
-
-def _int32(text: str) -> int | None:
-    """``absl::SimpleAtoi`` into an int32: surrounding ASCII whitespace and a sign allowed,
-    decimal digits only, None on anything else or on overflow."""
-    body = text.strip(" \t\n\v\f\r")
-    digits = body[1:] if body[:1] in ("-", "+") else body
-    if not digits or not all("0" <= c <= "9" for c in digits):
-        return None
-    value = int(body)
-    return value if -(2**31) <= value < 2**31 else None
-
-
-def file_system_poll_in(args: list[str], default: float = TFS_FILE_SYSTEM_POLL) -> float:
-    """The --file_system_poll_wait_seconds a TFS command line sets (the last one wins, as
-    with TFS's flag parser, which reads only ``--name=value``: ``--name 5`` leaves TFS at its
-    default), else `default`. A value TFS could not parse stops TFS at start, so it is
-    ignored here."""
-    found = default
-    for value in _tfs_flag_values(args, FILE_SYSTEM_POLL_FLAG):
-        number = None if value is None else _int32(value)
-        if number is not None:
-            found = float(number)
-    return found
+__all__ = [
+    "ALLOW_LABELS_FLAG",
+    "FILE_SYSTEM_POLL_FLAG",
+    "TFS_FILE_SYSTEM_POLL",
+    "DockerError",
+    "DockerTarget",
+    "file_system_poll_in",
+    "tfs_args",
+]
 
 
 def _sdk() -> ModuleType:
@@ -108,11 +82,11 @@ class DockerTarget:
         return found[0]
 
     def args(self) -> list[str]:
-        """The TFS flags the container runs with (its command after the entrypoint)."""
+        """The TFS flags the container runs with (see `tfs_args`)."""
         client = self._client()
         try:
-            container = self._find(client)
-            return [str(a) for a in container.attrs.get("Args") or []]
+            config = self._find(client).attrs.get("Config") or {}
+            return tfs_args(config.get("Entrypoint"), config.get("Cmd"))
         finally:
             client.close()
 
@@ -121,15 +95,8 @@ class DockerTarget:
         return file_system_poll_in(self.args(), default)
 
     def allows_labels_for_unavailable(self) -> bool:
-        """Whether TFS reads --allow_version_labels_for_unavailable_models as true: the last
-        occurrence wins; ``true``/``false`` in any case, ``1``/``0``."""
-        allowed = False
-        for value in _tfs_flag_values(self.args(), ALLOW_LABELS_FLAG):
-            if value is None or value.lower() == "true" or value == "1":
-                allowed = True
-            elif value.lower() == "false" or value == "0":
-                allowed = False
-        return allowed
+        """Whether TFS reads --allow_version_labels_for_unavailable_models as true."""
+        return allows_labels_for_unavailable(self.args())
 
     def restart(self, timeout: int = 10) -> None:
         sdk = _sdk()

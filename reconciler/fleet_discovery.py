@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import TransientError
 from reconciler.replica import Replica
+from reconciler.tfs_flags import flag_values, int32, tfs_args
 
 if TYPE_CHECKING:
     import docker
@@ -77,7 +78,8 @@ def replica_of(attrs: Mapping[str, Any], models_dir: str = CONTAINER_MODELS_DIR)
     status = str((attrs.get("State") or {}).get("Status") or "unknown")
     if status not in USABLE_STATES:
         raise UnusableContainer(name, f"it is {status}")
-    args = [str(a) for a in attrs.get("Args") or []]
+    command = attrs.get("Config") or {}
+    args = tfs_args(command.get("Entrypoint"), command.get("Cmd"))
     ports: Mapping[str, Any] = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
     mounts = [m for m in attrs.get("Mounts") or [] if m.get("Type") == "bind"]
     rest_port = _int_flag(args, "--rest_api_port", CONTAINER_REST_PORT)
@@ -142,25 +144,16 @@ def _docker_errors() -> Any:
     return importlib.import_module("docker.errors")
 
 
-def _flag(args: Sequence[str], name: str) -> str | None:
-    """The value of ``--name=value`` or ``--name value`` (also ``-name``); the last wins."""
-    found = None
-    for index, arg in enumerate(args):
-        flag, equals, value = arg.partition("=")
-        if flag not in (name, name[1:]):
-            continue
-        if not equals:
-            value = args[index + 1] if index + 1 < len(args) else ""
-        found = value
-    return found
+def _flag(args: list[str], name: str) -> str | None:
+    """The value TFS reads for ``--name``: the last ``--name=value``."""
+    values = [value for value in flag_values(args, name) if value is not None]
+    return values[-1] if values else None
 
 
-def _int_flag(args: Sequence[str], name: str, default: int) -> int:
+def _int_flag(args: list[str], name: str, default: int) -> int:
     value = _flag(args, name)
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default  # TFS would not start with it
+    number = int32(value) if value is not None else None
+    return default if number is None else number  # TFS would not start with a bad value
 
 
 def _published(ports: Mapping[str, Any], container_port: int) -> str | None:

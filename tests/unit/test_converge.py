@@ -545,6 +545,35 @@ def test_serial_loads_take_one_load_time_each_and_progress_says_which_and_how_ma
 
 
 @pytest.mark.parametrize(
+    ("entrypoint", "cmd", "args"),
+    [
+        # tfs-sim:local: tini's "--" is tini's, not TFS's
+        (
+            ["/usr/bin/tini", "--", "/usr/bin/tf_serving_entrypoint.sh"],
+            ["--allow_version_labels_for_unavailable_models=true"],
+            ["--allow_version_labels_for_unavailable_models=true"],
+        ),
+        # the official image, and TFS as the entrypoint with flags of its own
+        (["/usr/bin/tf_serving_entrypoint.sh"], ["--port=1"], ["--port=1"]),
+        (
+            ["tensorflow_model_server", "--rest_api_port=8501"],
+            ["--port=1"],
+            ["--rest_api_port=8501", "--port=1"],
+        ),
+        (None, ["tensorflow_model_server", "--port=1"], ["--port=1"]),
+        (["/bin/sh", "-c"], ["exec serve --port=1"], ["exec serve --port=1"]),
+        (None, None, []),
+    ],
+)
+def test_tfs_s_arguments_in_a_container_follow_the_program_that_runs_tfs(
+    entrypoint: list[str] | None, cmd: list[str] | None, args: list[str]
+) -> None:
+    from reconciler.docker_target import tfs_args
+
+    assert tfs_args(entrypoint, cmd) == args
+
+
+@pytest.mark.parametrize(
     ("args", "poll"),
     [
         (["--model_config_file=/models/models.config"], 1.0),

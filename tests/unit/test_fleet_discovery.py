@@ -30,13 +30,22 @@ def inspect(
     status: str = "running",
 ) -> dict[str, Any]:
     """The parts of ``docker inspect`` discovery reads, shaped as the engine returns them."""
+    tfs_args = (
+        args
+        if args is not None
+        else ["--model_config_file=/models/models.config", "--port=8500", "--rest_api_port=8501"]
+    )
     return {
         "Id": "0123456789abcdef",
         "Name": f"/{name}",
         "State": {"Status": status, "Running": status == "running"},
-        "Args": args
-        if args is not None
-        else ["--model_config_file=/models/models.config", "--port=8500", "--rest_api_port=8501"],
+        # tfs-sim:local's entrypoint, as the engine reports it: tini's "--" is not TFS's.
+        "Path": "/usr/bin/tini",
+        "Args": ["--", "/usr/bin/tf_serving_entrypoint.sh", *tfs_args],
+        "Config": {
+            "Entrypoint": ["/usr/bin/tini", "--", "/usr/bin/tf_serving_entrypoint.sh"],
+            "Cmd": tfs_args,
+        },
         "NetworkSettings": {
             "Ports": ports
             if ports is not None
@@ -76,7 +85,7 @@ def test_ports_published_on_every_address_are_reached_on_loopback_ipv4_first() -
 
 
 def test_the_containers_own_port_flags_say_which_ports_to_look_up() -> None:
-    args = ["--port", "9500", "--rest_api_port=9501", "--model_config_file=/cfg/models.config"]
+    args = ["--port=9500", "--rest_api_port=9501", "--model_config_file=/cfg/models.config"]
     ports = {
         "9500/tcp": [{"HostIp": "10.0.0.5", "HostPort": "19500"}],
         "9501/tcp": [{"HostIp": "10.0.0.5", "HostPort": "19501"}],
@@ -84,6 +93,20 @@ def test_the_containers_own_port_flags_say_which_ports_to_look_up() -> None:
     }
     replica = replica_of(inspect(args=args, ports=ports))
     assert (replica.rest, replica.grpc) == ("http://10.0.0.5:19501", "10.0.0.5:19500")
+
+
+def test_port_flags_count_only_as_tfs_reads_them() -> None:
+    """TFS takes ``--name=value`` only: ``--rest_api_port 9501`` and ``-port=9500`` leave it on
+    8501 and 8500, and so does anything after a bare ``--``."""
+    ports = {
+        "8500/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18500"}],
+        "8501/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18501"}],
+        "9500/tcp": [{"HostIp": "127.0.0.1", "HostPort": "1"}],
+        "9501/tcp": [{"HostIp": "127.0.0.1", "HostPort": "2"}],
+    }
+    for args in (["--rest_api_port", "9501", "-port=9500"], ["--", "--rest_api_port=9501"]):
+        replica = replica_of(inspect(args=args, ports=ports))
+        assert (replica.rest, replica.grpc) == ("http://127.0.0.1:18501", "127.0.0.1:18500")
 
 
 def test_the_config_maps_through_the_deepest_bind_mount_holding_it() -> None:

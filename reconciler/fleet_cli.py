@@ -338,6 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ReloadMode(args.reload),
         resync=args.resync,
         verifies=not args.no_verify,
+        self_heal=args.self_heal,
         metrics_addr=args.metrics_addr,
         discover_for=discoverer,
     ).run()

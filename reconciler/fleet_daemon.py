@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from reconciler.backoff import Backoff
+from reconciler.desired import DesiredState
 from reconciler.desired_files import load_desired
 from reconciler.errors import TransientError
 from reconciler.fleet_file import FleetSpec, load_fleet
@@ -39,12 +40,14 @@ from reconciler.fleet_rollout import (
     ReplicaDriver,
     Survey,
     fleet_plan,
+    served_everywhere,
 )
 from reconciler.fleet_status import fleet_status
 from reconciler.http_endpoint import HttpEndpoint, parse_address
 from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.metrics import NAMESPACE
 from reconciler.problems import InputError
+from reconciler.readiness import LiveReadiness, replica_readiness
 from reconciler.reconcile import Revision, revision_of
 from reconciler.reload import ReloadMode
 from reconciler.replica import Replica
@@ -105,6 +108,7 @@ class FleetDaemon:
     resync: float = 30.0
     retry_base: float = 2.0
     verifies: bool = True
+    self_heal: bool = True
     metrics_addr: str = "127.0.0.1:9109"
     discover_for: Callable[[FleetSpec], Discover | None] = lambda spec: None
     clock: Callable[[], float] = time.monotonic
@@ -113,6 +117,16 @@ class FleetDaemon:
     _status: dict[str, Any] = field(default_factory=lambda: {"state": "unknown", "replicas": []})
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _known: set[str] = field(default_factory=set)
+    # /readyz/<replica>: each replica judged against the desired state of the last pass that
+    # ended with every replica serving it (a change not yet live is not judged: a new model
+    # or label would take every replica out of the balancer at once)
+    _in_sync_desired: DesiredState | None = None
+    _checks: dict[str, LiveReadiness] = field(default_factory=dict)
+    _checked: tuple[Replica, ...] = ()
+    _surveys: list[Survey] = field(default_factory=list)
+
+    def replica_checks(self) -> dict[str, LiveReadiness]:
+        return self._checks
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -124,6 +138,7 @@ class FleetDaemon:
             self.metrics.registry,
             self.status,
             liveness_timeout=2 * self.resync + 3 * self.base.timeout + 60,
+            replica_readiness=self.replica_checks,
         )
         with endpoint, GracefulInterrupt("stopping after the step in flight") as stop:
             log.info("fleet_started", fleet=str(self.fleet_file), metrics=str(endpoint.address))
@@ -154,6 +169,15 @@ class FleetDaemon:
         try:
             with self._locked(replicas):
                 outcome = self._roll(spec, driver, replicas, interrupted)
+            if outcome is not None and outcome.exit_code == 0:
+                self._in_sync_desired = desired
+            elif self._in_sync_desired is None:  # not yet in sync since the start
+                self._in_sync_desired = served_everywhere(desired, self._surveys)
+            if replicas != self._checked:
+                self._checks = replica_readiness(
+                    replicas, lambda: self._in_sync_desired, timeout=self.base.request_timeout
+                )
+                self._checked = replicas
             self._show(fleet_status(self.base, replicas, desired), outcome)
         except (AlreadyRunningError, InputError) as error:  # a replica's models.config unreadable
             self._failed(str(error))
@@ -172,7 +196,12 @@ class FleetDaemon:
         replicas: tuple[Replica, ...],
         interrupted: Callable[[], bool],
     ) -> FleetOutcome | None:
-        surveys = [driver.survey(r) for r in replicas]
+        surveys = self._surveys = [driver.survey(r) for r in replicas]
+        if not self.self_heal:  # drift is reported (status), not repaired
+            for survey in surveys:
+                if survey.drift and not survey.changes_config:
+                    log.warning("fleet_drift", replica=survey.replica.name, drift=survey.drift)
+            surveys = [replace(s, phases=None) if not s.changes_config else s for s in surveys]
         the_plan = fleet_plan(surveys, spec.rollout, driver.revision.commit)
         fingerprint = tuple(
             (s.replica.name, render_config(s.phases.cleanup))

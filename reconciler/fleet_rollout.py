@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
 from typing import Protocol, TypeVar
@@ -70,6 +70,7 @@ class Survey:
     problems: tuple[str, ...] = ()  # why it must not be touched (the whole rollout waits)
     unreachable: str = ""  # why it did not answer (a failure, counted at once)
     drift: tuple[str, ...] = ()
+    changes_config: bool = True  # False: only drift to repair (its file already holds it)
 
 
 def survey_of(replica: Replica, desired: DesiredState, observed: Observed) -> Survey:
@@ -95,8 +96,31 @@ def _survey(replica: Replica, the_plan: Plan, observed: Observed) -> Survey:
     # What it served: its file, unless live TFS serves something else (then what it serves).
     before = observed.config if observed.config is not None and not drift else basis
     return Survey(
-        replica, replica_phases(basis, the_plan.target, observed.disk), before, drift=drift
+        replica,
+        replica_phases(basis, the_plan.target, observed.disk),
+        before,
+        drift=drift,
+        changes_config=the_plan.changes_config,
     )
+
+
+def served_everywhere(desired: DesiredState, surveys: Sequence[Survey]) -> DesiredState:
+    """`desired` cut to the models, and their labels, every replica's config already holds
+    (replicas not read left out): what readiness can judge before the fleet first converged
+    without taking every replica out of a balancer for a model or label not rolled out yet."""
+    configs = [s.before for s in surveys if s.before is not None and not s.unreachable]
+    models = []
+    for model in desired.models:
+        held = [c.model(model.name) for c in configs]
+        if any(m is None for m in held):
+            continue
+        labels = tuple(
+            (label, version)
+            for label, version in model.labels
+            if all(m is not None and label in m.label_map for m in held)
+        )
+        models.append(replace(model, labels=labels))
+    return DesiredState(tuple(models), desired.prune, desired.files)
 
 
 def serving(observed: Observed, config: ServingConfig) -> bool:
@@ -346,22 +370,31 @@ class FleetRollout:
     ) -> Report:
         started = self.clock()
         action = f"fleet rollout {self._generation}: {phase}"
+        # Only a prepare stops part-way: a flip, a cleanup or a rollback, once started,
+        # finishes on every replica (a second Ctrl-C still stops at once).
+        stop = self.interrupted if phase is Phase.PREPARE else _never
+        outcome = Outcome(Result.FAILED, "not converged")
         try:
-            # Only a prepare stops part-way: a flip, a cleanup or a rollback, once started,
-            # finishes on every replica (a second Ctrl-C still stops at once).
-            stop = self.interrupted if phase is Phase.PREPARE else _never
             outcome = self.driver.converge(replica, config, action, stop)
+            ok, message = outcome.ok, outcome.message
+            if ok and not self.driver.serves(replica, config):
+                ok, message = False, "converged, but not seen serving the config afterwards"
+            if ok and phase is Phase.PREPARE:
+                wrong = self.driver.verify(replica, survey)
+                if wrong is not None:
+                    ok, message = False, wrong
         except Exception as error:  # one replica's surprise must not leave the others half-done
             log.exception("replica_failed", replica=replica.name, phase=phase.value)
-            outcome = Outcome(Result.FAILED, f"{type(error).__name__}: {error}")
-        ok = outcome.ok
-        message = outcome.message
-        if ok and not self.driver.serves(replica, config):
-            ok, message = False, "converged, but not seen serving the config afterwards"
-        if ok and phase is Phase.PREPARE:
-            wrong = self.driver.verify(replica, survey)
-            if wrong is not None:
-                ok, message = False, wrong
+            ok, message = False, f"{type(error).__name__}: {error}"
+        if not ok and outcome.ok and phase is Phase.PREPARE and survey.before is not None:
+            # It loaded, then failed its check (verify, serving): nothing else undoes that
+            # when the rollout goes on without it (up to max_failures).
+            try:
+                back = self.driver.converge(replica, survey.before, f"{action}: put back", _never)
+                message += f"; put back: {back.result}"
+            except Exception as error:
+                log.exception("replica_put_back_failed", replica=replica.name)
+                message += f"; putting it back failed: {type(error).__name__}: {error}"
         if ok:
             self.log.replica_serves(replica, self._generation, phase, outcome.config or "")
         log.info(

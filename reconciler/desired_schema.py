@@ -61,16 +61,25 @@ def _unique_items(
         seen.add(key)
 
 
-@cache
-def validator() -> Draft202012Validator:
+def strict_validator(
+    for_schema: dict[str, Any], validators: dict[str, Any] | None = None
+) -> Draft202012Validator:
+    """A Draft 2020-12 validator of `for_schema` that counts 2.0 as no integer, with
+    `validators` (keyword to check) in place of jsonschema's own: the desired state's and the
+    fleet file's."""
     checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer)
     cls = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-        Draft202012Validator,
-        validators={"pattern": _ecma_pattern, "uniqueItems": _unique_items},
-        type_checker=checker,
+        Draft202012Validator, validators=validators or {}, type_checker=checker
     )
-    validator: Draft202012Validator = cls(inline_refs(schema()))
-    return validator
+    made: Draft202012Validator = cls(for_schema)
+    return made
+
+
+@cache
+def validator() -> Draft202012Validator:
+    return strict_validator(
+        inline_refs(schema()), {"pattern": _ecma_pattern, "uniqueItems": _unique_items}
+    )
 
 
 def inline_refs(node: Any, defs: dict[str, Any] | None = None) -> Any:

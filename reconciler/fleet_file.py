@@ -16,6 +16,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from reconciler import yaml_nodes
+from reconciler.desired_schema import strict_validator
 from reconciler.problems import InputError, Location, Problem, excerpt
 from reconciler.replica import Replica
 from reconciler.yaml_nodes import Marks, dotted
@@ -84,19 +85,9 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def _strict_integer(_checker: object, instance: object) -> bool:
-    # JSON Schema counts 2.0 as an integer; a count written 2.0 is a typo.
-    return isinstance(instance, int) and not isinstance(instance, bool)
-
-
 @cache
 def _validator() -> Draft202012Validator:
-    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer)
-    cls = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-        Draft202012Validator, type_checker=checker
-    )
-    validator: Draft202012Validator = cls(schema())
-    return validator
+    return strict_validator(schema())
 
 
 def parse_fleet(file: str, raw: bytes) -> FleetSpec:

@@ -104,3 +104,30 @@ class ReconcilerProcess:
                 self.process.wait(5)
         self._log.close()
         return self.process.returncode
+
+
+def run_fleet(lab: Path, *args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+    """`tfs-reconciler ARGS` run once against the fleet lab `lab` (its fleet.yaml,
+    desired_state, models and state folders), from `lab`, with no TFS_RECONCILER_ variables
+    of the caller's; output captured as text, the exit code left to the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
+    return subprocess.run(
+        [
+            "tfs-reconciler",
+            *args,
+            "--fleet",
+            str(lab / "fleet.yaml"),
+            "--desired",
+            str(lab / "desired_state"),
+            "--models-dir",
+            str(lab / "models"),
+            "--state-dir",
+            str(lab / "state"),
+        ],
+        cwd=lab,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -11,7 +11,6 @@ changed state: a label must never resolve to a version its replica does not have
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -39,6 +38,7 @@ from reconciler.testing.label_window import (
     read_event_log,
     unavailable_label_spans,
 )
+from reconciler.testing.process import run_fleet
 from reconciler.testing.traffic import PredictStream, request
 
 pytestmark = pytest.mark.docker
@@ -79,27 +79,7 @@ class DockerFleet:
         return self.root / "fleet.yaml"
 
     def cli(self, *args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
-        return subprocess.run(
-            [
-                "tfs-reconciler",
-                *args,
-                "--fleet",
-                str(self.file),
-                "--desired",
-                str(self.root / "desired_state"),
-                "--models-dir",
-                str(self.root / "models"),
-                "--state-dir",
-                str(self.root / "state"),
-            ],
-            cwd=self.root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return run_fleet(self.root, *args, timeout=timeout)
 
     def apply(self, *options: str) -> subprocess.CompletedProcess[str]:
         return self.cli("apply", "--reload", "grpc", "--file-system-poll-seconds", "0.2", *options)

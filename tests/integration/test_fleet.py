@@ -20,6 +20,7 @@ import pytest
 
 from reconciler.testing import SimulatorProcess, traffic
 from reconciler.testing.lab import label_version, wait_until
+from reconciler.testing.process import run_fleet
 from reconciler.testing.simulator import free_port
 from reconciler.testing.traffic import request
 
@@ -45,27 +46,7 @@ class Fleet:
         return self.lab / "replicas" / name / "models.config"
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
-        return subprocess.run(
-            [
-                "tfs-reconciler",
-                *args,
-                "--fleet",
-                str(self.file),
-                "--desired",
-                str(self.lab / "desired_state"),
-                "--models-dir",
-                str(self.lab / "models"),
-                "--state-dir",
-                str(self.lab / "state"),
-            ],
-            cwd=self.lab,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return run_fleet(self.lab, *args, timeout=timeout)
 
     def apply(self, *options: str) -> subprocess.CompletedProcess[str]:
         return self.cli("apply", "--reload", "grpc", "--file-system-poll-seconds", "0.2", *options)

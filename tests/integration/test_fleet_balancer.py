@@ -4,7 +4,6 @@ versions did, and when, not only where they ended."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -23,6 +22,7 @@ from reconciler.testing.label_window import (
     read_event_log,
     unavailable_label_spans,
 )
+from reconciler.testing.process import run_fleet
 from reconciler.testing.traffic import PredictStream
 
 pytestmark = pytest.mark.integration
@@ -41,31 +41,7 @@ class Fleet:
     balancer: Balancer
 
     def apply(self) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
-        return subprocess.run(
-            [
-                "tfs-reconciler",
-                "apply",
-                "--reload",
-                "grpc",
-                "--file-system-poll-seconds",
-                "0.2",
-                "--fleet",
-                str(self.lab / "fleet.yaml"),
-                "--desired",
-                str(self.lab / "desired_state"),
-                "--models-dir",
-                str(self.lab / "models"),
-                "--state-dir",
-                str(self.lab / "state"),
-            ],
-            cwd=self.lab,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        return run_fleet(self.lab, "apply", "--reload", "grpc", "--file-system-poll-seconds", "0.2")
 
     def events(self) -> dict[str, list[dict[str, Any]]]:
         return {n: read_event_log(self.lab / "replicas" / n / "events.jsonl") for n in self.sims}

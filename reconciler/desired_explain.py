@@ -12,7 +12,7 @@ from reconciler.desired_schema import schema_errors
 from reconciler.problems import Problem, excerpt
 from reconciler.yaml_nodes import Marks, dotted
 
-_TYPE_NOUNS = {
+TYPE_NOUNS = {
     "integer": "an integer",
     "string": "a string",
     "object": "a mapping",
@@ -35,12 +35,14 @@ def kind_of(value: Any) -> str:
     return "a number" if isinstance(value, int | float) else type(value).__name__
 
 
-def describe(value: Any) -> str:
+def describe(value: Any, *, name_floats: bool = True) -> str:
+    """A value as a message quotes it: short strings quoted, mappings and lists named; a float
+    is marked "(a float)" unless `name_floats` is false (the fleet file's messages)."""
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
     if isinstance(value, str):
         return f"'{excerpt(value)}' (a string)"
-    if isinstance(value, float):
+    if isinstance(value, float) and name_floats:
         return f"{value} (a float)"
     if value is None:
         return "null"
@@ -127,7 +129,7 @@ def _message(
     match kind:
         case "type":
             expected = error.validator_value
-            noun = _TYPE_NOUNS.get(expected, expected) if isinstance(expected, str) else "valid"
+            noun = TYPE_NOUNS.get(expected, expected) if isinstance(expected, str) else "valid"
             return f"{describe(error.instance)} is not {noun}"
         case "minimum":
             return f"{error.instance} is not {what}: must be {error.validator_value} or more"

@@ -16,6 +16,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from reconciler import yaml_nodes
+from reconciler.desired_explain import TYPE_NOUNS, describe
 from reconciler.desired_schema import strict_validator
 from reconciler.problems import InputError, Location, Problem, excerpt
 from reconciler.replica import Replica
@@ -224,26 +225,8 @@ def _rollout(fleet: dict[str, Any]) -> Rollout:
     )
 
 
-_TYPE_NOUNS = {
-    "integer": "an integer",
-    "string": "a string",
-    "object": "a mapping",
-    "array": "a list",
-}
-
-
 def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, str):
-        return f"'{excerpt(value)}' (a string)"
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
+    return describe(value, name_floats=False)
 
 
 def _schema_problems(data: dict[str, Any], marks: Marks) -> list[Problem]:
@@ -284,7 +267,7 @@ def _explain(error: jsonschema.ValidationError, marks: Marks) -> list[Problem]:
         ]
     if kind == "type":
         expected = error.validator_value
-        noun = _TYPE_NOUNS.get(expected, expected) if isinstance(expected, str) else "valid"
+        noun = TYPE_NOUNS.get(expected, expected) if isinstance(expected, str) else "valid"
         return [Problem(where, field, f"{_describe(error.instance)} is not {noun}")]
     if kind in ("minimum", "maximum"):
         bound = "or more" if kind == "minimum" else "or less"

@@ -10,11 +10,11 @@ wave, then all *flip* (labels move; versions still bridging) at once, then all *
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from reconciler.policy import Specific, served_versions
+from reconciler.plan_versions import bridging_configs
 from reconciler.state import DiskState
-from reconciler.tfs_config import ConfigModel, ServingConfig
+from reconciler.tfs_config import ServingConfig
 
 
 @dataclass(frozen=True)
@@ -31,43 +31,10 @@ class ReplicaPhases:
         return configs[start:]
 
 
-def _served(model: ConfigModel | None, disk: DiskState) -> tuple[int, ...]:
-    if model is None:
-        return ()
-    folder = disk.model(model.name)
-    return served_versions(model.effective_policy, folder.numbers if folder is not None else ())
-
-
-def _loadable(disk: DiskState, name: str, number: int) -> bool:
-    folder = disk.model(name)
-    version = folder.version(number) if folder is not None else None
-    return version is not None and version.loadable
-
-
 def replica_phases(current: ServingConfig, target: ServingConfig, disk: DiskState) -> ReplicaPhases:
     """The prepare, flip and cleanup configs taking one replica from `current` (what it
-    serves: `plan.live_basis`) to `target`."""
-    prepare: list[ConfigModel] = []
-    flip: list[ConfigModel] = []
-    for model in target.models:
-        before = current.model(model.name)
-        if before is None:
-            prepare.append(replace(model, labels=()))
-            flip.append(model)
-            continue
-        now, then = _served(before, disk), _served(model, disk)
-        if not before.same_base_path(model.base_path):
-            now = tuple(n for n in now if _loadable(disk, model.name, n))
-        union = tuple(sorted(set(now) | set(then)))
-        bridging = model if set(union) == set(then) else replace(model, policy=Specific(union))
-        kept = {label: v for label, v in before.labels if v in now}
-        prepare.append(replace(bridging, labels=tuple(sorted(kept.items()))))
-        flip.append(bridging)
-    for model in current.models:  # pruned models leave at cleanup
-        if target.model(model.name) is None:
-            prepare.append(model)
-            flip.append(model)
-    return ReplicaPhases(ServingConfig(tuple(prepare)), ServingConfig(tuple(flip)), target)
+    serves: `plan.live_basis`) to `target`: `phases_between`'s three, repeats kept."""
+    return ReplicaPhases(*bridging_configs(current, target, disk))
 
 
 def label_map(config: ServingConfig) -> dict[str, dict[str, int]]:

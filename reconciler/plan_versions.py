@@ -56,10 +56,13 @@ def _as_served(model: ConfigModel, status: LiveModel) -> ConfigModel:
     return replace(model, policy=Specific(available), labels=labels)
 
 
-def phases_between(
-    current: ServingConfig, target: ServingConfig, disk: DiskState, *, no_file: bool = False
-) -> tuple[ServingConfig, ...]:
-    """The configs that take TFS from `current` to `target` safely, in order (see above)."""
+def bridging_configs(
+    current: ServingConfig, target: ServingConfig, disk: DiskState
+) -> tuple[ServingConfig, ServingConfig, ServingConfig]:
+    """The load, relabel and final configs from `current` to `target`, repeats kept: load
+    brings the new versions in with the labels where they were, relabel moves the labels with
+    old and new versions loaded, final is `target` (a fleet runs them as prepare, flip and
+    cleanup, each across all replicas)."""
     load: list[ConfigModel] = []
     relabel: list[ConfigModel] = []
     for model in target.models:
@@ -83,9 +86,16 @@ def phases_between(
         if target.model(model.name) is None:
             load.append(model)
             relabel.append(model)
+    return ServingConfig(tuple(load)), ServingConfig(tuple(relabel)), target
+
+
+def phases_between(
+    current: ServingConfig, target: ServingConfig, disk: DiskState, *, no_file: bool = False
+) -> tuple[ServingConfig, ...]:
+    """The configs that take TFS from `current` to `target` safely, in order (see above)."""
     phases: list[ServingConfig] = []
     previous: ServingConfig | None = None if no_file else current
-    for config in (ServingConfig(tuple(load)), ServingConfig(tuple(relabel)), target):
+    for config in bridging_configs(current, target, disk):
         if config != previous:
             phases.append(config)
             previous = config

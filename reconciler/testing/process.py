@@ -9,7 +9,10 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.testing.simulator import SimulatorProcess
 
 
 class ReconcilerProcess:
@@ -131,3 +134,19 @@ def run_fleet(lab: Path, *args: str, timeout: float = 180.0) -> subprocess.Compl
         timeout=timeout,
         check=False,
     )
+
+
+def write_fleet_file(lab: Path, sims: Mapping[str, SimulatorProcess], rollout: str) -> Path:
+    """`lab`/fleet.yaml listing the simulators `sims` (by name, each configured by
+    replicas/NAME/models.config) with the rollout rules `rollout`, a YAML flow mapping such
+    as "{canary: 1, max_parallel: 2}"."""
+    rows = "\n".join(
+        f"    - {{name: {n}, rest: '{s.rest_url}', grpc: '{s.grpc_target}',"
+        f" config: replicas/{n}/models.config}}"
+        for n, s in sims.items()
+    )
+    path = lab / "fleet.yaml"
+    path.write_text(
+        f"apiVersion: tfs-reconciler/v1\nfleet:\n  replicas:\n{rows}\n  rollout: {rollout}\n"
+    )
+    return path

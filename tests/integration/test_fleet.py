@@ -20,7 +20,7 @@ import pytest
 
 from reconciler.testing import SimulatorProcess, traffic
 from reconciler.testing.lab import label_version, wait_until
-from reconciler.testing.process import run_fleet
+from reconciler.testing.process import run_fleet, write_fleet_file
 from reconciler.testing.simulator import free_port
 from reconciler.testing.traffic import request
 
@@ -106,15 +106,7 @@ def fleet(lab: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
                 extra_args=list(extra.get(name, ())),
             )
             sims[name] = stack.enter_context(sim)
-        rows = "\n".join(
-            f"    - {{name: {n}, rest: '{s.rest_url}', grpc: '{s.grpc_target}',"
-            f" config: replicas/{n}/models.config}}"
-            for n, s in sims.items()
-        )
-        (lab / "fleet.yaml").write_text(
-            "apiVersion: tfs-reconciler/v1\nfleet:\n  replicas:\n"
-            f"{rows}\n  rollout: {{canary: 1, max_parallel: 2, max_failures: 0}}\n"
-        )
+        write_fleet_file(lab, sims, "{canary: 1, max_parallel: 2, max_failures: 0}")
         yield Fleet(lab, sims)
         for sim in sims.values():  # a test may leave one stopped
             if sim.pid is not None:

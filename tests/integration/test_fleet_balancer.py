@@ -22,7 +22,7 @@ from reconciler.testing.label_window import (
     read_event_log,
     unavailable_label_spans,
 )
-from reconciler.testing.process import run_fleet
+from reconciler.testing.process import run_fleet, write_fleet_file
 from reconciler.testing.traffic import PredictStream
 
 pytestmark = pytest.mark.integration
@@ -86,15 +86,7 @@ def fleet(lab: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
                 extra_args=[f"--sim_event_log={folder / 'events.jsonl'}", *extra.get(name, ())],
             )
             sims[name] = stack.enter_context(sim)
-        rows = "\n".join(
-            f"    - {{name: {n}, rest: '{s.rest_url}', grpc: '{s.grpc_target}',"
-            f" config: replicas/{n}/models.config}}"
-            for n, s in sims.items()
-        )
-        (lab / "fleet.yaml").write_text(
-            "apiVersion: tfs-reconciler/v1\nfleet:\n  replicas:\n"
-            f"{rows}\n  rollout: {{canary: 1, max_parallel: 2, max_failures: 0}}\n"
-        )
+        write_fleet_file(lab, sims, "{canary: 1, max_parallel: 2, max_failures: 0}")
         upstreams = [f"127.0.0.1:{s.rest_port}" for s in sims.values()]
         balancer = stack.enter_context(Balancer(upstreams, fail_timeout=1, timeout=1.0))
         yield Fleet(lab, sims, balancer)

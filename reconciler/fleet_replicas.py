@@ -258,6 +258,7 @@ class FileFleetLog:
     state_dir: Path
     reload: str = "grpc"
     _plan: FleetPlan | None = None
+    _stopped: Record | None = None
 
     @property
     def fleet_dir(self) -> Path:
@@ -268,6 +269,12 @@ class FileFleetLog:
             s.replica.name: {"before": render_config(s.before) if s.before is not None else None}
             for s in the_plan.surveys
         }
+        if self._stopped is not None:  # what each replica served before the stopped rollout
+            earlier = self._stopped.extra.get("replicas", {})
+            for name, entry in replicas.items():
+                if isinstance(earlier.get(name), dict) and earlier[name].get("before"):
+                    entry["before"] = earlier[name]["before"]
+            extra = {"resumes": self._stopped.id, **extra}
         return Record(
             id=0,
             time=_now(),
@@ -281,7 +288,14 @@ class FileFleetLog:
         )
 
     def start(self, rollout: FleetPlan) -> int:
+        """Record the rollout's start. After one stopped part-way (kill -9), the fleet it left
+        (some replicas loaded or flipped) was never a state anyone chose: this rollout's
+        `before`, what `rollback --fleet` returns to, is what served before that one."""
         self._plan = rollout
+        records = read_history(self.fleet_dir)
+        last = records[-1] if records else None
+        if last is not None and last.outcome == STARTED:
+            self._stopped = last
         return append_record(self.fleet_dir, self._record(rollout, STARTED, STARTED_MESSAGE)).id
 
     def replica_serves(self, replica: Replica, generation: int, phase: Phase, config: str) -> None:

@@ -1,0 +1,85 @@
+"""The fleet under attack (review of issue 12), on five simulator processes: the reconciler
+killed with -9 mid-rollout then run again, and status with a replica down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from reconciler.testing.lab import wait_until
+from reconciler.tfs_config import parse_config
+
+from .test_fleet import NAMES, Fleet, fleet, output, promote
+
+__all__ = ["fleet"]  # the fixture, used by name
+
+pytestmark = pytest.mark.integration
+
+
+def start_apply(fleet: Fleet) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
+    return subprocess.Popen(
+        [
+            "tfs-reconciler", "apply", "--fleet", str(fleet.file),
+            "--desired", str(fleet.lab / "desired_state"),
+            "--models-dir", str(fleet.lab / "models"),
+            "--state-dir", str(fleet.lab / "state"),
+            "--reload", "grpc", "--file-system-poll-seconds", "0.2",
+        ],
+        cwd=fleet.lab, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("moment", ["canary", "wave2", "flip"])
+def test_apply_killed_with_9_then_run_again_converges_and_rollback_returns(
+    fleet: Fleet, moment: str
+) -> None:
+    promote(fleet.lab)
+    victim = start_apply(fleet)
+    try:
+        if moment == "canary":
+            wait_until(lambda: "versions: 4" in fleet.config("tfs-a").read_text(), 60)
+        elif moment == "wave2":
+            wait_until(lambda: "versions: 4" in fleet.config("tfs-c").read_text(), 60)
+        else:
+            wait_until(lambda: "value: 4" in fleet.config("tfs-a").read_text(), 60)
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=60)
+    for name in NAMES:  # each file parses and is something that replica can boot with
+        parse_config(fleet.config(name).read_text())
+    again = fleet.apply()
+    assert again.returncode == 0, output(again)
+    assert fleet.labels() == dict.fromkeys(NAMES, 4)
+    for name in NAMES:
+        assert "value: 4" in fleet.config(name).read_text()
+    back = fleet.cli("rollback", "--reload", "grpc", "--file-system-poll-seconds", "0.2")
+    assert back.returncode == 0, output(back)
+    text = fleet.cli("history", "--output", "json").stdout
+    # back to what served before the killed rollout, not to the half-done fleet it left
+    assert fleet.labels() == dict.fromkeys(NAMES, 2), output(again) + output(back) + text
+    for name in NAMES:
+        assert "value: 2" in fleet.config(name).read_text()
+    history = json.loads(text)
+    assert [r["outcome"] for r in history] == ["started", "done", "done"]
+    assert history[1]["extra"]["resumes"] == history[0]["id"]
+
+
+def test_status_with_a_replica_stopped_is_not_in_sync(fleet: Fleet) -> None:
+    assert fleet.apply().returncode == 0
+    pid = fleet.sims["tfs-c"].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        result = fleet.cli("status", "--output", "json", timeout=120)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert result.returncode != 0, output(result)
+    assert result.stdout, output(result)
+    document = json.loads(result.stdout)
+    (row,) = [r for r in document["replicas"] if r["name"] == "tfs-c"]
+    assert row.get("in_sync") is not True, row

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 
 import pytest
 
@@ -83,3 +84,39 @@ def test_status_with_a_replica_stopped_is_not_in_sync(fleet: Fleet) -> None:
     document = json.loads(result.stdout)
     (row,) = [r for r in document["replicas"] if r["name"] == "tfs-c"]
     assert row.get("in_sync") is not True, row
+
+
+@pytest.mark.parametrize(
+    "fleet", [{"tfs-e": ["--sim_load_seconds_for=animals:4=1.0"]}], indirect=True
+)
+def test_a_replica_stopped_before_the_flip_fails_it_and_the_others_go_back(fleet: Fleet) -> None:
+    promote(fleet.lab)
+    pid = fleet.sims["tfs-b"].pid
+    assert pid is not None
+
+    def stop_tfs_b_while_the_last_wave_loads() -> None:
+        wait_until(lambda: "versions: 4" in fleet.config("tfs-e").read_text(), 60)
+        os.kill(pid, signal.SIGSTOP)  # as `docker pause`: prepared, then never answers
+
+    stopper = threading.Thread(target=stop_tfs_b_while_the_last_wave_loads, daemon=True)
+    stopper.start()
+    try:
+        result = fleet.apply("--timeout", "10")
+        stopper.join(5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert result.returncode == 1, output(result)
+    history = json.loads(fleet.cli("history", "--output", "json").stdout)
+    record = history[-1]
+    assert "tfs-b" in record["extra"]["failed"], record
+    running = [n for n in NAMES if n != "tfs-b"]
+    assert {n: v for n, v in fleet.labels().items() if n in running} == dict.fromkeys(running, 2)
+    for name in running:  # loaded only for the halted rollout: unloaded again
+        assert fleet.states(name).get(4) in (None, "END"), (name, fleet.states(name))
+        assert "value: 2" in fleet.config(name).read_text()
+    assert record["outcome"] == "rollback_failed", record  # tfs-b could not be put back
+    # resumed, tfs-b never serves the label on a version the others have dropped
+    assert fleet.labels()["tfs-b"] == 2
+    parse_config(fleet.config("tfs-b").read_text())
+    status = fleet.cli("status", "--output", "json")
+    assert status.returncode != 0, output(status)  # not in sync: the desired 4 is not live

@@ -120,3 +120,15 @@ def test_a_replica_stopped_before_the_flip_fails_it_and_the_others_go_back(fleet
     parse_config(fleet.config("tfs-b").read_text())
     status = fleet.cli("status", "--output", "json")
     assert status.returncode != 0, output(status)  # not in sync: the desired 4 is not live
+
+
+def test_two_replicas_whose_config_is_one_file_through_a_link_are_refused(fleet: Fleet) -> None:
+    promote(fleet.lab)
+    fleet.config("tfs-b").unlink()
+    fleet.config("tfs-b").symlink_to(fleet.config("tfs-a"))
+    before = fleet.config("tfs-a").read_text()
+    result = fleet.apply("--timeout", "10")
+    assert result.returncode != 0, output(result)
+    assert "replicas tfs-a and tfs-b have one models.config" in result.stderr, output(result)
+    assert "another tfs-reconciler" not in result.stderr  # it was this one, on itself
+    assert fleet.config("tfs-a").read_text() == before

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from reconciler.testing.lab import wait_until
+from reconciler.testing.lab import label_version, wait_until
 from reconciler.tfs_config import parse_config
 
 from .test_fleet import NAMES, Fleet, fleet, output, promote
@@ -132,3 +132,36 @@ def test_two_replicas_whose_config_is_one_file_through_a_link_are_refused(fleet:
     assert "replicas tfs-a and tfs-b have one models.config" in result.stderr, output(result)
     assert "another tfs-reconciler" not in result.stderr  # it was this one, on itself
     assert fleet.config("tfs-a").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "fleet", [{"tfs-d": ["--sim_load_seconds_for=animals:4=1.0"]}], indirect=True
+)
+def test_a_replica_killed_mid_prepare_fails_the_rollout_and_the_rest_go_back(
+    fleet: Fleet,
+) -> None:
+    promote(fleet.lab)
+    pid = fleet.sims["tfs-d"].pid
+    assert pid is not None
+
+    def kill_tfs_d_while_it_loads() -> None:
+        wait_until(lambda: "versions: 4" in fleet.config("tfs-d").read_text(), 60)
+        os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_tfs_d_while_it_loads, daemon=True)
+    killer.start()
+    result = fleet.apply("--timeout", "10")
+    killer.join(5)
+    assert result.returncode == 1, output(result)
+    record = json.loads(fleet.cli("history", "--output", "json").stdout)[-1]
+    assert "tfs-d" in record["extra"]["failed"], record
+    running = [n for n in NAMES if n != "tfs-d"]
+    labels = {n: label_version(fleet.sims[n].rest_url, "animals", "stable") for n in running}
+    assert labels == dict.fromkeys(running, 2)
+    for name in running:
+        assert fleet.states(name).get(4) in (None, "END"), (name, fleet.states(name))
+    # tfs-d's file: what it should boot with, parsed, its label on a version it lists
+    config = parse_config(fleet.config("tfs-d").read_text())
+    (model,) = config.models
+    assert dict(model.labels)["stable"] == 2  # what it served: it boots back into that
+    assert "tfs-d" in result.stdout and "rollback FAILED" in result.stdout  # never healthy

@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import importlib
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from reconciler.fleet_replicas import (
     LiveDriver,
     fleet_history,
     fleet_replicas,
+    one_config_each,
     replica_settings,
     restore_targets,
 )
@@ -168,19 +168,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def _locked(base: Settings, replicas: Sequence[Replica], role: str) -> contextlib.ExitStack:
     """Every replica's models.config locked (a daemon or another apply on one of them waits
     its turn: AlreadyRunningError names the holder)."""
+    one_config_each(base, replicas)
     stack = contextlib.ExitStack()
-    owners: dict[str, str] = {}
     try:
         for replica in replicas:
             path = replica_settings(base, replica).config_path
             path.parent.mkdir(parents=True, exist_ok=True)
-            owner = owners.setdefault(os.path.realpath(path), replica.name)
-            if owner != replica.name:  # its own lock would name this very process
-                raise UsageError(
-                    f"replicas {owner} and {replica.name} have one models.config"
-                    f" ({os.path.realpath(path)}, through a link or a shared mount): each"
-                    " replica's file holds what that replica serves at each moment"
-                )
             stack.enter_context(acquire(path, role))
     except BaseException:
         stack.close()

@@ -30,6 +30,7 @@ from reconciler.fleet_replicas import (
     FileFleetLog,
     LiveDriver,
     fleet_replicas,
+    one_config_each,
     replica_settings,
 )
 from reconciler.fleet_rollout import (
@@ -209,6 +210,7 @@ class FleetDaemon:
 
     @contextlib.contextmanager
     def _locked(self, replicas: tuple[Replica, ...]) -> Iterator[None]:
+        one_config_each(self.base, replicas)
         with contextlib.ExitStack() as stack:
             for replica in replicas:
                 path = replica_settings(self.base, replica).config_path

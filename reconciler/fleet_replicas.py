@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from reconciler.fleet_rollout import (
 from reconciler.history import STARTED, STARTED_MESSAGE, Record, append_record, read_history
 from reconciler.observe import Observed, read_config
 from reconciler.plan import plan_config
+from reconciler.problems import InputError, Location, Problem
 from reconciler.reconcile import Revision, execute, observe_for
 from reconciler.reload import GrpcReloader, NoReload, PollReloader, Reloader, ReloadMode
 from reconciler.replica import Replica
@@ -50,6 +52,23 @@ bound to their arguments."""
 
 def replica_home(state_dir: Path, name: str) -> Path:
     return state_dir / REPLICAS_DIR / name
+
+
+def one_config_each(base: Settings, replicas: Sequence[Replica]) -> None:
+    """Refuse two replicas whose models.config is one file (a link, a shared bind mount):
+    each replica's file holds what that replica serves at each moment, and the second lock
+    on it would name this very process as another tfs-reconciler."""
+    owners: dict[str, str] = {}
+    for replica in replicas:
+        real = os.path.realpath(replica_settings(base, replica).config_path)
+        owner = owners.setdefault(real, replica.name)
+        if owner != replica.name:
+            why = (
+                f"replicas {owner} and {replica.name} have one models.config ({real}, through"
+                " a link or a shared mount): each replica's file holds what that replica"
+                " serves at each moment"
+            )
+            raise InputError([Problem(Location(real), "", why)])
 
 
 def replica_settings(base: Settings, replica: Replica) -> Settings:

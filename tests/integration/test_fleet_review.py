@@ -12,6 +12,8 @@ import threading
 import pytest
 
 from reconciler.testing.lab import label_version, wait_until
+from reconciler.testing.simulator import free_port
+from reconciler.testing.traffic import request
 from reconciler.tfs_config import parse_config
 
 from .test_fleet import NAMES, Fleet, fleet, output, promote
@@ -165,3 +167,65 @@ def test_a_replica_killed_mid_prepare_fails_the_rollout_and_the_rest_go_back(
     (model,) = config.models
     assert dict(model.labels)["stable"] == 2  # what it served: it boots back into that
     assert "tfs-d" in result.stdout and "rollback FAILED" in result.stdout  # never healthy
+
+
+def test_the_daemon_with_a_replica_stopped_moves_no_label_and_converges_once_it_resumes(
+    fleet: Fleet,
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
+    daemon = subprocess.Popen(
+        [
+            "tfs-reconciler", "run", "--fleet", str(fleet.file),
+            "--desired", str(fleet.lab / "desired_state"),
+            "--models-dir", str(fleet.lab / "models"),
+            "--state-dir", str(fleet.lab / "state"), "--reload", "grpc",
+            "--file-system-poll-seconds", "0.2", "--resync", "0.3", "--timeout", "8",
+            "--metrics-addr", f"127.0.0.1:{port}",
+        ],
+        cwd=fleet.lab, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    pid = fleet.sims["tfs-c"].pid
+    assert pid is not None
+    try:
+
+        def get(path: str) -> tuple[int, object]:
+            try:
+                return request(f"http://127.0.0.1:{port}", "GET", path)
+            except OSError:
+                return 0, None
+
+        def state() -> object:
+            code, body = get("/status")
+            return body.get("state") if code == 200 and isinstance(body, dict) else None
+
+        wait_until(lambda: state() == "in_sync", 30, what="in sync at start")
+        os.kill(pid, signal.SIGSTOP)
+        wait_until(lambda: state() not in (None, "in_sync"), 30, what="tfs-c noticed")
+        promote(fleet.lab)
+
+        def rollouts() -> list[dict[str, object]]:
+            found: list[dict[str, object]] = json.loads(
+                fleet.cli("history", "--output", "json").stdout
+            )
+            return found
+
+        wait_until(lambda: any(r["outcome"] != "started" for r in rollouts()), 90, what="halt")
+        assert "tfs-c" in str(rollouts()[0]["extra"])
+        running = [n for n in NAMES if n != "tfs-c"]
+        # while tfs-c cannot load, no label moves anywhere (the flip waits for every replica)
+        for _ in range(3):
+            code, _ = get("/status")
+            assert code == 200  # the endpoint answers while a pass waits on tfs-c
+            labels = {
+                n: label_version(fleet.sims[n].rest_url, "animals", "stable") for n in running
+            }
+            assert labels == dict.fromkeys(running, 2)
+        os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: fleet.labels() == dict.fromkeys(NAMES, 4), 120, what="promoted")
+        wait_until(lambda: state() == "in_sync", 60, what="in sync after")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, stderr[-3000:]

@@ -68,3 +68,14 @@ def test_one_rest_address_listed_under_two_names_is_refused() -> None:
         "fleet.yaml:5:23: fleet.replicas[1].rest: replica 'a' has this REST address too: one"
         " TFS listed twice would be counted twice, loaded and flipped as two"
     ]
+
+
+def test_a_rest_address_with_a_password_is_refused() -> None:
+    text = (
+        "apiVersion: tfs-reconciler/v1\nfleet:\n  replicas:\n"
+        "    - {name: a, rest: 'http://user:s3cret@127.0.0.1:8501'}\n"
+    )
+    with pytest.raises(InputError) as caught:
+        parse_fleet("fleet.yaml", text.encode())
+    assert "fleet.replicas[0].rest" in str(caught.value)
+    assert "no user:password@" in str(caught.value)

@@ -229,3 +229,24 @@ def test_the_daemon_with_a_replica_stopped_moves_no_label_and_converges_once_it_
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=60)
     assert daemon.returncode == 0, stderr[-3000:]
+
+
+FAILS_4 = ["--sim_load_fail_for=animals:4", "--max_num_load_retries=0"]
+
+
+@pytest.mark.parametrize("fleet", [{"tfs-c": FAILS_4}], indirect=True)
+def test_a_tolerated_failure_flips_the_others_and_leaves_the_failed_replica_consistent(
+    fleet: Fleet,
+) -> None:
+    fleet.file.write_text(fleet.file.read_text().replace("max_failures: 0", "max_failures: 1"))
+    promote(fleet.lab)
+    result = fleet.apply("--timeout", "20")
+    assert result.returncode == 1, output(result)
+    assert "partial" in result.stderr and "tfs-c" in result.stderr, output(result)
+    assert fleet.labels() == {**dict.fromkeys(NAMES, 4), "tfs-c": 2}
+    assert fleet.states("tfs-c").get(4) in (None, "END")
+    (model,) = parse_config(fleet.config("tfs-c").read_text()).models
+    assert dict(model.labels)["stable"] == 2 and 4 not in model.policy.versions  # type: ignore[union-attr]
+    status = fleet.cli("status", "--output", "json")
+    assert status.returncode != 0, output(status)  # tfs-c is not in sync, nor the fleet
+    assert json.loads(status.stdout)["label_disagreements"], status.stdout

@@ -40,6 +40,7 @@ class TfsGrpc:
         self.timeout = timeout
         self._channel = grpc.insecure_channel(target)
         self._models: Any = pb_grpc.ModelServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._prepared: tuple[ServingConfig, Any] | None = None
 
     def close(self) -> None:
         self._channel.close()
@@ -58,6 +59,18 @@ class TfsGrpc:
             return False
         return True
 
+    def prepare(self, config: ServingConfig) -> None:
+        """Before a push that must leave at a set moment (the fleet's flip, at its gate): the
+        request built now, so that `reload(config)` then only sends. (The channel is the one
+        the rollout's prepare pushes already connected: one client per replica.)"""
+        self._prepared = (config, pb.ReloadConfigRequest(config=to_proto(config)))
+
+    def _request(self, config: ServingConfig) -> Any:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] is config:
+            return prepared[1]
+        return pb.ReloadConfigRequest(config=to_proto(config))
+
     def reload(
         self,
         config: ServingConfig,
@@ -70,7 +83,7 @@ class TfsGrpc:
         Raises ReloadRejected when TFS refuses, TfsUnreachable when it does not answer in time,
         ReloadAbandoned when `give_up` (asked while TFS works on the push) names a reason.
         """
-        request = pb.ReloadConfigRequest(config=to_proto(config))
+        request = self._request(config)
         limit = timeout if timeout is not None else self.timeout
         try:
             if give_up is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import http.client
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,7 +30,7 @@ from reconciler.testing.tfs_sim.json_tensor import (
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
 from reconciler.testing.tfs_sim.predict import classify_or_regress, predict, set_method_name_check
-from reconciler.testing.tfs_sim.rest import RestServer, tensors_json
+from reconciler.testing.tfs_sim.rest import RestServer, header_block, tensors_json
 from reconciler.testing.tfs_sim.savedmodel import (
     SavedModelInfo,
     Signature,
@@ -876,3 +878,21 @@ def test_a_metadata_answer_is_rendered_once_per_loaded_version() -> None:
         assert list(reloaded["metadata"]["signature_def"]["signature_def"]) == ["b"]
     finally:
         server.server_close()
+
+
+_HEADER_BYTES = st.sampled_from(
+    [b"Host", b"Content-Length", b"X-a", b"From", b"From ", b"", b" ", b"\t", b":", b": ", b"a b",
+     b"1", b"\xe9", b"\x00", b"\r", b"keep-alive", b"close", b"\r\n", b"\n"]
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(_HEADER_BYTES, max_size=6).map(b"".join), max_size=6))
+def test_a_header_block_reads_as_the_stdlib_reads_it(pieces: list[bytes]) -> None:
+    """The simulator's split of plain header lines gives what http.client.parse_headers
+    (the email package's FeedParser) gives, odd lines included."""
+    block = b"".join(p if p.endswith(b"\n") else p + b"\r\n" for p in pieces) + b"\r\n"
+    lines = io.BytesIO(block).readlines()
+    lines = lines[: next(i for i, line in enumerate(lines) if line in (b"\r\n", b"\n")) + 1]
+    expected = http.client.parse_headers(io.BytesIO(b"".join(lines)))
+    assert header_block(lines).items() == expected.items()

@@ -30,7 +30,7 @@ from reconciler.testing.tfs_sim.json_tensor import (
 from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
 from reconciler.testing.tfs_sim.predict import classify_or_regress, predict, set_method_name_check
-from reconciler.testing.tfs_sim.rest import RestServer, header_block, tensors_json
+from reconciler.testing.tfs_sim.rest import RestServer, tensors_json
 from reconciler.testing.tfs_sim.savedmodel import (
     SavedModelInfo,
     Signature,
@@ -38,6 +38,7 @@ from reconciler.testing.tfs_sim.savedmodel import (
     load_saved_model,
     parse_saved_model,
 )
+from reconciler.tfs_rest import parse_header_lines
 
 EXAMPLE_MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 INFO = SavedModelInfo(path=Path("/x"), signatures={})
@@ -895,4 +896,4 @@ def test_a_header_block_reads_as_the_stdlib_reads_it(pieces: list[bytes]) -> Non
     lines = io.BytesIO(block).readlines()
     lines = lines[: next(i for i, line in enumerate(lines) if line in (b"\r\n", b"\n")) + 1]
     expected = http.client.parse_headers(io.BytesIO(b"".join(lines)))
-    assert header_block(lines).items() == expected.items()
+    assert parse_header_lines(lines).items() == expected.items()

@@ -19,8 +19,6 @@ answered it (event ``predict``).
 
 from __future__ import annotations
 
-import email.parser
-import http.client
 import json
 import logging
 import re
@@ -48,12 +46,10 @@ from reconciler.testing.tfs_sim.predict import (
     predict,
 )
 from reconciler.testing.tfs_sim.savedmodel import SavedModelInfo
+from reconciler.tfs_rest import MAX_HEADER_LINE, MAX_HEADERS, parse_header_lines
 
 log = logging.getLogger("tfs_sim.rest")
 
-_MAX_LINE = 65536  # http.client's limits on a header line and on the number of headers
-_MAX_HEADERS = 100
-_HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:[^\r\n]*\r?\n\Z")  # FeedParser's headerRE
 HANDLED_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 PREDICTION_URL = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -120,12 +116,12 @@ class RestHandler(BaseHTTPRequestHandler):
             return super().parse_request()
         lines = []
         while True:
-            line = self.rfile.readline(_MAX_LINE + 1)
-            if len(line) > _MAX_LINE:
+            line = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(line) > MAX_HEADER_LINE:
                 self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
                 return False
             lines.append(line)
-            if len(lines) > _MAX_HEADERS:
+            if len(lines) > MAX_HEADERS:
                 self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
                 return False
             if line in (b"\r\n", b"\n", b""):
@@ -134,7 +130,7 @@ class RestHandler(BaseHTTPRequestHandler):
         if self.path.startswith("//"):  # as the stdlib does (gh-87389)
             self.path = "/" + self.path.lstrip("/")
         self.close_connection = words[2] == "HTTP/1.0"
-        self.headers = headers = header_block(lines)
+        self.headers = headers = parse_header_lines(lines)
         connection = headers.get("Connection", "").lower()
         if connection == "close":
             self.close_connection = True
@@ -258,20 +254,6 @@ class RestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-
-
-def header_block(lines: list[bytes]) -> http.client.HTTPMessage:
-    """The headers of a request's header block (its lines, the blank one last), as
-    ``http.client.parse_headers`` reads them: plain ``Name: value`` lines are split here,
-    anything else goes to the email package's FeedParser as there."""
-    if all(_HEADER_LINE.match(line) for line in lines[:-1]):
-        headers = http.client.HTTPMessage()
-        for line in lines[:-1]:
-            name, value = line.decode("iso-8859-1").split(":", 1)
-            headers.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
-        return headers
-    text = b"".join(lines).decode("iso-8859-1")
-    return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
 
 
 def _decode(text: str, what: str) -> str:

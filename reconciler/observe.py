@@ -240,7 +240,9 @@ def _read_all(
 def _read_model(source: StatusSource, name: str, labels: Iterable[str]) -> LiveModel:
     status = source.model_status(name)
     resolved = []
-    if status.found:
+    # A label answers only through a version that is AVAILABLE (GetModelMetadata takes a
+    # servable handle): with none, every label lookup would fail; it is not asked.
+    if status.found and status.available:
         for label in sorted(set(labels)):
             version = source.label_version(name, label)
             if version is not None:
@@ -281,7 +283,7 @@ def _read_more(
     asks = [
         (model.name, label)
         for model in first.models
-        if model.found
+        if model.found and model.available
         for label in sorted(set(labels.get(model.name, ())) - {lb for lb, _ in model.labels})
     ]
     try:

@@ -135,6 +135,25 @@ def test_read_live_reads_many_models_and_keeps_their_order() -> None:
     assert dict(status.models[7].labels) == {"stable": 1}
 
 
+def test_read_live_asks_no_label_of_a_model_with_no_available_version() -> None:
+    """TFS resolves a label only through an AVAILABLE version (GetModelMetadata takes a
+    servable handle): those lookups would fail, and are not made."""
+
+    class Tfs(_Tfs):
+        def model_status(self, name: str) -> LiveModel:
+            state = "AVAILABLE" if name == "up" else "LOADING"
+            return LiveModel(name, True, (LiveVersion(1, state),))
+
+        def label_version(self, name: str, label: str) -> int | None:
+            self.asked.append(name)  # only labels are recorded here
+            return 1
+
+    tfs = Tfs()
+    status = read_live(tfs, ["loading", "up"], {"loading": ["stable"], "up": ["stable"]})
+    assert [dict(m.labels) for m in status.models] == [{}, {"stable": 1}]
+    assert tfs.asked == ["up"]
+
+
 def test_read_live_asks_only_the_models_given() -> None:
     tfs = _Tfs()
     read_live(tfs, ["b"], {})

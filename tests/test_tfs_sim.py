@@ -27,10 +27,16 @@ from reconciler.testing.tfs_sim.json_tensor import (
     predict_inputs,
     request_signature_name,
 )
-from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
+from reconciler.testing.tfs_sim.lifecycle import (
+    LoadTiming,
+    Manager,
+    State,
+    VersionStatus,
+    not_available_message,
+)
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
 from reconciler.testing.tfs_sim.predict import classify_or_regress, predict, set_method_name_check
-from reconciler.testing.tfs_sim.rest import RestServer, tensors_json
+from reconciler.testing.tfs_sim.rest import RestServer, status_json, tensors_json
 from reconciler.testing.tfs_sim.savedmodel import (
     SavedModelInfo,
     Signature,
@@ -897,3 +903,20 @@ def test_a_header_block_reads_as_the_stdlib_reads_it(pieces: list[bytes]) -> Non
     lines = lines[: next(i for i, line in enumerate(lines) if line in (b"\r\n", b"\n")) + 1]
     expected = http.client.parse_headers(io.BytesIO(b"".join(lines)))
     assert parse_header_lines(lines).items() == expected.items()
+
+
+def test_a_status_answer_is_rendered_once_per_set_of_states() -> None:
+    server = RestServer(("127.0.0.1", 0), ServerCore(CoreOptions()))
+    try:
+        failed = TfsError(Code.NOT_FOUND, "no SavedModel")
+        sets = [
+            [VersionStatus(2, State.AVAILABLE, None), VersionStatus(1, State.END, None)],
+            [VersionStatus(2, State.AVAILABLE, None), VersionStatus(1, State.END, failed)],
+            [VersionStatus(2, State.LOADING, None)],
+        ]
+        texts = [server.status_text(statuses) for statuses in sets]
+        assert [json.loads(t) for t in texts] == [status_json(s) for s in sets]
+        assert server.status_text(list(sets[0])) is texts[0]
+        assert len(set(texts)) == 3
+    finally:
+        server.server_close()

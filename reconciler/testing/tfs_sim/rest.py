@@ -213,7 +213,7 @@ class RestHandler(BaseHTTPRequestHandler):
             raise TfsError(Code.INVALID_ARGUMENT, "Missing model name in request.")
         if tail == "metadata":
             return self.server.metadata_text(model, core.resolve(model, number, label))
-        return _pretty(status_json(core.status(model, number)))
+        return self.server.status_text(core.status(model, number))
 
     def _predict(self, model: str, version: int | None, label: str | None, body: bytes) -> str:
         """``ProcessPredictRequest``: the body first, then the model (``GetInfoMap``)."""
@@ -310,7 +310,7 @@ class RestServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    METADATA_CACHE = 20_000  # answers kept; past it the cache starts over
+    METADATA_CACHE = 20_000  # answers kept (of each kind); past it the cache starts over
 
     def __init__(self, address: tuple[str, int], core: ServerCore) -> None:
         self.core = core
@@ -319,7 +319,23 @@ class RestServer(ThreadingHTTPServer):
         # version's SavedModelInfo is another one. Each entry holds its info, so the id in
         # its key cannot be reused while it is kept.
         self._metadata: dict[tuple[str, int, int], tuple[SavedModelInfo, str]] = {}
+        self._status: dict[tuple[tuple[object, ...], ...], str] = {}
         super().__init__(address, RestHandler)
+
+    def status_text(self, statuses: list[VersionStatus]) -> str:
+        """The body of a status answer (``GetModelStatus`` in JSON), rendered once for each
+        set of states seen (the states of 1,000 idle models are a handful of sets)."""
+        key = tuple(
+            (s.version, s.state, s.error.code, s.error.message) if s.error else (s.version, s.state)
+            for s in statuses
+        )
+        text = self._status.get(key)
+        if text is None:
+            text = _pretty(status_json(statuses))
+            if len(self._status) >= self.METADATA_CACHE:
+                self._status.clear()
+            self._status[key] = text
+        return text
 
     def metadata_text(self, model: str, servable: Servable) -> str:
         """The body of a metadata answer (``GetModelMetadata`` in JSON)."""

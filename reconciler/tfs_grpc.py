@@ -6,15 +6,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import StepError
-from reconciler.proto import tensorflow_serving_pb2 as pb
-from reconciler.proto.error_codes_pb2 import Code
 from reconciler.state import LiveModel, LiveVersion, TfsUnreachable
 from reconciler.tfs_config import ServingConfig, to_proto
 
 if TYPE_CHECKING:
     import grpc
 
-# grpc is imported when a channel is made, not with this module: `diff`, `status` and the
+# grpc and TFS's messages are imported when used, not with this module: `diff`, `status` and the
 # other commands that never push a config spare its import (~40 ms of every start).
 
 
@@ -81,6 +79,9 @@ class TfsGrpc:
         """
         import grpc
 
+        from reconciler.proto import tensorflow_serving_pb2 as pb
+        from reconciler.proto.error_codes_pb2 import Code
+
         request = pb.ReloadConfigRequest(config=to_proto(config))
         limit = timeout if timeout is not None else self.timeout
         try:
@@ -108,6 +109,9 @@ class TfsGrpc:
 
     def model_status(self, name: str) -> LiveModel:
         import grpc
+
+        from reconciler.proto import tensorflow_serving_pb2 as pb
+        from reconciler.proto.error_codes_pb2 import Code
 
         request = pb.GetModelStatusRequest(model_spec=pb.ModelSpec(name=name))
         try:

@@ -16,7 +16,6 @@ import structlog
 from reconciler import __version__, fleet_cli, logs
 from reconciler.converge import Outcome
 from reconciler.convergence import Progress
-from reconciler.daemon import Daemon
 from reconciler.desired_files import load_desired
 from reconciler.docker_target import DockerError
 from reconciler.git_source import GitError
@@ -257,6 +256,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         options = reread() if args.env_file else daemon_options_of(args)
     except ValueError as error:
         raise UsageError(f"{args.env_file}: {error}") from None
+    from reconciler.daemon import Daemon  # only `run` needs it: other commands start faster
+
     try:
         return Daemon(options, reread).run()
     except (GitError, WebhookSecretError, SidecarError) as error:

@@ -8,6 +8,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Generic, TypeVar, cast
 
@@ -34,6 +35,7 @@ __all__ = [
     "LiveVersion",
     "ModelDir",
     "Observed",
+    "Prefetched",
     "StatusSource",
     "TfsUnreachable",
     "VersionDir",
@@ -240,7 +242,9 @@ def _read_all(
 def _read_model(source: StatusSource, name: str, labels: Iterable[str]) -> LiveModel:
     status = source.model_status(name)
     resolved = []
-    if status.found:
+    # A label answers only through a version that is AVAILABLE (GetModelMetadata takes a
+    # servable handle): with none, every label lookup would fail; it is not asked.
+    if status.found and status.available:
         for label in sorted(set(labels)):
             version = source.label_version(name, label)
             if version is not None:
@@ -281,7 +285,7 @@ def _read_more(
     asks = [
         (model.name, label)
         for model in first.models
-        if model.found
+        if model.found and model.available
         for label in sorted(set(labels.get(model.name, ())) - {lb for lb, _ in model.labels})
     ]
     try:
@@ -297,6 +301,93 @@ def _read_more(
         read[name] = replace(model, labels=tuple(sorted((*model.labels, *extra))))
     read.update((m.name, m) for m in rest.models)
     return LiveStatus(reachable=True, models=tuple(read[name] for name in sorted(read)))
+
+
+class _Slot:
+    """One answer read ahead: `hit` once it was read (its value, or the error it raised)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.hit = False
+        self.value: object = None
+        self.error: Exception | None = None
+
+
+class Prefetched:
+    """A StatusSource that starts reading, in the background, every model models.config
+    names (its status, and its labels when a version is AVAILABLE), for a read of live state
+    that follows soon: `diff` and `status` ask TFS while they parse the desired state. Each
+    answer read ahead is handed out once, waited for if still on its way; anything else, and
+    what the read ahead did not get to, is asked of `source`."""
+
+    def __init__(self, source: StatusSource, config_path: Path) -> None:
+        self._source = source
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._lock = threading.Lock()
+        try:
+            config = read_config(config_path)
+        except InputError:
+            config = None
+        models = (
+            {m.name: sorted({label for label, _ in m.labels}) for m in config.models}
+            if config
+            else {}
+        )
+        for name, labels in models.items():
+            self._slots[(name, "")] = _Slot()
+            self._slots.update(((name, "label:" + label), _Slot()) for label in labels)
+        self._all = dict(self._slots)  # every slot, for the reader to fill; _slots: not taken yet
+        if models:
+            work = sorted(models.items())
+            threading.Thread(target=self._run, args=(work,), name="live-read", daemon=True).start()
+
+    def _run(self, work: list[tuple[str, list[str]]]) -> None:
+        try:
+            _read_all(work, self._read_one)
+        except Exception:  # in its slot: the caller who asks for it gets it
+            pass
+        finally:
+            for slot in self._all.values():  # what was not read: asked of the source
+                slot.done.set()
+
+    def _read_one(self, work: tuple[str, list[str]]) -> None:
+        name, labels = work
+        status = self._fill((name, ""), partial(self._source.model_status, name))
+        if status.found and status.available:
+            for label in labels:
+                self._fill(
+                    (name, "label:" + label), partial(self._source.label_version, name, label)
+                )
+
+    def _fill(self, key: tuple[str, str], read: Callable[[], _Read]) -> _Read:
+        slot = self._all[key]
+        try:
+            value = read()
+        except Exception as error:
+            slot.error, slot.hit = error, True
+            slot.done.set()
+            raise
+        slot.value, slot.hit = value, True
+        slot.done.set()
+        return value
+
+    def _take(self, key: tuple[str, str]) -> _Slot | None:
+        with self._lock:
+            slot = self._slots.pop(key, None)
+        if slot is None:
+            return None
+        slot.done.wait()
+        if slot.error is not None:
+            raise slot.error
+        return slot if slot.hit else None
+
+    def model_status(self, name: str) -> LiveModel:
+        slot = self._take((name, ""))
+        return cast("LiveModel", slot.value) if slot else self._source.model_status(name)
+
+    def label_version(self, name: str, label: str) -> int | None:
+        slot = self._take((name, "label:" + label))
+        return cast("int | None", slot.value) if slot else self._source.label_version(name, label)
 
 
 class _Background(Generic[_Read]):

@@ -13,7 +13,7 @@ from typing import TextIO
 
 import structlog
 
-from reconciler import __version__, fleet_cli, logs
+from reconciler import __version__, logs
 from reconciler.converge import Outcome
 from reconciler.convergence import Progress
 from reconciler.desired_files import load_desired
@@ -167,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         if getattr(args, "fleet", None):
+            from reconciler import fleet_cli  # the fleet's commands, imported when asked for
+
             handler = fleet_cli.handler(args.command)
         return handler(args)
     except InputError as error:

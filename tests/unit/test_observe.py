@@ -13,9 +13,9 @@ import pytest
 
 from reconciler import observe as observe_module
 from reconciler.desired import parse_documents
+from reconciler.disk_scan import OUTSIDE_ROOT
 from reconciler.observe import (
     LIVE_READERS,
-    OUTSIDE_ROOT,
     LiveModel,
     LiveStatus,
     LiveVersion,

@@ -19,7 +19,6 @@ from typing import Any
 from reconciler.config_file import write_atomic
 from reconciler.desired import DesiredState
 from reconciler.desired_files import load_desired
-from reconciler.fleet_daemon import FleetDaemon
 from reconciler.fleet_file import DnsDiscovery, DockerDiscovery, FleetSpec, load_fleet
 from reconciler.fleet_replicas import (
     Discover,
@@ -334,12 +333,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     if unsupported:
         raise UsageError(f"run --fleet does not take {', '.join(unsupported)} yet")
+    from reconciler.fleet_daemon import FleetDaemon  # only `run` needs it: the rest start faster
+
     return FleetDaemon(
         Path(args.fleet),
         base_settings(args),
         ReloadMode(args.reload),
         resync=args.resync,
         verifies=not args.no_verify,
+        self_heal=args.self_heal,
         metrics_addr=args.metrics_addr,
         discover_for=discoverer,
     ).run()

@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from reconciler.backoff import Backoff
+from reconciler.desired import DesiredState
 from reconciler.desired_files import load_desired
 from reconciler.errors import TransientError
 from reconciler.fleet_file import FleetSpec, load_fleet
@@ -40,12 +41,14 @@ from reconciler.fleet_rollout import (
     ReplicaDriver,
     Survey,
     fleet_plan,
+    served_everywhere,
 )
 from reconciler.fleet_status import fleet_status
 from reconciler.http_endpoint import HttpEndpoint, parse_address
 from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.metrics import NAMESPACE
 from reconciler.problems import InputError
+from reconciler.readiness import LiveReadiness, judged, replica_readiness
 from reconciler.reconcile import Revision, revision_of
 from reconciler.reload import ReloadMode
 from reconciler.replica import Replica
@@ -106,6 +109,7 @@ class FleetDaemon:
     resync: float = 30.0
     retry_base: float = 2.0
     verifies: bool = True
+    self_heal: bool = True
     metrics_addr: str = "127.0.0.1:9109"
     discover_for: Callable[[FleetSpec], Discover | None] = lambda spec: None
     clock: Callable[[], float] = time.monotonic
@@ -114,6 +118,17 @@ class FleetDaemon:
     _status: dict[str, Any] = field(default_factory=lambda: {"state": "unknown", "replicas": []})
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _known: set[str] = field(default_factory=set)
+    # /readyz/<replica>: each replica judged against the desired state of the last pass that
+    # ended with every replica serving it (a change not yet live is not judged: a new model
+    # or label would take every replica out of the balancer at once)
+    _in_sync_desired: DesiredState | None = None
+    _current_desired: DesiredState | None = None  # the last one read, valid
+    _checks: dict[str, LiveReadiness] = field(default_factory=dict)
+    _checked: tuple[Replica, ...] = ()
+    _surveys: list[Survey] = field(default_factory=list)
+
+    def replica_checks(self) -> dict[str, LiveReadiness]:
+        return self._checks
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -125,6 +140,7 @@ class FleetDaemon:
             self.metrics.registry,
             self.status,
             liveness_timeout=2 * self.resync + 3 * self.base.timeout + 60,
+            replica_readiness=self.replica_checks,
         )
         with endpoint, GracefulInterrupt("stopping after the step in flight") as stop:
             log.info("fleet_started", fleet=str(self.fleet_file), metrics=str(endpoint.address))
@@ -150,11 +166,23 @@ class FleetDaemon:
         except (TransientError, OSError) as error:  # a discovery that did not answer
             self._failed(f"{type(error).__name__}: {error}")
             return None
+        self._current_desired = desired
         revision = revision_of(self.base.desired)
         driver = LiveDriver(self.base, desired, revision, self.mode, self.verifies)
         try:
             with self._locked(replicas):
                 outcome = self._roll(spec, driver, replicas, interrupted)
+            if outcome is not None and outcome.exit_code == 0:
+                self._in_sync_desired = desired
+            elif self._in_sync_desired is None:  # not yet in sync since the start
+                self._in_sync_desired = served_everywhere(desired, self._surveys)
+            if replicas != self._checked:
+                self._checks = replica_readiness(
+                    replicas,
+                    lambda: judged(self._in_sync_desired, self._current_desired),
+                    timeout=self.base.request_timeout,
+                )
+                self._checked = replicas
             self._show(fleet_status(self.base, replicas, desired), outcome)
         except (AlreadyRunningError, InputError) as error:  # a replica's models.config unreadable
             self._failed(str(error))
@@ -173,7 +201,12 @@ class FleetDaemon:
         replicas: tuple[Replica, ...],
         interrupted: Callable[[], bool],
     ) -> FleetOutcome | None:
-        surveys = [driver.survey(r) for r in replicas]
+        surveys = self._surveys = [driver.survey(r) for r in replicas]
+        if not self.self_heal:  # drift is reported (status), not repaired
+            for survey in surveys:
+                if survey.drift and not survey.changes_config:
+                    log.warning("fleet_drift", replica=survey.replica.name, drift=survey.drift)
+            surveys = [replace(s, phases=None) if not s.changes_config else s for s in surveys]
         the_plan = fleet_plan(surveys, spec.rollout, driver.revision.commit)
         fingerprint = tuple(
             (s.replica.name, render_config(s.phases.cleanup))

@@ -151,6 +151,8 @@ class GatedReloader:
         self.inner.check(target)
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
+        if isinstance(self.inner, GrpcReloader):  # built and connected before the gate
+            self.inner.prepare(config)
         self.gate.arrive(self.name)
         self.inner.reload(config, timeout)
 

@@ -14,120 +14,56 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import partial
 from typing import Protocol, TypeVar
 
 import structlog
 
 from reconciler.converge import Outcome
-from reconciler.desired import DesiredState
 from reconciler.fleet_file import Rollout
-from reconciler.fleet_phases import ReplicaPhases, replica_phases
+from reconciler.fleet_plan import (
+    FleetOutcome,
+    FleetPlan,
+    FleetResult,
+    Phase,
+    Report,
+    Survey,
+    fleet_plan,
+    served_everywhere,
+    serving,
+    survey_of,
+    survey_to,
+    wave_done,
+)
 from reconciler.outcome import Result
-from reconciler.plan import Plan, live_basis, plan, plan_config
 from reconciler.replica import Replica
 from reconciler.state import Observed
 from reconciler.tfs_config import ServingConfig
-from reconciler.waves import waves
+
+__all__ = [
+    "FleetLog",
+    "FleetOutcome",
+    "FleetPlan",
+    "FleetResult",
+    "FleetRollout",
+    "Phase",
+    "ReplicaDriver",
+    "Report",
+    "RunAll",
+    "Survey",
+    "fleet_plan",
+    "in_threads",
+    "one_by_one",
+    "served_everywhere",
+    "serving",
+    "survey_of",
+    "survey_to",
+    "wave_done",
+]
 
 log = structlog.get_logger("reconciler.fleet")
 
 T = TypeVar("T")
-
-
-class Phase(StrEnum):
-    PREPARE = "prepare"
-    FLIP = "flip"
-    CLEANUP = "cleanup"
-    ROLLBACK = "rollback"
-
-
-class FleetResult(StrEnum):
-    NOOP = "noop"  # every replica already serves the desired state
-    DONE = "done"  # every replica converged
-    PARTIAL = "partial"  # done, but up to max_failures replicas failed and were left behind
-    BLOCKED = "blocked"  # refused before anything changed (a plan's problems)
-    HALTED = "halted"  # past max_failures, on_failure pause: stopped where it was
-    ROLLED_BACK = "rolled_back"  # past max_failures: every touched replica put back
-    ROLLBACK_FAILED = "rollback_failed"  # past max_failures, and some could not be put back
-    INTERRUPTED = "interrupted"
-
-    @property
-    def exit_code(self) -> int:
-        if self in (FleetResult.NOOP, FleetResult.DONE):
-            return 0
-        return 130 if self is FleetResult.INTERRUPTED else 1
-
-
-@dataclass(frozen=True)
-class Survey:
-    """One replica before the rollout: what it serves, what it should, and the way there."""
-
-    replica: Replica
-    phases: ReplicaPhases | None  # None: nothing to change (or it cannot be reached)
-    before: ServingConfig | None  # what it served: what a rollback returns it to
-    problems: tuple[str, ...] = ()  # why it must not be touched (the whole rollout waits)
-    unreachable: str = ""  # why it did not answer (a failure, counted at once)
-    drift: tuple[str, ...] = ()
-
-
-def survey_of(replica: Replica, desired: DesiredState, observed: Observed) -> Survey:
-    """A replica's way from what it serves (`observed`) to `desired` (pure)."""
-    return _survey(replica, plan(desired, observed), observed)
-
-
-def survey_to(replica: Replica, target: ServingConfig, observed: Observed, source: str) -> Survey:
-    """A replica's way back to `target` (a config it served before, named by `source`)."""
-    return _survey(replica, plan_config(observed, target, source), observed)
-
-
-def _survey(replica: Replica, the_plan: Plan, observed: Observed) -> Survey:
-    if the_plan.problems:
-        return Survey(replica, None, observed.config, tuple(str(p) for p in the_plan.problems))
-    live = observed.live
-    if live is not None and not live.reachable:
-        return Survey(replica, None, observed.config, unreachable=live.error or "no answer")
-    drift = tuple(str(d) for d in the_plan.drift)
-    if the_plan.in_sync:
-        return Survey(replica, None, observed.config)
-    basis = live_basis(observed.config or ServingConfig(), live, the_plan.target)
-    # What it served: its file, unless live TFS serves something else (then what it serves).
-    before = observed.config if observed.config is not None and not drift else basis
-    return Survey(
-        replica, replica_phases(basis, the_plan.target, observed.disk), before, drift=drift
-    )
-
-
-def serving(observed: Observed, config: ServingConfig) -> bool:
-    """Whether a replica serves `config`: its file holds it and live TFS serves it (its
-    versions AVAILABLE, its labels resolving), as read in `observed`."""
-    live = observed.live
-    if live is None or not live.reachable:
-        return False
-    return plan_config(observed, config).in_sync
-
-
-@dataclass(frozen=True)
-class Report:
-    """What one step did on one replica, in one rollout (`generation`)."""
-
-    replica: str
-    generation: int
-    phase: Phase
-    ok: bool
-    result: str
-    message: str
-    seconds: float = 0.0
-
-
-def wave_done(
-    reports: Sequence[Report], names: Sequence[str], generation: int, phase: Phase
-) -> bool:
-    """Whether every replica in `names` converged on `phase` in this rollout: a report of an
-    earlier generation (an old healthy status) never counts."""
-    good = {r.replica for r in reports if r.generation == generation and r.phase is phase and r.ok}
-    return set(names) <= good
 
 
 class ReplicaDriver(Protocol):
@@ -166,47 +102,6 @@ class FleetLog(Protocol):
 
     def finish(self, generation: int, outcome: FleetOutcome) -> None:
         """Record how the rollout ended."""
-
-
-@dataclass(frozen=True)
-class FleetPlan:
-    """The rollout, before it starts: a survey per replica, in rollout order, and the waves."""
-
-    surveys: tuple[Survey, ...]
-    waves: tuple[tuple[str, ...], ...]  # replicas to change, canary wave first
-    commit: str | None = None
-
-    @property
-    def blocked(self) -> tuple[str, ...]:
-        return tuple(f"{s.replica.name}: {p}" for s in self.surveys for p in s.problems)
-
-    @property
-    def changing(self) -> tuple[Survey, ...]:
-        return tuple(s for s in self.surveys if s.phases is not None)
-
-    def survey(self, name: str) -> Survey:
-        return next(s for s in self.surveys if s.replica.name == name)
-
-
-def fleet_plan(surveys: Sequence[Survey], rollout: Rollout, commit: str | None = None) -> FleetPlan:
-    """Waves over the replicas that change; the canary wave is the first of them in order
-    (replicas in sync are not waited on, unreachable ones are not touched)."""
-    changing = [s.replica.name for s in surveys if s.phases is not None]
-    return FleetPlan(tuple(surveys), waves(changing, rollout.canary, rollout.max_parallel), commit)
-
-
-@dataclass(frozen=True)
-class FleetOutcome:
-    result: FleetResult
-    message: str
-    generation: int = 0
-    reports: tuple[Report, ...] = ()
-    failed: tuple[str, ...] = ()  # replicas that failed (or did not answer)
-    seconds: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        return self.result.exit_code
 
 
 def _never() -> bool:
@@ -264,6 +159,19 @@ class FleetRollout:
         touched: list[str] = []
         if len(failed) > self.rollout.max_failures:
             return self._halt(the_plan, touched, failed, started, "before the first wave")
+        prepared = self._prepare(the_plan, touched, failed, started)
+        if isinstance(prepared, FleetOutcome):
+            return prepared
+        if self.interrupted():
+            return self._end(
+                FleetResult.INTERRUPTED, "interrupted before the flip", failed, started
+            )
+        return self._flip_and_clean(the_plan, prepared, touched, failed, started)
+
+    def _prepare(
+        self, the_plan: FleetPlan, touched: list[str], failed: list[str], started: float
+    ) -> list[str] | FleetOutcome:
+        """Prepare wave by wave: the replicas prepared, or how the rollout ended."""
         prepared: list[str] = []
         for number, wave in enumerate(the_plan.waves, start=1):
             if self.interrupted():
@@ -293,10 +201,16 @@ class FleetRollout:
                 return self._halt(the_plan, touched, failed, started, f"in wave {number}")
         if not wave_done(self.reports, prepared, self._generation, Phase.PREPARE):
             raise AssertionError("a prepared replica has no report of this rollout")
-        if self.interrupted():
-            return self._end(
-                FleetResult.INTERRUPTED, "interrupted before the flip", failed, started
-            )
+        return prepared
+
+    def _flip_and_clean(
+        self,
+        the_plan: FleetPlan,
+        prepared: list[str],
+        touched: list[str],
+        failed: list[str],
+        started: float,
+    ) -> FleetOutcome:
         self.driver.together(prepared)
         try:
             flip_reports = self._step(the_plan, tuple(prepared), Phase.FLIP)
@@ -346,22 +260,31 @@ class FleetRollout:
     ) -> Report:
         started = self.clock()
         action = f"fleet rollout {self._generation}: {phase}"
+        # Only a prepare stops part-way: a flip, a cleanup or a rollback, once started,
+        # finishes on every replica (a second Ctrl-C still stops at once).
+        stop = self.interrupted if phase is Phase.PREPARE else _never
+        outcome = Outcome(Result.FAILED, "not converged")
         try:
-            # Only a prepare stops part-way: a flip, a cleanup or a rollback, once started,
-            # finishes on every replica (a second Ctrl-C still stops at once).
-            stop = self.interrupted if phase is Phase.PREPARE else _never
             outcome = self.driver.converge(replica, config, action, stop)
+            ok, message = outcome.ok, outcome.message
+            if ok and not self.driver.serves(replica, config):
+                ok, message = False, "converged, but not seen serving the config afterwards"
+            if ok and phase is Phase.PREPARE:
+                wrong = self.driver.verify(replica, survey)
+                if wrong is not None:
+                    ok, message = False, wrong
         except Exception as error:  # one replica's surprise must not leave the others half-done
             log.exception("replica_failed", replica=replica.name, phase=phase.value)
-            outcome = Outcome(Result.FAILED, f"{type(error).__name__}: {error}")
-        ok = outcome.ok
-        message = outcome.message
-        if ok and not self.driver.serves(replica, config):
-            ok, message = False, "converged, but not seen serving the config afterwards"
-        if ok and phase is Phase.PREPARE:
-            wrong = self.driver.verify(replica, survey)
-            if wrong is not None:
-                ok, message = False, wrong
+            ok, message = False, f"{type(error).__name__}: {error}"
+        if not ok and outcome.ok and phase is Phase.PREPARE and survey.before is not None:
+            # It loaded, then failed its check (verify, serving): nothing else undoes that
+            # when the rollout goes on without it (up to max_failures).
+            try:
+                back = self.driver.converge(replica, survey.before, f"{action}: put back", _never)
+                message += f"; put back: {back.result}"
+            except Exception as error:
+                log.exception("replica_put_back_failed", replica=replica.name)
+                message += f"; putting it back failed: {type(error).__name__}: {error}"
         if ok:
             self.log.replica_serves(replica, self._generation, phase, outcome.config or "")
         log.info(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
+from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
@@ -196,10 +197,19 @@ class BoundedHttpServer:
         def close_all() -> None:  # in the server's own loop: waitress is not thread-safe
             for channel in list(server.active_channels.values()):
                 channel.handle_close()
-            server.close()
+            try:
+                server.close()
+            except OSError:  # its wakeup pipe was closed under it: close the listener anyway
+                wasyncore.dispatcher.close(server)
             closed.set()
 
-        server.trigger.pull_trigger(close_all)
+        try:
+            server.trigger.pull_trigger(close_all)
+        except OSError as error:
+            # The trigger's pipe is gone (a descriptor closed under it): the loop cannot be
+            # woken, so close from here; the loop sees its map empty and returns.
+            log.warning("http_server_trigger_lost", server=self._name, error=str(error))
+            close_all()
         closed.wait(10.0)
         thread.join(10.0)
         server.task_dispatcher.shutdown(timeout=5)

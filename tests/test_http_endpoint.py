@@ -285,3 +285,24 @@ def test_the_idle_server_waits_in_its_poll_rather_than_spinning() -> None:
         assert adj.cleanup_interval >= 1
     finally:
         server.stop()
+
+
+def test_stop_closes_the_server_even_when_its_wakeup_pipe_was_closed_under_it() -> None:
+    """A descriptor closed twice elsewhere in the process can be the trigger's pipe: stop()
+    must still close the port and end the loop, not raise EBADF (seen once in a test run)."""
+    import os
+
+    from reconciler.http_server import BoundedHttpServer
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    server = BoundedHttpServer("127.0.0.1", 0, app, Limits(), name="lost-trigger").start()
+    host, port = server.bound
+    thread = server._thread
+    os.close(server._server.trigger.trigger)  # type: ignore[union-attr]
+    server.stop()
+    assert thread is not None and not thread.is_alive()
+    with pytest.raises(OSError), socket.create_connection((host, port), timeout=2):
+        pass

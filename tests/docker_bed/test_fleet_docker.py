@@ -25,7 +25,11 @@ from typing import Any
 import docker
 import pytest
 
+from reconciler.desired import DesiredState, parse_documents
 from reconciler.fleet_discovery import discover_docker
+from reconciler.http_endpoint import Address, HttpEndpoint
+from reconciler.metrics import Metrics
+from reconciler.readiness import replica_readiness
 from reconciler.testing import docker_bed
 from reconciler.testing.balancer import Balancer
 from reconciler.testing.docker_bed import StartTfsContainer, TfsContainer
@@ -35,7 +39,7 @@ from reconciler.testing.label_window import (
     read_event_log,
     unavailable_label_spans,
 )
-from reconciler.testing.traffic import PredictStream
+from reconciler.testing.traffic import PredictStream, request
 
 pytestmark = pytest.mark.docker
 
@@ -296,3 +300,50 @@ def test_a_container_added_mid_rollout_is_found_and_converged(docker_fleet: Dock
     status = json.loads(docker_fleet.cli("status", "--output", "json").stdout)
     assert new.name in [r["name"] for r in status["replicas"]]
     assert status["in_sync"] is True
+
+
+def test_readyz_per_replica_stays_ready_through_a_promotion_and_not_for_a_paused_replica(
+    docker_fleet: DockerFleet, docker_client: docker.DockerClient
+) -> None:
+    desired_file = docker_fleet.root / "desired_state" / "animals.yaml"
+
+    def desired() -> DesiredState:
+        return parse_documents([(desired_file.name, desired_file.read_bytes())])
+
+    found = discover_docker(docker_client, docker_fleet.label)
+    checks = replica_readiness(found, desired, timeout=1.0, max_age=0.0)
+    endpoint = HttpEndpoint(
+        Address("127.0.0.1", 0), Metrics.create().registry, dict, replica_readiness=lambda: checks
+    )
+    not_ready: list[tuple[str, int, Any]] = []
+    probes = [0]
+    probing = threading.Event()
+
+    def probe() -> None:
+        while probing.is_set():
+            for replica in found:
+                code, body = request(endpoint.address.url, "GET", f"/readyz/{replica.name}")
+                probes[0] += 1
+                if code != 200:
+                    not_ready.append((replica.name, code, body))
+
+    with endpoint:
+        promote(docker_fleet)
+        probing.set()
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        result = docker_fleet.apply()
+        probing.clear()
+        prober.join(10)
+        assert result.returncode == 0, output(result)
+        assert probes[0] >= len(found)
+        assert not_ready == []  # every replica ready all through the promotion
+
+        paused = docker_fleet.containers[found[2].name]
+        paused.container.pause()
+        code, body = request(endpoint.address.url, "GET", f"/readyz/{paused.name}", timeout=10)
+        assert code == 503
+        assert body["reasons"][0].startswith("TFS does not answer"), body
+        for replica in found:
+            if replica.name != paused.name:
+                assert request(endpoint.address.url, "GET", f"/readyz/{replica.name}")[0] == 200

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
@@ -263,8 +264,28 @@ def test_the_daemon_rolls_out_a_change_and_heals_a_replica_that_drifted(fleet: F
             return body if code == 200 and isinstance(body, dict) else {}
 
         wait_until(lambda: status().get("state") == "in_sync", 30, what="in sync at start")
+        code, ready = request(f"http://127.0.0.1:{port}", "GET", "/readyz/tfs-c")
+        assert (code, ready["ready"]) == (200, True), ready
+        code, _ = request(f"http://127.0.0.1:{port}", "GET", "/readyz/tfs-z")
+        assert code == 404
+        unready: list[Any] = []
+        probing = threading.Event()
+
+        def probe() -> None:  # a balancer's health check of every replica, through the change
+            while not probing.is_set():
+                for name in NAMES:
+                    code, body = request(f"http://127.0.0.1:{port}", "GET", f"/readyz/{name}")
+                    if code != 200:
+                        unready.append((name, code, body))
+                time.sleep(0.02)
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
         promote(fleet.lab)
         wait_until(lambda: fleet.labels() == dict.fromkeys(NAMES, 4), 60, what="promoted")
+        probing.set()
+        prober.join(10)
+        assert unready == []  # ready through the promotion: the old version serves until the flip
         wait_until(lambda: status().get("state") == "in_sync", 30, what="in sync after")
         # tfs-e's file put back by hand: drift, healed by the next pass
         shutil.copy(fleet.lab / "models" / "models.config", fleet.config("tfs-e"))

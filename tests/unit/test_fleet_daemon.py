@@ -58,3 +58,20 @@ def test_a_fleet_in_sync_is_a_quiet_pass(fleet: Fleet, tmp_path: Path) -> None:
     )
     assert outcome is not None and outcome.result is FleetResult.NOOP
     assert fleet.pushes == []
+
+
+def test_without_self_heal_a_replica_that_drifted_is_left_as_it_is(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.want("[1, 2, 3]", {"deprecated": 1, "stable": 2, "canary": 3})
+    fleet.tfs["tfs-b"].labels["stable"] = 3  # moved by hand on TFS: drift
+    loop = daemon(tmp_path, fleet.clock)
+    loop.self_heal = False
+    spec = FleetSpec(fleet.replicas, None, ROLLOUT)
+    outcome = loop._roll(spec, fleet, fleet.replicas, lambda: False)
+    assert outcome is not None and outcome.result is FleetResult.NOOP
+    assert fleet.tfs["tfs-b"].labels["stable"] == 3
+    loop.self_heal = True
+    outcome = loop._roll(spec, fleet, fleet.replicas, lambda: False)
+    assert outcome is not None and outcome.result is FleetResult.DONE, outcome
+    assert fleet.tfs["tfs-b"].labels["stable"] == 2

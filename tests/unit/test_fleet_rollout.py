@@ -25,6 +25,7 @@ from reconciler.fleet_rollout import (
     Survey,
     fleet_plan,
     one_by_one,
+    served_everywhere,
     serving,
     survey_of,
     wave_done,
@@ -352,3 +353,53 @@ def test_an_interrupt_during_a_wave_stops_without_counting_failures_or_rolling_b
     assert not any(r.phase is Phase.ROLLBACK for r in outcome.reports)
     assert fleet.tfs["tfs-a"].state(4) == "AVAILABLE"  # the canary keeps what it loaded
     assert fleet.labels() == {n: LAB_LABELS for n in NAMES}
+
+
+def test_a_cleanup_that_fails_on_one_replica_leaves_the_flip_and_says_partial(
+    fleet: Fleet,
+) -> None:
+    promote(fleet)
+
+    class StopsAfterFlip(FleetRollout):
+        def _step(self, the_plan: FleetPlan, names: object, phase: Phase) -> list[Report]:
+            if phase is Phase.CLEANUP:
+                fleet.tfs["tfs-e"].reachable = False
+            return super()._step(the_plan, names, phase)  # type: ignore[arg-type]
+
+    rollout = StopsAfterFlip(fleet, MemoryLog(), ROLLOUT, run_all=one_by_one, clock=fleet.clock)
+    outcome = rollout.run(fleet.plan(ROLLOUT))
+    assert outcome.result is FleetResult.PARTIAL and outcome.exit_code == 1
+    assert outcome.failed == ("tfs-e",)
+    assert "cleanup failed on tfs-e" in outcome.message
+    assert not any(r.phase is Phase.ROLLBACK for r in outcome.reports)  # labels stay moved
+    assert fleet.tfs["tfs-e"].labels == {"stable": 4, "canary": 3}
+    assert all(fleet.tfs[n].state(1) == "END" for n in NAMES[:4])
+
+
+def test_readiness_before_a_first_convergence_judges_only_what_every_replica_holds(
+    fleet: Fleet,
+) -> None:
+    promote(fleet)  # stable moves, deprecated goes: every replica holds both labels now
+    surveys = fleet.plan(ROLLOUT).surveys
+    assert fleet.desired is not None
+    judged = served_everywhere(fleet.desired, surveys)
+    assert [(m.name, m.labels) for m in judged.models] == [
+        ("animals", (("canary", 3), ("stable", 4)))
+    ]
+    fleet.want("[1, 2, 3]", {"stable": 2, "brand-new": 3})  # a label no replica has yet
+    assert fleet.desired is not None
+    judged = served_everywhere(fleet.desired, fleet.plan(ROLLOUT).surveys)
+    assert judged.models[0].labels == (("stable", 2),)
+
+
+def test_a_replica_that_loaded_but_failed_verification_is_put_back_when_the_rollout_goes_on(
+    fleet: Fleet,
+) -> None:
+    promote(fleet)
+    fleet.wrong_answer = {"tfs-b"}
+    outcome = fleet.roll(Rollout(1, Parallel(2), 1, "rollback"))
+    assert outcome.result is FleetResult.PARTIAL, outcome.message
+    assert outcome.failed == ("tfs-b",)
+    assert fleet.tfs["tfs-b"].labels == LAB_LABELS
+    assert fleet.tfs["tfs-b"].state(4) == "END"  # loaded for the rollout, unloaded again
+    assert "put back: applied" in next(r.message for r in outcome.reports if not r.ok)

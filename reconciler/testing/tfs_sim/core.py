@@ -200,12 +200,16 @@ class ServerCore:
         removed = [n for n in old_names if n not in names]
         for name in removed:
             self._manager.set_aspired(name, [])
+        # The fresh monitor exists before the source sees the new config (TFS creates it
+        # first in AddModelsViaModelConfigList): a poll due now may load a new model within
+        # this step (0 s loads), and a waiter made after would never see it become AVAILABLE.
+        waiter = self._manager.add_waiter(new_models, fresh=True) if new_models else None
         self._source = specs
         self._step_locked()
         self._applied(names, new_models, removed)
-        if not new_models:
+        if waiter is None:
             return None
-        return self._manager.add_waiter(new_models, fresh=True), "model"
+        return waiter, "model"
 
     def _applied(self, names: list[str], added: list[str], removed: list[str]) -> None:
         log_event(

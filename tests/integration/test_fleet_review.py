@@ -169,7 +169,7 @@ def test_a_replica_killed_mid_prepare_fails_the_rollout_and_the_rest_go_back(
     assert "tfs-d" in result.stdout and "rollback FAILED" in result.stdout  # never healthy
 
 
-def test_the_daemon_with_a_replica_stopped_moves_no_label_and_converges_once_it_resumes(
+def test_the_daemon_with_a_replica_stopped_is_unready_moves_no_label_and_converges_once_it_resumes(
     fleet: Fleet,
 ) -> None:
     port = free_port()
@@ -202,6 +202,9 @@ def test_the_daemon_with_a_replica_stopped_moves_no_label_and_converges_once_it_
         wait_until(lambda: state() == "in_sync", 30, what="in sync at start")
         os.kill(pid, signal.SIGSTOP)
         wait_until(lambda: state() not in (None, "in_sync"), 30, what="tfs-c noticed")
+        # /readyz/<replica>: the stopped one out of the balancer (a bounded ask), not the rest
+        wait_until(lambda: get("/readyz/tfs-c")[0] == 503, 30, what="tfs-c unready")
+        assert get("/readyz/tfs-a")[0] == 200
         promote(fleet.lab)
 
         def rollouts() -> list[dict[str, object]]:
@@ -224,6 +227,7 @@ def test_the_daemon_with_a_replica_stopped_moves_no_label_and_converges_once_it_
         os.kill(pid, signal.SIGCONT)
         wait_until(lambda: fleet.labels() == dict.fromkeys(NAMES, 4), 120, what="promoted")
         wait_until(lambda: state() == "in_sync", 60, what="in sync after")
+        wait_until(lambda: get("/readyz/tfs-c")[0] == 200, 30, what="tfs-c ready again")
     finally:
         os.kill(pid, signal.SIGCONT)
         daemon.send_signal(signal.SIGTERM)

@@ -22,7 +22,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import cost, downtime, fleet_baseline, hostile, latency, live, scale, webhook
+from bench import (
+    cost,
+    downtime,
+    fleet_baseline,
+    fleet_rollout,
+    hostile,
+    latency,
+    live,
+    scale,
+    webhook,
+)
 from bench.common import Section, machine
 
 PARTS: dict[str, tuple[str, Callable[[Section, bool], object]]] = {
@@ -33,6 +43,7 @@ PARTS: dict[str, tuple[str, Callable[[Section, bool], object]]] = {
     "live": ("Live read: diff and status over many models", live.run),
     "downtime": ("Zero downtime: failed requests during promotions", downtime.run),
     "webhook": ("Push-to-live through the webhook", webhook.run),
+    "fleet": ("Fleet rollout: `apply --fleet`, the flip pushed at once", fleet_rollout.run),
     "fleet-baseline": ("Fleet baseline: one shared models.config polled", fleet_baseline.run),
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"

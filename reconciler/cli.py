@@ -13,10 +13,9 @@ from typing import TextIO
 
 import structlog
 
-from reconciler import __version__, fleet_cli, logs
+from reconciler import __version__, logs
 from reconciler.converge import Outcome
 from reconciler.convergence import Progress
-from reconciler.daemon import Daemon
 from reconciler.desired_files import load_desired
 from reconciler.docker_target import DockerError
 from reconciler.git_source import GitError
@@ -168,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         if getattr(args, "fleet", None):
+            from reconciler import fleet_cli  # the fleet's commands, imported when asked for
+
             handler = fleet_cli.handler(args.command)
         return handler(args)
     except InputError as error:
@@ -257,6 +258,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         options = reread() if args.env_file else daemon_options_of(args)
     except ValueError as error:
         raise UsageError(f"{args.env_file}: {error}") from None
+    from reconciler.daemon import Daemon  # only `run` needs it: other commands start faster
+
     try:
         return Daemon(options, reread).run()
     except (GitError, WebhookSecretError, SidecarError) as error:

@@ -29,7 +29,7 @@ from reconciler.lock import acquire
 from reconciler.metrics import Metrics
 from reconciler.pass_policy import PassPolicy
 from reconciler.pass_result import PassKind, PassResult
-from reconciler.readiness import LiveReadiness
+from reconciler.readiness import LiveReadiness, judged
 from reconciler.reconcile import Revision
 from reconciler.sidecar import FlagCheck, refuse_single_file_mounts
 from reconciler.signals import SignalThread
@@ -307,7 +307,7 @@ class Daemon:
 
         def desired() -> DesiredState | None:
             with seen.lock:
-                return seen.accepted
+                return judged(seen.accepted, seen.desired)
 
         return LiveReadiness(
             desired,

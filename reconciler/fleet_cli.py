@@ -19,7 +19,6 @@ from typing import Any
 from reconciler.config_file import write_atomic
 from reconciler.desired import DesiredState
 from reconciler.desired_files import load_desired
-from reconciler.fleet_daemon import FleetDaemon
 from reconciler.fleet_file import DnsDiscovery, DockerDiscovery, FleetSpec, load_fleet
 from reconciler.fleet_replicas import (
     Discover,
@@ -27,6 +26,7 @@ from reconciler.fleet_replicas import (
     LiveDriver,
     fleet_history,
     fleet_replicas,
+    one_config_each,
     replica_settings,
     restore_targets,
 )
@@ -167,6 +167,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def _locked(base: Settings, replicas: Sequence[Replica], role: str) -> contextlib.ExitStack:
     """Every replica's models.config locked (a daemon or another apply on one of them waits
     its turn: AlreadyRunningError names the holder)."""
+    one_config_each(base, replicas)
     stack = contextlib.ExitStack()
     try:
         for replica in replicas:
@@ -332,6 +333,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     if unsupported:
         raise UsageError(f"run --fleet does not take {', '.join(unsupported)} yet")
+    from reconciler.fleet_daemon import FleetDaemon  # only `run` needs it: the rest start faster
+
     return FleetDaemon(
         Path(args.fleet),
         base_settings(args),

@@ -31,6 +31,7 @@ from reconciler.fleet_replicas import (
     FileFleetLog,
     LiveDriver,
     fleet_replicas,
+    one_config_each,
     replica_settings,
 )
 from reconciler.fleet_rollout import (
@@ -47,7 +48,7 @@ from reconciler.http_endpoint import HttpEndpoint, parse_address
 from reconciler.lock import AlreadyRunningError, acquire
 from reconciler.metrics import NAMESPACE
 from reconciler.problems import InputError
-from reconciler.readiness import LiveReadiness, replica_readiness
+from reconciler.readiness import LiveReadiness, judged, replica_readiness
 from reconciler.reconcile import Revision, revision_of
 from reconciler.reload import ReloadMode
 from reconciler.replica import Replica
@@ -121,6 +122,7 @@ class FleetDaemon:
     # ended with every replica serving it (a change not yet live is not judged: a new model
     # or label would take every replica out of the balancer at once)
     _in_sync_desired: DesiredState | None = None
+    _current_desired: DesiredState | None = None  # the last one read, valid
     _checks: dict[str, LiveReadiness] = field(default_factory=dict)
     _checked: tuple[Replica, ...] = ()
     _surveys: list[Survey] = field(default_factory=list)
@@ -164,6 +166,7 @@ class FleetDaemon:
         except (TransientError, OSError) as error:  # a discovery that did not answer
             self._failed(f"{type(error).__name__}: {error}")
             return None
+        self._current_desired = desired
         revision = revision_of(self.base.desired)
         driver = LiveDriver(self.base, desired, revision, self.mode, self.verifies)
         try:
@@ -175,7 +178,9 @@ class FleetDaemon:
                 self._in_sync_desired = served_everywhere(desired, self._surveys)
             if replicas != self._checked:
                 self._checks = replica_readiness(
-                    replicas, lambda: self._in_sync_desired, timeout=self.base.request_timeout
+                    replicas,
+                    lambda: judged(self._in_sync_desired, self._current_desired),
+                    timeout=self.base.request_timeout,
                 )
                 self._checked = replicas
             self._show(fleet_status(self.base, replicas, desired), outcome)
@@ -238,6 +243,7 @@ class FleetDaemon:
 
     @contextlib.contextmanager
     def _locked(self, replicas: tuple[Replica, ...]) -> Iterator[None]:
+        one_config_each(self.base, replicas)
         with contextlib.ExitStack() as stack:
             for replica in replicas:
                 path = replica_settings(self.base, replica).config_path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import posixpath
 from dataclasses import dataclass
 from functools import cache
@@ -19,6 +20,7 @@ from reconciler import yaml_nodes
 from reconciler.desired_explain import TYPE_NOUNS, describe
 from reconciler.desired_schema import strict_validator
 from reconciler.problems import InputError, Location, Problem, excerpt
+from reconciler.regular_file import read_bounded
 from reconciler.replica import Replica
 from reconciler.yaml_nodes import Marks, dotted
 
@@ -137,10 +139,17 @@ def parse_fleet(file: str, raw: bytes) -> FleetSpec:
 
 
 def load_fleet(path: Path) -> FleetSpec:
-    """Read and validate the fleet file at `path` (the imperative edge)."""
+    """Read and validate the fleet file at `path` (the imperative edge). A link is followed
+    only to a file in the link's own folder (a Kubernetes ConfigMap's `..data/`), as the
+    desired state's are: errors quote the file, and must not quote a secret it points at. A
+    FIFO or a device is refused, never waited on."""
+    folder = os.path.realpath(path.parent)
+    real = os.path.realpath(path)
+    if not real.startswith(folder.rstrip("/") + "/"):
+        why = f"a link to a file outside {path.parent}: not read (point --fleet at the file)"
+        raise InputError([Problem(Location(str(path)), "", why)])
     try:
-        with path.open("rb") as stream:
-            raw = stream.read(MAX_FILE_BYTES + 1)
+        raw = read_bounded(path, MAX_FILE_BYTES + 1)
     except OSError as error:
         why = error.strerror or str(error)
         raise InputError([Problem(Location(str(path)), "", f"cannot read: {why}")]) from None
@@ -172,8 +181,19 @@ def _duplicates(replicas: tuple[Replica, ...], marks: Marks) -> list[Problem]:
     found = []
     first: dict[str, int] = {}
     configs: dict[Path, int] = {}
+    rests: dict[str, int] = {}
     for index, replica in enumerate(replicas):
         here = ("fleet", "replicas", index)
+        other_rest = rests.setdefault(replica.rest.lower(), index)
+        if other_rest != index:
+            found.append(
+                Problem(
+                    marks.of_value((*here, "rest")),
+                    dotted((*here, "rest")),
+                    f"replica '{replicas[other_rest].name}' has this REST address too: one TFS"
+                    " listed twice would be counted twice, loaded and flipped as two",
+                )
+            )
         if replica.name in first:
             line = marks.of_value(("fleet", "replicas", first[replica.name], "name")).line
             found.append(

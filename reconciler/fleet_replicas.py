@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from reconciler.fleet_rollout import (
 from reconciler.history import STARTED, STARTED_MESSAGE, Record, append_record, read_history
 from reconciler.observe import Observed, read_config
 from reconciler.plan import plan_config
+from reconciler.problems import InputError, Location, Problem
 from reconciler.reconcile import Revision, execute, observe_for
 from reconciler.reload import GrpcReloader, NoReload, PollReloader, Reloader, ReloadMode
 from reconciler.replica import Replica
@@ -50,6 +52,23 @@ bound to their arguments."""
 
 def replica_home(state_dir: Path, name: str) -> Path:
     return state_dir / REPLICAS_DIR / name
+
+
+def one_config_each(base: Settings, replicas: Sequence[Replica]) -> None:
+    """Refuse two replicas whose models.config is one file (a link, a shared bind mount):
+    each replica's file holds what that replica serves at each moment, and the second lock
+    on it would name this very process as another tfs-reconciler."""
+    owners: dict[str, str] = {}
+    for replica in replicas:
+        real = os.path.realpath(replica_settings(base, replica).config_path)
+        owner = owners.setdefault(real, replica.name)
+        if owner != replica.name:
+            why = (
+                f"replicas {owner} and {replica.name} have one models.config ({real}, through"
+                " a link or a shared mount): each replica's file holds what that replica"
+                " serves at each moment"
+            )
+            raise InputError([Problem(Location(real), "", why)])
 
 
 def replica_settings(base: Settings, replica: Replica) -> Settings:
@@ -132,6 +151,8 @@ class GatedReloader:
         self.inner.check(target)
 
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
+        if isinstance(self.inner, GrpcReloader):  # built and connected before the gate
+            self.inner.prepare(config)
         self.gate.arrive(self.name)
         self.inner.reload(config, timeout)
 
@@ -258,6 +279,7 @@ class FileFleetLog:
     state_dir: Path
     reload: str = "grpc"
     _plan: FleetPlan | None = None
+    _stopped: Record | None = None
 
     @property
     def fleet_dir(self) -> Path:
@@ -268,6 +290,12 @@ class FileFleetLog:
             s.replica.name: {"before": render_config(s.before) if s.before is not None else None}
             for s in the_plan.surveys
         }
+        if self._stopped is not None:  # what each replica served before the stopped rollout
+            earlier = self._stopped.extra.get("replicas", {})
+            for name, entry in replicas.items():
+                if isinstance(earlier.get(name), dict) and earlier[name].get("before"):
+                    entry["before"] = earlier[name]["before"]
+            extra = {"resumes": self._stopped.id, **extra}
         return Record(
             id=0,
             time=_now(),
@@ -281,7 +309,14 @@ class FileFleetLog:
         )
 
     def start(self, rollout: FleetPlan) -> int:
+        """Record the rollout's start. After one stopped part-way (kill -9), the fleet it left
+        (some replicas loaded or flipped) was never a state anyone chose: this rollout's
+        `before`, what `rollback --fleet` returns to, is what served before that one."""
         self._plan = rollout
+        records = read_history(self.fleet_dir)
+        last = records[-1] if records else None
+        if last is not None and last.outcome == STARTED:
+            self._stopped = last
         return append_record(self.fleet_dir, self._record(rollout, STARTED, STARTED_MESSAGE)).id
 
     def replica_serves(self, replica: Replica, generation: int, phase: Phase, config: str) -> None:

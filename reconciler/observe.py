@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import posixpath
-import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Generic, TypeVar, cast
 
 from reconciler.config_file import read_config_bytes
+from reconciler.disk_scan import host_path, scan_disk, scan_model
 from reconciler.problems import InputError, Location, Problem
 from reconciler.state import (
     DiskState,
@@ -34,6 +33,7 @@ __all__ = [
     "LiveVersion",
     "ModelDir",
     "Observed",
+    "Prefetched",
     "StatusSource",
     "TfsUnreachable",
     "VersionDir",
@@ -44,124 +44,6 @@ __all__ = [
     "scan_disk",
     "scan_model",
 ]
-
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-INT64_MAX = 2**63 - 1
-
-
-def host_path(base_path: str, serving_root: str, models_dir: Path) -> Path | None:
-    """Where a path TFS sees (under the serving root) lives on this host; None if outside."""
-    root = posixpath.normpath(serving_root)
-    path = posixpath.normpath(base_path)
-    if path == root:
-        return models_dir
-    if not path.startswith(root.rstrip("/") + "/"):
-        return None
-    return models_dir / posixpath.relpath(path, root)
-
-
-OUTSIDE_ROOT = (
-    "is a link to a folder outside the models folder: TFS is given only what lies under"
-    " its serving root, links included"
-)
-
-
-def scan_model(
-    name: str, folder: Path, root: str | None = None, models_dir: str | None = None
-) -> ModelDir:
-    """The version folders of one model. With `root` (the models folder's real path), a
-    model folder, version folder or SavedModel file that a link leads out of it counts as
-    absent: in TFS's container the link would lead elsewhere, or nowhere; the rule for a
-    base_path outside the serving root, applied after links."""
-    # os.scandir, not Path.iterdir + is_dir: the directory entry's type spares a stat per
-    # entry, and plain strings spare pathlib's overhead (a scan of 1,000 models took ~2x).
-    base = str(folder)
-    plain = os.path.dirname(base) == models_dir and not os.path.islink(base)
-    if root is not None and not plain and not _lies_in(os.path.realpath(base), root):
-        return ModelDir(name, base, exists=False, refused=OUTSIDE_ROOT)
-    try:
-        with os.scandir(base) as listing:
-            entries = list(listing)
-    except (FileNotFoundError, NotADirectoryError):
-        return ModelDir(name, base, exists=False)
-    except OSError as error:  # unreadable: what is in it is unknown, not absent
-        return ModelDir(name, base, exists=False, error=error.strerror or str(error))
-    versions = []
-    for entry in entries:
-        # As file_system_storage_path_source.cc: every child whose name parses as an int64 is
-        # a version (`0004` is version 4), a plain file too (its load then fails).
-        number = _version_number(entry.name)
-        if number is None:
-            continue
-        if not _is_dir(entry):
-            versions.append(VersionDir(number, entry.path, False, plain_file=True))
-        elif root is not None and _is_link(entry) and not _lies_in(os.path.realpath(entry), root):
-            versions.append(VersionDir(number, entry.path, False, refused=OUTSIDE_ROOT))
-        else:
-            versions.append(VersionDir(number, entry.path, _loadable(entry.path, root)))
-    ordered = sorted(versions, key=lambda v: (v.version, os.path.basename(v.path)))
-    return ModelDir(name, base, True, tuple(ordered))
-
-
-def _lies_in(real: str, root: str) -> bool:
-    return real == root or real.startswith(root.rstrip("/") + "/")
-
-
-def _is_link(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_symlink()
-    except OSError:
-        return False
-
-
-def _version_number(name: str) -> int | None:
-    """The version a name stands for, as TFS parses it (file_system_storage_path_source.cc
-    ParseVersionNumber: absl::SimpleAtoi into an int64): surrounding ASCII whitespace and a
-    sign allowed, decimal digits only; `0004` and `+4` are 4. TFS ignores what does not parse."""
-    body = name.strip(" \t\n\v\f\r")
-    sign = -1 if body[:1] == "-" else 1
-    if body[:1] in ("-", "+"):
-        body = body[1:]
-    if not body or not all("0" <= c <= "9" for c in body):
-        return None
-    number = sign * int(body)
-    return number if -INT64_MAX - 1 <= number <= INT64_MAX else None
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()  # follows symlinks, as Path.is_dir does
-    except OSError:
-        return False
-
-
-def _loadable(folder: str, root: str | None = None) -> bool:
-    for file in SAVED_MODEL_FILES:
-        path = os.path.join(folder, file)
-        try:
-            info = os.lstat(path)
-            if stat.S_ISLNK(info.st_mode):
-                if root is not None and not _lies_in(os.path.realpath(path), root):
-                    continue
-                info = os.stat(path)
-            if stat.S_ISREG(info.st_mode) and info.st_size > 0:
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def scan_disk(base_paths: Mapping[str, str], serving_root: str, models_dir: Path) -> DiskState:
-    """Scan the version folders of each model (name -> base_path as TFS sees it)."""
-    models = []
-    root = os.path.realpath(models_dir)
-    for name, base_path in sorted(base_paths.items()):
-        folder = host_path(base_path, serving_root, models_dir)
-        if folder is None:
-            models.append(ModelDir(name, base_path, exists=False, outside=True))
-        else:
-            models.append(scan_model(name, folder, root, str(models_dir)))
-    return DiskState(tuple(models))
 
 
 def read_config(path: Path) -> ServingConfig | None:
@@ -240,7 +122,9 @@ def _read_all(
 def _read_model(source: StatusSource, name: str, labels: Iterable[str]) -> LiveModel:
     status = source.model_status(name)
     resolved = []
-    if status.found:
+    # A label answers only through a version that is AVAILABLE (GetModelMetadata takes a
+    # servable handle): with none, every label lookup would fail; it is not asked.
+    if status.found and status.available:
         for label in sorted(set(labels)):
             version = source.label_version(name, label)
             if version is not None:
@@ -281,7 +165,7 @@ def _read_more(
     asks = [
         (model.name, label)
         for model in first.models
-        if model.found
+        if model.found and model.available
         for label in sorted(set(labels.get(model.name, ())) - {lb for lb, _ in model.labels})
     ]
     try:
@@ -297,6 +181,93 @@ def _read_more(
         read[name] = replace(model, labels=tuple(sorted((*model.labels, *extra))))
     read.update((m.name, m) for m in rest.models)
     return LiveStatus(reachable=True, models=tuple(read[name] for name in sorted(read)))
+
+
+class _Slot:
+    """One answer read ahead: `hit` once it was read (its value, or the error it raised)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.hit = False
+        self.value: object = None
+        self.error: Exception | None = None
+
+
+class Prefetched:
+    """A StatusSource that starts reading, in the background, every model models.config
+    names (its status, and its labels when a version is AVAILABLE), for a read of live state
+    that follows soon: `diff` and `status` ask TFS while they parse the desired state. Each
+    answer read ahead is handed out once, waited for if still on its way; anything else, and
+    what the read ahead did not get to, is asked of `source`."""
+
+    def __init__(self, source: StatusSource, config_path: Path) -> None:
+        self._source = source
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._lock = threading.Lock()
+        try:
+            config = read_config(config_path)
+        except InputError:
+            config = None
+        models = (
+            {m.name: sorted({label for label, _ in m.labels}) for m in config.models}
+            if config
+            else {}
+        )
+        for name, labels in models.items():
+            self._slots[(name, "")] = _Slot()
+            self._slots.update(((name, "label:" + label), _Slot()) for label in labels)
+        self._all = dict(self._slots)  # every slot, for the reader to fill; _slots: not taken yet
+        if models:
+            work = sorted(models.items())
+            threading.Thread(target=self._run, args=(work,), name="live-read", daemon=True).start()
+
+    def _run(self, work: list[tuple[str, list[str]]]) -> None:
+        try:
+            _read_all(work, self._read_one)
+        except Exception:  # in its slot: the caller who asks for it gets it
+            pass
+        finally:
+            for slot in self._all.values():  # what was not read: asked of the source
+                slot.done.set()
+
+    def _read_one(self, work: tuple[str, list[str]]) -> None:
+        name, labels = work
+        status = self._fill((name, ""), partial(self._source.model_status, name))
+        if status.found and status.available:
+            for label in labels:
+                self._fill(
+                    (name, "label:" + label), partial(self._source.label_version, name, label)
+                )
+
+    def _fill(self, key: tuple[str, str], read: Callable[[], _Read]) -> _Read:
+        slot = self._all[key]
+        try:
+            value = read()
+        except Exception as error:
+            slot.error, slot.hit = error, True
+            slot.done.set()
+            raise
+        slot.value, slot.hit = value, True
+        slot.done.set()
+        return value
+
+    def _take(self, key: tuple[str, str]) -> _Slot | None:
+        with self._lock:
+            slot = self._slots.pop(key, None)
+        if slot is None:
+            return None
+        slot.done.wait()
+        if slot.error is not None:
+            raise slot.error
+        return slot if slot.hit else None
+
+    def model_status(self, name: str) -> LiveModel:
+        slot = self._take((name, ""))
+        return cast("LiveModel", slot.value) if slot else self._source.model_status(name)
+
+    def label_version(self, name: str, label: str) -> int | None:
+        slot = self._take((name, "label:" + label))
+        return cast("int | None", slot.value) if slot else self._source.label_version(name, label)
 
 
 class _Background(Generic[_Read]):

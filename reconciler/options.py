@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import structlog
 
 from reconciler import logs, option_types, webhook
-from reconciler.daemon import DaemonOptions
+from reconciler.daemon_options import DaemonOptions
 from reconciler.docker_target import DockerError, DockerTarget
 from reconciler.reload import ReloadMode
 from reconciler.settings import (

@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.desired import DesiredState
@@ -34,7 +34,7 @@ from reconciler.observe import LiveStatus, StatusSource, read_live
 from reconciler.replica import Replica
 from reconciler.tfs_rest import TfsRest
 
-__all__ = ["LiveReadiness", "Readiness", "decide", "replica_readiness"]
+__all__ = ["LiveReadiness", "Readiness", "decide", "judged", "replica_readiness"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,24 @@ class Readiness:
 
     def document(self) -> dict[str, Any]:
         return {"ready": self.ready, "reasons": list(self.reasons)}
+
+
+def judged(accepted: DesiredState | None, current: DesiredState | None) -> DesiredState | None:
+    """What readiness judges TFS against: the desired state of the last pass that ended in sync
+    (`accepted`), less what the `current` desired state takes away. A change adds nothing
+    until it is live (one refused or rolled back reaches every replica at once, and must not
+    make them all unready while each serves as before); a model or label it removes stops
+    counting as soon as it is read (the change's cleanup removes it before its pass ends)."""
+    if accepted is None or current is None:
+        return accepted
+    models = []
+    for model in accepted.models:
+        now = current.model(model.name)
+        if now is None:
+            continue
+        kept = now.label_map
+        models.append(replace(model, labels=tuple(lv for lv in model.labels if lv[0] in kept)))
+    return replace(accepted, models=tuple(models))
 
 
 def decide(desired: DesiredState | None, live: LiveStatus | None, converged: bool) -> Readiness:
@@ -106,7 +124,7 @@ class LiveReadiness:
                 kept is not None
                 and now - kept[0] < self._max_age
                 and kept[1] == converged
-                and kept[2] is desired
+                and (kept[2] is desired or kept[2] == desired)
             ):
                 return kept[3]
             live = None

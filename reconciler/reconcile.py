@@ -24,7 +24,7 @@ from reconciler.history import (
     read_history,
     rollback_target,
 )
-from reconciler.observe import Observed, observe
+from reconciler.observe import Observed, Prefetched, StatusSource, observe
 from reconciler.outcome import Result
 from reconciler.plan import Plan, Step, StepKind, plan, plan_config
 from reconciler.problems import InputError, Problem
@@ -60,7 +60,7 @@ def revision_of(path: Path) -> Revision:
 def observe_for(
     settings: Settings,
     desired: DesiredState,
-    rest: TfsRest | None,
+    rest: StatusSource | None,
     extra: ServingConfig | None = None,
     live_models: frozenset[str] | None = None,
 ) -> Observed:
@@ -332,6 +332,7 @@ def local_status(settings: Settings) -> dict[str, Any]:
     except OSError as error:  # the status is still worth showing
         records, unreadable = [], f"cannot read the history: {error}"
     last = records[-1] if records else None
+    live = Prefetched(TfsRest(settings.rest_url, settings.request_timeout), settings.config_path)
     try:
         desired = load_desired(settings.desired, settings.serving_root)
     except InputError as error:
@@ -344,7 +345,7 @@ def local_status(settings: Settings) -> dict[str, Any]:
             source="cli",
             config=settings.real_config_path,
         )
-    observed = observe_for(settings, desired, TfsRest(settings.rest_url, settings.request_timeout))
+    observed = observe_for(settings, desired, live)
     return status_document(
         desired,
         observed,
@@ -380,9 +381,10 @@ class Diff:
 
 def diff(settings: Settings) -> Diff:
     """What an apply would change now; nothing is written."""
-    desired = load_desired(settings.desired, settings.serving_root)
     rest = TfsRest(settings.rest_url, settings.request_timeout)
-    observed = observe_for(settings, desired, rest)
+    live = Prefetched(rest, settings.config_path)  # TFS is asked while the desired state parses
+    desired = load_desired(settings.desired, settings.serving_root)
+    observed = observe_for(settings, desired, live)
     result = with_signature_problems(plan(desired, observed), desired, rest)
     text = read_text(settings.config_path)
     relayout = bool(

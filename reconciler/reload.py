@@ -68,6 +68,10 @@ class GrpcReloader:
     def check(self, target: ServingConfig) -> None:
         return None
 
+    def prepare(self, config: ServingConfig) -> None:
+        """The push of `config` built ahead of `reload(config)`."""
+        self.client.prepare(config)
+
     def reload(self, config: ServingConfig, timeout: float | None = None) -> None:
         """Push `config`; `timeout` (what the command has left) bounds the call: a push that
         adds a model returns only once the model loaded, which may take as long as the apply

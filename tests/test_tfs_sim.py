@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import http.client
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,10 +28,16 @@ from reconciler.testing.tfs_sim.json_tensor import (
     predict_inputs,
     request_signature_name,
 )
-from reconciler.testing.tfs_sim.lifecycle import LoadTiming, Manager, State, not_available_message
+from reconciler.testing.tfs_sim.lifecycle import (
+    LoadTiming,
+    Manager,
+    State,
+    VersionStatus,
+    not_available_message,
+)
 from reconciler.testing.tfs_sim.model_config import VersionPolicy, parse_config_text, policy_of
 from reconciler.testing.tfs_sim.predict import classify_or_regress, predict, set_method_name_check
-from reconciler.testing.tfs_sim.rest import RestServer, tensors_json
+from reconciler.testing.tfs_sim.rest import RestServer, status_json, tensors_json
 from reconciler.testing.tfs_sim.savedmodel import (
     SavedModelInfo,
     Signature,
@@ -37,6 +45,7 @@ from reconciler.testing.tfs_sim.savedmodel import (
     load_saved_model,
     parse_saved_model,
 )
+from reconciler.tfs_rest import parse_header_lines
 
 EXAMPLE_MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 INFO = SavedModelInfo(path=Path("/x"), signatures={})
@@ -929,5 +938,40 @@ def test_a_metadata_answer_is_rendered_once_per_loaded_version() -> None:
         assert list(body["metadata"]["signature_def"]["signature_def"]) == ["a"]
         reloaded = json.loads(server.metadata_text("m", Servable("m", 1, again)))
         assert list(reloaded["metadata"]["signature_def"]["signature_def"]) == ["b"]
+    finally:
+        server.server_close()
+
+
+_HEADER_BYTES = st.sampled_from(
+    [b"Host", b"Content-Length", b"X-a", b"From", b"From ", b"", b" ", b"\t", b":", b": ", b"a b",
+     b"1", b"\xe9", b"\x00", b"\r", b"keep-alive", b"close", b"\r\n", b"\n"]
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(_HEADER_BYTES, max_size=6).map(b"".join), max_size=6))
+def test_a_header_block_reads_as_the_stdlib_reads_it(pieces: list[bytes]) -> None:
+    """The simulator's split of plain header lines gives what http.client.parse_headers
+    (the email package's FeedParser) gives, odd lines included."""
+    block = b"".join(p if p.endswith(b"\n") else p + b"\r\n" for p in pieces) + b"\r\n"
+    lines = io.BytesIO(block).readlines()
+    lines = lines[: next(i for i, line in enumerate(lines) if line in (b"\r\n", b"\n")) + 1]
+    expected = http.client.parse_headers(io.BytesIO(b"".join(lines)))
+    assert parse_header_lines(lines).items() == expected.items()
+
+
+def test_a_status_answer_is_rendered_once_per_set_of_states() -> None:
+    server = RestServer(("127.0.0.1", 0), ServerCore(CoreOptions()))
+    try:
+        failed = TfsError(Code.NOT_FOUND, "no SavedModel")
+        sets = [
+            [VersionStatus(2, State.AVAILABLE, None), VersionStatus(1, State.END, None)],
+            [VersionStatus(2, State.AVAILABLE, None), VersionStatus(1, State.END, failed)],
+            [VersionStatus(2, State.LOADING, None)],
+        ]
+        texts = [server.status_text(statuses) for statuses in sets]
+        assert [json.loads(t) for t in texts] == [status_json(s) for s in sets]
+        assert server.status_text(list(sets[0])) is texts[0]
+        assert len(set(texts)) == 3
     finally:
         server.server_close()

@@ -97,7 +97,7 @@ def test_one_replica_with_an_unreadable_config_does_not_hide_the_others(lab: Pat
         lab,
         "apiVersion: tfs-reconciler/v1\nfleet:\n  replicas:\n"
         "    - {name: tfs-a, rest: 'http://127.0.0.1:9', config: models/models.config}\n"
-        "    - {name: tfs-b, rest: 'http://127.0.0.1:9', config: broken.config}\n",
+        "    - {name: tfs-b, rest: 'http://127.0.0.1:10', config: broken.config}\n",
     )
     result = run(lab, "status", "--fleet", "fleet.yaml", "--output", "json")
     assert result.returncode == 1, result.stderr

@@ -13,13 +13,14 @@ import pytest
 
 from reconciler import observe as observe_module
 from reconciler.desired import parse_documents
+from reconciler.disk_scan import OUTSIDE_ROOT
 from reconciler.observe import (
     LIVE_READERS,
-    OUTSIDE_ROOT,
     LiveModel,
     LiveStatus,
     LiveVersion,
     Observed,
+    Prefetched,
     TfsUnreachable,
     host_path,
     observe,
@@ -29,6 +30,7 @@ from reconciler.observe import (
 )
 from reconciler.plan import plan
 from reconciler.problems import InputError
+from reconciler.tfs_config import ConfigModel, ServingConfig, render_config
 
 
 def _version(folder: Path, name: str, saved_model: bytes = b"pb") -> None:
@@ -133,6 +135,25 @@ def test_read_live_reads_many_models_and_keeps_their_order() -> None:
     assert status.reachable
     assert [m.name for m in status.models] == names
     assert dict(status.models[7].labels) == {"stable": 1}
+
+
+def test_read_live_asks_no_label_of_a_model_with_no_available_version() -> None:
+    """TFS resolves a label only through an AVAILABLE version (GetModelMetadata takes a
+    servable handle): those lookups would fail, and are not made."""
+
+    class Tfs(_Tfs):
+        def model_status(self, name: str) -> LiveModel:
+            state = "AVAILABLE" if name == "up" else "LOADING"
+            return LiveModel(name, True, (LiveVersion(1, state),))
+
+        def label_version(self, name: str, label: str) -> int | None:
+            self.asked.append(name)  # only labels are recorded here
+            return 1
+
+    tfs = Tfs()
+    status = read_live(tfs, ["loading", "up"], {"loading": ["stable"], "up": ["stable"]})
+    assert [dict(m.labels) for m in status.models] == [{}, {"stable": 1}]
+    assert tfs.asked == ["up"]
 
 
 def test_read_live_asks_only_the_models_given() -> None:
@@ -274,6 +295,70 @@ def test_observe_stops_the_live_read_when_models_config_is_invalid(tmp_path: Pat
     tfs.release.set()
     _readers_done()
     assert len(tfs.asked) <= LIVE_READERS  # the readers in flight finished; none started more
+
+
+def _config_of(tmp_path: Path, models: dict[str, dict[str, int]]) -> Path:
+    config = tmp_path / "models.config"
+    config.write_text(
+        render_config(
+            ServingConfig(
+                tuple(
+                    ConfigModel(n, f"/models/{n}", labels=tuple(sorted(ls.items())))
+                    for n, ls in models.items()
+                )
+            )
+        )
+    )
+    return config
+
+
+def test_prefetched_reads_what_models_config_names_and_hands_each_answer_out_once(
+    tmp_path: Path,
+) -> None:
+    tfs = _Tfs()
+    asked_labels: list[tuple[str, str]] = []
+    real = tfs.label_version
+
+    def label_version(name: str, label: str) -> int | None:
+        asked_labels.append((name, label))
+        return real(name, label)
+
+    tfs.label_version = label_version  # type: ignore[method-assign]
+    source = Prefetched(tfs, _config_of(tmp_path, {"a": {"stable": 1}, "b": {}}))
+    _readers_done()
+    assert sorted(tfs.asked) == ["a", "b"] and asked_labels == [("a", "stable")]
+    live = read_live(source, ["a", "b", "c"], {"a": ["stable"]})
+    assert [(m.name, dict(m.labels)) for m in live.models] == [
+        ("a", {"stable": 1}),
+        ("b", {}),
+        ("c", {}),
+    ]
+    assert sorted(tfs.asked) == ["a", "b", "c"]  # only c was asked again
+    source.model_status("a")
+    assert sorted(tfs.asked) == ["a", "a", "b", "c"]  # an answer read ahead is used once
+
+
+def test_prefetched_hands_an_error_to_who_asks_for_it_and_asks_the_rest_again(
+    tmp_path: Path,
+) -> None:
+    tfs = _Tfs(down=frozenset({"a"}))
+    source = Prefetched(tfs, _config_of(tmp_path, {"a": {}, "b": {}}))
+    _readers_done()
+    with pytest.raises(TfsUnreachable):
+        source.model_status("a")
+    tfs.down = frozenset()
+    assert source.model_status("b").found  # read ahead, or asked now if the read stopped first
+
+
+def test_prefetched_reads_nothing_ahead_without_a_valid_models_config(tmp_path: Path) -> None:
+    (tmp_path / "models.config").write_text("model_config_list { nonsense }\n")
+    tfs = _Tfs()
+    for config in (tmp_path / "models.config", tmp_path / "missing.config"):
+        source = Prefetched(tfs, config)
+        _readers_done()
+        assert tfs.asked == []
+        assert source.model_status("a").found and tfs.asked == ["a"]
+        tfs.asked.clear()
 
 
 def test_a_model_folder_with_a_name_too_long_is_unreadable_not_fatal(tmp_path: Path) -> None:

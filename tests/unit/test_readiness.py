@@ -7,7 +7,7 @@ import pytest
 
 from reconciler.desired import DesiredState, parse_documents
 from reconciler.observe import LiveModel, LiveStatus, LiveVersion, TfsUnreachable
-from reconciler.readiness import LiveReadiness, Readiness, decide
+from reconciler.readiness import LiveReadiness, Readiness, decide, judged
 
 DESIRED = parse_documents(
     [
@@ -142,3 +142,32 @@ def test_the_live_reader_asks_tfs_at_most_once_per_max_age() -> None:
     now[0] += 1.5
     assert check(True) == Readiness(False, ("TFS does not answer: refused",))
     assert check(False).reasons == ("not converged yet since the reconciler started",)
+
+
+def _labels(state: DesiredState | None) -> dict[str, dict[str, int]]:
+    assert state is not None
+    return {m.name: m.label_map for m in state.models}
+
+
+def test_judged_keeps_what_both_ask_for_so_a_change_adds_only_once_live() -> None:
+    head = b"apiVersion: tfs-reconciler/v1\nmodels:\n"
+    before = parse_documents(
+        [
+            ("a.yaml", head + b"  animals:\n    versions: [1, 2, 3]\n"
+             b"    labels: {deprecated: 1, stable: 2}\n"),
+            ("b.yaml", head + b"  plants:\n    versions: [1]\n"),
+        ]
+    )  # fmt: skip
+    after = parse_documents(
+        [
+            ("a.yaml", head + b"  animals:\n    versions: [2, 3, 4]\n"
+             b"    labels: {stable: 4, canary: 3}\n"),
+            ("c.yaml", head + b"  iris:\n    versions: [1]\n"),
+        ]
+    )  # fmt: skip
+    # Being applied: what it adds (canary, iris) not yet; what it removes (deprecated, plants)
+    # no longer; what both name (stable) still, whatever version it resolves to.
+    assert _labels(judged(before, after)) == {"animals": {"stable": 2}}
+    assert judged(before, None) == before  # the current one unreadable: the last in sync
+    assert judged(None, after) is None  # never in sync: nothing to judge yet
+    assert _labels(judged(after, after)) == _labels(after)  # once live, all of it

@@ -4,6 +4,7 @@ are not TFS's (which must surface as TfsUnreachable, never as a traceback in `di
 from __future__ import annotations
 
 import json
+import socketserver
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -174,3 +175,36 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_once(
     assert rest.model_status("animals").found
     assert rest.model_status("animals").found  # over a new connection, not an error
     assert len(connections) == 2
+
+
+def test_answers_in_every_http_shape_are_read_over_one_kept_connection() -> None:
+    """The client reads headers its own way (the stdlib's email parser was its largest cost);
+    the rest of http.client's reading stays: a 100 Continue before the answer, a chunked
+    body, a folded header line, several answers over one kept-alive connection."""
+    body = json.dumps({"model_spec": {"version": "4"}}).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    answers = [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body),
+        b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        b"HTTP/1.1 200 OK\r\nContent-Length:%d\r\nConnection: keep-alive\r\n\r\n%s"
+        % (len(body), body),
+    ]
+    connections: list[int] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            connections.append(1)
+            for answer in answers:
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                self.wfile.write(answer)
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as tcp:
+        threading.Thread(target=tcp.serve_forever, args=(0.01,), daemon=True).start()
+        rest = TfsRest(f"http://127.0.0.1:{tcp.server_address[1]}")
+        try:
+            assert [rest.label_version("m", "stable") for _ in answers] == [4, 4, 4]
+        finally:
+            tcp.shutdown()
+    assert len(connections) == 1

@@ -50,6 +50,15 @@ def test_predict_body_is_parsed_before_the_model_is_looked_up(tfs: Tfs) -> None:
     assert response.status_code == 404
 
 
+def test_classify_reads_the_context_before_the_examples(tfs: Tfs) -> None:
+    """json_tensor.cc FillClassifyRegressRequestFromJson: an optional 'context' is made an
+    Example (MakeExampleFromJsonObject) before 'examples' is looked at."""
+    for method in ("classify", "regress"):
+        response = tfs.post(f"/v1/models/no_such_model:{method}", body={"context": [1]})
+        assert response.status_code == 400
+        assert error_of(response) == "Example must be JSON object but got JSON Array"
+
+
 def test_predict_input_is_checked_against_the_signature(tfs: Tfs) -> None:
     """json_tensor.cc: named inputs, dtypes, equal shapes, empty instances, both keys."""
     a = tfs.name("a")

@@ -487,7 +487,10 @@ def predict_inputs(
 
 
 def classify_regress_examples(doc: dict[str, Any]) -> list[Any]:
-    """``FillClassifyRegressRequestFromJson``'s checks of the ``examples`` key."""
+    """``FillClassifyRegressRequestFromJson``'s checks: the optional ``context`` first (an
+    Example, read by ``MakeExampleFromJsonObject``), then the ``examples`` key."""
+    if "context" in doc and not isinstance(doc["context"], dict):
+        raise invalid(f"Example must be JSON object but got JSON {json_type(doc['context'])}")
     if "examples" not in doc:
         raise invalid(
             f"JSON Value: {debug_string(doc)} When method is classify, key 'examples' is "

@@ -5,18 +5,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Generic, TypeVar, cast
 
 from reconciler.config_file import read_config_bytes
 from reconciler.disk_scan import host_path, scan_disk, scan_model
+from reconciler.fan_out import LIVE_READERS, each_in_threads
 from reconciler.problems import InputError, Location, Problem
 from reconciler.state import (
     DiskState,
     LiveModel,
     LiveStatus,
     LiveVersion,
+    ManyStatusSource,
     ModelDir,
     Observed,
     StatusSource,
@@ -27,6 +28,7 @@ from reconciler.tfs_config import ServingConfig, parse_config
 
 # The values this module reads are defined in `state`; the shell imports them from here too.
 __all__ = [
+    "LIVE_READERS",
     "DiskState",
     "LiveModel",
     "LiveStatus",
@@ -61,62 +63,7 @@ def read_config(path: Path) -> ServingConfig | None:
     return parse_config(text, str(path))
 
 
-LIVE_READERS = 8
-"""Requests to TFS in flight at once while reading many models' status."""
-
-_Item = TypeVar("_Item")
 _Read = TypeVar("_Read")
-
-
-class _Cancelled(Exception):
-    """A read nobody waits for any more was stopped."""
-
-
-def _read_all(
-    items: Sequence[_Item], read: Callable[[_Item], _Read], cancel: threading.Event | None = None
-) -> list[_Read]:
-    """`read` of every item, in order, by at most LIVE_READERS threads that take the next item
-    when done (no task queued per item). The first failure (TfsUnreachable, typically) ends
-    it: no reader starts another item, and it is raised at once; requests already in flight
-    finish on their own and are dropped. A set `cancel` stops the readers the same way
-    (_Cancelled)."""
-    if len(items) <= 1:
-        return [read(item) for item in items]
-    results: list[_Read | None] = [None] * len(items)
-    done = threading.Condition()
-    taken = finished = 0
-    failure: list[Exception] = []
-
-    def reader() -> None:
-        nonlocal taken, finished
-        while True:
-            with done:
-                if cancel is not None and cancel.is_set() and not failure:
-                    failure.append(_Cancelled())
-                    done.notify_all()
-                if failure or taken == len(items):
-                    return
-                index = taken
-                taken += 1
-            try:
-                value = read(items[index])
-            except Exception as error:
-                with done:
-                    failure.append(error)
-                    done.notify_all()
-                return
-            with done:
-                results[index] = value
-                finished += 1
-                done.notify_all()
-
-    for _ in range(min(LIVE_READERS, len(items))):
-        threading.Thread(target=reader, name="live-reader", daemon=True).start()
-    with done:
-        done.wait_for(lambda: bool(failure) or finished == len(items))
-    if failure:
-        raise failure[0]
-    return cast("list[_Read]", results)
 
 
 def _read_model(source: StatusSource, name: str, labels: Iterable[str]) -> LiveModel:
@@ -132,18 +79,30 @@ def _read_model(source: StatusSource, name: str, labels: Iterable[str]) -> LiveM
     return LiveModel(name, status.found, status.versions, tuple(resolved))
 
 
+def read_models(
+    source: StatusSource,
+    work: Sequence[tuple[str, Sequence[str]]],
+    cancelled: Callable[[], bool] | None = None,
+) -> list[LiveModel]:
+    """Each model's status and where its labels resolve: in one go from a source that can,
+    else a call each, LIVE_READERS at a time. Raises what the source raises."""
+    if isinstance(source, ManyStatusSource):
+        return source.read_models(work, cancelled)
+    return each_in_threads(
+        work, lambda item: _read_model(source, *item), width=LIVE_READERS, cancelled=cancelled
+    )
+
+
 def read_live(
     source: StatusSource,
     models: Iterable[str],
     labels: Mapping[str, Iterable[str]],
-    cancel: threading.Event | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> LiveStatus:
     """Ask TFS for each model's versions and where each of its labels resolves."""
-    names = sorted(set(models))
+    work = [(name, sorted(set(labels.get(name, ())))) for name in sorted(set(models))]
     try:
-        found = _read_all(
-            names, lambda name: _read_model(source, name, labels.get(name, ())), cancel
-        )
+        found = read_models(source, work, cancelled)
     except TfsUnreachable as error:
         return LiveStatus(reachable=False, error=str(error))
     return LiveStatus(reachable=True, models=tuple(found))
@@ -169,7 +128,7 @@ def _read_more(
         for label in sorted(set(labels.get(model.name, ())) - {lb for lb, _ in model.labels})
     ]
     try:
-        versions = _read_all(asks, lambda ask: source.label_version(*ask))
+        versions = each_in_threads(asks, lambda ask: source.label_version(*ask), width=LIVE_READERS)
     except TfsUnreachable as error:
         return LiveStatus(reachable=False, error=str(error))
     more: dict[str, list[tuple[str, int]]] = {}
@@ -183,91 +142,90 @@ def _read_more(
     return LiveStatus(reachable=True, models=tuple(read[name] for name in sorted(read)))
 
 
-class _Slot:
-    """One answer read ahead: `hit` once it was read (its value, or the error it raised)."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.hit = False
-        self.value: object = None
-        self.error: Exception | None = None
-
-
 class Prefetched:
     """A StatusSource that starts reading, in the background, every model models.config
     names (its status, and its labels when a version is AVAILABLE), for a read of live state
     that follows soon: `diff` and `status` ask TFS while they parse the desired state. Each
-    answer read ahead is handed out once, waited for if still on its way; anything else, and
-    what the read ahead did not get to, is asked of `source`."""
+    answer read ahead is handed out once (waited for if still on its way); anything else,
+    and everything when the read ahead failed, is asked of `source`."""
 
     def __init__(self, source: StatusSource, config_path: Path) -> None:
         self._source = source
-        self._slots: dict[tuple[str, str], _Slot] = {}
         self._lock = threading.Lock()
+        self._status: dict[str, LiveModel] = {}
+        self._labels: dict[tuple[str, str], int | None] = {}
         try:
             config = read_config(config_path)
         except InputError:
             config = None
-        models = (
-            {m.name: sorted({label for label, _ in m.labels}) for m in config.models}
-            if config
-            else {}
+        work = sorted(
+            (m.name, sorted({label for label, _ in m.labels}))
+            for m in (config.models if config else ())
         )
-        for name, labels in models.items():
-            self._slots[(name, "")] = _Slot()
-            self._slots.update(((name, "label:" + label), _Slot()) for label in labels)
-        self._all = dict(self._slots)  # every slot, for the reader to fill; _slots: not taken yet
-        if models:
-            work = sorted(models.items())
-            threading.Thread(target=self._run, args=(work,), name="live-read", daemon=True).start()
+        self._ahead = _Background(lambda: read_models(source, work)) if work else None
+        self._work = dict(work)
 
-    def _run(self, work: list[tuple[str, list[str]]]) -> None:
-        try:
-            _read_all(work, self._read_one)
-        except Exception:  # in its slot: the caller who asks for it gets it
-            pass
-        finally:
-            for slot in self._all.values():  # what was not read: asked of the source
-                slot.done.set()
-
-    def _read_one(self, work: tuple[str, list[str]]) -> None:
-        name, labels = work
-        status = self._fill((name, ""), partial(self._source.model_status, name))
-        if status.found and status.available:
-            for label in labels:
-                self._fill(
-                    (name, "label:" + label), partial(self._source.label_version, name, label)
-                )
-
-    def _fill(self, key: tuple[str, str], read: Callable[[], _Read]) -> _Read:
-        slot = self._all[key]
-        try:
-            value = read()
-        except Exception as error:
-            slot.error, slot.hit = error, True
-            slot.done.set()
-            raise
-        slot.value, slot.hit = value, True
-        slot.done.set()
-        return value
-
-    def _take(self, key: tuple[str, str]) -> _Slot | None:
+    def _arrived(self) -> None:
+        """Wait for the read ahead, once; file its answers."""
         with self._lock:
-            slot = self._slots.pop(key, None)
-        if slot is None:
-            return None
-        slot.done.wait()
-        if slot.error is not None:
-            raise slot.error
-        return slot if slot.hit else None
+            ahead, self._ahead = self._ahead, None
+            if ahead is None:
+                return
+            try:
+                models = ahead.result()
+            except Exception:  # asked again of the source by whoever needs it
+                return
+            for model in models:
+                self._status[model.name] = replace(model, labels=())
+                if model.found and model.available:
+                    resolved = dict(model.labels)
+                    for label in self._work[model.name]:
+                        self._labels[(model.name, label)] = resolved.get(label)
+
+    def _take_status(self, name: str) -> LiveModel | None:
+        self._arrived()
+        with self._lock:
+            return self._status.pop(name, None)
+
+    def _take_label(self, name: str, label: str) -> tuple[bool, int | None]:
+        self._arrived()
+        with self._lock:
+            if (name, label) not in self._labels:
+                return False, None
+            return True, self._labels.pop((name, label))
 
     def model_status(self, name: str) -> LiveModel:
-        slot = self._take((name, ""))
-        return cast("LiveModel", slot.value) if slot else self._source.model_status(name)
+        return self._take_status(name) or self._source.model_status(name)
 
     def label_version(self, name: str, label: str) -> int | None:
-        slot = self._take((name, "label:" + label))
-        return cast("int | None", slot.value) if slot else self._source.label_version(name, label)
+        hit, version = self._take_label(name, label)
+        return version if hit else self._source.label_version(name, label)
+
+    def read_models(
+        self, work: Sequence[tuple[str, Sequence[str]]], cancelled: Callable[[], bool] | None = None
+    ) -> list[LiveModel]:
+        found: list[LiveModel | None] = []
+        missing: list[tuple[int, str, Sequence[str]]] = []
+        for index, (name, labels) in enumerate(work):
+            status = self._take_status(name)
+            resolved: list[tuple[str, int]] = []
+            for label in (
+                sorted(set(labels)) if status and status.found and status.available else ()
+            ):
+                hit, version = self._take_label(name, label)
+                if not hit:
+                    status = None
+                    break
+                if version is not None:
+                    resolved.append((label, version))
+            found.append(status and replace(status, labels=tuple(resolved)))
+            if status is None:
+                missing.append((index, name, labels))
+        if missing:
+            more = read_models(self._source, [(n, lb) for _, n, lb in missing], cancelled)
+            for (index, _, _), model in zip(missing, more, strict=True):
+                found[index] = model
+        return cast("list[LiveModel]", found)
 
 
 class _Background(Generic[_Read]):
@@ -316,7 +274,7 @@ def observe(
     if live_source is not None:
         source = live_source
         first = {name: tuple(labels.get(name, ())) for name in wanted & set(models)}
-        early = _Background(lambda: read_live(source, first, first, cancel))
+        early = _Background(lambda: read_live(source, first, first, cancel.is_set))
     try:
         config = read_config(config_path)
         base_paths = dict(models)

@@ -8,10 +8,14 @@ import json
 import re
 import threading
 import types
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
+from reconciler.fan_out import LIVE_READERS, each_in_threads
+from reconciler.http_many import get_many
+from reconciler.http_wire import Answer, BadAnswer
 from reconciler.state import LiveModel, LiveVersion, TfsUnreachable
 
 MAX_HEADER_LINE = 65536  # http.client's limits on a header line and on the number of headers
@@ -107,11 +111,7 @@ class TfsRest:
                 connection.close()
                 self._local.connection = None
             break
-        try:
-            parsed: Any = json.loads(raw)
-        except (ValueError, RecursionError):
-            parsed = raw.decode("utf-8", "replace")
-        return Response(reply.status, parsed)
+        return Response(reply.status, _json(raw))
 
     def _connect(self) -> http.client.HTTPConnection:
         kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -120,7 +120,74 @@ class TfsRest:
         return connection
 
     def model_status(self, name: str) -> LiveModel:
-        reply = self.request("GET", f"/v1/models/{quote(name, safe='')}")
+        return self._status(name, self.request("GET", _status_path(name)))
+
+    def label_version(self, name: str, label: str) -> int | None:
+        return _label_version(self.request("GET", _label_path(name, label)))
+
+    def read_models(
+        self, work: Sequence[tuple[str, Sequence[str]]], cancelled: Callable[[], bool] | None = None
+    ) -> list[LiveModel]:
+        """Each model's status and, when one of its versions is AVAILABLE, where each of its
+        labels resolves (`work`: names and their labels), LIVE_READERS requests in flight.
+        TfsUnreachable on the first that fails; Cancelled once `cancelled()` is true."""
+        if self._https:
+            return each_in_threads(
+                work, lambda item: self._read_model(*item), width=LIVE_READERS, cancelled=cancelled
+            )
+        found: list[LiveModel | None] = [None] * len(work)
+        resolved: list[list[tuple[str, int]]] = [[] for _ in work]
+        asks: dict[str, tuple[int, str | None]] = {}
+        for index, (name, _) in enumerate(work):
+            asks[self._prefix + _status_path(name)] = (index, None)
+
+        def on_answer(path: str, answer: Answer) -> list[str]:
+            index, label = asks.pop(path)
+            reply = Response(answer.status, _json(answer.body))
+            if label is not None:
+                version = _label_version(reply)
+                if version is not None:
+                    resolved[index].append((label, version))
+                return []
+            name, labels = work[index]
+            model = found[index] = self._status(name, reply)
+            if not (model.found and model.available):
+                return []
+            more = []
+            for label in sorted(set(labels)):
+                path = self._prefix + _label_path(name, label)
+                asks[path] = (index, label)
+                more.append(path)
+            return more
+
+        try:
+            get_many(
+                self._host,
+                self._port,
+                list(asks),
+                on_answer,
+                connections=LIVE_READERS,
+                timeout=self.timeout,
+                cancelled=cancelled,
+            )
+        except (OSError, BadAnswer) as error:
+            raise TfsUnreachable(f"TFS at {self.url} did not answer: {error}") from None
+        return [
+            replace(cast("LiveModel", model), labels=tuple(sorted(labels)))
+            for model, labels in zip(found, resolved, strict=True)
+        ]
+
+    def _read_model(self, name: str, labels: Sequence[str]) -> LiveModel:
+        model = self.model_status(name)
+        resolved = []
+        if model.found and model.available:
+            for label in sorted(set(labels)):
+                version = self.label_version(name, label)
+                if version is not None:
+                    resolved.append((label, version))
+        return replace(model, labels=tuple(resolved))
+
+    def _status(self, name: str, reply: Response) -> LiveModel:
         if reply.status == 404:
             return LiveModel(name, found=False)
         if reply.status != 200 or not isinstance(reply.body, dict):
@@ -143,18 +210,6 @@ class TfsRest:
             ) from None
         return LiveModel(name, found=True, versions=tuple(versions))
 
-    def label_version(self, name: str, label: str) -> int | None:
-        path = f"/v1/models/{quote(name, safe='')}/labels/{quote(label, safe='')}/metadata"
-        reply = self.request("GET", path)
-        if reply.status != 200 or not isinstance(reply.body, dict):
-            return None
-        spec = reply.body.get("model_spec")
-        version = spec.get("version") if isinstance(spec, dict) else None
-        try:
-            return int(version) if version not in (None, "") else None
-        except (TypeError, ValueError):  # not a version number: the label resolves nowhere
-            return None
-
     def predict(
         self, name: str, body: Any, *, version: int | None = None, label: str | None = None
     ) -> Response:
@@ -164,3 +219,31 @@ class TfsRest:
         elif label is not None:
             path += f"/labels/{quote(label, safe='')}"
         return self.request("POST", path + ":predict", body)
+
+
+def _json(raw: bytes) -> Any:
+    """The parsed JSON body, or its text when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return raw.decode("utf-8", "replace")
+
+
+def _status_path(name: str) -> str:
+    return f"/v1/models/{quote(name, safe='')}"
+
+
+def _label_path(name: str, label: str) -> str:
+    return f"/v1/models/{quote(name, safe='')}/labels/{quote(label, safe='')}/metadata"
+
+
+def _label_version(reply: Response) -> int | None:
+    """The version a label-metadata answer names, or None when the label resolves nowhere."""
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        return None
+    spec = reply.body.get("model_spec")
+    version = spec.get("version") if isinstance(spec, dict) else None
+    try:
+        return int(version) if version not in (None, "") else None
+    except (TypeError, ValueError):  # not a version number: the label resolves nowhere
+        return None

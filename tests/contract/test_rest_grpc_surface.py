@@ -5,6 +5,10 @@ classifier.cc, multi_inference.cc)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from urllib.parse import urlsplit
+
 import grpc
 import pytest
 import requests
@@ -226,3 +230,19 @@ def test_grpc_errors(tfs: Tfs) -> None:
         grpc.StatusCode.UNIMPLEMENTED,
         "Unsupported signature method_name: tensorflow/serving/predict",
     )
+
+
+def test_the_rest_port_listens_with_libevents_backlog(tfs: Tfs) -> None:
+    """evhttp_server.cc binds with evhttp_bind_socket_with_handle, which calls listen(fd, 128)
+    (libevent http.c): a client opening many connections at once is not held back a second
+    (a dropped SYN sent again) the way a backlog of 5 holds it. `ss` shows a listening
+    socket's backlog as its Send-Q."""
+    port = urlsplit(tfs.rest_url).port
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to read the listening socket's backlog")
+    shown = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if not shown:
+        pytest.skip(f"TFS's REST port {port} does not listen on this host")
+    assert shown[2] == "128", shown

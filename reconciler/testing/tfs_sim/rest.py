@@ -322,6 +322,10 @@ class RestServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # TFS's evhttp_server binds with libevent's evhttp_bind_socket_with_handle, which listens
+    # with a backlog of 128; the stdlib's 5 dropped the SYNs of a client opening eight
+    # connections at once, each then sent again a second later.
+    request_queue_size = 128
 
     METADATA_CACHE = 20_000  # answers kept (of each kind); past it the cache starts over
 

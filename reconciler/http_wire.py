@@ -97,8 +97,11 @@ def _chunks(data: bytes | bytearray, start: int) -> tuple[bytes, int] | None:
         if total > MAX_BODY_BYTES:
             raise BadAnswer(f"a body over {MAX_BODY_BYTES} bytes")
         if size == 0:
-            while True:  # trailer lines, up to the blank one
+            trailer = at
+            while True:  # trailer lines, up to the blank one: a header block's limit
                 newline = data.find(b"\n", at)
+                if (newline if newline >= 0 else len(data)) - trailer > MAX_HEADER_BYTES:
+                    raise BadAnswer(f"trailer lines longer than {MAX_HEADER_BYTES} bytes")
                 if newline < 0:
                     return None
                 line, at = data[at : newline + 1], newline + 1
@@ -131,6 +134,8 @@ def read_answer(data: bytes | bytearray, *, eof: bool) -> tuple[Answer, int] | N
             return None
         if 100 <= head.status < 200 and head.status != 101:
             start += head.size
+            if start > MAX_HEADER_BYTES:  # 1xx answers sent on and on: no final one
+                raise BadAnswer(f"informational answers longer than {MAX_HEADER_BYTES} bytes")
             continue
         break
     body_at = start + head.size

@@ -89,6 +89,11 @@ def test_a_body_without_a_length_runs_until_the_server_closes() -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEADER_BYTES,
+        # limits a server cannot get round: 1xx answers and trailers sent on and on
+        b"HTTP/1.1 100 Continue\r\n\r\n" * (MAX_HEADER_BYTES // 20),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+        + b"X: y\r\n" * (MAX_HEADER_BYTES // 5),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " + b"a" * MAX_HEADER_BYTES,
     ],
 )
 def test_what_is_not_an_answer_is_refused(data: bytes) -> None:

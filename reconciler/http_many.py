@@ -140,7 +140,10 @@ class ManyGets:
             if connection.path is not None or len(self._open) == 1:
                 raise TimeoutError("timed out")
             self._drop(connection)  # a connect the server holds back: the others go on
-        first = min((c.deadline for c in self._open), default=self._progress + self._timeout)
+        first = min(
+            (c.deadline for c in self._open if c.connecting or c.path is not None),
+            default=self._progress + self._timeout,
+        )  # an idle connection's deadline is its last request's, long past maybe: not waited on
         for key, events in self._selector.select(max(0.0, min(first - now, 0.5))):
             ready: _Connection = key.data
             if events & selectors.EVENT_WRITE:

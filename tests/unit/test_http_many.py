@@ -4,15 +4,17 @@ replaced connections, and servers that hang, reset, close or do not speak HTTP."
 from __future__ import annotations
 
 import json
+import selectors
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from reconciler.fan_out import Cancelled
-from reconciler.http_many import get_many
+from reconciler.http_many import ManyGets, get_many
 from reconciler.http_wire import Answer, BadAnswer
 from reconciler.observe import LiveModel, LiveVersion, TfsUnreachable, read_live
 from reconciler.tfs_rest import TfsRest
@@ -299,3 +301,58 @@ def test_a_hung_tfs_makes_the_read_unreachable_within_the_timeout(
             TfsRest(f"http://127.0.0.1:{server.port}", timeout=0.2).read_models([("a", [])])
     finally:
         release.set()
+
+
+class _Clock:
+    """time.monotonic, put forward by the test."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.ahead
+
+
+class _Recording(selectors.DefaultSelector):
+    """A selector that remembers the timeouts it waited with; `quiet` is set whenever a wait
+    ends with nothing ready."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+        self.quiet = threading.Event()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.timeouts.append(timeout)
+        ready = super().select(timeout)
+        if not ready:
+            self.quiet.set()
+        return ready
+
+
+def test_idle_connections_do_not_make_the_wait_spin(serve: Callable[[Handle], _Server]) -> None:
+    """A connection idle since long ago has nothing to time out: waiting on the one answer
+    still to come, the loop sleeps in select instead of polling it with a timeout of 0."""
+    release = threading.Event()
+
+    def slow(handler: socketserver.StreamRequestHandler, _number: int) -> None:
+        for line in _requests(handler):
+            if b"/slow" in line:
+                release.wait(0.5)
+            handler.wfile.write(_answer(b"{}"))
+
+    server = serve(slow)
+    clock = _Clock()
+    many = ManyGets("127.0.0.1", server.port, connections=2, timeout=10, clock=clock)
+    many._selector = recording = _Recording()
+    seen: list[str] = []
+
+    def on_answer(path: str, _answer: Answer) -> list[str]:
+        seen.append(path)
+        clock.ahead += 6  # both answered 12 s on: the idle connection's deadline has passed
+        return ["/slow"] if len(seen) == 2 else []
+
+    many.run(["/a", "/b"], on_answer)
+    assert sorted(seen) == ["/a", "/b", "/slow"]
+    assert 0 not in recording.timeouts
+

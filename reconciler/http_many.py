@@ -67,7 +67,7 @@ class ManyGets:
         self._waiting: deque[tuple[str, int]] = deque()
         self._open: set[_Connection] = set()  # every connection: opening, idle or busy
         self._idle: list[_Connection] = []
-        self._progress = 0.0  # when the last answer came (or the run began)
+        self._progress = 0.0  # when the last answer came or request went (or the run began)
 
     def run(self, paths: Iterable[str], on_answer: OnAnswer) -> None:
         self._waiting.extend((path, 0) for path in paths)
@@ -115,7 +115,8 @@ class ManyGets:
 
     def _send(self, connection: _Connection, path: str, tries: int) -> None:
         connection.path, connection.tries = path, tries
-        connection.deadline = self._clock() + self._timeout
+        self._progress = self._clock()  # the request has its own deadline from now on
+        connection.deadline = self._progress + self._timeout
         request = f"GET {path} HTTP/1.1\r\nHost: {self._host_header}\r\n\r\n".encode("ascii")
         sent = 0
         try:
@@ -132,7 +133,7 @@ class ManyGets:
 
     def _step(self, on_answer: OnAnswer) -> None:
         now = self._clock()
-        if now - self._progress >= self._timeout:  # connections that open and close, no answer
+        if now - self._progress >= self._timeout:  # connections that open and close, no request
             raise TimeoutError("timed out")
         for connection in list(self._open):
             if connection.deadline > now or not (connection.connecting or connection.path):

@@ -356,3 +356,32 @@ def test_idle_connections_do_not_make_the_wait_spin(serve: Callable[[Handle], _S
     assert sorted(seen) == ["/a", "/b", "/slow"]
     assert 0 not in recording.timeouts
 
+
+def test_a_request_sent_late_has_its_whole_timeout(serve: Callable[[Handle], _Server]) -> None:
+    """The timeout runs from when the request went out, not from the last answer: one asked
+    9 s after it (on_answer took that long) may take 2 s more of a 10 s timeout."""
+    clock = _Clock()
+    recording = _Recording()
+
+    def late(handler: socketserver.StreamRequestHandler, _number: int) -> None:
+        for line in _requests(handler):
+            if b"/late" in line:
+                clock.ahead += 2  # 11 s since /a was answered, 2 s since /late was sent
+                recording.quiet.clear()
+                recording.quiet.wait(30)  # the client has looked at the clock since
+            handler.wfile.write(_answer(b"{}"))
+
+    server = serve(late)
+    many = ManyGets("127.0.0.1", server.port, connections=1, timeout=10, clock=clock)
+    many._selector = recording
+    seen: list[str] = []
+
+    def on_answer(path: str, _answer: Answer) -> list[str]:
+        seen.append(path)
+        if path == "/a":
+            clock.ahead += 9
+            return ["/late"]
+        return []
+
+    many.run(["/a"], on_answer)
+    assert seen == ["/a", "/late"]

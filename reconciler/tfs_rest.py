@@ -137,34 +137,39 @@ class TfsRest:
             )
         found: list[LiveModel | None] = [None] * len(work)
         resolved: list[list[tuple[str, int]]] = [[] for _ in work]
-        asks: dict[str, tuple[int, str | None]] = {}
+        # What each path answers: the models (their index in `work`) a status is for, or the
+        # models and label a label's metadata is for (a model named twice is read for each).
+        statuses: dict[str, list[int]] = {}
+        asks: dict[str, list[tuple[int, str]]] = {}
         for index, (name, _) in enumerate(work):
-            asks[self._prefix + _status_path(name)] = (index, None)
+            statuses.setdefault(self._prefix + _status_path(name), []).append(index)
 
         def on_answer(path: str, answer: Answer) -> list[str]:
-            index, label = asks.pop(path)
             reply = Response(answer.status, _json(answer.body))
-            if label is not None:
+            if path in asks:
                 version = _label_version(reply)
-                if version is not None:
-                    resolved[index].append((label, version))
-                return []
-            name, labels = work[index]
-            model = found[index] = self._status(name, reply)
-            if not (model.found and model.available):
+                for index, label in asks.pop(path):
+                    if version is not None:
+                        resolved[index].append((label, version))
                 return []
             more = []
-            for label in sorted(set(labels)):
-                path = self._prefix + _label_path(name, label)
-                asks[path] = (index, label)
-                more.append(path)
+            for index in statuses.pop(path):
+                name, labels = work[index]
+                model = found[index] = self._status(name, reply)
+                if not (model.found and model.available):
+                    continue
+                for label in sorted(set(labels)):
+                    label_path = self._prefix + _label_path(name, label)
+                    if label_path not in asks:
+                        more.append(label_path)
+                    asks.setdefault(label_path, []).append((index, label))
             return more
 
         try:
             get_many(
                 self._host,
                 self._port,
-                list(asks),
+                list(statuses),
                 on_answer,
                 connections=LIVE_READERS,
                 timeout=self.timeout,

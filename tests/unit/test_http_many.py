@@ -10,6 +10,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -385,3 +386,18 @@ def test_a_request_sent_late_has_its_whole_timeout(serve: Callable[[Handle], _Se
 
     many.run(["/a"], on_answer)
     assert seen == ["/a", "/late"]
+
+
+def test_read_models_reads_a_model_named_twice_for_each(
+    serve: Callable[[Handle], _Server],
+) -> None:
+    server = serve(_tfs)
+    rest = TfsRest(f"http://127.0.0.1:{server.port}")
+    work = [("m0", ["stable"]), ("m2", []), ("m0", []), ("m0", ["stable", "canary"])]
+    m0 = LiveModel("m0", True, (LiveVersion(2, "AVAILABLE"), LiveVersion(1, "AVAILABLE")))
+    assert rest.read_models(work) == [
+        replace(m0, labels=(("stable", 2),)),
+        LiveModel("m2", False),
+        m0,
+        replace(m0, labels=(("stable", 2),)),
+    ]

@@ -79,9 +79,15 @@ class TfsRest:
             raise ValueError(f"not an http(s) URL: {url}")
         self.url = url
         self._https = parts.scheme == "https"
-        self._host = parts.hostname
+        # Requests go out in ASCII: a host name as IDNA (as http.client would write its Host
+        # header), a path prefix percent-quoted (its escapes kept).
+        try:
+            host = parts.hostname
+            self._host = host if host.isascii() else host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"not an http(s) URL: {url}") from None
         self._port = parts.port or (443 if self._https else 80)
-        self._prefix = parts.path.rstrip("/")
+        self._prefix = quote(parts.path.rstrip("/"), safe="/%!$&'()*+,;=:@")
         self.timeout = timeout
         self._local = threading.local()  # each thread's kept-alive connection
 

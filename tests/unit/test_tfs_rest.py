@@ -4,6 +4,7 @@ are not TFS's (which must surface as TfsUnreachable, never as a traceback in `di
 from __future__ import annotations
 
 import json
+import socket
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -208,3 +209,54 @@ def test_answers_in_every_http_shape_are_read_over_one_kept_connection() -> None
         finally:
             tcp.shutdown()
     assert len(connections) == 1
+
+
+def test_a_url_prefix_with_spaces_or_non_ascii_is_percent_quoted(
+    server: tuple[str, Routes],
+) -> None:
+    url, routes = server
+    routes["/tfs%20pr%C3%A9/v1/models/a"] = _status({"version": "1", "state": "AVAILABLE"})
+    rest = TfsRest(f"{url}/tfs pré/")
+    assert rest.model_status("a").versions == (LiveVersion(1, "AVAILABLE"),)
+    assert rest.read_models([("a", [])])[0].versions == (LiveVersion(1, "AVAILABLE"),)
+
+
+def test_a_host_name_that_is_not_ascii_is_asked_for_by_its_idna_form(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hosts.append(self.headers["Host"])
+            self.send_response(404)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    real = socket.getaddrinfo
+
+    def resolve(host: object, *args: object, **kwargs: object) -> object:
+        known = host in ("bücher.test", b"xn--bcher-kva.test", "xn--bcher-kva.test")
+        return real("127.0.0.1" if known else host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+    try:
+        port = httpd.server_address[1]
+        rest = TfsRest(f"http://bücher.test:{port}")
+        assert rest.read_models([("a", [])])[0].found is False
+        assert rest.model_status("a").found is False
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert hosts == [f"xn--bcher-kva.test:{port}"] * 2
+
+
+def test_a_host_name_idna_cannot_encode_is_not_a_url() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        TfsRest("http://" + "é" * 70 + ".test:8501")

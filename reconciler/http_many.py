@@ -92,18 +92,22 @@ class ManyGets:
         deadline = self._clock() + self._timeout
         if self._peer is None:
             sock = socket.create_connection(self._address, timeout=self._timeout)
-            self._peer = (sock.family, sock.getpeername())
-            error = 0
         else:
-            family, peer = self._peer
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = socket.socket(self._peer[0], socket.SOCK_STREAM)
+        try:  # the socket is closed on any failure before it joins the others
+            if self._peer is None:
+                self._peer = (sock.family, sock.getpeername())
+                error = 0
+            else:
+                sock.setblocking(False)
+                error = sock.connect_ex(self._peer[1])
+                if error not in (0, errno.EINPROGRESS):
+                    raise OSError(error, os.strerror(error))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            error = sock.connect_ex(peer)
-            if error not in (0, errno.EINPROGRESS):
-                sock.close()
-                raise OSError(error, os.strerror(error))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
         connection = _Connection(sock, deadline)
         self._open.add(connection)
         if error:

@@ -3,7 +3,9 @@ replaced connections, and servers that hang, reset, close or do not speak HTTP."
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import selectors
 import socket
 import socketserver
@@ -401,3 +403,26 @@ def test_read_models_reads_a_model_named_twice_for_each(
         m0,
         replace(m0, labels=(("stable", 2),)),
     ]
+
+
+def test_a_connection_that_fails_as_it_is_set_up_is_closed(
+    serve: Callable[[Handle], _Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer resets the connection before its address is read (ENOTCONN): the socket
+    create_connection made is closed, not left to the garbage collector."""
+    server = serve(_echo)
+    made: list[socket.socket] = []
+    real = socket.create_connection
+
+    def connect(*args: object, **kwargs: object) -> socket.socket:
+        made.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    def gone(_sock: socket.socket) -> object:
+        raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(socket.socket, "getpeername", gone)
+    with pytest.raises(OSError, match="not connected"):
+        get_many("127.0.0.1", server.port, ["/a"], lambda *_: [], timeout=10)
+    assert [sock.fileno() for sock in made] == [-1]

@@ -43,6 +43,7 @@ __all__ = [
     "observe",
     "read_config",
     "read_live",
+    "read_one_model",
     "scan_disk",
     "scan_model",
 ]
@@ -66,7 +67,8 @@ def read_config(path: Path) -> ServingConfig | None:
 _Read = TypeVar("_Read")
 
 
-def _read_model(source: StatusSource, name: str, labels: Iterable[str]) -> LiveModel:
+def read_one_model(source: StatusSource, name: str, labels: Iterable[str]) -> LiveModel:
+    """A model's status and its labels, a call each (for sources that answer one thing a call)."""
     status = source.model_status(name)
     resolved = []
     # A label answers only through a version that is AVAILABLE (GetModelMetadata takes a
@@ -89,7 +91,7 @@ def read_models(
     if isinstance(source, ManyStatusSource):
         return source.read_models(work, cancelled)
     return each_in_threads(
-        work, lambda item: _read_model(source, *item), width=LIVE_READERS, cancelled=cancelled
+        work, lambda item: read_one_model(source, *item), width=LIVE_READERS, cancelled=cancelled
     )
 
 

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 from reconciler.fan_out import LIVE_READERS, each_in_threads
 from reconciler.http_many import get_many
 from reconciler.http_wire import Answer, BadAnswer
+from reconciler.observe import read_one_model
 from reconciler.state import LiveModel, LiveVersion, TfsUnreachable
 
 MAX_HEADER_LINE = 65536  # http.client's limits on a header line and on the number of headers
@@ -139,7 +140,10 @@ class TfsRest:
         TfsUnreachable on the first that fails; Cancelled once `cancelled()` is true."""
         if self._https:
             return each_in_threads(
-                work, lambda item: self._read_model(*item), width=LIVE_READERS, cancelled=cancelled
+                work,
+                lambda item: read_one_model(self, *item),
+                width=LIVE_READERS,
+                cancelled=cancelled,
             )
         found: list[LiveModel | None] = [None] * len(work)
         resolved: list[list[tuple[str, int]]] = [[] for _ in work]
@@ -187,16 +191,6 @@ class TfsRest:
             replace(cast("LiveModel", model), labels=tuple(sorted(labels)))
             for model, labels in zip(found, resolved, strict=True)
         ]
-
-    def _read_model(self, name: str, labels: Sequence[str]) -> LiveModel:
-        model = self.model_status(name)
-        resolved = []
-        if model.found and model.available:
-            for label in sorted(set(labels)):
-                version = self.label_version(name, label)
-                if version is not None:
-                    resolved.append((label, version))
-        return replace(model, labels=tuple(resolved))
 
     def _status(self, name: str, reply: Response) -> LiveModel:
         if reply.status == 404:

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from reconciler.observe import LiveVersion, TfsUnreachable, read_live
+from reconciler.observe import LiveModel, LiveVersion, TfsUnreachable, read_live
 from reconciler.tfs_rest import TfsRest
 
 Routes = dict[str, tuple[int, bytes]]
@@ -260,3 +260,24 @@ def test_a_host_name_that_is_not_ascii_is_asked_for_by_its_idna_form(
 def test_a_host_name_idna_cannot_encode_is_not_a_url() -> None:
     with pytest.raises(ValueError, match="not an http"):
         TfsRest("http://" + "é" * 70 + ".test:8501")
+
+
+def test_over_https_read_models_asks_a_call_each() -> None:
+    """The one-thread reader speaks plain HTTP only; over TLS each model and label is one
+    call of http.client's, a few threads at a time, with the same result."""
+    rest = TfsRest("https://tfs.example:8501")
+    asked: list[tuple[str, ...]] = []
+
+    def model_status(name: str) -> LiveModel:
+        asked.append((name,))
+        return LiveModel(name, True, (LiveVersion(2, "AVAILABLE"),))
+
+    def label_version(name: str, label: str) -> int | None:
+        asked.append((name, label))
+        return 2 if label == "stable" else None
+
+    rest.model_status = model_status  # type: ignore[method-assign]
+    rest.label_version = label_version  # type: ignore[method-assign]
+    models = rest.read_models([("a", ["stable", "canary"]), ("b", [])])
+    assert [(m.name, m.labels) for m in models] == [("a", (("stable", 2),)), ("b", ())]
+    assert sorted(asked) == [("a",), ("a", "canary"), ("a", "stable"), ("b",)]

@@ -51,6 +51,21 @@ class Fleet:
     def apply(self, *options: str) -> subprocess.CompletedProcess[str]:
         return self.cli("apply", "--reload", "grpc", "--file-system-poll-seconds", "0.2", *options)
 
+    def daemon(self, port: int, *options: str) -> subprocess.Popen[str]:
+        """`run --fleet` on this lab, its endpoint on `port`, with no TFS_RECONCILER_* set."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
+        return subprocess.Popen(
+            [
+                "tfs-reconciler", "run", "--fleet", str(self.file),
+                "--desired", str(self.lab / "desired_state"),
+                "--models-dir", str(self.lab / "models"),
+                "--state-dir", str(self.lab / "state"), "--reload", "grpc",
+                "--file-system-poll-seconds", "0.2", "--resync", "0.3",
+                "--metrics-addr", f"127.0.0.1:{port}", *options,
+            ],
+            cwd=self.lab, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
     def labels(self, label: str = "stable") -> dict[str, int | None]:
         return {name: label_version(s.rest_url, MODEL, label) for name, s in self.sims.items()}
 
@@ -215,18 +230,7 @@ def test_rollback_returns_every_replica_to_what_it_served_before_the_last_rollou
 
 def test_the_daemon_rolls_out_a_change_and_heals_a_replica_that_drifted(fleet: Fleet) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
-    daemon = subprocess.Popen(
-        [
-            "tfs-reconciler", "run", "--fleet", str(fleet.file),
-            "--desired", str(fleet.lab / "desired_state"),
-            "--models-dir", str(fleet.lab / "models"),
-            "--state-dir", str(fleet.lab / "state"), "--reload", "grpc",
-            "--file-system-poll-seconds", "0.2", "--resync", "0.3",
-            "--metrics-addr", f"127.0.0.1:{port}",
-        ],
-        cwd=fleet.lab, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    daemon = fleet.daemon(port)
     try:
 
         def status() -> dict[str, Any]:

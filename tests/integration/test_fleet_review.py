@@ -173,18 +173,7 @@ def test_the_daemon_with_a_replica_stopped_is_unready_moves_no_label_and_converg
     fleet: Fleet,
 ) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TFS_RECONCILER_")}
-    daemon = subprocess.Popen(
-        [
-            "tfs-reconciler", "run", "--fleet", str(fleet.file),
-            "--desired", str(fleet.lab / "desired_state"),
-            "--models-dir", str(fleet.lab / "models"),
-            "--state-dir", str(fleet.lab / "state"), "--reload", "grpc",
-            "--file-system-poll-seconds", "0.2", "--resync", "0.3", "--timeout", "8",
-            "--metrics-addr", f"127.0.0.1:{port}",
-        ],
-        cwd=fleet.lab, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    daemon = fleet.daemon(port, "--timeout", "8")
     pid = fleet.sims["tfs-c"].pid
     assert pid is not None
     try:
